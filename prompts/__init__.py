@@ -1,0 +1,1 @@
+"""rsrag.prompts: prompt templates as versioned files."""

