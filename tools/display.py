@@ -121,8 +121,7 @@ class Stretch:
             out = np.moveaxis(np.clip(scaled, 0.0, 255.0).astype(np.uint8), 0, -1)
             out = np.ascontiguousarray(out)
         if valid is not None and not valid.all():
-            out = out.copy() if not out.flags.writeable else out
-            out[~valid] = 0
+            np.copyto(out, 0, where=~valid[..., None])
         return out
 
 

@@ -33,7 +33,7 @@ def crs_string(crs: object) -> str:
 
 def pixel_box_to_map(box: PixelBox, transform: Affine, crs: str) -> MapBox:
     """Map-coordinate bounds of a pixel box (handles rotated transforms by transforming all corners)."""
-    corners = [transform * (x, y) for x in (box.x0, box.x1) for y in (box.y0, box.y1)]
+    corners = [transform @ (x, y) for x in (box.x0, box.x1) for y in (box.y0, box.y1)]
     xs = [c[0] for c in corners]
     ys = [c[1] for c in corners]
     return MapBox(crs=crs, left=min(xs), bottom=min(ys), right=max(xs), top=max(ys))
@@ -43,7 +43,7 @@ def map_box_to_pixel(map_box: MapBox, transform: Affine) -> PixelBox:
     """The smallest pixel box covering a map-coordinate box (not clipped to the scene)."""
     inverse = ~transform
     corners = [
-        inverse * (x, y)
+        inverse @ (x, y)
         for x in (map_box.left, map_box.right)
         for y in (map_box.bottom, map_box.top)
     ]

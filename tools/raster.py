@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,22 +26,32 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.env import set_gdal_config
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from rsrag.tools.display import DisplayOptions, Stretch, alpha_band, choose_bands, valid_mask
 from rsrag.tools.errors import (
+    GeoreferenceError,
     InvalidRasterError,
     RasterNotFoundError,
     RasterOpenError,
     RasterReadError,
     WindowError,
 )
-from rsrag.tools.georef import crs_string, ground_sample_distance, pixel_box_to_map
-from rsrag.tools.region import PixelBox, Region
+from rsrag.tools.georef import (
+    crs_string,
+    ground_sample_distance,
+    lonlat_to_map_box,
+    map_box_to_lonlat,
+    map_box_to_pixel,
+    pixel_box_to_map,
+)
+from rsrag.tools.region import MapBox, PixelBox, Region
 
 #: GDAL block cache per process, in MB. GDAL's own default is 5% of RAM, which dominates memory when
-#: streaming a very large image; a bounded cache keeps the footprint flat. Set once, before the first read.
+#: streaming a very large image; a bounded cache keeps the footprint flat. Applied before the first dataset
+#: opens; a ``GDAL_CACHEMAX`` environment variable set by the user takes precedence.
 GDAL_CACHE_MB = 256
 
 _FINGERPRINT_SAMPLES = 16
@@ -69,6 +80,21 @@ class SceneInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def _bound_gdal_cache() -> None:
+    """Cap GDAL's block cache at :data:`GDAL_CACHE_MB` unless the user set ``GDAL_CACHEMAX`` themselves.
+
+    GDAL reads the option once, when its cache is first used, so this runs before the first dataset opens.
+    """
+    global _cache_bounded
+    if not _cache_bounded:
+        if "GDAL_CACHEMAX" not in os.environ:
+            set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)
+        _cache_bounded = True
+
+
+_cache_bounded = False
 
 
 def _check_path(path: Path) -> None:
@@ -132,8 +158,11 @@ class Scene:
     def _dataset(self) -> rasterio.io.DatasetReader:
         ds = getattr(self._local, "ds", None)
         if ds is None:
+            _bound_gdal_cache()
             try:
-                with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+                with warnings.catch_warnings():
+                    # A plain photo or PNG has no geotransform; rsrag then works in pixel coordinates.
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
                     ds = rasterio.open(self.path)
             except RasterioIOError as exc:
                 raise RasterOpenError(
@@ -238,6 +267,30 @@ class Scene:
         if x1 <= x0 or y1 <= y0:
             return self.check_box(box)  # raises with the full explanation
         return PixelBox(x0=x0, y0=y0, x1=x1, y1=y1)
+
+    def box_from_map(self, map_box: MapBox) -> PixelBox:
+        """Pixel box covering a box in the scene's CRS (or another CRS, reprojected), clipped to the scene.
+
+        Raises:
+            GeoreferenceError: the scene has no CRS.
+            WindowError: the box does not overlap the scene.
+        """
+        crs = self._require_crs()
+        if map_box.crs != crs:
+            west, south, east, north = map_box_to_lonlat(map_box)
+            map_box = lonlat_to_map_box(west, south, east, north, crs)
+        return self.clip_box(map_box_to_pixel(map_box, self.transform))
+
+    def box_from_lonlat(self, west: float, south: float, east: float, north: float) -> PixelBox:
+        """Pixel box covering a longitude/latitude box (degrees, WGS 84), clipped to the scene."""
+        return self.box_from_map(lonlat_to_map_box(west, south, east, north, self._require_crs()))
+
+    def _require_crs(self) -> str:
+        if self.info.crs is None:
+            raise GeoreferenceError(
+                f"{self.path.name} has no coordinate reference system; give boxes in pixel coordinates"
+            )
+        return self.info.crs
 
     def region(self, box: PixelBox, scale: int | None = None) -> Region:
         """A :class:`Region` of this scene, with its map box when georeferenced."""

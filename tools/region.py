@@ -25,13 +25,20 @@ class PixelBox(BaseModel):
     x1: int
     y1: int
 
+    def __init__(self, **data: int) -> None:
+        # Checked before pydantic validation so callers get a WindowError, not a generic ValidationError.
+        x0, y0, x1, y1 = (data.get(k) for k in ("x0", "y0", "x1", "y1"))
+        if all(isinstance(v, int) for v in (x0, y0, x1, y1)) and (x1 <= x0 or y1 <= y0):  # type: ignore[operator]
+            raise WindowError(
+                f"box ({x0}, {y0}, {x1}, {y1}) has zero or negative area: "
+                "give x0 < x1 and y0 < y1 (pixel columns and rows)"
+            )
+        super().__init__(**data)
+
     @model_validator(mode="after")
     def _check_order(self) -> PixelBox:
         if self.x1 <= self.x0 or self.y1 <= self.y0:
-            raise WindowError(
-                f"box ({self.x0}, {self.y0}, {self.x1}, {self.y1}) has zero or negative area: "
-                "give x0 < x1 and y0 < y1 (pixel columns and rows)"
-            )
+            raise ValueError(f"box {self.as_tuple()} has zero or negative area: give x0 < x1 and y0 < y1")
         return self
 
     @classmethod

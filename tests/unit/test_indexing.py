@@ -1,0 +1,186 @@
+"""Indexing: resumable after kill -9, idempotent, shared store, locking, bad input, pipelining."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsrag.tools.errors import IndexBusyError, RsragError, StoreError, TilingError
+from rsrag.tools.indexing import IndexProgress, index_scene
+from rsrag.tools.raster import open_scene
+from rsrag.tools.store import PatchStore, index_key, open_store
+from rsrag.tools.tiling import parse_tiling
+from tests.conftest import REPO_ROOT
+from tests.index_doubles import TinyEncoder, small_disk
+from tests.rasters import gradient
+
+TILING = "grid:16:overlap=0.5:scales=1,2"
+
+_CHILD = """
+import sys
+from rsrag.tools.indexing import index_scene
+from tests.index_doubles import TinyEncoder
+image, store, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+index_scene(image, TinyEncoder(delay=delay), {tiling!r}, store, batch_size=10, chunk_size=20, readers=2)
+print("finished", flush=True)
+""".format(tiling=TILING)
+
+
+def _child(image: Path, store: Path, delay: float) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(image), str(store), str(delay)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stored(store: Path, image: Path, encoder: TinyEncoder) -> tuple[list[str], list[int]]:
+    """(ids, chunk ids) of every stored patch row of this image's index."""
+    with open_scene(image) as scene:
+        key = index_key(scene.fingerprint, parse_tiling(TILING).id, encoder.id)
+    ps = PatchStore(open_store(store))
+    info = ps.info(key)
+    if info is None:
+        return [], []
+    table = ps.store.open_table(ps.patch_table(info).schema)
+    ids: list[str] = []
+    chunks: list[int] = []
+    for batch in table.scan(where={"index_key": key}, fields=["id", "chunk"]):
+        ids += batch["id"]
+        chunks += batch["chunk"]
+    return ids, chunks
+
+
+def _scene(make_raster, height: int = 96, width: int = 120, seed: int = 0) -> Path:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    return make_raster(rng.integers(0, 255, (3, height, width), dtype=np.uint8))
+
+
+def test_resume_after_kill_9(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image, store, enc = _scene(make_raster), tmp_path / "store", TinyEncoder()
+    total = parse_tiling(TILING).count(120, 96)
+    proc = _child(image, store, delay=0.08)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(set(_stored(store, image, enc)[1])) < 2:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ids, chunks = _stored(store, image, enc)
+    assert 0 < len(ids) < total, "the run must be killed mid-index"
+    # only whole chunks are ever committed
+    for c in set(chunks):
+        assert chunks.count(c) == min(20, total - 20 * c)
+    report = index_scene(image, enc, TILING, store, batch_size=10, chunk_size=20)
+    assert report.skipped == len(ids) and report.encoded == total - len(ids) and not report.no_op
+    ids, _ = _stored(store, image, enc)
+    assert len(ids) == total and len(set(ids)) == total
+    assert {int(i.split(":")[1]) for i in ids} == set(range(total))
+    assert report.info.complete
+
+
+def test_rerun_on_unchanged_image_does_no_work(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image, enc = _scene(make_raster), TinyEncoder()
+    store = open_store(tmp_path / "s")
+    first = index_scene(image, enc, TILING, store, chunk_size=7, batch_size=3)
+    table = store.open_table(PatchStore(store).patch_table(first.info).schema)
+    version = table.version()
+    second = index_scene(image, enc, TILING, open_store(tmp_path / "s"))
+    assert first.encoded == first.info.n_patches and first.chunks_written == first.info.n_chunks
+    assert second.no_op and second.encoded == 0 and table.version() == version
+    assert table.count() == first.info.n_patches
+    # another tiling or encoder is another index
+    assert not index_scene(image, TinyEncoder(seed=1), TILING, store).no_op
+
+
+def test_several_images_share_one_store(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    enc, store = TinyEncoder(), open_store(tmp_path / "s")
+    a = index_scene(_scene(make_raster, seed=1), enc, TILING, store)
+    b = index_scene(_scene(make_raster, 64, 64, seed=2), enc, TILING, store)
+    ps = PatchStore(store)
+    assert a.info.patch_table == b.info.patch_table and a.info.key != b.info.key
+    assert ps.count(a.info) == a.info.n_patches and ps.count(b.info) == b.info.n_patches
+    assert store.open_table(ps.patch_table(a.info).schema).count() == a.info.n_patches + b.info.n_patches
+    res = ps.search(b.info, enc.encode_texts(["red"])[0], k=b.info.n_patches + 10)
+    assert len(res.rows) == b.info.n_patches and {r["scene"] for r in res.rows} == {b.info.scene}
+    assert {i.key for i in ps.find()} == {a.info.key, b.info.key}
+
+
+def test_concurrent_indexing_of_one_image(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image, store, enc = _scene(make_raster, 48, 64), tmp_path / "store", TinyEncoder()
+    proc = _child(image, store, delay=0.05)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _stored(store, image, enc)[0]:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    with pytest.raises(IndexBusyError, match="locked by another process"):
+        index_scene(image, enc, TILING, store)
+    waited = index_scene(image, enc, TILING, store, wait=True)  # returns once the other process is done
+    assert proc.wait(60) == 0 and "finished" in proc.stdout.read()  # type: ignore[union-attr]
+    assert waited.no_op and waited.info.complete
+    ids, _ = _stored(store, image, enc)
+    assert len(ids) == len(set(ids)) == waited.info.n_patches
+
+
+def test_image_smaller_than_one_patch(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image = make_raster(gradient(3, 10, 12))
+    with pytest.raises(TilingError, match="smaller than one patch"):
+        index_scene(image, TinyEncoder(), "grid:64", tmp_path / "s")
+    assert open_store(tmp_path / "s").table_names() == []
+    report = index_scene(image, TinyEncoder(), "grid:12", tmp_path / "s")  # clipped to the image: one patch
+    assert report.info.n_patches == 1 and report.info.complete
+
+
+def test_progress_and_reads_overlap_encoding(make_raster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import rsrag.tools.indexing as indexing
+
+    image, enc = _scene(make_raster, 64, 64), TinyEncoder(delay=0.06)
+    original = indexing._read_batch
+
+    def slow_read(*args):  # type: ignore[no-untyped-def]
+        time.sleep(0.06)
+        return original(*args)
+
+    monkeypatch.setattr(indexing, "_read_batch", slow_read)
+    seen: list[IndexProgress] = []
+    t0 = time.perf_counter()
+    report = index_scene(image, enc, "grid:16", tmp_path / "s", batch_size=2, chunk_size=5, readers=2, progress=seen.append)
+    elapsed = time.perf_counter() - t0
+    batches = len(seen)
+    assert report.info.n_patches == 16 and batches == 10  # chunks of 5,5,5,1 -> batches 2,2,1 x 3 and 1
+    assert [p.done for p in seen][-1] == 16 and seen[-1].eta_s == pytest.approx(0.0)
+    assert all(p.rate > 0 for p in seen)
+    # serial would be ~ batches * (0.06 read + 0.06 encode); pipelined it is ~ batches * 0.06
+    assert elapsed < batches * 0.12 * 0.8, elapsed
+
+
+def test_full_disk_leaves_a_consistent_index(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image, enc = _scene(make_raster, 400, 400), TinyEncoder(dim=128)  # 2,500 patches: ~1.3 MB of vectors
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        with pytest.raises(StoreError, match="disk is full|No space"):
+            index_scene(image, enc, "grid:8", disk / "store", chunk_size=500, batch_size=100)
+        ps = PatchStore(open_store(disk / "store"))
+        (info,) = ps.find(complete_only=False)
+        assert not info.complete
+        ids, chunks = _stored_generic(ps, info)
+        assert len(ids) == len(set(ids))
+        for c in set(chunks):
+            assert chunks.count(c) == 500
+
+
+def _stored_generic(ps: PatchStore, info) -> tuple[list[str], list[int]]:  # type: ignore[no-untyped-def]
+    table = ps.store.open_table(ps.patch_table(info).schema)
+    ids: list[str] = []
+    chunks: list[int] = []
+    for batch in table.scan(where={"index_key": info.key}, fields=["id", "chunk"]):
+        ids += batch["id"]
+        chunks += batch["chunk"]
+    return ids, chunks
+
+
+def test_errors_are_rsrag_errors() -> None:
+    assert issubclass(IndexBusyError, RsragError) and issubclass(StoreError, OSError)
