@@ -89,3 +89,11 @@ class ConfigError(RsragError, ValueError):
 
 class DataError(RsragError, ValueError):
     """An input data set (captions file, knowledge file) is malformed."""
+
+
+class IndexNotFoundError(StoreError, LookupError):
+    """No complete patch index exists for the scene, encoder and tiling asked for."""
+
+
+class BudgetExceededError(RsragError, ValueError):
+    """A request would exceed a budget (zoomed pixels, steps, time)."""

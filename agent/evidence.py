@@ -1,0 +1,177 @@
+"""Evidence and answers: what the agent found, and what it said with which citations.
+
+An :class:`Evidence` record is produced by a tool call and kept in the graph state's evidence ledger (a
+``dict`` keyed by evidence id, merged by :func:`merge_ledger`). Ids are derived from what the evidence
+*is* (scene, box, path, query or knowledge entry), so finding the same region twice yields the same id,
+and a replayed run yields the same ids. Records hold small values only: a crop is a file path, never pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rsrag.tools.georef import map_box_to_lonlat
+from rsrag.tools.hit import Hit
+from rsrag.tools.region import Region
+
+EvidencePath = Literal["fast", "slow", "similar", "zoom", "knowledge", "scene"]
+
+
+class Evidence(BaseModel):
+    """One piece of evidence an answer can cite.
+
+    Attributes:
+        id: short stable id the answer cites (``E`` + 6 hex digits).
+        kind: ``region`` (a place in the scene), ``knowledge`` (a knowledge entry) or ``scene`` (the whole scene).
+        path: what produced it: fast / slow / similar retrieval, a zoom, a knowledge lookup, scene info.
+        region: where it is, for region evidence (pixel box, map box, scene fingerprint).
+        score: raw similarity, where a retrieval produced it; confidence: calibrated confidence in [0, 1].
+        query: the phrase or question that found it; why: how it was found (e.g. the concept that proxied it).
+        crop: path of a saved crop image (a reference; pixels never enter graph state).
+        knowledge_id / title / snippet: the cited knowledge entry, for knowledge evidence.
+        tool / tool_call_id: the tool call that produced it.
+        provenance: index key and version, encoder id, prompt version... whatever the tool reported.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: Literal["region", "knowledge", "scene"]
+    path: EvidencePath
+    region: Region | None = None
+    score: float | None = None
+    confidence: float | None = None
+    query: str | None = None
+    why: str | None = None
+    crop: str | None = None
+    knowledge_id: str | None = None
+    title: str | None = None
+    snippet: str | None = None
+    tool: str = ""
+    tool_call_id: str = ""
+    provenance: dict[str, str | int | float | None] = Field(default_factory=dict)
+
+    @property
+    def bbox(self) -> list[int] | None:
+        """Pixel box ``[x0, y0, x1, y1]`` in full-resolution pixels."""
+        return list(self.region.box.as_tuple()) if self.region else None
+
+    def summary(self) -> str:
+        """One line for the model: id, where, how it was found and how strongly."""
+        parts = [self.id, self.path]
+        if self.region is not None:
+            parts.append(f"bbox={self.bbox}")
+        if self.title:
+            parts.append(f"entry={self.knowledge_id} '{self.title}'")
+        if self.query:
+            parts.append(f"query='{self.query}'")
+        if self.confidence is not None:
+            parts.append(f"confidence={self.confidence:.2f}")
+        if self.score is not None:
+            parts.append(f"score={self.score:.3f}")
+        if self.why:
+            parts.append(f"why: {self.why}")
+        return " ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON for ``rsrag ask --json``: id, bbox, map box, scores, path and provenance."""
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "path": self.path}
+        if self.region is not None:
+            out["bbox"] = self.bbox
+            out["scene"] = self.region.scene
+            if self.region.map_box is not None:
+                out["map_box"] = {"crs": self.region.map_box.crs, "bounds": list(self.region.map_box.as_tuple())}
+        for key in ("score", "confidence", "query", "why", "crop", "knowledge_id", "title"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out["tool"] = self.tool
+        out["provenance"] = dict(self.provenance)
+        return out
+
+
+def evidence_id(*parts: object) -> str:
+    """Stable short id from the identifying parts of a piece of evidence."""
+    digest = hashlib.blake2s("|".join(str(p) for p in parts).encode(), digest_size=3).hexdigest()
+    return f"E{digest}"
+
+
+def evidence_from_hit(hit: Hit, tool: str, tool_call_id: str) -> Evidence:
+    """Evidence for a retrieval hit (fast, slow or similar path)."""
+    return Evidence(
+        id=evidence_id(hit.region.scene, hit.region.box.as_tuple(), hit.path, hit.query),
+        kind="region", path=hit.path, region=hit.region, score=hit.score, confidence=hit.confidence,
+        query=hit.query, why=str(hit.extra.get("why")) if hit.extra.get("why") else None,
+        tool=tool, tool_call_id=tool_call_id,
+        provenance={"index_key": hit.index_key, "index_version": hit.index_version, "encoder": hit.encoder,
+                    "prompt_version": hit.prompt_version},
+    )
+
+
+def merge_ledger(left: dict[str, Evidence] | None, right: dict[str, Evidence] | None) -> dict[str, Evidence]:
+    """Reducer of the evidence ledger: union by id; a re-found item keeps its best scores and its crop."""
+    merged = dict(left or {})
+    for key, new in (right or {}).items():
+        old = merged.get(key)
+        if old is None:
+            merged[key] = new
+            continue
+        update: dict[str, Any] = {}
+        if new.confidence is not None and (old.confidence is None or new.confidence > old.confidence):
+            update.update(confidence=new.confidence, score=new.score)
+        if new.crop and not old.crop:
+            update["crop"] = new.crop
+        merged[key] = old.model_copy(update=update) if update else old
+    return merged
+
+
+class Answer(BaseModel):
+    """The agent's answer to one question.
+
+    Attributes:
+        text: the answer.
+        cited: ids of the evidence the answer cites (all present in the ledger when ``supported``).
+        confidence: the model's (or policy's) confidence in [0, 1].
+        supported: whether the sufficiency check accepted the citations.
+        missing: what was missing when the budget ran out or the citations did not hold, else ``None``.
+        evidence: the cited evidence records.
+        backend: the chat model that answered; steps: model steps used; seconds: wall time.
+    """
+
+    text: str
+    cited: list[str]
+    confidence: float
+    supported: bool = True
+    missing: str | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    backend: str = ""
+    steps: int = 0
+    seconds: float = 0.0
+    thread_id: str | None = None
+
+    def geojson(self) -> dict[str, Any]:
+        """The cited regions of georeferenced scenes as a GeoJSON FeatureCollection (lon/lat, RFC 7946)."""
+        features = []
+        for ev in self.evidence:
+            if ev.region is None or ev.region.map_box is None:
+                continue
+            west, south, east, north = map_box_to_lonlat(ev.region.map_box)
+            ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+            features.append({
+                "type": "Feature",
+                "id": ev.id,
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"bbox_px": ev.bbox, "path": ev.path, "confidence": ev.confidence,
+                               "map_crs": ev.region.map_box.crs, "map_bounds": list(ev.region.map_box.as_tuple())},
+            })
+        return {"type": "FeatureCollection", "features": features}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.text, "cited": self.cited, "confidence": self.confidence, "supported": self.supported,
+            "missing": self.missing, "evidence": [e.to_json() for e in self.evidence], "geojson": self.geojson(),
+            "backend": self.backend, "steps": self.steps, "seconds": round(self.seconds, 3), "thread_id": self.thread_id,
+        }

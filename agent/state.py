@@ -1,0 +1,69 @@
+"""Graph state: a narrow input and the fuller internal state of the analyst graph.
+
+State holds references, ids and small values only (never arrays or images): crops are file paths, scenes
+are paths plus fingerprints, evidence is a ledger of small records.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from rsrag.agent.evidence import Answer, Evidence, merge_ledger
+
+
+def add_or_reset(left: int | None, right: int | None) -> int:
+    """Reducer of counters: add ``right``; a negative ``right`` resets the counter to 0 (a new question)."""
+    if right is None:
+        return left or 0
+    return 0 if right < 0 else (left or 0) + right
+
+
+class InputState(TypedDict):
+    """What a caller gives: the conversation so far (a new question appended) and the scene's path."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    scene: str
+
+
+class AgentState(InputState, total=False):
+    """Everything the graph tracks while answering.
+
+    Attributes:
+        evidence: the evidence ledger, by id; merged across steps and kept across questions of a thread, so
+            a follow-up question can cite or zoom into earlier evidence.
+        steps: model calls made for the current question.
+        zoomed_pixels: full-resolution pixels read by zooms for the current question.
+        started_at: wall-clock start of the current question (seconds since the epoch).
+        answer_attempts: answers rejected by the sufficiency check for the current question.
+        answer: the accepted answer of the current question (``None`` until there is one).
+        question_start: index in ``messages`` where the current question begins.
+    """
+
+    evidence: Annotated[dict[str, Evidence], merge_ledger]
+    steps: int
+    zoomed_pixels: Annotated[int, add_or_reset]
+    started_at: float
+    answer_attempts: int
+    answer: Answer | None
+    question_start: int
+
+
+class OutputState(TypedDict, total=False):
+    """What a caller gets back."""
+
+    messages: list[AnyMessage]
+    answer: Answer | None
+    evidence: dict[str, Evidence]
+
+
+def current_question(state: dict[str, Any]) -> str:
+    """Text of the last human question in the state."""
+    for message in reversed(state.get("messages", [])):
+        extra = message.additional_kwargs
+        if message.type == "human" and not extra.get("rsrag_visual") and not extra.get("rsrag_feedback"):
+            return message.text if isinstance(message.text, str) else str(message.content)
+    return ""
