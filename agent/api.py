@@ -111,7 +111,9 @@ class Analyst:
         for chunk in self.graph.stream(self._input(image, question), self._config(thread), context=self.context,
                                        stream_mode="updates"):
             for node, update in chunk.items():
-                yield Step(node=node, text=describe_update(node, update or {}), update=update or {})
+                # a tool step returns one update per tool call (LangGraph Commands), other nodes one dict
+                for part in update if isinstance(update, list) else [update or {}]:
+                    yield Step(node=node, text=describe_update(node, part), update=part)
 
     def evidence(self, thread_id: str) -> dict[str, Evidence]:
         """The evidence ledger of a thread."""

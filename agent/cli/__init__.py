@@ -13,6 +13,11 @@ from rsrag.agent.cli.app import app, console, state
 
 # --- command registration: one import line per command module; each registers itself on `app` ---
 from rsrag.agent.cli import describe  # noqa: F401,E402
+from rsrag.agent.cli import index, search  # noqa: F401,E402
+from rsrag.agent.cli import encoder  # noqa: F401,E402
+from rsrag.agent.cli import eval  # noqa: F401,E402,A004
+from rsrag.agent.cli import ask  # noqa: F401,E402
+from rsrag.agent.cli import kb  # noqa: F401,E402
 # --- end of command registration ---
 
 from rsrag.tools.errors import RsragError

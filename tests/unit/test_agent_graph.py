@@ -165,3 +165,28 @@ def test_thread_resumes_in_a_new_process(tmp_path: Path, scene_path: Path) -> No
     assert set(first.cited) <= set(out["known"])
     assert out["why"] == f"zoom on {second_id}"
     assert out["questions"] == ["where are the fields?", "zoom closer on the second one"]
+
+
+def test_cli_ask_json_has_cited_evidence_with_bboxes(tmp_path: Path, scene_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        from rsrag.tools.encoders import register_tiny_model_config
+        register_tiny_model_config()
+        from rsrag.agent.cli import main
+        sys.exit(main(["ask", {str(scene_path)!r}, "where are the fields?", "--json", "--encoder", {TINY!r},
+                       "--tiling", "grid:64", "--store", {str(tmp_path / "store")!r}]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["answer"].startswith("Retrieval-only answer")
+    assert out["evidence"] and all(len(e["bbox"]) == 4 for e in out["evidence"])
+    assert {e["path"] for e in out["evidence"]} <= {"fast", "zoom"}
+    assert out["evidence"][0]["map_box"]["crs"] == "EPSG:32633"
+    assert out["geojson"]["type"] == "FeatureCollection" and out["cited"] == [e["id"] for e in out["evidence"]]
+
+
+def test_cli_ask_bad_image_is_one_clear_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "rsrag.agent.cli", "ask", str(tmp_path / "none.tif"), "what?"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "none.tif: no such file" in proc.stdout and "Traceback" not in proc.stderr

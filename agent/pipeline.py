@@ -1,0 +1,137 @@
+"""The fixed ImageRAG pipeline, as a baseline to the agent: fast path -> slow path if needed -> visual cues ->
+one VLM call.
+
+It follows the paper's flow with rsrag's components: key phrases from the question, the fast path over the
+scene's patch index, the slow path when no hit is confident (when the workspace has a concept library),
+then the selected patches become *visual cues*: a line ``Sub-patch i at location [x1, y1, x2, y2]`` with
+coordinates normalised to 0-1000 of the scene's width and height, plus the crop. One model call answers
+from the question, the overview and the cues. There is no tool use and no iteration; the answer cites the
+cues it was given.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.messages import HumanMessage
+from langgraph.runtime import Runtime
+from PIL import Image
+from typing_extensions import TypedDict
+
+from rsrag.agent.context import AgentContext
+from rsrag.agent.evidence import Answer, Evidence, evidence_from_hit
+from rsrag.agent.policy import RETRIEVAL_ONLY, RulePolicy
+from rsrag.prompts import load_prompt
+from rsrag.tools.fastpath import extract_key_phrases
+from rsrag.tools.raster import Scene
+
+MAX_CUES = 5
+CUE_SIDE = 448
+
+
+class PipelineInput(TypedDict):
+    question: str
+    scene: str
+
+
+class PipelineState(PipelineInput, total=False):
+    """State of one pipeline run: phrases, the cue evidence (ids, small records) and the answer."""
+
+    phrases: list[str]
+    evidence: dict[str, Evidence]
+    cues: list[str]
+    path_used: str
+    answer: Answer | None
+    started_at: float
+
+
+def find_key_phrases(state: PipelineState) -> dict[str, Any]:
+    return {"phrases": extract_key_phrases(state["question"]), "started_at": time.time()}
+
+
+def fast_path(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    scene = ctx.workspace.scene(state["scene"])
+    result = ctx.workspace.search_patches(scene, state["phrases"], MAX_CUES, ctx.fast_threshold)
+    confident = result.confident[:MAX_CUES]
+    evidence = [evidence_from_hit(h, "fast_path", "pipeline") for h in confident]
+    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": "fast"}
+
+
+def route_after_fast(state: PipelineState, runtime: Runtime[AgentContext]) -> Literal["slow_path", "visual_cues"]:
+    has_slow = getattr(runtime.context.workspace, "slow_search", None) is not None
+    return "visual_cues" if state.get("cues") or not has_slow else "slow_path"
+
+
+def slow_path(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    scene = ctx.workspace.scene(state["scene"])
+    hits = ctx.workspace.slow_search(scene, state["phrases"], MAX_CUES)  # type: ignore[attr-defined]
+    evidence = [evidence_from_hit(h, "slow_path", "pipeline") for h in hits[:MAX_CUES]]
+    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": "slow"}
+
+
+def visual_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """Save a crop per cue (the state keeps only its path)."""
+    ctx = runtime.context
+    scene = ctx.workspace.scene(state["scene"])
+    folder = Path(ctx.crop_dir) / "pipeline"
+    folder.mkdir(parents=True, exist_ok=True)
+    updated = dict(state.get("evidence") or {})
+    for ev_id in state.get("cues") or []:
+        ev = updated[ev_id]
+        assert ev.region is not None
+        box = ev.region.box
+        scale = min(1.0, CUE_SIDE / max(box.width, box.height))
+        out = (max(1, round(box.height * scale)), max(1, round(box.width * scale)))
+        crop = folder / f"{ev_id}.png"
+        Image.fromarray(scene.read_display(box, out_size=out)).save(crop)
+        updated[ev_id] = ev.model_copy(update={"crop": str(crop)})
+    return {"evidence": updated}
+
+
+def cue_lines(scene: Scene, cues: list[Evidence]) -> list[str]:
+    """ImageRAG's cue lines: ``Sub-patch i at location [x1, y1, x2, y2]``, coordinates in 0-1000."""
+    template = load_prompt("visual_cue").text.strip()
+    lines = []
+    for i, ev in enumerate(cues, start=1):
+        assert ev.region is not None
+        b = ev.region.box
+        lines.append(template.format(
+            i=i, x1=round(1000 * b.x0 / scene.width), y1=round(1000 * b.y0 / scene.height),
+            x2=round(1000 * b.x1 / scene.width), y2=round(1000 * b.y1 / scene.height),
+        ) + f" (evidence {ev.id})")
+    return lines
+
+
+def answer_with_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """One model call with the question, the cue lines and the cue crops."""
+    ctx = runtime.context
+    scene = ctx.workspace.scene(state["scene"])
+    ledger = state.get("evidence") or {}
+    cues = [ledger[i] for i in state.get("cues") or []]
+    lines = cue_lines(scene, cues)
+    model = ctx.chat_model()
+    if isinstance(model, RulePolicy):
+        if cues:
+            text = f"{RETRIEVAL_ONLY}; {state.get('path_used')} path: " + "; ".join(lines)
+        else:
+            text = f"{RETRIEVAL_ONLY}: no patch passed the confidence threshold, so there is no visual cue."
+    else:
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": state["question"] + "\n" + "\n".join(lines)}]
+        for ev in cues:
+            if ev.crop and Path(ev.crop).is_file():
+                data = base64.b64encode(Path(ev.crop).read_bytes()).decode()
+                blocks.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
+        text = model.invoke([HumanMessage(content=blocks)]).text
+    confidence = max((ev.confidence or 0.0) for ev in cues) if cues else 0.0
+    answer = Answer(
+        text=text, cited=[ev.id for ev in cues], confidence=confidence, supported=bool(cues),
+        missing=None if cues else "no visual cue passed the threshold", evidence=cues, backend=ctx.backend,
+        steps=1, seconds=time.time() - float(state.get("started_at") or time.time()),
+    )
+    return {"answer": answer}
+
