@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from rsrag.agent.workspace import Workspace
+from rsrag.tools.indexing import DEFAULT_TILING
+from rsrag.tools.store.location import rsrag_home
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,10 @@ class AgentContext:
     """Settings and resources of a run.
 
     Attributes:
-        workspace: opened scenes, encoders, stores and knowledge base (cached per process).
+        workspace: opened scenes, encoders, stores and knowledge base (cached per process); when not
+            given, one is made from ``encoder``, ``store`` and ``tiling`` (so a LangGraph server can pass
+            the context as JSON).
+        encoder / store / tiling: encoder spec, store folder and tiling of the workspace made here.
         vlm: chat model spec (see :func:`rsrag.agent.backends.load_chat_model`), used when ``model`` is None.
         model: a ready LangChain chat model with tool calling (overrides ``vlm``).
         budgets: per-question limits.
@@ -41,14 +46,24 @@ class AgentContext:
         backend: name of the chat model backend (recorded in answers and traces); defaults to ``vlm``.
     """
 
-    workspace: Workspace = field(default_factory=Workspace)
+    workspace: Workspace | None = None
+    encoder: str | None = None
+    store: str | None = None
+    tiling: str = DEFAULT_TILING
     vlm: str = "rule"
     model: Any = None
     budgets: Budgets = field(default_factory=Budgets)
     top_k: int = 5
     fast_threshold: float = 0.5
-    crop_dir: Path = field(default_factory=lambda: Path("crops"))
+    crop_dir: Path = field(default_factory=lambda: rsrag_home() / "crops")
     backend: str = ""
+
+    def __post_init__(self) -> None:
+        if self.workspace is None:
+            self.workspace = Workspace(encoder=self.encoder, store=self.store, tiling=self.tiling)
+        self.crop_dir = Path(self.crop_dir)
+        if isinstance(self.budgets, dict):  # context given as JSON (LangGraph server)
+            self.budgets = Budgets(**self.budgets)
 
     def chat_model(self) -> Any:
         """The chat model of this run: ``model`` if given, else the one ``vlm`` names (built once)."""
