@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -29,6 +30,18 @@ from rsrag.agent.workspace import Workspace
 from rsrag.graphs.agent import build_agent_graph
 from rsrag.tools.indexing import DEFAULT_TILING
 from rsrag.tools.store.location import rsrag_home
+
+
+#: The rsrag types stored in checkpoints; only these (and LangChain's own) are revived when a session loads.
+CHECKPOINT_TYPES = [
+    ("rsrag.agent.evidence", "Evidence"), ("rsrag.agent.evidence", "Answer"), ("rsrag.tools.region", "Region"),
+    ("rsrag.tools.region", "PixelBox"), ("rsrag.tools.region", "MapBox"),
+]
+
+
+def checkpoint_serializer() -> JsonPlusSerializer:
+    """The checkpoint serializer, with rsrag's state types registered (nothing else is unpickled)."""
+    return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,7 @@ class Analyst:
         self.sessions_path = Path(sessions) if sessions else home / "sessions.sqlite"
         self.sessions_path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(self.sessions_path, check_same_thread=False)
-        self.graph: CompiledStateGraph = build_agent_graph(SqliteSaver(self._connection))
+        self.graph: CompiledStateGraph = build_agent_graph(SqliteSaver(self._connection, serde=checkpoint_serializer()))
         self.context = AgentContext(
             workspace=Workspace(encoder=encoder, store=store, tiling=tiling), vlm=vlm, model=model,
             budgets=budgets or Budgets(), top_k=top_k, fast_threshold=fast_threshold,
