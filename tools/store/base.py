@@ -78,6 +78,9 @@ class TableSchema:
                 return v
         raise KeyError(f"table {self.name!r} has no vector named {name!r}")
 
+    text_fields: tuple[str, ...] = ()
+    """String fields with full-text (BM25) search, for :meth:`StoreTable.text_search` (appended field)."""
+
 
 @dataclass(frozen=True)
 class Range:
@@ -178,6 +181,80 @@ class StoreTable(abc.ABC):
         """
         return True
 
+    # --- full-text and hybrid search (added for the knowledge base) -------------------------------------
+
+    def text_search(
+        self,
+        text: str,
+        k: int,
+        where: Where | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> SearchResult:
+        """The ``k`` rows whose :attr:`TableSchema.text_fields` best match ``text`` by BM25.
+
+        Scores are the backend's BM25 scores (higher is better; only their order is comparable across
+        backends). Rows that match no query term are not returned.
+
+        Raises:
+            StoreError: the table has no text fields, or the backend has no full-text search.
+        """
+        from rsrag.tools.errors import StoreError
+
+        raise StoreError(f"table {self.name!r}: this store backend ({type(self).__name__}) has no full-text search")
+
+    def hybrid_search(
+        self,
+        text: str,
+        vector: str,
+        query: np.ndarray,
+        k: int,
+        alpha: float = 0.5,
+        where: Where | None = None,
+        fields: Sequence[str] | None = None,
+    ) -> SearchResult:
+        """BM25 on the text fields and vector search on ``vector``, fused by relative scores.
+
+        Each list's scores are min-max normalised to [0, 1] and combined as
+        ``alpha * vector + (1 - alpha) * bm25`` (a row missing from one list scores 0 there): Weaviate's
+        ``relativeScoreFusion``. ``alpha = 1`` is pure vector search, ``alpha = 0`` pure BM25.
+        """
+        if not 0.0 <= alpha <= 1.0:
+            from rsrag.tools.errors import QueryError
+
+            raise QueryError(f"hybrid alpha must be in [0, 1], got {alpha}")
+        pool = max(4 * int(k), 50)
+        if fields is not None:  # rows of the two lists are matched on the key
+            fields = list(dict.fromkeys([self.schema.key, *fields]))
+        vec = self.search(vector, query, pool, where=where, fields=fields) if alpha > 0 else None
+        bm25 = self.text_search(text, pool, where=where, fields=fields) if alpha < 1 and text.strip() else None
+        return self.fuse_relative([(vec, alpha), (bm25, 1.0 - alpha)], k)
+
+    def fuse_relative(self, parts: Sequence[tuple[SearchResult | None, float]], k: int) -> SearchResult:
+        """Relative-score fusion of several result lists of this table (rows matched on the key field)."""
+        key = self.schema.key
+        combined: dict[Any, float] = {}
+        rows: dict[Any, dict[str, Any]] = {}
+        details: dict[Any, dict[str, float]] = {}
+        version = -1
+        for i, (res, weight) in enumerate(parts):
+            if res is None or not res.rows:
+                continue
+            version = max(version, res.version)
+            s = np.asarray(res.scores, dtype=np.float64)
+            span = float(s.max() - s.min())
+            norm = (s - s.min()) / span if span > 0 else np.ones_like(s)
+            for row, raw, n in zip(res.rows, s, norm):
+                rid = row.get(key, id(row))
+                rows.setdefault(rid, row)
+                combined[rid] = combined.get(rid, 0.0) + weight * float(n)
+                details.setdefault(rid, {})[f"part{i}"] = float(raw)
+        order = sorted(combined, key=lambda r: -combined[r])[: int(k)]
+        if version < 0:
+            version = self.version()
+        return SearchResult(table=self.name, version=version, rows=[rows[r] for r in order],
+                            scores=[combined[r] for r in order], exact=True,
+                            extra={"fusion": "relative_score", "raw": [details[r] for r in order]})
+
 
 class Store(abc.ABC):
     """A collection of versioned tables at one location."""
@@ -189,8 +266,8 @@ class Store(abc.ABC):
         """Open the table ``schema.name``, creating it if missing; raises StoreError on a schema clash."""
 
     @abc.abstractmethod
-    def open_table(self, name: str) -> StoreTable | None:
-        """Open an existing table, or ``None`` when there is none of that name."""
+    def open_table(self, schema: TableSchema) -> StoreTable | None:
+        """Open the existing table ``schema.name`` without creating it; ``None`` when it does not exist."""
 
     @abc.abstractmethod
     def table_names(self) -> list[str]:
