@@ -104,11 +104,22 @@ def evidence_from_hit(hit: Hit, tool: str, tool_call_id: str) -> Evidence:
     return Evidence(
         id=evidence_id(hit.region.scene, hit.region.box.as_tuple(), hit.path, hit.query),
         kind="region", path=hit.path, region=hit.region, score=hit.score, confidence=hit.confidence,
-        query=hit.query, why=str(hit.extra.get("why")) if hit.extra.get("why") else None,
+        query=hit.query, why=hit_reason(hit),
         tool=tool, tool_call_id=tool_call_id,
         provenance={"index_key": hit.index_key, "index_version": hit.index_version, "encoder": hit.encoder,
                     "prompt_version": hit.prompt_version},
     )
+
+
+def hit_reason(hit: Hit) -> str | None:
+    """Why a hit was found, from the provenance its path recorded (concept label, fused paths)."""
+    extra = hit.extra
+    parts = []
+    if extra.get("label"):
+        parts.append(f"concept '{extra['label']}' (label score {extra.get('label_score')}, entry {extra.get('entry_id')})")
+    if extra.get("paths") and "+" in str(extra["paths"]):
+        parts.append(f"found by {extra['paths']}")
+    return "; ".join(parts) or None
 
 
 def merge_ledger(left: dict[str, Evidence] | None, right: dict[str, Evidence] | None) -> dict[str, Evidence]:

@@ -62,20 +62,23 @@ def fast_path(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str,
 
 
 def route_after_fast(state: PipelineState, runtime: Runtime[AgentContext]) -> Literal["slow_path", "visual_cues"]:
-    has_slow = getattr(runtime.context.workspace, "slow_search", None) is not None
-    return "visual_cues" if state.get("cues") or not has_slow else "slow_path"
+    if state.get("cues"):
+        return "visual_cues"
+    return "slow_path" if runtime.context.workspace.has_concepts() else "visual_cues"
 
 
 def slow_path(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     scene = ctx.workspace.scene(state["scene"])
-    hits = ctx.workspace.slow_search(scene, state["phrases"], MAX_CUES)  # type: ignore[attr-defined]
-    evidence = [evidence_from_hit(h, "slow_path", "pipeline") for h in hits[:MAX_CUES]]
+    result = ctx.workspace.slow_search(scene, state["phrases"], MAX_CUES, ctx.fast_threshold)
+    evidence = [evidence_from_hit(h, "slow_path", "pipeline") for h in result.confident[:MAX_CUES]]
     return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": "slow"}
 
 
 def visual_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Save a crop per cue (the state keeps only its path)."""
+    if not state.get("cues"):
+        return {}
     ctx = runtime.context
     scene = ctx.workspace.scene(state["scene"])
     folder = Path(ctx.crop_dir) / "pipeline"

@@ -19,8 +19,10 @@ from rsrag.tools.errors import IndexNotFoundError
 from rsrag.tools.fastpath import Calibration, FastPathResult, fast_search, find_index
 from rsrag.tools.hit import Hit
 from rsrag.tools.indexing import DEFAULT_TILING, IndexProgress, index_scene
+from rsrag.tools.knowledge import KnowledgeBase
 from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import PixelBox
+from rsrag.tools.slowpath import SlowPathResult, slow_search
 from rsrag.tools.store import IndexInfo, PatchStore, as_patch_store, region_from_row
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ class Workspace:
         encoder: encoder spec (``None``: the bundled offline encoder).
         store: embedded store folder (``None``: the default location, see :mod:`rsrag.tools.store.location`).
         tiling: tiling spec used when a scene must be indexed.
+        knowledge: name of the knowledge base (in the same store) that knowledge lookups and the slow path use.
         device: torch device for the encoder.
         on_index_progress: called while a scene is being indexed on demand.
     """
@@ -44,9 +47,11 @@ class Workspace:
         store: str | os.PathLike[str] | None = None,
         tiling: str = DEFAULT_TILING,
         device: str = "cpu",
+        knowledge: str = "default",
         on_index_progress: Callable[[IndexProgress], None] | None = None,
     ) -> None:
         self.encoder_spec = encoder
+        self.knowledge_name = knowledge
         self.store_path = store
         self.tiling = tiling
         self.device = device
@@ -56,6 +61,7 @@ class Workspace:
         self._lock = threading.RLock()
         self._patches: PatchStore | None = None
         self._encoder: Encoder | None = None
+        self._knowledge: KnowledgeBase | None = None
 
     # --- resources ----------------------------------------------------------------------------------
 
@@ -83,6 +89,18 @@ class Workspace:
                 self._patches = as_patch_store(self.store_path)
             return self._patches
 
+    @property
+    def knowledge(self) -> KnowledgeBase:
+        """The knowledge base (world knowledge and the visual concept library), in the workspace's store."""
+        with self._lock:
+            if self._knowledge is None:
+                self._knowledge = KnowledgeBase(self.patches.store, self.encoder, name=self.knowledge_name)
+            return self._knowledge
+
+    def has_concepts(self) -> bool:
+        """Whether the knowledge base holds a visual concept library (what the slow path needs)."""
+        return self.knowledge.count(kind="concept") > 0
+
     def index(self, scene: Scene) -> IndexInfo:
         """The scene's patch index for this workspace's encoder, built now if it does not exist."""
         with self._lock:
@@ -107,6 +125,11 @@ class Workspace:
     def search_patches(self, scene: Scene, phrases: list[str], top_k: int, threshold: float) -> FastPathResult:
         """Fast path: key phrases -> the scene's best patches."""
         return fast_search(self.index(scene), self.encoder, phrases=phrases, store=self.patches,
+                           top_k=top_k, threshold=threshold)
+
+    def slow_search(self, scene: Scene, phrases: list[str], top_k: int, threshold: float = 0.5) -> SlowPathResult:
+        """Slow path: phrases -> concept labels -> their example chips as proxies -> the scene's patches."""
+        return slow_search(self.index(scene), self.encoder, self.knowledge, phrases=phrases, store=self.patches,
                            top_k=top_k, threshold=threshold)
 
     def search_similar(self, scene: Scene, box: PixelBox, top_k: int, calibration: Calibration | None = None) -> list[Hit]:
