@@ -14,7 +14,7 @@ import asyncio
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,11 @@ from langgraph.graph.state import CompiledStateGraph
 
 from rsrag.agent.context import AgentContext, Budgets
 from rsrag.agent.evidence import Answer, Evidence
+from rsrag.agent.trace import TraceSettings, Tracer
 from rsrag.agent.workspace import Workspace
 from rsrag.graphs.agent import build_agent_graph
 from rsrag.tools.indexing import DEFAULT_TILING
+from rsrag.tools.store import IndexInfo
 from rsrag.tools.store.location import rsrag_home
 
 
@@ -66,6 +68,7 @@ class Analyst:
         crop_dir: where zoom crops are written (default ``RSRAG_HOME/crops``).
         budgets: per-question limits.
         top_k: regions a search returns; fast_threshold: fast-path confidence threshold.
+        trace: trace settings (``None``: from ``RSRAG_TRACE_*``; ``False``: no trace); see :mod:`rsrag.agent.trace`.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Analyst:
         budgets: Budgets | None = None,
         top_k: int = 5,
         fast_threshold: float = 0.5,
+        trace: TraceSettings | bool | None = None,
     ) -> None:
         home = rsrag_home()
         self.sessions_path = Path(sessions) if sessions else home / "sessions.sqlite"
@@ -92,6 +96,7 @@ class Analyst:
             budgets=budgets or Budgets(), top_k=top_k, fast_threshold=fast_threshold,
             crop_dir=Path(crop_dir) if crop_dir else home / "crops",
         )
+        self.tracer = Tracer(self.sessions_path, trace, graph=self.graph)
 
     def __enter__(self) -> Analyst:
         return self
@@ -101,6 +106,7 @@ class Analyst:
 
     def close(self) -> None:
         self.context.workspace.close()
+        self.tracer.close()
         self._connection.close()
 
     # --- asking -------------------------------------------------------------------------------------
@@ -109,8 +115,10 @@ class Analyst:
         """Answer one question about ``image``; the thread keeps the conversation and its evidence."""
         thread = thread_id or uuid.uuid4().hex
         self.context.workspace.scene(image)  # fail fast, with a clear error, on a bad image path
-        result = self.graph.invoke(self._input(image, question), self._config(thread), context=self.context)
-        answer: Answer = result["answer"]
+        with self.tracer.run(self.context, thread, image, question) as run:
+            result = self.graph.invoke(self._input(image, question), run.config(self._config(thread)), context=self.context)
+            answer: Answer = result["answer"]
+            run.answered(answer)
         return answer.model_copy(update={"thread_id": thread})
 
     async def aask(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Answer:
@@ -121,12 +129,13 @@ class Analyst:
         """Run a question and yield each step as it happens; the last step carries the answer."""
         thread = thread_id or uuid.uuid4().hex
         self.context.workspace.scene(image)
-        for chunk in self.graph.stream(self._input(image, question), self._config(thread), context=self.context,
-                                       stream_mode="updates"):
-            for node, update in chunk.items():
-                # a tool step returns one update per tool call (LangGraph Commands), other nodes one dict
-                for part in update if isinstance(update, list) else [update or {}]:
-                    yield Step(node=node, text=describe_update(node, part), update=part)
+        with self.tracer.run(self.context, thread, image, question) as run:
+            for chunk in self.graph.stream(self._input(image, question), run.config(self._config(thread)),
+                                           context=self.context, stream_mode="updates"):
+                for node, update in chunk.items():
+                    # a tool step returns one update per tool call (LangGraph Commands), other nodes one dict
+                    for part in update if isinstance(update, list) else [update or {}]:
+                        yield Step(node=node, text=describe_update(node, part), update=part)
 
     def evidence(self, thread_id: str) -> dict[str, Evidence]:
         """The evidence ledger of a thread."""
@@ -135,6 +144,33 @@ class Analyst:
     def history(self, thread_id: str) -> list[Any]:
         """The messages of a thread."""
         return list(self.graph.get_state(self._config(thread_id)).values.get("messages") or [])
+
+    def index(self, image: str | os.PathLike[str]) -> IndexInfo:
+        """Open ``image`` and build (or reuse, or resume) its patch index for this analyst's encoder and tiling."""
+        workspace = self.context.workspace
+        return workspace.index(workspace.scene(image))
+
+    async def astream(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> AsyncIterator[Step]:
+        """Async :meth:`stream`: yields each step as it happens (the graph runs in a worker thread, which
+        finishes the question even if the caller stops iterating)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Step | BaseException | None] = asyncio.Queue()
+
+        def run() -> None:
+            try:
+                for step in self.stream(image, question, thread_id):
+                    loop.call_soon_threadsafe(queue.put_nowait, step)
+            except BaseException as exc:  # handed to the caller, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = asyncio.ensure_future(asyncio.to_thread(run))
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        await worker
 
     def _input(self, image: str | os.PathLike[str], question: str) -> dict[str, Any]:
         return {"messages": [HumanMessage(content=question)], "scene": str(Path(image).expanduser().resolve())}

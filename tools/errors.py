@@ -97,3 +97,22 @@ class IndexNotFoundError(StoreError, LookupError):
 
 class BudgetExceededError(RsragError, ValueError):
     """A request would exceed a budget (zoomed pixels, steps, time)."""
+
+
+# --- traces --------------------------------------------------------------------------------------------
+
+
+class TraceError(RsragError):
+    """A run trace could not be recorded, read or replayed."""
+
+
+class TraceNotFoundError(TraceError, LookupError):
+    """No trace exists for the thread or run asked for."""
+
+
+class TraceIntegrityError(TraceError, ValueError):
+    """A stored trace fails its hash-chain check (an event was edited, removed or reordered)."""
+
+
+class ReplayExhaustedError(TraceError, RuntimeError):
+    """A replayed run asked the model for more steps than the trace recorded."""

@@ -18,6 +18,11 @@ from rsrag.agent.cli import encoder  # noqa: F401,E402
 from rsrag.agent.cli import eval  # noqa: F401,E402,A004
 from rsrag.agent.cli import ask  # noqa: F401,E402
 from rsrag.agent.cli import kb  # noqa: F401,E402
+from rsrag.agent.cli import serve  # noqa: F401,E402
+from rsrag.agent.cli import chat  # noqa: F401,E402
+from rsrag.agent.cli import trace  # noqa: F401,E402
+from rsrag.agent.cli import mcp  # noqa: F401,E402
+from rsrag.agent.cli import settings  # noqa: F401,E402
 # --- end of command registration ---
 
 from rsrag.tools.errors import RsragError
@@ -26,11 +31,15 @@ from rsrag.tools.errors import RsragError
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rsrag`` console script."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer.Exit(code) comes back as the return value here
+        if isinstance(code, int) and code:
+            return code
     except RsragError as exc:
         if state.debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages quote brackets ("[x0, y0, x1, y1]"), never markup
+
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

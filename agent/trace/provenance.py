@@ -1,0 +1,88 @@
+"""Provenance of a run: which image, encoder, index, knowledge base, prompts, settings and versions."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from importlib import metadata
+from typing import Any
+
+from rsrag.agent.context import AgentContext
+from rsrag.agent.trace.events import Provenance
+from rsrag.tools.errors import RsragError
+
+#: Prompt templates the analyst graph uses (name -> loader name); their versions are recorded.
+GRAPH_PROMPTS = ("agent_system", "answer_feedback")
+#: Libraries whose versions shape results.
+LIBRARIES = ("langgraph", "langchain-core", "open_clip_torch", "torch", "lancedb", "rasterio")
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def run_settings(context: AgentContext) -> dict[str, Any]:
+    """The settings of a run that a replay needs (JSON values only)."""
+    ws = context.workspace
+    assert ws is not None
+    return {
+        "vlm": context.vlm, "backend": context.backend or context.vlm, "encoder": ws.encoder_spec,
+        "store": str(ws.store_path) if ws.store_path is not None else None, "tiling": ws.tiling,
+        "budgets": asdict(context.budgets), "top_k": context.top_k, "fast_threshold": context.fast_threshold,
+        "crop_dir": str(context.crop_dir),
+    }
+
+
+def collect_provenance(context: AgentContext, scene_path: str, sha256: bool = False) -> Provenance:
+    """Provenance of a run on ``scene_path``.
+
+    Resolves the encoder and the scene's patch index through the workspace (the run's first search would
+    do the same; both are cached). Failures to resolve one part are recorded as notes, never raised, so a
+    trace is written even when, say, the index cannot be built.
+
+    Args:
+        context: the run's context (workspace, settings).
+        scene_path: the scene's path.
+        sha256: also hash the whole file (slow for large images).
+    """
+    from rsrag.prompts import load_prompt
+    from rsrag.tools.fastpath import PROMPT_VERSION
+
+    ws = context.workspace
+    assert ws is not None
+    scene = ws.scene(scene_path)
+    prov = Provenance(
+        scene_path=str(scene.path), scene_fingerprint=scene.fingerprint, scene_size=[scene.width, scene.height],
+        scene_crs=scene.crs, scene_sha256=scene.sha256() if sha256 else None, encoder_spec=ws.encoder_spec,
+        tiling=ws.tiling, settings=run_settings(context), package_version=_version("rsrag"),
+        versions={"python": sys.version.split()[0], **{lib: _version(lib) for lib in LIBRARIES}},
+    )
+    prov.prompts = {name: load_prompt(name).version for name in GRAPH_PROMPTS}
+    prov.prompts["fastpath_templates"] = PROMPT_VERSION
+    try:
+        prov.encoder_id = ws.encoder.id
+        info = ws.index(scene)
+        prov.index_key, prov.tiling = info.key, info.tiling
+        table = ws.patches.patch_table(info)
+        prov.index_table, prov.index_version = table.name, table.version()
+    except RsragError as exc:
+        prov.notes.append(f"encoder/index not resolved: {exc}")
+    try:
+        knowledge = getattr(ws, "knowledge", None)  # the workspace's knowledge base (opened lazily)
+    except RsragError as exc:
+        knowledge = None
+        prov.notes.append(f"knowledge base not opened: {exc}")
+    if knowledge is not None and callable(getattr(knowledge, "stats", None)):
+        try:
+            stats = knowledge.stats()
+            prov.knowledge_table, prov.knowledge_version = stats.get("table"), stats.get("version")
+            if prov.knowledge_version is None:
+                prov.notes.append(f"knowledge base {stats.get('name')!r} is empty")
+        except RsragError as exc:
+            prov.notes.append(f"knowledge base not resolved: {exc}")
+    elif not prov.notes or "knowledge" not in prov.notes[-1]:
+        prov.notes.append("no knowledge base configured in the workspace")
+    return prov
