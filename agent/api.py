@@ -69,6 +69,7 @@ class Analyst:
         budgets: per-question limits.
         top_k: regions a search returns; fast_threshold: fast-path confidence threshold.
         trace: trace settings (``None``: from ``RSRAG_TRACE_*``; ``False``: no trace); see :mod:`rsrag.agent.trace`.
+        knowledge: name of the knowledge base (in the store) that knowledge lookups and the slow path use.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Analyst:
         top_k: int = 5,
         fast_threshold: float = 0.5,
         trace: TraceSettings | bool | None = None,
+        knowledge: str = "default",
     ) -> None:
         home = rsrag_home()
         self.sessions_path = Path(sessions) if sessions else home / "sessions.sqlite"
@@ -92,7 +94,7 @@ class Analyst:
         self._connection = sqlite3.connect(self.sessions_path, check_same_thread=False)
         self.graph: CompiledStateGraph = build_agent_graph(SqliteSaver(self._connection, serde=checkpoint_serializer()))
         self.context = AgentContext(
-            workspace=Workspace(encoder=encoder, store=store, tiling=tiling), vlm=vlm, model=model,
+            workspace=Workspace(encoder=encoder, store=store, tiling=tiling, knowledge=knowledge), vlm=vlm, model=model,
             budgets=budgets or Budgets(), top_k=top_k, fast_threshold=fast_threshold,
             crop_dir=Path(crop_dir) if crop_dir else home / "crops",
         )

@@ -30,6 +30,8 @@ from rsrag.tools.fastpath import extract_key_phrases
 
 _ROW = re.compile(r"^(E[0-9a-f]{6}) (\w+) bbox=(\[[^\]]*\])")
 _CONFIDENCE = re.compile(r" confidence=([0-9.]+)")
+#: An explicit request to zoom on one evidence record ("zoom on evidence E1a2b3c ...", as ``rsrag chat``'s /zoom sends).
+_ZOOM_REQUEST = re.compile(r"\bzoom (?:in )?(?:on|into) (?:evidence )?(E[0-9a-f]{6})\b", re.IGNORECASE)
 RETRIEVAL_ONLY = "Retrieval-only answer (rule policy, no vision-language model looked at the crops)"
 
 
@@ -80,6 +82,9 @@ class RulePolicy(BaseChatModel):
         confident = [r for r in found if r["confident"]]
         phrases = self.phrase_extractor(question)
 
+        request = _ZOOM_REQUEST.search(question)
+        if request:
+            return _zoom_request(request.group(1), results)
         if "search_patches" not in done:
             return _call("search_patches", {"phrases": phrases})
         if not confident and "lookup_knowledge" in self.tool_names and "lookup_knowledge" not in done:
@@ -90,6 +95,20 @@ class RulePolicy(BaseChatModel):
         zooms = [m for c, m in results if c and c["name"] == "zoom" and m.status != "error"]
         zoom_ids = [m.artifact["evidence"][0] for m in zooms if isinstance(m.artifact, dict) and m.artifact.get("evidence")]
         return _call("answer", _compose(phrases, found, confident, zoom_ids))
+
+
+def _zoom_request(target: str, results: list[tuple[dict[str, Any] | None, ToolMessage]]) -> AIMessage:
+    """Zoom on the requested evidence once, then answer citing the crop (or report the tool's error)."""
+    zooms = [m for c, m in results if c and c["name"] == "zoom"]
+    if not zooms:
+        return _call("zoom", {"evidence_id": target})
+    last = zooms[-1]
+    ids = last.artifact.get("evidence") if isinstance(last.artifact, dict) else None
+    if last.status == "error" or not ids:
+        text = f"{RETRIEVAL_ONLY}: could not zoom on {target}: {last.text}"
+        return _call("answer", {"text": text, "evidence_ids": [], "confidence": 0.0})
+    text = f"{RETRIEVAL_ONLY}: zoomed on {target}; the crop is {ids[0]} ({last.text.split(';')[0]})."
+    return _call("answer", {"text": text, "evidence_ids": [ids[0]], "confidence": 0.5})
 
 
 def _current_turn(messages: list[BaseMessage]) -> tuple[str, list[BaseMessage]]:

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
-from rsrag.agent.api import Analyst
-from rsrag.agent.cli.app import app, console, err_console
-from rsrag.agent.context import Budgets
+from rsrag.agent.cli.app import app, err_console, state
+from rsrag.agent.cli.app import console as default_console
 from rsrag.agent.evidence import Answer
 from rsrag.tools.indexing import DEFAULT_TILING
 
@@ -19,20 +19,22 @@ from rsrag.tools.indexing import DEFAULT_TILING
 def ask_command(
     image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
     question: str = typer.Argument(..., help="The question, e.g. 'where are the storage tanks?'."),
-    vlm: str = typer.Option("rule", "--vlm", help="Chat model: rule | openai:MODEL[@URL] | transformers:PATH."),
-    encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: the offline encoder)."),
-    tiling: str = typer.Option(DEFAULT_TILING, "--tiling", help="Tiling used if the scene must be indexed first."),
-    store: Path | None = typer.Option(None, "--store", help="Store folder (default: $RSRAG_HOME/store)."),
+    vlm: str | None = typer.Option(None, "--vlm", help="Chat model: rule | openai:MODEL@URL | transformers:PATH (default: settings, rule)."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
+    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling used if the scene must be indexed first (default: settings, {DEFAULT_TILING})."),
+    store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
     thread: str | None = typer.Option(None, "--thread", help="Chat thread to continue (default: a new one)."),
-    max_steps: int = typer.Option(10, "--max-steps", min=1, help="Model steps before answering with what it has."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Regions a search returns."),
-    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Fast-path confidence threshold."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps before answering with what it has (default: 10)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: 5)."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Fast-path confidence threshold (default: 0.5)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, evidence with bbox, GeoJSON)."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the steps as they happen."),
 ) -> None:
     """Ask a question about a scene; the answer cites evidence with pixel and map coordinates."""
-    with Analyst(vlm, encoder=encoder, store=store, tiling=tiling, budgets=Budgets(max_steps=max_steps),
-                 top_k=top_k, fast_threshold=threshold) as analyst:
+    settings = state.settings(**{"vlm.spec": vlm, "encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
+                                 "budgets.max_steps": max_steps, "retrieval.top_k": top_k,
+                                 "retrieval.fast_threshold": threshold})
+    with settings.analyst() as analyst:
         if as_json or quiet:
             answer = analyst.ask(image, question, thread_id=thread)
         else:
@@ -47,20 +49,21 @@ def ask_command(
     print_answer(answer)
 
 
-def print_answer(answer: Answer) -> None:
-    """The answer, its confidence and a table of the cited evidence."""
+def print_answer(answer: Answer, out: Console | None = None) -> None:
+    """The answer, its confidence and a table of the cited evidence (numbered, as ``rsrag chat``'s /zoom N uses)."""
+    console = out or default_console
     status = "" if answer.supported else f"  [yellow](unsupported: {answer.missing})[/]"
     console.print(f"\n[bold]{answer.text}[/]\nconfidence {answer.confidence:.2f}{status}", soft_wrap=True)
     if not answer.evidence:
         return
-    table = Table("id", "path", "bbox x0,y0,x1,y1 (px)", "lon/lat W,S,E,N", "conf.")
-    for ev, feature in zip(answer.evidence, _features_by_id(answer)):
+    table = Table("#", "id", "path", "bbox x0,y0,x1,y1 (px)", "lon/lat W,S,E,N", "conf.")
+    for i, (ev, feature) in enumerate(zip(answer.evidence, _features_by_id(answer)), 1):
         where = ""
         if feature is not None:
             ring = feature["geometry"]["coordinates"][0]
             where = f"{ring[0][0]:.4f},{ring[0][1]:.4f},{ring[2][0]:.4f},{ring[2][1]:.4f}"
         conf = f"{ev.confidence:.2f}" if ev.confidence is not None else ""
-        table.add_row(ev.id, ev.path, ",".join(map(str, ev.bbox or [])), where, conf)
+        table.add_row(str(i), ev.id, ev.path, ",".join(map(str, ev.bbox or [])), where, conf)
     console.print(table)
     for ev in answer.evidence:
         if ev.crop:
