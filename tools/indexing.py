@@ -1,0 +1,237 @@
+"""Build patch indexes: tiles -> windowed reads on background threads -> batched encode -> store.
+
+Pipeline (:func:`index_scene`):
+
+1. The tiling's patches are grouped into fixed *chunks* of ``chunk_size`` consecutive patch indexes; chunks
+   already committed to the store (a previous, possibly killed, run) are skipped.
+2. Reader threads read each patch window decimated to the encoder's input size (GDAL uses overviews where
+   present) and preprocess it into a tensor, a whole batch per task. Several batches are in flight, so the
+   next batch is decoded while the model computes the current one.
+3. The calling thread encodes batches; a writer thread commits each finished chunk in one atomic write.
+4. When every chunk is stored the index gets its scene statistics and is marked complete.
+
+A per-index file lock stops two processes from building the same index at once (:class:`IndexBusyError`,
+or a wait with ``wait=True``). Re-running on an unchanged image with the same encoder and tiling is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from rsrag.tools.raster import Scene, open_scene
+from rsrag.tools.region import Region
+from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
+from rsrag.tools.tiling import PatchSpec, TilingScheme, parse_tiling
+
+if TYPE_CHECKING:  # torch is imported when a run starts, so importing this module (and the CLI) stays fast
+    import torch
+
+    from rsrag.tools.encoders.base import Encoder
+
+DEFAULT_TILING = "vit:448"
+DEFAULT_CHUNK_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """Progress of one indexing run, passed to the progress callback after every batch.
+
+    Attributes:
+        done: patches stored or encoded so far, including those skipped from earlier runs.
+        total: patches in the index.
+        encoded: patches encoded by this run.
+        elapsed_s: seconds since this run started encoding.
+        rate: patches per second encoded by this run.
+        eta_s: estimated seconds left (``None`` until the rate is known).
+    """
+
+    done: int
+    total: int
+    encoded: int
+    elapsed_s: float
+    rate: float
+    eta_s: float | None
+
+
+class IndexReport(BaseModel):
+    """What an indexing run did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    info: IndexInfo
+    encoded: int
+    """Patches encoded by this run (0 for a no-op)."""
+    skipped: int
+    """Patches already stored by an earlier run."""
+    chunks_written: int
+    seconds: float
+    patches_per_s: float
+    no_op: bool
+
+
+ProgressCallback = Callable[[IndexProgress], None]
+
+
+def _read_size(spec: PatchSpec, image_size: int) -> tuple[int, int]:
+    """(height, width) to read a patch at: the shorter side decimated to the encoder input, never upsampled."""
+    h, w = spec.box.height, spec.box.width
+    f = min(1.0, image_size / min(h, w))
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec]) -> tuple[torch.Tensor, list[Region]]:
+    import torch
+
+    tensors = [encoder.preprocess(scene.read_display(s.box, out_size=_read_size(s, encoder.image_size))) for s in specs]
+    regions = [scene.region(s.box, scale=s.scale) for s in specs]
+    return torch.stack(tensors), regions
+
+
+def _pending_batches(specs: Iterator[PatchSpec], chunk_size: int, batch_size: int,
+                     done: set[int]) -> Iterator[tuple[int, bool, list[PatchSpec]]]:
+    """(chunk id, last batch of chunk?, batch) for every chunk not yet done; batches never cross chunks."""
+    chunk = 0
+    while True:
+        members = list(islice(specs, chunk_size))
+        if not members:
+            return
+        if chunk not in done:
+            for start in range(0, len(members), batch_size):
+                yield chunk, start + batch_size >= len(members), members[start:start + batch_size]
+        chunk += 1
+
+
+def index_scene(
+    scene: Scene | str | os.PathLike[str],
+    encoder: Encoder,
+    tiling: TilingScheme | str = DEFAULT_TILING,
+    store: Store | PatchStore | str | os.PathLike[str] | None = None,
+    *,
+    batch_size: int = 32,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    readers: int = 2,
+    prefetch: int | None = None,
+    wait: bool = False,
+    progress: ProgressCallback | None = None,
+) -> IndexReport:
+    """Index one scene with one encoder and tiling (resumable, idempotent).
+
+    Args:
+        scene: an open scene or a path to an image.
+        encoder: the image encoder.
+        tiling: a tiling scheme or its spec string.
+        store: the store, a :class:`PatchStore`, an embedded store's folder, or ``None`` for the default one.
+        batch_size: patches per encoder call.
+        chunk_size: patches per atomic commit (the unit of resumption).
+        readers: reader threads.
+        prefetch: batches read ahead of the encoder (default ``readers + 1``).
+        wait: when another process is building the same index, wait for it instead of raising.
+        progress: called after every encoded batch.
+
+    Returns:
+        What was done; ``no_op`` when the index was already complete.
+
+    Raises:
+        TilingError: the image is smaller than one patch of the tiling.
+        IndexBusyError: another process is building this index and ``wait`` is False.
+        StoreError: the store cannot be written (read-only, full); committed chunks stay valid.
+    """
+    if batch_size <= 0 or chunk_size <= 0 or readers <= 0:
+        raise ValueError("batch_size, chunk_size and readers must be positive")
+    own_scene = not isinstance(scene, Scene)
+    sc = open_scene(Path(scene)) if own_scene else scene  # type: ignore[arg-type]
+    scheme = parse_tiling(tiling) if isinstance(tiling, str) else tiling
+    patches = as_patch_store(store)
+    try:
+        n_patches = scheme.count(sc.width, sc.height)
+        key = index_key(sc.fingerprint, scheme.id, encoder.id)
+        existing = patches.info(key)
+        if existing is not None and existing.complete:
+            return IndexReport(info=existing, encoded=0, skipped=existing.n_patches, chunks_written=0,
+                               seconds=0.0, patches_per_s=0.0, no_op=True)
+        with patches.store.lock(f"index-{key}", wait=wait):
+            existing = patches.info(key)
+            if existing is not None and existing.complete:  # finished by the process we waited for
+                return IndexReport(info=existing, encoded=0, skipped=existing.n_patches, chunks_written=0,
+                                   seconds=0.0, patches_per_s=0.0, no_op=True)
+            info = IndexInfo(
+                key=key, scene=sc.fingerprint, tiling=scheme.id, encoder=encoder.id, dim=encoder.dim,
+                patch_table="", source=str(sc.path), width=sc.width, height=sc.height, n_patches=n_patches,
+                chunk_size=chunk_size if existing is None else existing.chunk_size, status="building", updated=0.0,
+            )
+            info = info.model_copy(update={"patch_table": patches.patch_table(info).name})
+            info = patches.begin(info)
+            return _run(sc, encoder, scheme, patches, info, batch_size, readers, prefetch, progress)
+    finally:
+        if own_scene:
+            sc.close()
+
+
+def _run(sc: Scene, encoder: Encoder, scheme: TilingScheme, patches: PatchStore, info: IndexInfo,
+         batch_size: int, readers: int, prefetch: int | None, progress: ProgressCallback | None) -> IndexReport:
+    done_chunks = patches.done_chunks(info)
+    last_chunk = info.n_chunks - 1
+    skipped = sum(min(info.chunk_size, info.n_patches - c * info.chunk_size) for c in done_chunks if c <= last_chunk)
+    batches = _pending_batches(scheme.patches(sc.width, sc.height), info.chunk_size, batch_size, done_chunks)
+    ahead = prefetch if prefetch is not None else readers + 1
+    encoded = written = 0
+    start = time.perf_counter()
+    acc_ids: list[int] = []
+    acc_regions: list[Region] = []
+    acc_vecs: list[np.ndarray] = []
+    with ThreadPoolExecutor(readers, thread_name_prefix="rsrag-read") as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="rsrag-write") as writer:
+        inflight: deque[tuple[int, bool, list[PatchSpec], Future[tuple[torch.Tensor, list[Region]]]]] = deque()
+        writes: deque[Future[int]] = deque()
+
+        def fill() -> None:
+            while len(inflight) < ahead:
+                item = next(batches, None)
+                if item is None:
+                    return
+                chunk, last, specs = item
+                inflight.append((chunk, last, specs, pool.submit(_read_batch, sc, encoder, specs)))
+
+        try:
+            fill()
+            while inflight:
+                chunk, last, specs, fut = inflight.popleft()
+                tensor, regions = fut.result()
+                fill()  # queue the next read before the model takes the cores
+                acc_vecs.append(np.asarray(encoder.encode_image_tensors(tensor), dtype=np.float32))
+                acc_ids.extend(s.index for s in specs)
+                acc_regions.extend(regions)
+                encoded += len(specs)
+                if last:
+                    while len(writes) >= 2:
+                        writes.popleft().result()
+                    writes.append(writer.submit(patches.add_chunk, info, chunk, acc_ids, acc_regions, np.concatenate(acc_vecs)))
+                    written += 1
+                    acc_ids, acc_regions, acc_vecs = [], [], []
+                if progress is not None:
+                    elapsed = time.perf_counter() - start
+                    rate = encoded / elapsed if elapsed > 0 else 0.0
+                    left = info.n_patches - skipped - encoded
+                    progress(IndexProgress(done=skipped + encoded, total=info.n_patches, encoded=encoded,
+                                           elapsed_s=elapsed, rate=rate, eta_s=left / rate if rate > 0 else None))
+            while writes:
+                writes.popleft().result()
+        except BaseException:
+            for _, _, _, f in inflight:
+                f.cancel()
+            raise
+    seconds = time.perf_counter() - start
+    info = patches.finish(info)
+    return IndexReport(info=info, encoded=encoded, skipped=skipped, chunks_written=written, seconds=seconds,
+                       patches_per_s=encoded / seconds if seconds > 0 else 0.0, no_op=False)
