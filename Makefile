@@ -16,7 +16,7 @@ OUT    ?= demo-output
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all browser clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,23 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet $(TORCH) -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+QUESTION ?= where is the river?
+
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/rsrag describe $(SAMPLE) --thumbnail $(OUT)/thumbnail.png
+	$(BIN)/rsrag index $(SAMPLE) --store $(OUT)/store
+	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store
+	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store --json > $(OUT)/answer.json
+	@echo "answer with cited evidence: $(OUT)/answer.json"
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium; install it when missing and possible (they skip, saying why, if not).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
+	  echo "note: chromium is not installed; browser tests will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
