@@ -38,3 +38,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == 0 and passed == 0:
         print("\nerror: no test passed (none collected, or all skipped); failing the run")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder():
+    """A tiny random-weight open_clip encoder (32-d, 32 px inputs) for plumbing tests; loads in milliseconds.
+
+    It satisfies :class:`rsrag.tools.encoders.Encoder` but its vectors carry no meaning.
+    """
+    from rsrag.tools.encoders import load_encoder, register_tiny_model_config
+
+    return load_encoder(f"{register_tiny_model_config()}:random", device="cpu", batch_size=8)

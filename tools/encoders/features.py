@@ -1,0 +1,142 @@
+"""Features of the frozen LiT towers, computed once and cached on disk.
+
+Image features are the image trunk's pooled output (before the projection head), text features the text
+tower's mean-pooled output (before its head), so training the heads on them is exactly training the model.
+The cache is sharded (``shard_*.npy``), so a killed extraction resumes where it stopped; the key covers
+the tower, input size, view, package version and the files' names, sizes and mtimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rsrag.tools.encoders.lit import LitConfig
+from rsrag.tools.encoders.towers import TEXT_PACKAGE, package_version
+
+VIEWS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "id": lambda im: im,
+    "hflip": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
+    "rot270": lambda im: im.transpose(Image.Transpose.ROTATE_270),
+}
+SHARD = 512
+
+
+def lit_transform(cfg: LitConfig) -> Callable[[Image.Image], torch.Tensor]:
+    """The eval transform of a LiT encoder: squash-resize (keeps the whole chip), bicubic, tower normalisation."""
+    import open_clip
+
+    return open_clip.image_transform(
+        cfg.size, is_train=False, mean=cfg.tower.mean, std=cfg.tower.std, resize_mode="squash", interpolation="bicubic"
+    )
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _files_key(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((str(p), st.st_size, int(st.st_mtime)))
+    return out
+
+
+def _sharded(cache: Path, n: int, compute: Callable[[int, int], np.ndarray], progress: Callable[[int], None] | None) -> np.ndarray:
+    cache.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for start in range(0, n, SHARD):
+        stop = min(n, start + SHARD)
+        shard = cache / f"shard_{start:08d}.npy"
+        if shard.is_file():
+            arr = np.load(shard)
+        else:
+            arr = compute(start, stop).astype(np.float16)
+            tmp = shard.with_suffix(".tmp.npy")
+            np.save(tmp, arr)
+            tmp.replace(shard)
+        parts.append(arr)
+        if progress is not None:
+            progress(stop - start)
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
+
+
+def image_features(
+    model: torch.nn.Module,
+    cfg: LitConfig,
+    paths: Sequence[Path],
+    cache_dir: Path,
+    view: str = "id",
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Pooled image-trunk features (n, F) of ``paths`` seen through ``view``, cached under ``cache_dir``."""
+    key = _key("img", cfg.tower.timm_name, cfg.size, view, package_version(cfg.tower.package), _files_key(paths))
+    transform, flip = lit_transform(cfg), VIEWS[view]
+    trunk = model.visual.trunk.eval()
+
+    def load(p: Path) -> torch.Tensor:
+        with Image.open(p) as im:
+            return transform(flip(im.convert("RGB")))
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        out = []
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+            batches = [paths[i : i + batch_size] for i in range(start, stop, batch_size)]
+            pending = pool.map(lambda b: torch.stack([load(p) for p in b]), batches)
+            for x in pending:
+                out.append(trunk(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+        return np.concatenate(out)
+
+    # channels-last is ~1.8x faster for this CNN on CPU (same numbers up to float rounding); the trunk is put
+    # back in the default layout afterwards so a shared encoder model is left as it was
+    trunk.to(memory_format=torch.channels_last)
+    try:
+        return _sharded(Path(cache_dir) / f"img-{key}", len(paths), compute, progress)
+    finally:
+        trunk.to(memory_format=torch.contiguous_format)
+
+
+@torch.inference_mode()
+def pooled_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The text tower's pooled output before its projection head (mirrors open_clip's HFTextEncoder)."""
+    text = model.text
+    mask = (tokens != text.config.pad_token_id).long()
+    out = text.transformer(input_ids=tokens, attention_mask=mask)
+    return text.pooler(out, mask)
+
+
+def text_features(
+    model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    texts: Sequence[str],
+    cache_dir: Path,
+    context_length: int,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Mean-pooled text-tower features (n, 384) of ``texts``, cached under ``cache_dir``."""
+    key = _key("txt", package_version(TEXT_PACKAGE), context_length, hashlib.sha1("\n".join(texts).encode()).hexdigest())
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        # batches of similar length waste little on padding; rows are put back in input order
+        order = sorted(range(start, stop), key=lambda i: len(texts[i]))
+        out = np.zeros((stop - start, 0), np.float32)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            feats = pooled_text(model, tokenizer([texts[j] for j in idx])).float().numpy()
+            if out.shape[1] == 0:
+                out = np.zeros((stop - start, feats.shape[1]), np.float32)
+            out[np.asarray(idx) - start] = feats
+        return out
+
+    return _sharded(Path(cache_dir) / f"txt-{key}", len(texts), compute, progress)

@@ -1,0 +1,217 @@
+"""``load_encoder``: resolve a spec to local weights, build the model once per process, wrap it.
+
+Nothing here downloads silently for minutes: weights are looked up in the local Hugging Face cache first;
+when they are absent and ``HF_HUB_OFFLINE`` is set, a :class:`WeightsUnavailableError` names the spec, the
+files looked for and how to supply them, at once. Only when online is a download tried (short timeouts),
+and any failure is reported the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from rsrag.tools.encoders.base import Encoder
+from rsrag.tools.encoders.lit import DEFAULT_HEADS, LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
+from rsrag.tools.encoders.openclip import OpenClipEncoder
+from rsrag.tools.encoders.spec import EncoderSpec, parse_spec
+from rsrag.tools.encoders.towers import TEXT_PACKAGE, package_version, text_tower_dir
+from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
+
+_CACHE: dict[tuple[str, str], OpenClipEncoder] = {}
+_LOCK = threading.Lock()
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def hf_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for no network."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def fingerprint(path: Path) -> str:
+    """Short content hash of a weights file (whole file up to 64 MiB; size + first/last 8 MiB beyond)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        h = hashlib.sha256(str(st.st_size).encode())
+        with path.open("rb") as fh:
+            if st.st_size <= 64 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(8 << 20))
+                fh.seek(-(8 << 20), os.SEEK_END)
+                h.update(fh.read())
+        _FINGERPRINTS[key] = h.hexdigest()[:12]
+    return _FINGERPRINTS[key]
+
+
+def _hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def hf_file(spec: str, repo: str, filenames: tuple[str, ...]) -> Path:
+    """Local path of the first of ``filenames`` in the Hugging Face repo ``repo``, downloading only if online.
+
+    Raises:
+        WeightsUnavailableError: not cached and offline, or the download failed.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    for name in filenames:
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str) and Path(hit).is_file():
+            return Path(hit)
+    looked = ", ".join(f"{repo}/{n}" for n in filenames)
+    how = (
+        f"to supply them, on a connected machine run `hf download {repo} {filenames[0]}` and copy the Hugging Face "
+        f"cache ({_hf_cache_dir()}) here, or point the spec at a local file (ARCH:/path/to/{Path(filenames[0]).name})"
+    )
+    if hf_offline():
+        raise WeightsUnavailableError(
+            f"encoder spec {spec!r}: weights not available offline (HF_HUB_OFFLINE is set); looked for {looked} "
+            f"in {_hf_cache_dir()}; {how}"
+        )
+    errors = []
+    for name in filenames:
+        try:
+            return Path(hf_hub_download(repo, name, etag_timeout=10))
+        except Exception as exc:  # network, 404, auth: all mean "not available here"
+            errors.append(f"{name}: {type(exc).__name__}")
+    raise WeightsUnavailableError(
+        f"encoder spec {spec!r}: could not download weights ({'; '.join(errors)}); looked for {looked} in "
+        f"{_hf_cache_dir()}; {how}"
+    )
+
+
+def _tag_file(spec: EncoderSpec) -> tuple[Path, dict]:
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(spec.arch, spec.weights)
+    if cfg.get("file"):
+        return Path(cfg["file"]), cfg
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        if hub.endswith("/"):  # open_clip's convention: repo only, default file names
+            repo, names = hub.rstrip("/"), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+        else:
+            repo, name = os.path.split(hub)
+            names = (name,)
+        return hf_file(spec.text, repo, names), cfg
+    url_file = Path.home() / ".cache" / "clip" / os.path.basename(cfg.get("url", ""))
+    if url_file.is_file():
+        return url_file, cfg
+    raise WeightsUnavailableError(
+        f"encoder spec {spec.text!r}: weights not found at {url_file}; download {cfg.get('url')} there on a "
+        f"connected machine, or use {spec.arch}:/path/to/checkpoint.pt"
+    )
+
+
+def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> Encoder:
+    import open_clip
+
+    arch, weights = spec.arch, spec.weights
+    kwargs: dict = {"pretrained_text": False, "pretrained_image": False}
+    if spec.kind == "hf-hub":
+        repo = spec.repo or ""
+        config = hf_file(spec.text, repo, ("open_clip_config.json",))
+        # the weights must sit next to the config in the same snapshot folder, where local-dir: finds them
+        hf_file(spec.text, repo, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"))
+        arch, weights = f"local-dir:{config.parent}", None
+        ident = f"{spec.text}#{fingerprint(config.parent / 'open_clip_config.json')}"
+    elif spec.kind == "local-dir":
+        arch, ident = spec.text, f"{spec.text}#{fingerprint(Path(spec.weights or '') / 'open_clip_config.json')}"
+    elif spec.kind == "hf-file":
+        path = hf_file(spec.text, spec.repo or "", spec.filenames)
+        weights, ident = str(path), f"{spec.text}#{fingerprint(path)}"
+    elif weights == "random":
+        weights, ident = None, f"{spec.text}#seed0"
+    elif Path(weights or "").is_file():
+        ident = f"{spec.arch}:file#{fingerprint(Path(weights))}"
+    else:
+        path, tag_cfg = _tag_file(spec)
+        kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+        kwargs["force_preprocess_cfg"] = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+        weights, ident = str(path), f"{spec.text}#{fingerprint(path)}"
+    if weights is not None and not Path(weights).is_file():
+        raise WeightsUnavailableError(f"encoder spec {spec.text!r}: checkpoint file not found: {weights}")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights, **kwargs)
+        tokenizer = open_clip.get_tokenizer(arch)
+    except RuntimeError as exc:
+        if "state_dict" in str(exc) or "size mismatch" in str(exc) or "Missing key" in str(exc):
+            raise CheckpointMismatchError(f"encoder spec {spec.text!r}: checkpoint does not fit {arch}: {str(exc)[:400]}") from exc
+        raise EncoderError(f"encoder spec {spec.text!r}: could not build the model: {str(exc)[:400]}") from exc
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise WeightsUnavailableError(f"encoder spec {spec.text!r}: {exc}") from exc
+        raise CheckpointMismatchError(f"encoder spec {spec.text!r}: unreadable checkpoint {weights}: {exc}") from exc
+    except Exception as exc:  # unpickling errors and the like from a file that is no checkpoint
+        if weights is not None:
+            raise CheckpointMismatchError(f"encoder spec {spec.text!r}: {weights} is not a checkpoint for {arch}: {exc}") from exc
+        raise
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else int(size)
+    return OpenClipEncoder(model, preprocess, tokenizer, encoder_id=ident, image_size=size, device=device, batch_size=batch_size)
+
+
+def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> Encoder:
+    from rsrag.tools.encoders.features import lit_transform
+
+    tower_id = f"{TEXT_PACKAGE}-{package_version(TEXT_PACKAGE)}"
+    if spec.weights == "random":
+        cfg = LitConfig()
+        model = build_lit_model(cfg, seed=0)
+        ident = f"rsrag-lit:random#{cfg.image_tower}-seed0"
+    else:
+        path = Path(spec.weights) if spec.weights else DEFAULT_HEADS
+        cfg, tensors, _ = read_heads(path)
+        model = build_lit_model(cfg)
+        load_heads_into(model, tensors, str(path))
+        name = "rsrag-lit" if spec.weights is None else "rsrag-lit:file"
+        ident = f"{name}#{cfg.image_tower}-{package_version(cfg.tower.package)}+{tower_id}+{fingerprint(path)}"
+    tokenizer = LitTokenizer(text_tower_dir(), cfg.context_length)
+    return OpenClipEncoder(
+        model, lit_transform(cfg), tokenizer, encoder_id=ident, image_size=cfg.size, device=device,
+        batch_size=batch_size, dim=cfg.embed_dim,
+    )
+
+
+def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> Encoder:
+    """Load (once per process and device) the encoder a spec names.
+
+    Args:
+        spec: an encoder spec (see :mod:`rsrag.tools.encoders.spec`); None means the bundled offline encoder.
+        device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
+        batch_size: images or texts per forward pass.
+
+    Returns:
+        An :class:`~rsrag.tools.encoders.base.Encoder`. The model is built once per (spec, device); a call with
+        another batch size gets a view sharing that model.
+
+    Raises:
+        UnknownEncoderError: the spec names no known model.
+        WeightsUnavailableError: the weights are not available locally and cannot be downloaded.
+        CheckpointMismatchError: a checkpoint does not fit its architecture.
+    """
+    parsed = parse_spec(spec)
+    key = (parsed.text, str(torch.device(device)))
+    with _LOCK:
+        if key not in _CACHE:
+            build = _build_lit if parsed.kind == "lit" else _build_openclip
+            _CACHE[key] = build(parsed, device, batch_size)
+        return _CACHE[key].with_batch_size(batch_size)
+
+
+def clear_encoder_cache() -> None:
+    """Forget every loaded encoder (tests; freeing memory)."""
+    with _LOCK:
+        _CACHE.clear()
