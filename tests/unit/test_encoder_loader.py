@@ -139,7 +139,7 @@ def test_tiny_encoder_interface(tiny_encoder: Encoder) -> None:
 def test_cached_per_spec_and_device(tiny_encoder: Encoder) -> None:
     name = register_tiny_model_config()
     again = load_encoder(f"{name}:random", device="cpu", batch_size=8)
-    assert again is tiny_encoder
+    assert again.model is tiny_encoder.model and again.batch_size == 8  # built once per (spec, device)
     other = load_encoder(f"{name}:random", device="cpu", batch_size=3)
     assert other.batch_size == 3 and other.model is tiny_encoder.model
     assert other.id == tiny_encoder.id
