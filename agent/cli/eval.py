@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rsrag.agent.cli.app import app, console
+from rsrag.agent.cli.app import app, console, state
 
 eval_app = typer.Typer(help="Measure retrieval quality.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
@@ -18,7 +18,7 @@ app.add_typer(eval_app, name="eval")
 @eval_app.command("retrieval")
 def retrieval(
     data: Path = typer.Argument(..., help="Folder with captions.jsonl (image, class, captions) and the images."),
-    encoder: str = typer.Option("rsrag-lit", "--encoder", help="Encoder spec."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
     split: str = typer.Option("val", "--split", help="val (the fixed held-out split `encoder train` never uses), train or all."),
     val_fraction: float = typer.Option(0.1, "--val-fraction"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -34,7 +34,7 @@ def retrieval(
     chips = select_split(read_chips(data), split, val_fraction)
     if limit:
         chips = chips[:limit]
-    enc = load_encoder(encoder, device=device, batch_size=batch_size)
+    enc = load_encoder(state.settings(**{"encoder.spec": encoder}).encoder.spec, device=device, batch_size=batch_size)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=as_json) as bar:
         task = bar.add_task("encoding images", total=len(chips))

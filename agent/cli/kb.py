@@ -10,21 +10,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rsrag.agent.cli import index as index_cli
-from rsrag.agent.cli.app import app, console, err_console
+from rsrag.agent.cli.app import app, console, err_console, state
 from rsrag.tools.knowledge import KnowledgeBase, build_concepts, ingest_file
 
 kb_app = typer.Typer(name="kb", help="Knowledge base: add files, build a concept library, search, stats.",
                      no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 
-_STORE = typer.Option(None, "--store", help="Store folder (default: $RSRAG_HOME/store).")
-_ENCODER = typer.Option(None, "--encoder", help="Encoder spec (default: the offline encoder).")
-_NAME = typer.Option("default", "--kb", help="Knowledge base name (several can share a store).")
+_STORE = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store).")
+_ENCODER = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder).")
+_NAME = typer.Option(None, "--kb", help="Knowledge base name; several can share a store (default: settings, 'default').")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 
 
-def _open(store: Path | None, encoder: str | None, name: str) -> KnowledgeBase:
-    return KnowledgeBase(store, index_cli.load_cli_encoder(encoder, 32), name=name)
+def _open(store: Path | None, encoder: str | None, name: str | None) -> KnowledgeBase:
+    """The knowledge base the options name; what they leave out comes from the settings (as for the agent,
+    so `kb concepts` fills the library the agent's slow path reads)."""
+    settings = state.settings(**{"store.path": store, "encoder.spec": encoder, "knowledge.name": name})
+    enc = index_cli.load_cli_encoder(settings.encoder.spec, settings.encoder.batch_size)
+    return KnowledgeBase(settings.store_path, enc, name=settings.knowledge.name)
 
 
 def _bar(quiet: bool) -> Progress:
@@ -37,7 +41,7 @@ def add_command(
     path: Path = typer.Argument(..., help="Knowledge file: .jsonl, .csv or .geojson."),
     images: Path | None = typer.Option(None, "--images", help="Folder image paths are relative to (default: the file's)."),
     max_field_chars: int = typer.Option(200_000, "--max-field-chars", min=1, help="Longest text field accepted."),
-    store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str = _NAME, as_json: bool = _JSON,
+    store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str | None = _NAME, as_json: bool = _JSON,
 ) -> None:
     """Import a knowledge file; bad records are reported (file:line, field) and skipped; re-adding is a no-op."""
     kb = _open(store, encoder, name)
@@ -59,7 +63,7 @@ def add_command(
 def concepts_command(
     data: Path = typer.Argument(..., help="Folder with captions.jsonl (or that file), or a class-labelled folder."),
     per_class: int | None = typer.Option(None, "--per-class", min=1, help="At most this many chips per class."),
-    name: str = typer.Option("concepts", "--kb", help="Knowledge base name for the concept library."),
+    name: str | None = _NAME,
     store: Path | None = _STORE, encoder: str | None = _ENCODER, as_json: bool = _JSON,
 ) -> None:
     """Build (or update) the slow path's concept library: one entry per class, one image vector per chip."""
@@ -87,7 +91,7 @@ def search_command(
     k: int = typer.Option(10, "--top-k", "-k", min=1, help="Entries to return."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Text: vector weight vs BM25 (1 = vector only)."),
     image_weight: float = typer.Option(0.5, "--image-weight", min=0.0, max=1.0, help="Text+image: weight of image similarity."),
-    store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str = _NAME, as_json: bool = _JSON,
+    store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str | None = _NAME, as_json: bool = _JSON,
 ) -> None:
     """Search by text (BM25 + vector), by image, or both (RS-RAG re-ranking), with filters."""
     from rsrag.tools.errors import QueryError
@@ -119,7 +123,7 @@ def search_command(
 
 
 @kb_app.command("stats")
-def stats_command(store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str = _NAME, as_json: bool = _JSON) -> None:
+def stats_command(store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str | None = _NAME, as_json: bool = _JSON) -> None:
     """Entries by kind and category, images, table version, encoder."""
     stats = _open(store, encoder, name).stats()
     if as_json:

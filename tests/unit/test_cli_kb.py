@@ -47,7 +47,7 @@ def test_kb_concepts_and_errors(tmp_path: Path, shared_data: Path, capsys: pytes
     store = ["--store", str(tmp_path / "s")]
     assert main(["kb", "concepts", str(shared_data / "aid-rsicd"), "--per-class", "2", *store, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["added"] == 30
-    assert main(["kb", "stats", "--kb", "concepts", *store, "--json"]) == 0
+    assert main(["kb", "stats", *store, "--json"]) == 0  # the library lands in the KB the agent reads
     assert json.loads(capsys.readouterr().out)["by_kind"] == {"concept": 30}
     assert main(["kb", "add", str(tmp_path / "missing.jsonl"), *store]) == 2
     assert "knowledge file not found" in capsys.readouterr().out
