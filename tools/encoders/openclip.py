@@ -99,8 +99,9 @@ class OpenClipEncoder:
         with self._lock, torch.inference_mode():
             for start in range(0, batch.shape[0], self.batch_size):
                 chunk = batch[start : start + self.batch_size].to(self.device, self._dtype, non_blocking=True)
-                if self._gpu:
-                    chunk = chunk.contiguous(memory_format=torch.channels_last)
+                # channels-last input: 1.9x images/s for the CNN tower of the offline encoder on 2 CPU cores,
+                # neutral for ViTs (measured; see BENCHMARKS.md, Encoder)
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
                 out.append(self._finish(self.model.encode_image(chunk)))
         return np.concatenate(out)
 
