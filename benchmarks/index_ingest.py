@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--tiling", default="vit:448")
     parser.add_argument("--side", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument("--readers", type=int, default=None, help="reader threads (default: index_scene's)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     args = parser.parse_args()
@@ -84,7 +84,7 @@ def main() -> None:
 
     import rsrag.tools.indexing as indexing
     from rsrag.tools.encoders import load_encoder
-    from rsrag.tools.indexing import _read_batch, index_scene
+    from rsrag.tools.indexing import _read_batch, default_readers, index_scene
     from rsrag.tools.raster import open_scene
     from rsrag.tools.tiling import parse_tiling
 
@@ -128,7 +128,7 @@ def main() -> None:
     base, index_pps, wall = float(np.median(bases)), float(np.median(runs)), float(np.median(walls))
     result = {
         "encoder": encoder.id, "tiling": tiling.id, "image_px": args.side, "patches": len(specs),
-        "batch_size": args.batch_size, "readers": args.readers, "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "readers": args.readers or default_readers(), "torch_threads": torch.get_num_threads(),
         "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
         "mosaic_generation_s": round(gen_s, 1), "serial_decode_patches_per_s": round(len(specs) / decode_s, 1),
         "encoder_only_patches_per_s": [round(b, 2) for b in bases],

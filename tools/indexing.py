@@ -83,6 +83,16 @@ class IndexReport(BaseModel):
 ProgressCallback = Callable[[IndexProgress], None]
 
 
+def default_readers() -> int:
+    """Reader threads for this machine: half its cores, 1 to 4.
+
+    On CPU the encoder's own threads use every core; one reader decodes several times faster than the
+    encoder consumes (BENCHMARKS.md, Index and fast path), and each extra reader only competes with the
+    encoder (on 2 cores: 0.80 of the encoder's throughput with 2 readers, 0.89 with 1).
+    """
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def _read_size(spec: PatchSpec, image_size: int) -> tuple[int, int]:
     """(height, width) to read a patch at: the shorter side decimated to the encoder input, never upsampled."""
     h, w = spec.box.height, spec.box.width
@@ -120,7 +130,7 @@ def index_scene(
     *,
     batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    readers: int = 2,
+    readers: int | None = None,
     prefetch: int | None = None,
     wait: bool = False,
     progress: ProgressCallback | None = None,
@@ -134,7 +144,7 @@ def index_scene(
         store: the store, a :class:`PatchStore`, an embedded store's folder, or ``None`` for the default one.
         batch_size: patches per encoder call.
         chunk_size: patches per atomic commit (the unit of resumption).
-        readers: reader threads.
+        readers: reader threads (default :func:`default_readers`).
         prefetch: batches read ahead of the encoder (default ``readers + 1``).
         wait: when another process is building the same index, wait for it instead of raising.
         progress: called after every encoded batch.
@@ -147,6 +157,7 @@ def index_scene(
         IndexBusyError: another process is building this index and ``wait`` is False.
         StoreError: the store cannot be written (read-only, full); committed chunks stay valid.
     """
+    readers = default_readers() if readers is None else readers
     if batch_size <= 0 or chunk_size <= 0 or readers <= 0:
         raise ValueError("batch_size, chunk_size and readers must be positive")
     own_scene = not isinstance(scene, Scene)

@@ -24,7 +24,7 @@ def load_cli_encoder(spec: str | None, batch_size: int) -> Encoder:
     return load_encoder(spec, batch_size=batch_size)
 
 
-def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, batch_size: int, readers: int,
+def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, batch_size: int, readers: int | None,
               wait: bool, show_progress: bool) -> IndexReport:
     """Index ``image`` with a rich progress bar (patches/s and ETA)."""
     columns = (TextColumn("[bold]indexing[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -47,7 +47,7 @@ def index_command(
     tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling spec, e.g. vit:448, grid:512:overlap=0.25:scales=1,2, cc (default: settings, {DEFAULT_TILING})."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store or the user data dir)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Patches per encoder call (default: settings, 32)."),
-    readers: int = typer.Option(2, "--readers", min=1, help="Reader threads decoding patches."),
+    readers: int | None = typer.Option(None, "--readers", min=1, help="Reader threads decoding patches (default: half the cores, 1-4)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is indexing this image, wait for it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bar)."),
 ) -> None:
