@@ -91,6 +91,26 @@ async def tile_load(url: str, image: dict, clients: int, tiles: int, levels: int
     return {**percentiles(flat), "tiles_per_s": round(len(flat) / wall, 1)}
 
 
+def direct_tiles(cog: Path, image: dict, tiles: int, levels: int) -> dict:
+    """Baseline: the same kind of random tiles rendered in this process, one at a time, without the server."""
+    from rsrag.agent.web.tiles import Pyramid, encode_image
+    from rsrag.tools.raster import open_scene
+
+    rng = random.Random(2)
+    top = image["max_level"]
+    times = []
+    with open_scene(cog) as scene:
+        pyramid = Pyramid(scene.width, scene.height)
+        for _ in range(tiles):
+            level = rng.randint(max(0, top - levels + 1), top)
+            cols, rows = pyramid.grid(level)
+            t0 = time.perf_counter()
+            box, out = pyramid.tile(level, rng.randrange(cols), rng.randrange(rows))
+            encode_image(scene.read_display(box, out_size=out))
+            times.append(time.perf_counter() - t0)
+    return percentiles(times)
+
+
 async def ask(client: httpx.AsyncClient, image_id: str, thread: str) -> tuple[float, float, float]:
     t0 = time.perf_counter()
     first_line = first_step = 0.0
@@ -126,6 +146,7 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=5, help="top pyramid levels the viewers wander")
     parser.add_argument("--tiling", default="vit:2048", help="tiling of the warm-up indexing")
     parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument("--no-questions", action="store_true", help="measure tiles only (skips indexing and questions)")
     args = parser.parse_args()
 
     cog = write_cog(args.out / f"cog{args.size}.tif", args.size)
@@ -146,8 +167,11 @@ def main() -> None:
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
             "image": f"{args.size} x {args.size} px COG", "clients": args.clients,
             "tiles": asyncio.run(tile_load(url, images[0], args.clients, args.tiles, args.levels)),
-            "questions": asyncio.run(question_load(url, images[0]["id"], args.clients)),
         }
+        report["tiles_direct_one_at_a_time"] = direct_tiles(cog, images[0], args.tiles, args.levels)
+        report["tile_p50_server_over_direct"] = round(report["tiles"]["p50_ms"] / report["tiles_direct_one_at_a_time"]["p50_ms"], 2)
+        if not args.no_questions:
+            report["questions"] = asyncio.run(question_load(url, images[0]["id"], args.clients))
     finally:
         server.terminate()
         server.wait(timeout=30)
