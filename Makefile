@@ -26,14 +26,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet $(TORCH) -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-QUESTION ?= where is the river?
+QUESTION ?= where are the clouds?
+# 128 px windows with overlap: the 791 x 718 px sample gives ~140 patches (a 448 px grid would give 4)
+TILING ?= grid:128:overlap=0.5
 
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/rsrag describe $(SAMPLE) --thumbnail $(OUT)/thumbnail.png
-	$(BIN)/rsrag index $(SAMPLE) --store $(OUT)/store
-	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store
-	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store --json > $(OUT)/answer.json
+	$(BIN)/rsrag index $(SAMPLE) --store $(OUT)/store --tiling $(TILING)
+	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store --tiling $(TILING)
+	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store --tiling $(TILING) --json > $(OUT)/answer.json
 	@echo "answer with cited evidence: $(OUT)/answer.json"
 
 # Browser tests drive Debian's chromium; install it when missing and possible (they skip, saying why, if not).

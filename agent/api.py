@@ -135,9 +135,8 @@ class Analyst:
             for chunk in self.graph.stream(self._input(image, question), run.config(self._config(thread)),
                                            context=self.context, stream_mode="updates"):
                 for node, update in chunk.items():
-                    # a tool step returns one update per tool call (LangGraph Commands), other nodes one dict
-                    for part in update if isinstance(update, list) else [update or {}]:
-                        yield Step(node=node, text=describe_update(node, part), update=part)
+                    merged = merge_updates(update) if isinstance(update, list) else (update or {})
+                    yield Step(node=node, text=describe_update(node, merged), update=merged)
 
     def evidence(self, thread_id: str) -> dict[str, Evidence]:
         """The evidence ledger of a thread."""
@@ -180,6 +179,23 @@ class Analyst:
     @staticmethod
     def _config(thread: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread}, "recursion_limit": 200}
+
+
+def merge_updates(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One update from the pieces LangGraph streams for a step whose tools returned several Commands
+    (it splits them per key): messages concatenated, evidence merged, counters added, the rest last-wins."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in (part or {}).items():
+            if key == "messages":
+                merged.setdefault("messages", []).extend(value)
+            elif key == "evidence":
+                merged.setdefault("evidence", {}).update(value)
+            elif key == "zoomed_pixels":
+                merged["zoomed_pixels"] = merged.get("zoomed_pixels", 0) + value
+            else:
+                merged[key] = value
+    return merged
 
 
 def describe_update(node: str, update: dict[str, Any]) -> str:
