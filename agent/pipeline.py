@@ -88,10 +88,8 @@ def visual_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[st
         ev = updated[ev_id]
         assert ev.region is not None
         box = ev.region.box
-        scale = min(1.0, CUE_SIDE / max(box.width, box.height))
-        out = (max(1, round(box.height * scale)), max(1, round(box.width * scale)))
         crop = folder / f"{ev_id}.png"
-        Image.fromarray(scene.read_display(box, out_size=out)).save(crop)
+        Image.fromarray(scene.read_display(box, out_size=box.fit_within(CUE_SIDE))).save(crop)
         updated[ev_id] = ev.model_copy(update={"crop": str(crop)})
     return {"evidence": updated}
 

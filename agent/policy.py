@@ -26,6 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
+from rsrag.agent.state import is_question
 from rsrag.tools.fastpath import extract_key_phrases
 
 _ROW = re.compile(r"^(E[0-9a-f]{6}) (\w+) bbox=(\[[^\]]*\])")
@@ -114,10 +115,8 @@ def _zoom_request(target: str, results: list[tuple[dict[str, Any] | None, ToolMe
 def _current_turn(messages: list[BaseMessage]) -> tuple[str, list[BaseMessage]]:
     """The current question and the messages after it."""
     for i in range(len(messages) - 1, -1, -1):
-        m = messages[i]
-        extra = m.additional_kwargs
-        if m.type == "human" and not extra.get("rsrag_visual") and not extra.get("rsrag_feedback"):
-            return m.text, messages[i + 1:]
+        if is_question(messages[i]):
+            return messages[i].text, messages[i + 1:]
     return "", list(messages)
 
 

@@ -6,7 +6,7 @@ are paths plus fingerprints, evidence is a ledger of small records.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -60,10 +60,8 @@ class OutputState(TypedDict, total=False):
     evidence: dict[str, Evidence]
 
 
-def current_question(state: dict[str, Any]) -> str:
-    """Text of the last human question in the state."""
-    for message in reversed(state.get("messages", [])):
-        extra = message.additional_kwargs
-        if message.type == "human" and not extra.get("rsrag_visual") and not extra.get("rsrag_feedback"):
-            return message.text if isinstance(message.text, str) else str(message.content)
-    return ""
+def is_question(message: AnyMessage) -> bool:
+    """Whether a message is the analyst's question, not one the graph added (crops shown to the model,
+    feedback on a rejected answer)."""
+    extra = message.additional_kwargs
+    return message.type == "human" and not extra.get("rsrag_visual") and not extra.get("rsrag_feedback")

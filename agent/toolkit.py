@@ -99,8 +99,7 @@ def scene_info(runtime: Runtime) -> Command:
     """Describe the scene: size, bands, CRS, ground sample distance, footprint, and show an overview image."""
     ctx, scene = _context(runtime), _scene(runtime)
     info = scene.info
-    factor = max(scene.width, scene.height) / THUMBNAIL_SIDE
-    out = (max(1, round(scene.height / max(factor, 1))), max(1, round(scene.width / max(factor, 1))))
+    out = scene.full_box.fit_within(THUMBNAIL_SIDE)
     ev_id = make_evidence_id(scene.fingerprint, "scene")
     crop = _crop_path(ctx, runtime, ev_id)
     Image.fromarray(scene.read_display(scene.full_box, out_size=out)).save(crop)
@@ -110,7 +109,7 @@ def scene_info(runtime: Runtime) -> Command:
         lines.append(f"footprint {_where(scene, scene.full_box)}")
     else:
         lines.append("not georeferenced: use pixel coordinates")
-    lines.append(f"overview image attached ({out[1]} x {out[0]} px, 1 px = {max(factor, 1):.1f} scene px); evidence {ev_id}")
+    lines.append(f"overview image attached ({out[1]} x {out[0]} px, 1 px = {scene.width / out[1]:.1f} scene px); evidence {ev_id}")
     ev = Evidence(id=ev_id, kind="scene", path="scene", region=scene.region(scene.full_box), crop=str(crop),
                   tool="scene_info", tool_call_id=runtime.tool_call_id or "", provenance={"fingerprint": scene.fingerprint})
     return _reply(runtime, "scene_info", "\n".join(lines), [ev], crop=str(crop))
@@ -280,8 +279,7 @@ def zoom(
             "zoom on a smaller box or answer with the evidence you have"
         )
     side = max(16, min(max_side or ctx.budgets.max_zoom_side, ctx.budgets.max_zoom_side))
-    scale = min(1.0, side / max(box.width, box.height))
-    out = (max(1, round(box.height * scale)), max(1, round(box.width * scale)))
+    out = box.fit_within(side)
     source = ledger.get(evidence_id) if evidence_id else None
     ev_id = make_evidence_id(scene.fingerprint, box.as_tuple(), "zoom")
     crop = _crop_path(ctx, runtime, ev_id)
@@ -292,7 +290,7 @@ def zoom(
         why=f"zoom on {source.id}" if source else None, tool="zoom", tool_call_id=runtime.tool_call_id or "",
     )
     text = (f"{ev_id}: zoom on {_where(scene, box)}; crop {out[1]} x {out[0]} px attached "
-            f"(1 px = {1 / scale:.2f} scene px)")
+            f"(1 px = {box.width / out[1]:.2f} scene px)")
     return _reply(runtime, "zoom", text, [ev], crop=str(crop), zoomed_pixels=box.area)
 
 

@@ -377,8 +377,7 @@ class Scene:
         longest = max(self.width, self.height)
         factor = longest / _STRETCH_SAMPLE_SIDE
         if factor <= 1 or (self.info.overviews and max(self.info.overviews) >= factor / 2):
-            shape = (max(1, round(self.height / max(factor, 1))), max(1, round(self.width / max(factor, 1))))
-            yield self.full_box, shape
+            yield self.full_box, self.full_box.fit_within(_STRETCH_SAMPLE_SIDE)
             return
         side = 256
         for row in range(4):

@@ -79,6 +79,12 @@ class PixelBox(BaseModel):
     def contains(self, other: PixelBox) -> bool:
         return self.x0 <= other.x0 and self.y0 <= other.y0 and self.x1 >= other.x1 and self.y1 >= other.y1
 
+    def fit_within(self, side: int) -> tuple[int, int]:
+        """``(height, width)`` of this box scaled so its longest side is at most ``side`` px (never enlarged):
+        the ``out_size`` for reading it as a thumbnail, crop or cue."""
+        scale = min(1.0, side / max(self.width, self.height))
+        return max(1, round(self.height * scale)), max(1, round(self.width * scale))
+
     def union(self, other: PixelBox) -> PixelBox:
         """The smallest box covering both."""
         return PixelBox(

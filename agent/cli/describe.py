@@ -35,8 +35,7 @@ def describe_scene(scene: Scene, with_sha256: bool = False) -> dict[str, Any]:
 
 def save_thumbnail(scene: Scene, path: Path, side: int = THUMBNAIL_SIDE) -> tuple[int, int]:
     """Write a PNG overview of the whole scene, longest side ``side`` px; returns its (width, height)."""
-    factor = max(scene.width, scene.height) / side
-    out = (max(1, round(scene.height / max(factor, 1))), max(1, round(scene.width / max(factor, 1))))
+    out = scene.full_box.fit_within(side)
     Image.fromarray(scene.read_display(scene.full_box, out_size=out)).save(path)
     return out[1], out[0]
 

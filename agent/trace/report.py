@@ -58,8 +58,7 @@ def _overview(prov: Provenance | None, found: dict[str, tuple[EvidenceRecord, Tr
 
         try:
             with open_scene(prov.scene_path) as scene:
-                factor = max(1.0, max(scene.width, scene.height) / OVERVIEW_SIDE)
-                out = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
+                out = scene.full_box.fit_within(OVERVIEW_SIDE)
                 url = _png(Image.fromarray(scene.read_display(scene.full_box, out_size=out)))
                 changed = scene.fingerprint != prov.scene_fingerprint
             return url, "the scene file has changed since this run" if changed else ""

@@ -227,9 +227,7 @@ async def _crop(request: Request) -> Response:
 
 
 def _cut_crop(scene: Scene, box: PixelBox) -> bytes:
-    scale = min(1.0, CROP_SIDE / max(box.width, box.height))
-    size = (max(1, round(box.height * scale)), max(1, round(box.width * scale)))
-    return encode_image(scene.read_display(box, out_size=size), fmt="PNG")
+    return encode_image(scene.read_display(box, out_size=box.fit_within(CROP_SIDE)), fmt="PNG")
 
 
 async def _trace(request: Request) -> JSONResponse:

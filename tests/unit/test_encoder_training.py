@@ -15,20 +15,7 @@ from rsrag.tools.encoders.lit import LitConfig, build_lit_model
 from rsrag.tools.encoders.training import TrainConfig, compute_features, train_heads
 from rsrag.tools.errors import CheckpointMismatchError
 
-from PIL import Image
-
-def make_folder(root: Path, classes: dict[str, tuple[int, int, int]], n: int) -> Path:
-    """A tiny captioned data folder: ``n`` flat-colour images per class."""
-    lines = []
-    for cls, colour in classes.items():
-        (root / "images" / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            rel = f"images/{cls}/{cls.lower()}_{i}.png"
-            shade = np.clip(np.array(colour) + 10 * i, 0, 255).astype(np.uint8)
-            Image.fromarray(np.tile(shade, (40, 40, 1))).save(root / rel)
-            lines.append({"image": rel, "class": cls, "captions": [f"a {cls.lower()} from above", f"{cls.lower()} {i}"]})
-    (root / "captions.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    return root
+from tests.captioned import make_folder
 
 
 CLASSES = {"Forest": (20, 110, 30), "Beach": (230, 210, 160), "Pond": (30, 60, 160)}

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from rsrag.tools.encoders.dataset import Chip, class_phrase, read_chips, select_split, split_chips
 from rsrag.tools.encoders.evaluation import (
@@ -18,6 +17,7 @@ from rsrag.tools.encoders.evaluation import (
     zero_shot_accuracy,
 )
 from rsrag.tools.errors import DataError
+from tests.captioned import make_folder
 
 # 3 images, 4 texts: image 0 owns texts 0 and 1, image 1 owns text 2, image 2 owns text 3
 SIM = np.array(
@@ -87,20 +87,6 @@ def test_split_is_fixed_stratified_and_disjoint() -> None:
     assert select_split(chips, "all") == chips
     with pytest.raises(DataError):
         select_split(chips, "test")
-
-
-def make_folder(root: Path, classes: dict[str, tuple[int, int, int]], n: int = 3) -> Path:
-    """A tiny captioned data folder: ``n`` flat-colour images per class."""
-    lines = []
-    for cls, colour in classes.items():
-        (root / "images" / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            rel = f"images/{cls}/{cls.lower()}_{i}.png"
-            shade = np.clip(np.array(colour) + 10 * i, 0, 255).astype(np.uint8)
-            Image.fromarray(np.tile(shade, (40, 40, 1))).save(root / rel)
-            lines.append({"image": rel, "class": cls, "captions": [f"a {cls.lower()} seen from above", f"{cls.lower()} number {i}"]})
-    (root / "captions.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    return root
 
 
 def test_read_chips_errors(tmp_path: Path) -> None:

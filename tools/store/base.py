@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from rsrag.tools.errors import StoreError
+
 Columns = Mapping[str, Sequence[Any] | np.ndarray]
 """Column-oriented records: field name -> values, one per row; vector fields as ``(rows, dim)`` arrays."""
 
@@ -70,6 +72,13 @@ class TableSchema:
     def field_names(self) -> list[str]:
         """All field names: scalar fields then vectors."""
         return [f.name for f in self.fields] + [v.name for v in self.vectors]
+
+    def check_filter(self, where: Mapping[str, Any]) -> None:
+        """Raise :class:`StoreError` when ``where`` names a field that cannot be filtered on (every backend)."""
+        known = {f.name for f in self.fields if f.type is not FieldType.BYTES}
+        for name in where:
+            if name not in known:
+                raise StoreError(f"cannot filter table {self.name!r} on {name!r}: filterable fields are {sorted(known)}")
 
     def vector(self, name: str) -> VectorField:
         """The vector field called ``name``."""

@@ -76,11 +76,9 @@ def where_sql(schema: TableSchema, where: Where | None) -> str | None:
     """Translate a :data:`Where` filter to a LanceDB SQL predicate."""
     if not where:
         return None
-    known = {f.name for f in schema.fields if f.type is not FieldType.BYTES}
+    schema.check_filter(where)
     parts = []
     for name, cond in where.items():
-        if name not in known:
-            raise StoreError(f"cannot filter table {schema.name!r} on {name!r}: filterable fields are {sorted(known)}")
         if isinstance(cond, Range):
             if cond.lo is not None:
                 parts.append(f"{name} >= {_sql_value(cond.lo)}")

@@ -137,11 +137,9 @@ def build_filter(schema: TableSchema, where: Where | None) -> Any:
     """A v4 filter for a :data:`Where`; ``None`` for no filter, :data:`EMPTY` when nothing can match."""
     if not where:
         return None
-    known = {f.name for f in schema.fields if f.type is not FieldType.BYTES}
+    schema.check_filter(where)
     conds = []
     for name, cond in where.items():
-        if name not in known:
-            raise StoreError(f"cannot filter table {schema.name!r} on {name!r}: filterable fields are {sorted(known)}")
         c = _condition(name, cond)
         if c is EMPTY:
             return EMPTY
