@@ -53,22 +53,22 @@ if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
     from langgraph.graph.state import CompiledStateGraph
 
-    from rsrag.agent.api import Analyst, Step, describe_update
-    from rsrag.agent.backends import load_chat_model
+    from rsrag.agent.interfaces.api import Analyst, Step, describe_update
+    from rsrag.agent.models.backends import load_chat_model
     from rsrag.agent.context import AgentContext, Budgets
     from rsrag.agent.evidence import Answer, Evidence
-    from rsrag.agent.mcp_server import build_mcp_server
+    from rsrag.agent.interfaces.mcp import build_mcp_server
     from rsrag.agent.settings import Settings, load_settings
     from rsrag.agent.toolkit import answer, scene_info, search_patches, search_similar, zoom
     from rsrag.tools.raster import Scene, open_scene
 
 _LAZY = {
-    "Analyst": "rsrag.agent.api", "Step": "rsrag.agent.api", "describe_update": "rsrag.agent.api",
+    "Analyst": "rsrag.agent.interfaces.api", "Step": "rsrag.agent.interfaces.api", "describe_update": "rsrag.agent.interfaces.api",
     "AgentContext": "rsrag.agent.context", "Budgets": "rsrag.agent.context",
     "Answer": "rsrag.agent.evidence", "Evidence": "rsrag.agent.evidence",
     "Settings": "rsrag.agent.settings", "load_settings": "rsrag.agent.settings",
-    "load_chat_model": "rsrag.agent.backends",
-    "build_mcp_server": "rsrag.agent.mcp_server",
+    "load_chat_model": "rsrag.agent.models.backends",
+    "build_mcp_server": "rsrag.agent.interfaces.mcp",
     "scene_info": "rsrag.agent.toolkit", "search_patches": "rsrag.agent.toolkit",
     "search_similar": "rsrag.agent.toolkit", "zoom": "rsrag.agent.toolkit", "answer": "rsrag.agent.toolkit",
     "Scene": "rsrag.tools.raster", "open_scene": "rsrag.tools.raster",

@@ -37,7 +37,7 @@ class AgentContext:
             given, one is made from ``encoder``, ``store`` and ``tiling`` (so a LangGraph server can pass
             the context as JSON).
         encoder / store / tiling: encoder spec, store folder and tiling of the workspace made here.
-        vlm: chat model spec (see :func:`rsrag.agent.backends.load_chat_model`), used when ``model`` is None.
+        vlm: chat model spec (see :func:`rsrag.agent.models.backends.load_chat_model`), used when ``model`` is None.
         model: a ready LangChain chat model with tool calling (overrides ``vlm``).
         budgets: per-question limits.
         top_k: hits a search tool returns.
@@ -68,7 +68,7 @@ class AgentContext:
     def chat_model(self) -> Any:
         """The chat model of this run: ``model`` if given, else the one ``vlm`` names (built once)."""
         if self.model is None:
-            from rsrag.agent.backends import load_chat_model
+            from rsrag.agent.models.backends import load_chat_model
 
             self.model = load_chat_model(self.vlm)
             self.backend = self.backend or self.vlm

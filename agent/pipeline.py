@@ -23,7 +23,7 @@ from typing_extensions import TypedDict
 
 from rsrag.agent.context import AgentContext
 from rsrag.agent.evidence import Answer, Evidence, evidence_from_hit
-from rsrag.agent.policy import RETRIEVAL_ONLY, RulePolicy
+from rsrag.agent.models.policy import RETRIEVAL_ONLY, RulePolicy
 from rsrag.prompts import load_prompt
 from rsrag.tools.fastpath import extract_key_phrases
 from rsrag.tools.raster import Scene

@@ -54,7 +54,7 @@ from rsrag.tools.indexing import DEFAULT_TILING
 from rsrag.tools.store.location import rsrag_home
 
 if TYPE_CHECKING:
-    from rsrag.agent.api import Analyst
+    from rsrag.agent.interfaces.api import Analyst
     from rsrag.agent.context import Budgets
 
 ENV_PREFIX = "RSRAG_"
@@ -96,14 +96,14 @@ class StoreSettings(_Section):
 
 
 class VlmSettings(_Section):
-    """The chat model: ``rule``, ``openai:MODEL[@URL]`` or ``transformers:PATH`` (see :mod:`rsrag.agent.backends`)."""
+    """The chat model: ``rule``, ``openai:MODEL[@URL]`` or ``transformers:PATH`` (see :mod:`rsrag.agent.models.backends`)."""
 
     spec: str = "rule"
 
     @field_validator("spec")
     @classmethod
     def _valid_spec(cls, value: str) -> str:
-        from rsrag.agent.backends import BACKENDS
+        from rsrag.agent.models.backends import BACKENDS
 
         kind, _, rest = value.strip().partition(":")
         if not ((kind == "rule" and not rest) or (kind in ("openai", "transformers") and rest.split("@")[0])):
@@ -215,8 +215,8 @@ class Settings(BaseSettings):
         return Budgets(**self.budgets.model_dump())
 
     def analyst(self, **kwargs: Any) -> Analyst:
-        """An :class:`~rsrag.agent.api.Analyst` configured by these settings (``kwargs`` override, e.g. ``model``)."""
-        from rsrag.agent.api import Analyst
+        """An :class:`~rsrag.agent.interfaces.api.Analyst` configured by these settings (``kwargs`` override, e.g. ``model``)."""
+        from rsrag.agent.interfaces.api import Analyst
 
         options: dict[str, Any] = dict(
             vlm=self.vlm.spec, encoder=self.encoder.spec, store=self.store_path, tiling=self.store.tiling,

@@ -33,10 +33,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from needle import BACKGROUND_POOL, SYNONYMS, TARGETS  # noqa: E402  (the knowledge benchmark's class sets)
 
-from rsrag.agent.api import Analyst  # noqa: E402
+from rsrag.agent.interfaces.api import Analyst  # noqa: E402
 from rsrag.agent.context import AgentContext  # noqa: E402
 from rsrag.graphs.imagerag import build_imagerag_graph  # noqa: E402
-from rsrag.tools.encoders.dataset import class_phrase, read_chips, split_chips  # noqa: E402
+from rsrag.tools.captioned import class_phrase, read_chips, split_chips  # noqa: E402
 from rsrag.tools.knowledge import build_concepts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

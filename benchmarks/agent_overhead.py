@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.messages import AIMessage, ToolMessage
 
-from rsrag.agent.api import Analyst
+from rsrag.agent.interfaces.api import Analyst
 from rsrag.tools.region import PixelBox
 
 
@@ -64,7 +64,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="rsrag-bench-agent-"))
     if args.encoder and args.encoder.startswith("rsrag-tiny-test"):
-        from rsrag.tools.encoders import register_tiny_model_config
+        from tests.tiny_encoder import register_tiny_model_config
 
         register_tiny_model_config()
     analyst = Analyst(model=scripted_model(), encoder=args.encoder, store=work / "store", tiling="vit:224",

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from rsrag.tools.encoders import load_encoder
-from rsrag.tools.encoders.dataset import class_phrase, read_chips, split_chips
+from rsrag.tools.captioned import class_phrase, read_chips, split_chips
 from rsrag.tools.fastpath import fast_search
 from rsrag.tools.knowledge import KnowledgeBase, build_concepts
 from rsrag.tools.knowledge.base import load_rgb

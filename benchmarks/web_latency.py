@@ -93,7 +93,7 @@ async def tile_load(url: str, image: dict, clients: int, tiles: int, levels: int
 
 def direct_tiles(cog: Path, image: dict, tiles: int, levels: int) -> dict:
     """Baseline: the same kind of random tiles rendered in this process, one at a time, without the server."""
-    from rsrag.agent.web.tiles import Pyramid, encode_image
+    from rsrag.agent.interfaces.web.tiles import Pyramid, encode_image
     from rsrag.tools.raster import open_scene
 
     rng = random.Random(2)
@@ -151,7 +151,7 @@ def main() -> None:
 
     cog = write_cog(args.out / f"cog{args.size}.tif", args.size)
     env = {**os.environ, "RSRAG_HOME": str(args.out / "home"), "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "rsrag.agent.cli", "serve", str(cog), "--port", str(args.port),
+    server = subprocess.Popen([sys.executable, "-m", "rsrag.agent.interfaces.cli", "serve", str(cog), "--port", str(args.port),
                                "--tiling", args.tiling], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{args.port}"
     try:

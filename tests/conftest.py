@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.rasters import RasterFactory, gradient, write_raster
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -46,6 +49,21 @@ def tiny_encoder():
 
     It satisfies :class:`rsrag.tools.encoders.Encoder` but its vectors carry no meaning.
     """
-    from rsrag.tools.encoders import load_encoder, register_tiny_model_config
+    from rsrag.tools.encoders import load_encoder
+    from tests.tiny_encoder import register_tiny_model_config
 
     return load_encoder(f"{register_tiny_model_config()}:random", device="cpu", batch_size=8)
+
+
+@pytest.fixture
+def make_raster(tmp_path: Path) -> RasterFactory:
+    """Factory writing a tiny generated raster (real CRS and transform) into the test's temporary folder."""
+    counter = iter(range(1_000_000))
+
+    def factory(data: np.ndarray | None = None, name: str | None = None, **kwargs) -> Path:
+        if data is None:
+            data = gradient(3, 64, 80)
+        path = tmp_path / (name or f"scene_{next(counter)}.tif")
+        return write_raster(path, data, **kwargs)
+
+    return factory

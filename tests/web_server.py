@@ -12,14 +12,14 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
-from rsrag.agent.api import Analyst
+from rsrag.agent.interfaces.api import Analyst
 
 TINY = "rsrag-tiny-test:random"
 
 
 def tiny_analyst(folder: Path, tiling: str = "vit:256", encoder: str | None = TINY) -> Analyst:
     """A rule-policy analyst over the tiny random encoder (or ``encoder``), with everything under ``folder``."""
-    from rsrag.tools.encoders import register_tiny_model_config
+    from tests.tiny_encoder import register_tiny_model_config
 
     register_tiny_model_config()
     return Analyst(vlm="rule", encoder=encoder, store=folder / "store", tiling=tiling,

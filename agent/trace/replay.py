@@ -161,7 +161,7 @@ def replay_thread(
         TraceNotFoundError: no trace for the thread.
         TraceError: the trace has no run with provenance to replay.
     """
-    from rsrag.agent.api import Analyst
+    from rsrag.agent.interfaces.api import Analyst
     from rsrag.agent.context import Budgets
     from rsrag.agent.trace.tracer import TraceSettings
 

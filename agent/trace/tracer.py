@@ -1,6 +1,6 @@
 """Tracing runs of the analyst: settings, the per-Analyst :class:`Tracer` and the per-question :class:`TraceRun`.
 
-Usage (this is what :class:`rsrag.agent.api.Analyst` does)::
+Usage (this is what :class:`rsrag.agent.interfaces.api.Analyst` does)::
 
     with tracer.run(context, thread_id, scene_path, question) as run:
         result = graph.invoke(inputs, run.config(config), context=context)
@@ -61,7 +61,7 @@ class TraceSettings(BaseSettings):
 
 
 class Tracer:
-    """Records the runs of one :class:`~rsrag.agent.api.Analyst`.
+    """Records the runs of one :class:`~rsrag.agent.interfaces.api.Analyst`.
 
     Args:
         sessions_path: the sessions SQLite file; traces go into it unless ``settings.path`` says otherwise.

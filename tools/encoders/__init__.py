@@ -12,11 +12,9 @@ from __future__ import annotations
 from rsrag.tools.encoders.base import Encoder, ImageLike
 from rsrag.tools.encoders.loader import clear_encoder_cache, hf_offline, load_encoder
 from rsrag.tools.encoders.spec import DEFAULT_SPEC, EncoderSpec, parse_spec
-from rsrag.tools.encoders.testing import TINY_MODEL, register_tiny_model_config
 
 __all__ = [
     "DEFAULT_SPEC",
-    "TINY_MODEL",
     "Encoder",
     "EncoderSpec",
     "ImageLike",
@@ -24,5 +22,4 @@ __all__ = [
     "hf_offline",
     "load_encoder",
     "parse_spec",
-    "register_tiny_model_config",
 ]

@@ -13,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from pathlib import Path
 
-from rsrag.tools.encoders.dataset import CAPTIONS_FILE, Chip, class_phrase, read_chips
+from rsrag.tools.captioned import CAPTIONS_FILE, Chip, class_phrase, read_chips
 from rsrag.tools.errors import DataError
 from rsrag.tools.knowledge.entry import ImageRef, KnowledgeEntry
 

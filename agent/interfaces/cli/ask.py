@@ -1,0 +1,75 @@
+"""``rsrag ask IMAGE "question"``: run the analyst agent once and print its cited answer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rsrag.agent.interfaces.cli.app import app, err_console, state
+from rsrag.agent.interfaces.cli.app import console as default_console
+from rsrag.agent.evidence import Answer
+from rsrag.tools.indexing import DEFAULT_TILING
+
+
+@app.command("ask")
+def ask_command(
+    image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
+    question: str = typer.Argument(..., help="The question, e.g. 'where are the storage tanks?'."),
+    vlm: str | None = typer.Option(None, "--vlm", help="Chat model: rule | openai:MODEL@URL | transformers:PATH (default: settings, rule)."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
+    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling used if the scene must be indexed first (default: settings, {DEFAULT_TILING})."),
+    store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
+    thread: str | None = typer.Option(None, "--thread", help="Chat thread to continue (default: a new one)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps before answering with what it has (default: 10)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: 5)."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Fast-path confidence threshold (default: 0.5)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, evidence with bbox, GeoJSON)."),
+    quiet: bool = typer.Option(False, "--quiet", help="Do not print the steps as they happen."),
+) -> None:
+    """Ask a question about a scene; the answer cites evidence with pixel and map coordinates."""
+    settings = state.settings(**{"vlm.spec": vlm, "encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
+                                 "budgets.max_steps": max_steps, "retrieval.top_k": top_k,
+                                 "retrieval.fast_threshold": threshold})
+    with settings.analyst() as analyst:
+        if as_json or quiet:
+            answer = analyst.ask(image, question, thread_id=thread)
+        else:
+            answer = None
+            for step in analyst.stream(image, question, thread_id=thread):
+                err_console.print(f"[dim]{step.node:>8}[/] {step.text}", highlight=False, soft_wrap=True)
+                answer = step.update.get("answer") or answer
+            assert answer is not None
+    if as_json:
+        print(json.dumps(answer.to_json()))
+        return
+    print_answer(answer)
+
+
+def print_answer(answer: Answer, out: Console | None = None) -> None:
+    """The answer, its confidence and a table of the cited evidence (numbered, as ``rsrag chat``'s /zoom N uses)."""
+    console = out or default_console
+    status = "" if answer.supported else f"  [yellow](unsupported: {answer.missing})[/]"
+    console.print(f"\n[bold]{answer.text}[/]\nconfidence {answer.confidence:.2f}{status}", soft_wrap=True)
+    if not answer.evidence:
+        return
+    table = Table("#", "id", "path", "bbox x0,y0,x1,y1 (px)", "lon/lat W,S,E,N", "conf.")
+    for i, (ev, feature) in enumerate(zip(answer.evidence, _features_by_id(answer)), 1):
+        where = ""
+        if feature is not None:
+            ring = feature["geometry"]["coordinates"][0]
+            where = f"{ring[0][0]:.4f},{ring[0][1]:.4f},{ring[2][0]:.4f},{ring[2][1]:.4f}"
+        conf = f"{ev.confidence:.2f}" if ev.confidence is not None else ""
+        table.add_row(str(i), ev.id, ev.path, ",".join(map(str, ev.bbox or [])), where, conf)
+    console.print(table)
+    for ev in answer.evidence:
+        if ev.crop:
+            console.print(f"crop {ev.id}: {ev.crop}", highlight=False, soft_wrap=True)
+
+
+def _features_by_id(answer: Answer) -> list[dict | None]:
+    features = {f["id"]: f for f in answer.geojson()["features"]}
+    return [features.get(ev.id) for ev in answer.evidence]

@@ -1,0 +1,76 @@
+"""``rsrag describe IMAGE``: what a scene is (size, bands, CRS, footprint, overviews) and a thumbnail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from PIL import Image
+from rich.table import Table
+
+from rsrag.agent.interfaces.cli.app import app, console
+from rsrag.tools.display import DisplayOptions
+from rsrag.tools.georef import map_box_to_lonlat
+from rsrag.tools.raster import Scene, open_scene
+
+THUMBNAIL_SIDE = 512
+
+
+def describe_scene(scene: Scene, with_sha256: bool = False) -> dict[str, Any]:
+    """A JSON-friendly description of a scene: metadata, fingerprint, footprint in map and lon/lat."""
+    info = scene.info.as_dict()
+    info["fingerprint"] = scene.fingerprint
+    info["display_bands"] = list(scene.bands)
+    if with_sha256:
+        info["sha256"] = scene.sha256()
+    if scene.georeferenced:
+        footprint = scene.region(scene.full_box).map_box
+        assert footprint is not None
+        info["map_bounds"] = list(footprint.as_tuple())
+        info["lonlat_bounds"] = list(map_box_to_lonlat(footprint))
+    return info
+
+
+def save_thumbnail(scene: Scene, path: Path, side: int = THUMBNAIL_SIDE) -> tuple[int, int]:
+    """Write a PNG overview of the whole scene, longest side ``side`` px; returns its (width, height)."""
+    out = scene.full_box.fit_within(side)
+    Image.fromarray(scene.read_display(scene.full_box, out_size=out)).save(path)
+    return out[1], out[0]
+
+
+@app.command()
+def describe(
+    image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
+    thumbnail: Path | None = typer.Option(None, "--thumbnail", help="Write a PNG overview of the scene here."),
+    bands: str | None = typer.Option(None, "--bands", help="Display bands as R,G,B (1-based), e.g. 4,3,2."),
+    sha256: bool = typer.Option(False, "--sha256", help="Also compute the full SHA-256 of the file (reads it all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Describe a scene: size, bands, data type, nodata, CRS, footprint, overviews, fingerprint."""
+    display = DisplayOptions(bands=_parse_bands(bands)) if bands else None
+    with open_scene(image, display) as scene:
+        info = describe_scene(scene, with_sha256=sha256)
+        if thumbnail is not None:
+            info["thumbnail"] = {"path": str(thumbnail), "size": list(save_thumbnail(scene, thumbnail))}
+    if as_json:
+        print(json.dumps(info))
+        return
+    table = Table(title=f"{image.name}", show_header=False)
+    for key, value in info.items():
+        table.add_row(key, _short(value))
+    console.print(table)
+
+
+def _parse_bands(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--bands must be comma-separated band numbers like 3,2,1, not {text!r}") from None
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], float):
+        return "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
+    return str(value)

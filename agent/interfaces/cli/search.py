@@ -1,0 +1,62 @@
+"""``rsrag search IMAGE TEXT``: the fast path (key phrases -> patches) over a scene's patch index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rsrag.agent.interfaces.cli.app import app, console, state
+from rsrag.agent.interfaces.cli import index as index_cli
+from rsrag.tools.fastpath import DEFAULT_THRESHOLD, DEFAULT_TOP_K, fast_search, find_index
+from rsrag.tools.indexing import DEFAULT_TILING
+from rsrag.tools.raster import open_scene
+from rsrag.tools.store import PatchStore, open_store
+
+
+@app.command("search")
+def search_command(
+    image: Path = typer.Argument(..., help="Image file (indexed with `rsrag index`, or indexed now)."),
+    text: str = typer.Argument(..., help="A key phrase or a plain question."),
+    phrase: list[str] = typer.Option([], "--phrase", help="Key phrase (repeatable); overrides extraction from TEXT."),
+    top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", min=1, help="Hits to return."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help=f"Confidence threshold (default: settings, {DEFAULT_THRESHOLD})."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
+    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling spec of the index to search (default: settings, {DEFAULT_TILING})."),
+    store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
+    no_index: bool = typer.Option(False, "--no-index", help="Fail instead of indexing an unindexed image."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Find the patches of a scene that match a phrase or question, with confidences and regions."""
+    from rsrag.tools.tiling import parse_tiling
+
+    settings = state.settings(**{"encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
+                                 "retrieval.fast_threshold": threshold})
+    threshold, store = settings.retrieval.fast_threshold, settings.store_path
+    enc = index_cli.load_cli_encoder(settings.encoder.spec, settings.encoder.batch_size)
+    patches = PatchStore(open_store(store))
+    scheme = parse_tiling(settings.store.tiling)
+    with open_scene(image) as scene:
+        fingerprint = scene.fingerprint
+    if not no_index and not patches.find(scene=fingerprint, encoder=enc.id, tiling=scheme.id):
+        if not as_json:
+            console.print(f"{image.name} is not indexed for this encoder and tiling yet; indexing it first")
+        index_cli.run_index(image, enc, scheme.id, store, settings.encoder.batch_size, 2, wait=True, show_progress=not as_json)
+    index = find_index(patches, fingerprint, enc.id, scheme.id)
+    result = fast_search(index, enc, phrases=phrase or None, question=text, store=patches, top_k=top_k, threshold=threshold)
+    if as_json:
+        print(result.model_dump_json())
+        return
+    table = Table(title=f"{image.name}: {', '.join(result.phrases)}  (index v{result.index_version}, {len(result.confident)} "
+                        f"of {len(result.hits)} hits >= {threshold:g})")
+    for col in ("#", "confidence", "score", "z", "box x0,y0,x1,y1", "scale", "map box", "phrase", "merged"):
+        table.add_column(col)
+    for i, h in enumerate(result.hits, 1):
+        mb = h.region.map_box
+        table.add_row(str(i), f"{h.confidence:.3f}", f"{h.score:.3f}", f"{h.z:.2f}" if h.z is not None else "-",
+                      ",".join(map(str, h.region.box.as_tuple())), str(h.region.scale),
+                      ",".join(f"{v:.1f}" for v in mb.as_tuple()) if mb else "-", ", ".join(h.queries), str(h.merged))
+    console.print(table)
+    console.print(f"text encoding {result.text_ms:.1f} ms, search {result.search_ms:.1f} ms; encoder {result.encoder}, "
+                  f"prompts {result.prompt_version}")

@@ -1,0 +1,238 @@
+"""The web workspace's HTTP application (Starlette): images, tiles, questions, evidence and traces.
+
+Routes (all JSON unless noted; errors are ``{"error": message, "type": name}`` with a 4xx/5xx status):
+
+``GET  /``                                           the analyst page (``/static/*``: its scripts and styles)
+``GET  /api/images``                                 registered images
+``POST /api/images?name=FILE``                       upload (raw body; size-limited; GeoTIFF/COG, JPEG, PNG)
+``GET  /api/images/{id}``                            one image: size, pyramid, CRS, geotransform
+``GET  /api/images/{id}/tiles/{level}/{col}_{row}.jpg``  a 256 px deep-zoom tile, cut on demand (JPEG)
+``POST /api/ask``                                    ``{"image", "question", "thread"?}`` -> JSON lines stream
+``GET  /api/threads/{thread}/evidence``              the thread's evidence ledger
+``GET  /api/threads/{thread}/evidence/{id}/crop``    the evidence's crop (PNG; cut from the scene if unsaved)
+``GET  /api/threads/{thread}/trace``                 the thread's messages and streamed steps
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.evidence import Evidence
+from rsrag.agent.interfaces.web.errors import BadRequestError, UnknownEvidenceError, http_status
+from rsrag.agent.interfaces.web.registry import DEFAULT_MAX_UPLOAD_BYTES, ImageRegistry
+from rsrag.agent.interfaces.web.streaming import (
+    MAX_QUESTION_CHARS,
+    ThreadLocks,
+    check_thread_id,
+    evidence_json,
+    message_json,
+    question_stream,
+)
+from rsrag.agent.interfaces.web.tiles import TileCache, encode_image, render_tile
+from rsrag.tools.errors import RsragError
+from rsrag.tools.raster import Scene
+from rsrag.tools.region import PixelBox
+
+log = logging.getLogger(__name__)
+
+#: The page's files, served from the package (no CDN, nothing fetched from elsewhere).
+STATIC_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "style.css": "text/css"}
+CROP_SIDE = 512
+MAX_RECORDED_STEPS = 2000
+
+
+class WebState:
+    """The server's state: the agent, the image registry, the tile cache and the per-thread records."""
+
+    def __init__(self, analyst: Analyst, registry: ImageRegistry, tile_cache: TileCache | None = None) -> None:
+        self.analyst = analyst
+        self.registry = registry
+        self.tiles = tile_cache or TileCache()
+        self.locks = ThreadLocks()
+        self.steps: dict[str, list[dict[str, Any]]] = {}
+
+
+def create_app(
+    analyst: Analyst,
+    images: list[str | Path] | None = None,
+    *,
+    upload_dir: str | Path | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+) -> Starlette:
+    """Build the web application around an :class:`~rsrag.agent.interfaces.api.Analyst`.
+
+    Args:
+        analyst: the configured agent (its workspace also opens the scenes the tiles are cut from).
+        images: image files to register now; the page can open only these and uploads.
+        upload_dir: where uploads go (default: ``uploads`` next to the analyst's crops).
+        max_upload_bytes: the largest upload accepted.
+
+    Raises:
+        RasterError: one of ``images`` cannot be opened.
+    """
+    folder = Path(upload_dir) if upload_dir else analyst.context.crop_dir.parent / "uploads"
+    registry = ImageRegistry(folder, max_upload_bytes, opener=analyst.context.workspace.scene)
+    for image in images or []:
+        registry.register(image)
+    ws = WebState(analyst, registry)
+    routes = [
+        Route("/", _page),
+        Route("/static/{name}", _static),
+        Route("/api/images", _list_images, methods=["GET"]),
+        Route("/api/images", _upload, methods=["POST"]),
+        Route("/api/images/{image_id}", _image),
+        Route("/api/images/{image_id}/tiles/{level:int}/{col:int}_{row:int}.jpg", _tile),
+        Route("/api/ask", _ask, methods=["POST"]),
+        Route("/api/threads/{thread}/evidence", _evidence),
+        Route("/api/threads/{thread}/evidence/{evidence_id}/crop", _crop),
+        Route("/api/threads/{thread}/trace", _trace),
+    ]
+    app = Starlette(routes=routes, exception_handlers={RsragError: _error_response})
+    app.state.web = ws
+    return app
+
+
+async def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    status = http_status(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=status)
+
+
+def _state(request: Request) -> WebState:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+# --- page -----------------------------------------------------------------------------------------------
+
+
+async def _page(request: Request) -> Response:
+    html = resources.files("rsrag.agent.interfaces.web").joinpath("index.html").read_text(encoding="utf-8")
+    return Response(html, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+async def _static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in STATIC_FILES:  # a fixed list: no path from the request ever reaches the file system
+        return JSONResponse({"error": f"no static file {name[:60]!r}", "type": "NotFound"}, status_code=404)
+    body = resources.files("rsrag.agent.interfaces.web").joinpath(name).read_bytes()
+    return Response(body, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
+
+
+# --- images and tiles -----------------------------------------------------------------------------------
+
+
+async def _list_images(request: Request) -> JSONResponse:
+    ws = _state(request)
+    return JSONResponse({"images": [e.to_json() for e in ws.registry], "max_upload_bytes": ws.registry.max_upload_bytes})
+
+
+async def _upload(request: Request) -> JSONResponse:
+    name = request.query_params.get("name") or request.headers.get("x-filename") or ""
+    declared = request.headers.get("content-length")
+    size = int(declared) if declared and declared.isdigit() else None
+    entry = await _state(request).registry.upload(name, request.stream(), declared_size=size)
+    return JSONResponse(entry.to_json(), status_code=201)
+
+
+async def _image(request: Request) -> JSONResponse:
+    return JSONResponse(_state(request).registry.get(request.path_params["image_id"]).to_json())
+
+
+async def _tile(request: Request) -> Response:
+    ws = _state(request)
+    entry = ws.registry.get(request.path_params["image_id"])
+    key = (entry.id, request.path_params["level"], request.path_params["col"], request.path_params["row"])
+    data = ws.tiles.get(key)
+    if data is None:
+        data = await run_in_threadpool(render_tile, entry.scene, entry.pyramid, *key[1:])
+        ws.tiles.put(key, data)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+# --- questions --------------------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the request body is not valid JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise BadRequestError('the request body must be a JSON object like {"image": ID, "question": TEXT}')
+    return body
+
+
+async def _ask(request: Request) -> StreamingResponse:
+    ws = _state(request)
+    body = await _json_body(request)
+    question = body.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise BadRequestError("question must be a non-empty string")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise BadRequestError(f"question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    image_id = body.get("image")
+    if not isinstance(image_id, str):
+        raise BadRequestError("image must be the id of a registered image (see GET /api/images)")
+    entry = ws.registry.get(image_id)
+    thread = check_thread_id(body.get("thread") or uuid.uuid4().hex)
+    lease = ws.locks.acquire(thread)
+    record = ws.steps.setdefault(thread, [])
+    del record[: max(0, len(record) - MAX_RECORDED_STEPS)]
+    events = question_stream(ws.analyst, entry.path, entry.id, question.strip(), thread, lease, record)
+    return StreamingResponse(events, media_type="application/x-ndjson",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# --- threads: evidence, crops, trace -------------------------------------------------------------------------
+
+
+def _ledger(ws: WebState, thread: str) -> dict[str, Evidence]:
+    return ws.analyst.evidence(check_thread_id(thread))
+
+
+async def _evidence(request: Request) -> JSONResponse:
+    ledger = await run_in_threadpool(_ledger, _state(request), request.path_params["thread"])
+    return JSONResponse({"evidence": [evidence_json(e) for e in ledger.values()]})
+
+
+async def _crop(request: Request) -> Response:
+    ws = _state(request)
+    thread, eid = request.path_params["thread"], request.path_params["evidence_id"]
+    ev = (await run_in_threadpool(_ledger, ws, thread)).get(eid)
+    if ev is None:
+        raise UnknownEvidenceError(f"thread {thread!r} has no evidence {eid[:20]!r}")
+    cache = {"Cache-Control": "private, max-age=3600"}
+    saved = Path(ev.crop).resolve() if ev.crop else None
+    if saved is not None and saved.is_relative_to(ws.analyst.context.crop_dir.resolve()) and saved.is_file():
+        return FileResponse(saved, headers=cache)
+    entry = ws.registry.by_fingerprint(ev.region.scene) if ev.region is not None else None
+    if entry is None or ev.region is None:
+        raise UnknownEvidenceError(f"evidence {eid} has no crop and no region in an image registered here")
+    box = entry.scene.clip_box(ev.region.box)
+    return Response(await run_in_threadpool(_cut_crop, entry.scene, box), media_type="image/png", headers=cache)
+
+
+def _cut_crop(scene: Scene, box: PixelBox) -> bytes:
+    return encode_image(scene.read_display(box, out_size=box.fit_within(CROP_SIDE)), fmt="PNG")
+
+
+async def _trace(request: Request) -> JSONResponse:
+    ws = _state(request)
+    thread = check_thread_id(request.path_params["thread"])
+    messages = await run_in_threadpool(ws.analyst.history, thread)
+    return JSONResponse({"thread": thread, "busy": ws.locks.busy(thread),
+                         "messages": [message_json(m) for m in messages], "steps": list(ws.steps.get(thread, []))})

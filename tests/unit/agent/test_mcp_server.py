@@ -1,0 +1,172 @@
+"""The MCP server in-process with the SDK's client: tools, image content, evidence ids, errors, ask, knowledge."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+from mcp import Client
+from PIL import Image
+
+from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.interfaces.mcp import build_mcp_server
+from rsrag.agent.settings import Settings, load_settings
+from tests.rasters import write_raster
+
+TINY = "rsrag-tiny-test:random"
+
+
+@pytest.fixture
+def scene_path(tmp_path: Path) -> Path:
+    data = np.random.default_rng(7).integers(0, 255, (3, 192, 256), dtype=np.uint8)
+    (tmp_path / "images").mkdir()
+    return write_raster(tmp_path / "images" / "scene.tif", data)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    from tests.tiny_encoder import register_tiny_model_config
+
+    register_tiny_model_config()
+    return load_settings(overrides={"home": tmp_path / "home", "encoder.spec": TINY, "store.tiling": "grid:64"})
+
+
+@pytest.fixture
+def analyst(settings: Settings) -> Iterator[Analyst]:
+    with settings.analyst() as a:
+        yield a
+
+
+def png_size(content: object) -> tuple[int, int]:
+    assert getattr(content, "type", None) == "image" and getattr(content, "mime_type", None) == "image/png"
+    with Image.open(io.BytesIO(base64.b64decode(content.data))) as im:  # type: ignore[attr-defined]
+        return im.size
+
+
+def run(coro_fn, *args):  # noqa: ANN001, ANN202
+    return anyio.run(coro_fn, *args)
+
+
+def test_tools_listed_with_schemas(analyst: Analyst, settings: Settings) -> None:
+    async def main() -> dict[str, dict]:
+        async with Client(build_mcp_server(analyst, settings)) as client:
+            return {t.name: t.input_schema for t in (await client.list_tools()).tools}
+
+    tools = run(main)
+    assert set(tools) == {"scene_info", "search_patches", "zoom", "lookup_knowledge", "ask"}
+    assert tools["search_patches"]["required"] == ["image", "phrases"]
+    assert {"evidence_id", "bbox", "map_bbox", "lonlat_bbox", "max_side"} <= set(tools["zoom"]["properties"])
+
+    async def without_knowledge() -> list[str]:
+        async with Client(build_mcp_server(analyst, settings, knowledge=False)) as client:
+            return [t.name for t in (await client.list_tools()).tools]
+
+    assert "lookup_knowledge" not in run(without_knowledge)
+
+
+def test_scene_search_zoom_round_trip(analyst: Analyst, settings: Settings, scene_path: Path) -> None:
+    image = str(scene_path)
+
+    async def main() -> dict:
+        async with Client(build_mcp_server(analyst, settings)) as client:
+            info = await client.call_tool("scene_info", {"image": image})
+            found = await client.call_tool("search_patches", {"image": image, "phrases": ["red roofs"], "top_k": 3})
+            first = found.structured_content["regions"][0]
+            by_id = await client.call_tool("zoom", {"image": image, "evidence_id": first["id"], "max_side": 32})
+            by_box = await client.call_tool("zoom", {"image": image, "bbox": [0, 0, 128, 64]})
+            return {"info": info, "found": found, "first": first, "by_id": by_id, "by_box": by_box}
+
+    r = run(main)
+    assert not r["info"].is_error and "256 x 192 px" in r["info"].content[0].text and "EPSG:32633" in r["info"].content[0].text
+    assert png_size(r["info"].content[1]) == (256, 192)
+    regions = r["found"].structured_content["regions"]
+    assert len(regions) == 3 and all(len(g["bbox"]) == 4 and g["map_box"]["crs"] == "EPSG:32633" for g in regions)
+    assert "regions reach confidence" in r["found"].structured_content["summary"]
+    assert all(isinstance(g["confident"], bool) and 0 <= g["confidence"] <= 1 for g in regions)
+    x0, y0, x1, y1 = r["first"]["bbox"]
+    assert r["by_id"].content[0].text.startswith("E") and f"bbox=[{x0}, {y0}, {x1}, {y1}]" in r["by_id"].content[0].text
+    assert max(png_size(r["by_id"].content[1])) == 32  # the grid cell, scaled to max_side
+    assert png_size(r["by_box"].content[1]) == (128, 64)  # native resolution
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"bbox": [0, 0, 9999, 10]}, "lies outside the image, which is 256 x 192 px"),
+    ({"evidence_id": "Edeadbe"}, "unknown region evidence id 'Edeadbe'"),
+    ({}, "give exactly one of evidence_id, bbox"),
+])
+def test_zoom_errors_are_tool_errors(analyst: Analyst, settings: Settings, scene_path: Path, args: dict,
+                                     message: str) -> None:
+    async def main():  # noqa: ANN202
+        async with Client(build_mcp_server(analyst, settings)) as client:
+            return await client.call_tool("zoom", {"image": str(scene_path), **args})
+
+    result = run(main)
+    assert result.is_error and message in result.content[0].text and "Traceback" not in result.content[0].text
+
+
+def test_image_roots_and_missing_files(analyst: Analyst, settings: Settings, scene_path: Path, tmp_path: Path) -> None:
+    outside = write_raster(tmp_path / "elsewhere.tif", np.zeros((1, 16, 16), dtype=np.uint8))
+
+    async def main():  # noqa: ANN202
+        async with Client(build_mcp_server(analyst, settings, image_roots=[scene_path.parent])) as client:
+            inside = await client.call_tool("scene_info", {"image": str(scene_path)})
+            denied = await client.call_tool("scene_info", {"image": str(outside)})
+            sneaky = await client.call_tool("ask", {"image": f"{scene_path.parent}/../elsewhere.tif", "question": "x?"})
+            missing = await client.call_tool("zoom", {"image": str(scene_path.parent / "none.tif"), "bbox": [0, 0, 1, 1]})
+            return inside, denied, sneaky, missing
+
+    inside, denied, sneaky, missing = run(main)
+    assert not inside.is_error
+    assert denied.is_error and "outside the image folders" in denied.content[0].text
+    assert sneaky.is_error and "outside the image folders" in sneaky.content[0].text
+    assert missing.is_error and "none.tif: no such file" in missing.content[0].text
+
+
+def test_ask_runs_the_agent_and_continues_the_thread(analyst: Analyst, settings: Settings, scene_path: Path) -> None:
+    async def main():  # noqa: ANN202
+        async with Client(build_mcp_server(analyst, settings)) as client:
+            first = await client.call_tool("ask", {"image": str(scene_path), "question": "where are the fields?"})
+            thread = first.structured_content["thread_id"]
+            second = await client.call_tool("ask", {"image": str(scene_path), "question": "and the roads?",
+                                                    "thread_id": thread})
+            return first.structured_content, second.structured_content
+
+    first, second = run(main)
+    assert first["answer"].startswith("Retrieval-only answer") and first["evidence"] and first["cited"]
+    assert all(len(e["bbox"]) == 4 for e in first["evidence"]) and first["geojson"]["type"] == "FeatureCollection"
+    assert second["thread_id"] == first["thread_id"]
+    questions = [m.text for m in analyst.history(first["thread_id"]) if m.type == "human" and not m.additional_kwargs]
+    assert questions == ["where are the fields?", "and the roads?"]
+
+
+def test_lookup_knowledge(analyst: Analyst, settings: Settings, tmp_path: Path, scene_path: Path) -> None:
+    from rsrag.tools.knowledge import KnowledgeBase, ingest_file
+
+    rows = [{"id": "fort", "name": "Red fort", "category": "fort", "description": "sandstone walls"},
+            {"id": "port", "name": "Harbour", "category": "port", "description": "container ships and cranes"}]
+    (tmp_path / "kb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    kb = KnowledgeBase(settings.store_path, analyst.context.workspace.encoder, name=settings.knowledge.name)
+    assert ingest_file(kb, tmp_path / "kb.jsonl").written.added == 2
+
+    async def main():  # noqa: ANN202
+        async with Client(build_mcp_server(analyst, settings)) as client:
+            hit = await client.call_tool("lookup_knowledge", {"query": "container ships", "category": "port"})
+            in_scene = await client.call_tool("lookup_knowledge", {"query": "container ships", "image": str(scene_path),
+                                                                   "category": "port"})
+            empty = await client.call_tool("lookup_knowledge", {"query": "   "})
+            return hit, in_scene, empty
+
+    hit, in_scene, empty = run(main)
+    entries = hit.structured_content["entries"]
+    assert [e["id"] for e in entries] == ["port"] and entries[0]["name"] == "Harbour"
+    # with an image: the agent's tool (entries as citable evidence, and the slow path's report)
+    report = in_scene.structured_content["report"]
+    assert report.startswith("1 knowledge entries for 'container ships'") and "slow path: no visual concept library" in report
+    assert [(e["kind"], e["knowledge_id"]) for e in in_scene.structured_content["entries"]] == [("knowledge", "port")]
+    assert empty.is_error and "give a text or an image" in empty.content[0].text

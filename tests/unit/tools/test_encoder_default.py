@@ -1,0 +1,83 @@
+"""The bundled offline encoder: loads with no network, its towers are mapped right, it ranks real AID images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rsrag.tools.encoders import load_encoder
+from rsrag.tools.captioned import class_prompts, read_chips, select_split
+from rsrag.tools.encoders.lit import DEFAULT_HEADS, read_heads
+from rsrag.tools.encoders.towers import IMAGE_TOWERS, build_image_trunk
+
+
+def test_default_heads_ship_small() -> None:
+    assert DEFAULT_HEADS.is_file()
+    assert DEFAULT_HEADS.stat().st_size < 5_000_000
+    cfg, tensors, meta = read_heads(DEFAULT_HEADS)
+    last = sorted(k for k in tensors if k.startswith("visual.head.") and k.endswith("weight"))[-1]
+    assert tensors[last].shape[0] == cfg.embed_dim
+    assert "val_metrics" in meta
+
+
+def test_default_encoder_loads_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the default encoder must not touch the hub")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    enc = load_encoder(None)
+    assert enc is load_encoder("rsrag-lit") and enc is load_encoder("default")
+    cfg, _, _ = read_heads(DEFAULT_HEADS)
+    assert enc.id.startswith("rsrag-lit#") and enc.dim == cfg.embed_dim
+    emb = enc.encode_texts(["an airport with many planes"])
+    assert emb.shape == (1, cfg.embed_dim) and abs(float(np.linalg.norm(emb)) - 1.0) < 1e-5
+
+
+def test_image_tower_key_mapping_predicts_imagenet_classes() -> None:
+    """The EfficientNet-PyTorch -> timm key mapping is right if ImageNet predictions on photos are right."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    from timm.data import ImageNetInfo, create_transform, resolve_data_config
+
+    trunk = build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True)
+    transform = create_transform(**{**resolve_data_config({}, model=trunk), "mean": (0.5,) * 3, "std": (0.5,) * 3})
+    info = ImageNetInfo()
+    for name, expected in (("china.jpg", "palace"), ("flower.jpg", "daisy")):
+        x = transform(Image.fromarray(sklearn_datasets.load_sample_image(name)))[None]
+        with torch.inference_mode():
+            top5 = trunk(x).softmax(-1)[0].topk(5).indices.tolist()
+        labels = [info.index_to_description(i) for i in top5]
+        assert any(expected in label for label in labels), (name, labels)
+
+
+def test_default_ranks_real_aid_class_prompts(shared_data: Path) -> None:
+    """On held-out AID images (validation split), the image's own class prompt ranks first among 30 classes."""
+    chips = select_split(read_chips(shared_data / "aid-rsicd"), "val")
+    wanted = ["Airport", "Beach", "Farmland", "Forest", "Port", "StorageTanks", "BaseballField", "Parking"]
+    picked = [c for w in wanted for c in [c for c in chips if c.label == w][:2]]
+    enc = load_encoder(None)
+    labels = sorted({c.label for c in chips})
+    class_vecs = np.stack([enc.encode_texts(class_prompts(lab)).mean(axis=0) for lab in labels])
+    class_vecs /= np.linalg.norm(class_vecs, axis=1, keepdims=True)
+    images = [Image.open(c.image).convert("RGB") for c in picked]
+    scores = enc.encode_images(images) @ class_vecs.T
+    ranks = {c.image.name: int((scores[i] > scores[i, labels.index(c.label)]).sum()) for i, c in enumerate(picked)}
+    # chance is 1/30 per image; the encoder's zero-shot accuracy on the whole validation split is ~86%
+    assert sum(r == 0 for r in ranks.values()) >= 10, ranks
+    assert sum(r < 5 for r in ranks.values()) >= 13, ranks
+
+
+def test_encoder_info_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from rsrag.agent.interfaces.cli import main
+
+    assert main(["encoder", "info"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["dim"] == read_heads(DEFAULT_HEADS)[0].embed_dim and out["id"].startswith("rsrag-lit#")

@@ -1,0 +1,2 @@
+"""Training and evaluating encoders (the bundled encoder's heads, retrieval metrics). Not imported by any
+query path: the runtime encoders live in :mod:`rsrag.tools.encoders`."""
