@@ -74,6 +74,16 @@ def map_box_to_lonlat(map_box: MapBox) -> tuple[float, float, float, float]:
         ) from exc
 
 
+def points_to_lonlat(points: list[tuple[float, float]], crs: str) -> list[tuple[float, float]]:
+    """Map coordinates ``(x, y)`` in ``crs`` to ``(lon, lat)`` degrees (WGS 84)."""
+    try:
+        transformer = _transformer(crs, WGS84)
+        pairs = [transformer.transform(x, y) for x, y in points]
+        return [(float(lon), float(lat)) for lon, lat in pairs]
+    except ProjError as exc:
+        raise GeoreferenceError(f"the CRS {crs[:80]} cannot be converted to longitude/latitude: {exc}") from exc
+
+
 def lonlat_to_map_box(west: float, south: float, east: float, north: float, crs: str) -> MapBox:
     """Map box in ``crs`` covering a lon/lat box (degrees, WGS 84)."""
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
