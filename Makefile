@@ -16,9 +16,25 @@ OUT    ?= demo-output
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test test-all browser clean
+.PHONY: setup web demo test test-all browser clean
 
-setup: $(STAMP)
+setup: $(STAMP) web
+
+# The web workspace's viewer library (OpenSeadragon) comes from the npm registry at build time: `npm ci`
+# installs exactly what package-lock.json pins, and its dist files are copied into the package's static
+# folder (ignored by git; served locally by `rsrag serve`, nothing is fetched when the page runs).
+WEB_STATIC := agent/interfaces/web/static
+WEB_LIB    := $(WEB_STATIC)/openseadragon.min.js
+OSD_DIST   := node_modules/openseadragon/build/openseadragon
+
+web: $(WEB_LIB)
+
+$(WEB_LIB): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm (Node.js 20 or newer) is needed to bundle the web viewer library; install Node.js and re-run make"; exit 2; }
+	npm ci --no-audit --no-fund --loglevel=error
+	rm -rf $(WEB_STATIC) && mkdir -p $(WEB_STATIC)
+	cp $(OSD_DIST)/openseadragon.min.js $(WEB_STATIC)/
+	cp node_modules/openseadragon/LICENSE.txt $(WEB_STATIC)/openseadragon.LICENSE.txt
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +46,7 @@ QUESTION ?= where are the clouds?
 # 128 px windows with overlap: the 791 x 718 px sample gives ~140 patches (a 448 px grid would give 4)
 TILING ?= grid:128:overlap=0.5
 
-demo: $(STAMP)
+demo: setup
 	mkdir -p $(OUT)
 	$(BIN)/rsrag describe $(SAMPLE) --thumbnail $(OUT)/thumbnail.png
 	$(BIN)/rsrag index $(SAMPLE) --store $(OUT)/store --tiling $(TILING)
@@ -44,11 +60,11 @@ browser:
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
 	  echo "note: chromium is not installed; browser tests will be skipped"
 
-test: $(STAMP) browser
+test: setup browser
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: setup browser
 	$(BIN)/python -m pytest -q -m ''
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info
+	rm -rf $(VENV) $(OUT) build *.egg-info node_modules $(WEB_STATIC)
