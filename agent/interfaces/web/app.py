@@ -2,7 +2,8 @@
 
 Routes (all JSON unless noted; errors are ``{"error": message, "type": name}`` with a 4xx/5xx status):
 
-``GET  /``                                           the analyst page (``/static/*``: its scripts and styles)
+``GET  /``                                           the analyst page (``/static/*``: its scripts, styles and the
+                                                     bundled viewer library; ``/favicon.ico``)
 ``GET  /api/images``                                 registered images
 ``POST /api/images?name=FILE``                       upload (raw body; size-limited; GeoTIFF/COG, JPEG, PNG)
 ``GET  /api/images/{id}``                            one image: size, pyramid, CRS, geotransform
@@ -30,6 +31,7 @@ from starlette.routing import Route
 
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.evidence import Evidence
+from rsrag.agent.interfaces.web.assets import static_routes
 from rsrag.agent.interfaces.web.errors import BadRequestError, UnknownEvidenceError, http_status
 from rsrag.agent.interfaces.web.registry import DEFAULT_MAX_UPLOAD_BYTES, ImageRegistry
 from rsrag.agent.interfaces.web.streaming import (
@@ -47,8 +49,6 @@ from rsrag.tools.region import PixelBox
 
 log = logging.getLogger(__name__)
 
-#: The page's files, served from the package (no CDN, nothing fetched from elsewhere).
-STATIC_FILES = {"app.js": "text/javascript", "viewer.js": "text/javascript", "style.css": "text/css"}
 CROP_SIDE = 512
 MAX_RECORDED_STEPS = 2000
 
@@ -89,7 +89,7 @@ def create_app(
     ws = WebState(analyst, registry)
     routes = [
         Route("/", _page),
-        Route("/static/{name}", _static),
+        *static_routes(),
         Route("/api/images", _list_images, methods=["GET"]),
         Route("/api/images", _upload, methods=["POST"]),
         Route("/api/images/{image_id}", _image),
@@ -121,14 +121,6 @@ def _state(request: Request) -> WebState:
 async def _page(request: Request) -> Response:
     html = resources.files("rsrag.agent.interfaces.web").joinpath("index.html").read_text(encoding="utf-8")
     return Response(html, media_type="text/html", headers={"Cache-Control": "no-cache"})
-
-
-async def _static(request: Request) -> Response:
-    name = request.path_params["name"]
-    if name not in STATIC_FILES:  # a fixed list: no path from the request ever reaches the file system
-        return JSONResponse({"error": f"no static file {name[:60]!r}", "type": "NotFound"}, status_code=404)
-    body = resources.files("rsrag.agent.interfaces.web").joinpath(name).read_bytes()
-    return Response(body, media_type=STATIC_FILES[name], headers={"Cache-Control": "no-cache"})
 
 
 # --- images and tiles -----------------------------------------------------------------------------------
