@@ -326,10 +326,11 @@ def _crop_path(ctx: AgentContext, runtime: Runtime, ev_id: str) -> Path:
 
 
 def tool_error_message(error: Exception) -> str:
-    """What the model sees when a tool call fails: the reason, and whether its arguments can fix it."""
-    if isinstance(error, (ValueError, LookupError)):  # bad arguments: boxes, ids, phrases, budgets
-        return f"Error: {error}. Correct the arguments and call the tool again, or use another tool."
-    return f"Error: this tool is unavailable in this run ({error}). Use other tools or answer with what you have."
+    """What the model sees when a tool call fails: the reason, and whether other arguments can fix it (from
+    the error's kind: only an ``argument`` error asks for a corrected call; see :mod:`rsrag.tools.errors`)."""
+    from rsrag.tools.errors import model_message
+
+    return model_message(error)
 
 
 # ToolNode picks the exception types it turns into messages from the handler's annotation object (not a

@@ -20,23 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.messages import InvalidToolCall, ToolCall
 
-from rsrag.tools.errors import ConfigError, RsragError
-
-
-class VLMError(RsragError):
-    """A local vision-language model could not be used."""
-
-
-class VLMLoadError(VLMError, OSError):
-    """Weights exist but the model or its processor could not be built from them."""
-
-
-class VLMInputError(VLMError, ValueError):
-    """A message, image or tool schema given to the model cannot be rendered."""
-
-
-class UnknownChatFamilyError(ConfigError, LookupError):
-    """No chat family is registered under the requested name or for the checkpoint's model type."""
+# The VLM errors live in the one error tree (rsrag.tools.errors, with their kinds); imported from here too.
+from rsrag.tools.errors import ConfigError, UnknownChatFamilyError, VLMError, VLMInputError, VLMLoadError  # noqa: F401
 
 
 @dataclass
