@@ -104,3 +104,24 @@ def test_bad_stac_file_is_reported_not_raised(tmp_path: Path, catalog: Catalog) 
     bad.write_text("{not json")
     report = catalog.add([str(bad)])
     assert report.added == [] and report.failed and "not a readable STAC file" in report.failed[0][1]
+
+
+def test_catalog_cli_add_list_export(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rsrag.agent.interfaces.cli import app
+
+    _scenes(tmp_path / "scenes")
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    added = runner.invoke(app, ["catalog", "add", str(tmp_path / "scenes"), str(tmp_path / "missing.tif"), "--store", store])
+    assert added.exit_code == 0, added.output
+    assert "3 added" in added.output and "missing.tif: no such file" in added.output
+    listed = runner.invoke(app, ["catalog", "list", "--store", store, "--json"])
+    rows = json.loads(listed.stdout)
+    assert [r["id"] for r in rows] == ["scene_0", "scene_1", "scene_2"] and {r["index"] for r in rows} == {"not indexed"}
+    out = tmp_path / "catalog.geojson"
+    exported = runner.invoke(app, ["catalog", "export", str(out), "-f", "geojson", "--store", store])
+    assert exported.exit_code == 0 and len(json.loads(out.read_text())["features"]) == 3
+    nothing = runner.invoke(app, ["catalog", "add", str(tmp_path / "missing.tif"), "--store", store])
+    assert nothing.exit_code == 2
