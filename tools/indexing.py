@@ -12,14 +12,21 @@ Pipeline (:func:`index_scene`):
 
 A per-index file lock stops two processes from building the same index at once (:class:`IndexBusyError`,
 or a wait with ``wait=True``). Re-running on an unchanged image with the same encoder and tiling is a no-op.
+
+:func:`encode_units` is the pipeline itself (steps 2 and 3) over any sequence of *units* (a list of windows
+committed together, each window tagged with its chunk id); the pyramid index (:mod:`rsrag.tools.pyramid`)
+uses it to encode just the windows a search visits, one chunk per window, without a second indexer. Both
+stop cleanly between two batches when their ``stop`` event is set: complete units are committed, the rest
+is left for the next run.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from rsrag.tools.errors import TilingError
 from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import Region
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
@@ -54,6 +62,10 @@ class IndexProgress:
         elapsed_s: seconds since this run started encoding.
         rate: patches per second encoded by this run.
         eta_s: estimated seconds left (``None`` until the rate is known).
+        stage: what is running: ``index`` (a flat index), ``descend`` (a search encoding the windows it
+            visits) or ``fill`` (completing a pyramid level).
+        level: the pyramid level (0 = coarsest) being encoded, ``None`` for a flat index.
+        levels: how many levels the pyramid has, ``None`` for a flat index.
     """
 
     done: int
@@ -62,6 +74,9 @@ class IndexProgress:
     elapsed_s: float
     rate: float
     eta_s: float | None
+    stage: str = "index"
+    level: int | None = None
+    levels: int | None = None
 
 
 class IndexReport(BaseModel):
@@ -78,6 +93,8 @@ class IndexReport(BaseModel):
     seconds: float
     patches_per_s: float
     no_op: bool
+    stopped: bool = False
+    """The run was stopped (its ``stop`` event set) before the index was complete; what it committed stays."""
 
 
 ProgressCallback = Callable[[IndexProgress], None]
@@ -108,17 +125,27 @@ def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec]) -> tuple
     return torch.stack(tensors), regions
 
 
-def _pending_batches(specs: Iterator[PatchSpec], chunk_size: int, batch_size: int,
-                     done: set[int]) -> Iterator[tuple[int, bool, list[PatchSpec]]]:
-    """(chunk id, last batch of chunk?, batch) for every chunk not yet done; batches never cross chunks."""
+Unit = tuple[Sequence[int], Sequence[PatchSpec]]
+"""Windows committed together in one atomic write: (chunk id of each window, the windows)."""
+
+
+def _unit_batches(units: Iterable[Unit], batch_size: int) -> Iterator[tuple[Sequence[int], bool, list[PatchSpec]]]:
+    """(chunk ids, last batch of its unit?, windows) for every unit; batches never cross units."""
+    for chunks, specs in units:
+        specs = list(specs)
+        for start in range(0, len(specs), batch_size):
+            yield chunks[start:start + batch_size], start + batch_size >= len(specs), specs[start:start + batch_size]
+
+
+def _pending_units(specs: Iterator[PatchSpec], chunk_size: int, done: set[int]) -> Iterator[Unit]:
+    """The tiling's chunks not yet committed, each one unit."""
     chunk = 0
     while True:
         members = list(islice(specs, chunk_size))
         if not members:
             return
         if chunk not in done:
-            for start in range(0, len(members), batch_size):
-                yield chunk, start + batch_size >= len(members), members[start:start + batch_size]
+            yield [chunk] * len(members), members
         chunk += 1
 
 
@@ -134,13 +161,15 @@ def index_scene(
     prefetch: int | None = None,
     wait: bool = False,
     progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
 ) -> IndexReport:
     """Index one scene with one encoder and tiling (resumable, idempotent).
 
     Args:
         scene: an open scene or a path to an image.
         encoder: the image encoder.
-        tiling: a tiling scheme or its spec string.
+        tiling: a tiling scheme or its spec string (a flat tiling; a pyramid is filled by
+            :func:`rsrag.tools.pyramid.build_index`).
         store: the store, a :class:`PatchStore`, an embedded store's folder, or ``None`` for the default one.
         batch_size: patches per encoder call.
         chunk_size: patches per atomic commit (the unit of resumption).
@@ -148,12 +177,14 @@ def index_scene(
         prefetch: batches read ahead of the encoder (default ``readers + 1``).
         wait: when another process is building the same index, wait for it instead of raising.
         progress: called after every encoded batch.
+        stop: when set (from another thread), the run stops after the current batch; committed chunks stay
+            and the report says ``stopped``.
 
     Returns:
         What was done; ``no_op`` when the index was already complete.
 
     Raises:
-        TilingError: the image is smaller than one patch of the tiling.
+        TilingError: the image is smaller than one patch of the tiling, or the tiling is a pyramid.
         IndexBusyError: another process is building this index and ``wait`` is False.
         StoreError: the store cannot be written (read-only, full); committed chunks stay valid.
     """
@@ -163,6 +194,8 @@ def index_scene(
     own_scene = not isinstance(scene, Scene)
     sc = open_scene(Path(scene)) if own_scene else scene  # type: ignore[arg-type]
     scheme = parse_tiling(tiling) if isinstance(tiling, str) else tiling
+    if getattr(scheme, "is_pyramid", False):
+        raise TilingError(f"tiling {scheme.id!r} is a pyramid: fill it with rsrag.tools.pyramid.build_index")
     patches = as_patch_store(store)
     try:
         n_patches = scheme.count(sc.width, sc.height)
@@ -183,66 +216,140 @@ def index_scene(
             )
             info = info.model_copy(update={"patch_table": patches.patch_table(info).name})
             info = patches.begin(info)
-            return _run(sc, encoder, scheme, patches, info, batch_size, readers, prefetch, progress)
+            done_chunks = patches.done_chunks(info)
+            last_chunk = info.n_chunks - 1
+            skipped = sum(min(info.chunk_size, info.n_patches - c * info.chunk_size) for c in done_chunks if c <= last_chunk)
+            units = _pending_units(scheme.patches(sc.width, sc.height), info.chunk_size, done_chunks)
+            run = encode_units(sc, encoder, patches, info, units, batch_size=batch_size, readers=readers,
+                               prefetch=prefetch, progress=progress, stop=stop, done_before=skipped)
+            if run.stopped:
+                return IndexReport(info=info, encoded=run.encoded, skipped=skipped, chunks_written=run.written,
+                                   seconds=run.seconds, patches_per_s=run.rate, no_op=False, stopped=True)
+            info = patches.finish(info)
+            return IndexReport(info=info, encoded=run.encoded, skipped=skipped, chunks_written=run.written,
+                               seconds=run.seconds, patches_per_s=run.rate, no_op=False)
     finally:
         if own_scene:
             sc.close()
 
 
-def _run(sc: Scene, encoder: Encoder, scheme: TilingScheme, patches: PatchStore, info: IndexInfo,
-         batch_size: int, readers: int, prefetch: int | None, progress: ProgressCallback | None) -> IndexReport:
-    done_chunks = patches.done_chunks(info)
-    last_chunk = info.n_chunks - 1
-    skipped = sum(min(info.chunk_size, info.n_patches - c * info.chunk_size) for c in done_chunks if c <= last_chunk)
-    batches = _pending_batches(scheme.patches(sc.width, sc.height), info.chunk_size, batch_size, done_chunks)
+@dataclass(frozen=True)
+class EncodeRun:
+    """What :func:`encode_units` did: windows encoded and committed, units written, time, whether stopped."""
+
+    encoded: int
+    written: int
+    seconds: float
+    stopped: bool
+
+    @property
+    def rate(self) -> float:
+        """Windows encoded per second."""
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+
+def encode_units(
+    sc: Scene,
+    encoder: Encoder,
+    patches: PatchStore,
+    info: IndexInfo,
+    units: Iterable[Unit],
+    *,
+    batch_size: int = 32,
+    readers: int = 1,
+    prefetch: int | None = None,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    done_before: int = 0,
+    total: int | None = None,
+    stage: str = "index",
+    level: int | None = None,
+    levels: int | None = None,
+) -> EncodeRun:
+    """Read, encode and commit windows of index ``info``, one atomic write per unit.
+
+    The caller holds the index's lock and has recorded the index (:meth:`PatchStore.begin`); this does not
+    finish it. Windows are read on ``readers`` threads (several batches ahead), encoded on the calling
+    thread, and committed by a writer thread; a unit whose windows are all encoded is written as one
+    :meth:`PatchStore.add_rows`. When ``stop`` is set the run ends after the current batch: complete units are
+    committed, a partly encoded unit is dropped (never half-written).
+
+    Args:
+        sc: the scene.
+        encoder: the image encoder.
+        patches: the patch store holding ``info``.
+        info: the index the windows belong to.
+        units: the windows to encode, grouped into commits.
+        batch_size: windows per encoder call.
+        readers: reader threads.
+        prefetch: batches read ahead of the encoder (default ``readers + 1``).
+        progress: called after every encoded batch.
+        stop: stops the run between two batches when set.
+        done_before: windows of the index already stored (for progress).
+        total: windows the progress counts towards (default: the index's).
+        stage / level / levels: reported in the progress.
+    """
     ahead = prefetch if prefetch is not None else readers + 1
+    batches = _unit_batches(units, batch_size)
+    goal = info.n_patches if total is None else total
     encoded = written = 0
+    stopped = False
     start = time.perf_counter()
+    acc_chunks: list[int] = []
     acc_ids: list[int] = []
     acc_regions: list[Region] = []
     acc_vecs: list[np.ndarray] = []
     with ThreadPoolExecutor(readers, thread_name_prefix="rsrag-read") as pool, \
             ThreadPoolExecutor(1, thread_name_prefix="rsrag-write") as writer:
-        inflight: deque[tuple[int, bool, list[PatchSpec], Future[tuple[torch.Tensor, list[Region]]]]] = deque()
+        inflight: deque[tuple[Sequence[int], bool, list[PatchSpec], Future[tuple[torch.Tensor, list[Region]]]]] = deque()
         writes: deque[Future[int]] = deque()
 
         def fill() -> None:
-            while len(inflight) < ahead:
+            while len(inflight) < ahead and not (stop is not None and stop.is_set()):
                 item = next(batches, None)
                 if item is None:
                     return
-                chunk, last, specs = item
-                inflight.append((chunk, last, specs, pool.submit(_read_batch, sc, encoder, specs)))
+                chunks, last, specs = item
+                inflight.append((chunks, last, specs, pool.submit(_read_batch, sc, encoder, specs)))
 
         try:
             fill()
             while inflight:
-                chunk, last, specs, fut = inflight.popleft()
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+                chunks, last, specs, fut = inflight.popleft()
                 tensor, regions = fut.result()
                 fill()  # queue the next read before the model takes the cores
                 acc_vecs.append(np.asarray(encoder.encode_image_tensors(tensor), dtype=np.float32))
+                acc_chunks.extend(chunks)
                 acc_ids.extend(s.index for s in specs)
                 acc_regions.extend(regions)
                 encoded += len(specs)
                 if last:
                     while len(writes) >= 2:
                         writes.popleft().result()
-                    writes.append(writer.submit(patches.add_chunk, info, chunk, acc_ids, acc_regions, np.concatenate(acc_vecs)))
+                    writes.append(writer.submit(patches.add_rows, info, acc_chunks, acc_ids, acc_regions,
+                                                np.concatenate(acc_vecs)))
                     written += 1
-                    acc_ids, acc_regions, acc_vecs = [], [], []
+                    acc_chunks, acc_ids, acc_regions, acc_vecs = [], [], [], []
                 if progress is not None:
                     elapsed = time.perf_counter() - start
                     rate = encoded / elapsed if elapsed > 0 else 0.0
-                    left = info.n_patches - skipped - encoded
-                    progress(IndexProgress(done=skipped + encoded, total=info.n_patches, encoded=encoded,
-                                           elapsed_s=elapsed, rate=rate, eta_s=left / rate if rate > 0 else None))
+                    left = goal - done_before - encoded
+                    progress(IndexProgress(done=done_before + encoded, total=goal, encoded=encoded,
+                                           elapsed_s=elapsed, rate=rate, eta_s=left / rate if rate > 0 else None,
+                                           stage=stage, level=level, levels=levels))
+            if stop is not None and stop.is_set() and (inflight or next(batches, None) is not None):
+                stopped = True
+            for _, _, _, f in inflight:
+                f.cancel()
             while writes:
                 writes.popleft().result()
         except BaseException:
             for _, _, _, f in inflight:
                 f.cancel()
             raise
-    seconds = time.perf_counter() - start
-    info = patches.finish(info)
-    return IndexReport(info=info, encoded=encoded, skipped=skipped, chunks_written=written, seconds=seconds,
-                       patches_per_s=encoded / seconds if seconds > 0 else 0.0, no_op=False)
+    if stopped:  # the encoded part of an unfinished unit is dropped: it was never committed
+        encoded -= len(acc_ids)
+    return EncodeRun(encoded=encoded, written=written, seconds=time.perf_counter() - start, stopped=stopped)

@@ -17,6 +17,11 @@ Schemes:
     growing by ``factor`` (default 2) up to the whole image, with overlap (default 0.5) between neighbours.
 ``split:N``
     ImageRAG's ``grid`` scheme: the image split into ``n x n`` equal cells for every ``n = 1 .. N``.
+``pyramid[:SIZE][:overlap=F][:top=N]``
+    The pyramid index (the default, see :mod:`rsrag.tools.pyramid`): levels from at most ``top`` windows
+    (default 256) down to ``SIZE`` px windows at full resolution (default ``auto``: the encoder's input),
+    each level its own index, filled on demand and searched coarse to fine. Not a flat list of patches:
+    :meth:`TilingScheme.patches` refuses it.
 
 Windows never leave the image: the last row and column of a grid are shifted back to end at the image edge
 (they overlap their neighbour instead of being padded). A scale whose window is larger than the image in
@@ -256,4 +261,8 @@ def parse_tiling(spec: str) -> TilingScheme:
         n = _positive_int("n", positional[0], spec) if positional else 10
         leftover()
         return SplitTiling(n, max_patches)
-    raise TilingError(f"unknown tiling scheme {kind!r} in {spec!r}; use 'grid:SIZE', 'vit[:SIZE]', 'cc' or 'split:N'")
+    if kind == "pyramid":
+        from rsrag.tools.pyramid import parse_pyramid  # the pyramid module builds on this one
+
+        return parse_pyramid(spec, positional, options, max_patches)
+    raise TilingError(f"unknown tiling scheme {kind!r} in {spec!r}; use 'pyramid', 'grid:SIZE', 'vit[:SIZE]', 'cc' or 'split:N'")

@@ -227,12 +227,22 @@ class PatchStore:
 
     def add_chunk(self, info: IndexInfo, chunk: int, patches: Sequence[int], regions: Sequence[Region], vectors: np.ndarray) -> int:
         """Commit one whole chunk of patches in one atomic write; returns the table version."""
-        if not (len(patches) == len(regions) == len(vectors)):
-            raise StoreError(f"chunk {chunk}: {len(patches)} patch ids, {len(regions)} regions, {len(vectors)} vectors")
+        return self.add_rows(info, [chunk] * len(patches), patches, regions, vectors)
+
+    def add_rows(self, info: IndexInfo, chunks: Sequence[int], patches: Sequence[int], regions: Sequence[Region],
+                 vectors: np.ndarray) -> int:
+        """Commit whole chunks (``chunks[i]`` is patch ``patches[i]``'s chunk) in one atomic write.
+
+        Every chunk named must be complete in this write: the table is the manifest of completed chunks.
+        A pyramid level uses one chunk per window, so any set of windows can be committed together.
+        """
+        if not (len(chunks) == len(patches) == len(regions) == len(vectors)):
+            raise StoreError(f"chunks {sorted(set(chunks))[:4]}...: {len(chunks)} chunk ids, {len(patches)} patch ids, "
+                             f"{len(regions)} regions, {len(vectors)} vectors")
         n = len(patches)
         cols: dict[str, Any] = {
             "id": [f"{info.key}:{p}" for p in patches], "index_key": [info.key] * n, "scene": [info.scene] * n,
-            "tiling": [info.tiling] * n, "encoder": [info.encoder] * n, "chunk": [chunk] * n, "patch": list(patches),
+            "tiling": [info.tiling] * n, "encoder": [info.encoder] * n, "chunk": list(chunks), "patch": list(patches),
             "scale": [r.scale or 0 for r in regions],
             "x0": [r.box.x0 for r in regions], "y0": [r.box.y0 for r in regions],
             "x1": [r.box.x1 for r in regions], "y1": [r.box.y1 for r in regions],
@@ -250,20 +260,44 @@ class PatchStore:
         table = self.store.open_table(patch_schema(info.encoder, info.dim))
         return 0 if table is None else table.count({"index_key": info.key})
 
+    def vector_stats(self, info: IndexInfo, patches: Sequence[int] | None = None) -> SceneStats:
+        """Mean vector and covariance of this index's stored vectors (of ``patches`` only, when given).
+
+        Raises:
+            StoreError: no vector is stored (for those patches).
+        """
+        table = self.patch_table(info)
+        where: dict[str, Any] = {"index_key": info.key}
+        if patches is not None:
+            where["patch"] = sorted({int(p) for p in patches})
+        s1 = np.zeros(info.dim)
+        s2 = np.zeros((info.dim, info.dim))
+        n = 0
+        for batch in table.scan(where=where, fields=["vector"]):
+            v = np.asarray(batch["vector"], dtype=np.float64).reshape(-1, info.dim)
+            s1 += v.sum(axis=0)
+            s2 += v.T @ v
+            n += len(v)
+        if n == 0:
+            raise StoreError(f"index {info.key} has no stored vectors to compute statistics from")
+        mean = s1 / n
+        return SceneStats(n=n, mean=mean, cov=s2 / n - np.outer(mean, mean))
+
+    def set_provisional_stats(self, info: IndexInfo, stats: SceneStats) -> IndexInfo:
+        """Record statistics for an index still being built (estimated from a sample of its windows), so a
+        partly filled pyramid level can be searched with calibrated confidences; :meth:`finish` replaces
+        them with the exact ones. Returns the updated record."""
+        record = info.model_copy(update={"status": "building", "updated": time.time()})
+        self._write_info(record, stats)
+        return record
+
     def finish(self, info: IndexInfo, ann_min_rows: int = EXACT_SEARCH_MAX) -> IndexInfo:
         """Check completeness, compute the scene statistics, mark the index complete and tidy the table."""
         stored = self.count(info)
         if stored != info.n_patches:
             raise StoreError(f"index {info.key}: {stored} patches stored, {info.n_patches} expected; re-run indexing")
         table = self.patch_table(info)
-        s1 = np.zeros(info.dim)
-        s2 = np.zeros((info.dim, info.dim))
-        for batch in table.scan(where={"index_key": info.key}, fields=["vector"]):
-            v = batch["vector"].astype(np.float64)
-            s1 += v.sum(axis=0)
-            s2 += v.T @ v
-        mean = s1 / stored
-        stats = SceneStats(n=stored, mean=mean, cov=s2 / stored - np.outer(mean, mean))
+        stats = self.vector_stats(info)
         optimize = getattr(table, "optimize", None)
         if callable(optimize):
             optimize()
@@ -281,7 +315,9 @@ class PatchStore:
         table = self.store.open_table(patch_schema(info.encoder, info.dim))
         if table is None:
             raise StoreError(f"patch table for encoder {info.encoder} is missing from store {self.store.location}")
-        use_exact = info.n_patches < EXACT_SEARCH_MAX if exact is None else exact
+        # An index still being built (a pyramid level filled on demand) is searched exhaustively: its rows
+        # are few, and an ANN index of the shared table would not hold all of them.
+        use_exact = (info.n_patches < EXACT_SEARCH_MAX or not info.complete) if exact is None else exact
         where = {"index_key": info.key}
         if table.count() == info.n_patches:
             # The table holds this index only (one large scene): a filter would select every row, yet
