@@ -1,9 +1,15 @@
 """Reading knowledge files (JSONL, CSV, GeoJSON) into validated entries, one verdict per record.
 
 A bad record never stops an import: it becomes a :class:`RecordIssue` naming the file, the line (or the
-GeoJSON feature) and the field at fault, and the other records go on. Files are decoded as UTF-8 with
-invalid bytes kept as escapes, so a record with non-UTF-8 text is reported by field instead of failing the
-whole file.
+GeoJSON feature) and the field at fault, and the other records go on. Files are decoded as UTF-8 (a leading
+byte-order mark is dropped) with invalid bytes kept as escapes, so a record with non-UTF-8 text is reported
+by field instead of failing the whole file.
+
+Records are validated, never coerced: ``id`` and the text fields (``name``, ``category``, ``description``,
+``source``, ``licence``) must be strings (a number, list or object there is reported, not stringified);
+geometries must be valid GeoJSON (a known type, closed rings of at least four positions, no
+self-intersections: checked with shapely); a CSV record with an unterminated or stray quote is reported on
+its own line and parsing resumes on the next line, so it never swallows the records after it.
 
 Column / key mapping (case-insensitive): ``id`` | ``entry_id`` | ``uid``; ``name`` | ``title`` |
 ``landmark``; ``category`` | ``class`` | ``type``; ``description`` | ``text`` | ``summary``; ``images`` |
@@ -43,6 +49,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "kind": ("kind",),
 }
 _GEO_KEYS = {"lon", "lng", "longitude", "lat", "latitude", "crs", "geometry"}
+_TEXT_FIELDS = ("name", "category", "description", "source", "licence")
+GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
+                  "GeometryCollection")
+_JSON_TYPES = {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
 
 
 @dataclass(frozen=True)
@@ -117,6 +127,89 @@ def _coords(geometry: Any) -> list[tuple[float, float]]:
     return []
 
 
+def _kind_of(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _positions(value: Any, field: str, where: str) -> list[list[float]]:
+    if not isinstance(value, list) or not value:
+        raise _Bad(field, f"{where}: expected a non-empty list of positions, got {_kind_of(value)}")
+    for pos in value:
+        _position(pos, field, where)
+    return value
+
+
+def _position(pos: Any, field: str, where: str) -> None:
+    import math
+
+    if (not isinstance(pos, list) or not 2 <= len(pos) <= 3
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pos)):
+        raise _Bad(field, f"{where}: position {json.dumps(pos)[:60]} is not [x, y] or [x, y, z] in finite numbers")
+
+
+def _check_rings(rings: Any, field: str, where: str) -> None:
+    if not isinstance(rings, list) or not rings:
+        raise _Bad(field, f"{where}: a polygon needs a list of rings")
+    for n, ring in enumerate(rings, 1):
+        label = f"{where}, ring {n}"
+        _positions(ring, field, label)
+        if len(ring) < 4:
+            raise _Bad(field, f"{label} has {len(ring)} positions; a ring needs at least 4 (the first repeated last)")
+        if ring[0] != ring[-1]:
+            raise _Bad(field, f"{label} is not closed: it starts at {ring[0]} and ends at {ring[-1]}; "
+                              "repeat the first position at the end")
+
+
+def check_geometry(geometry: Any, field: str = "geometry") -> None:
+    """Validate a GeoJSON geometry object: a known type, well-formed coordinates, closed rings, and no
+    self-intersection or other invalidity (shapely's validity check).
+
+    Raises:
+        _Bad: naming ``field`` and what is wrong.
+    """
+    if not isinstance(geometry, dict):
+        raise _Bad(field, f"expected a GeoJSON geometry object, got {_kind_of(geometry)}")
+    kind = geometry.get("type")
+    if kind not in GEOMETRY_TYPES:
+        raise _Bad(field, f"unknown geometry type {kind!r}; use one of {', '.join(GEOMETRY_TYPES)}")
+    if kind == "GeometryCollection":
+        members = geometry.get("geometries")
+        if not isinstance(members, list):
+            raise _Bad(field, "a GeometryCollection needs a list of geometries")
+        for member in members:
+            check_geometry(member, field)
+        return
+    coords = geometry.get("coordinates")
+    where = f"{kind} coordinates"
+    if kind == "Point":
+        _position(coords, field, where)
+    elif kind in ("MultiPoint", "LineString"):
+        _positions(coords, field, where)
+        if kind == "LineString" and len(coords) < 2:
+            raise _Bad(field, f"{where}: a LineString needs at least 2 positions")
+    elif kind == "MultiLineString":
+        if not isinstance(coords, list) or not coords:
+            raise _Bad(field, f"{where}: expected a list of lines")
+        for n, line in enumerate(coords, 1):
+            _positions(line, field, f"{where}, line {n}")
+    elif kind == "Polygon":
+        _check_rings(coords, field, where)
+    else:  # MultiPolygon
+        if not isinstance(coords, list) or not coords:
+            raise _Bad(field, f"{where}: expected a list of polygons")
+        for n, polygon in enumerate(coords, 1):
+            _check_rings(polygon, field, f"{where}, polygon {n}")
+    import shapely
+    from shapely.geometry import shape
+
+    try:
+        geom = shape(geometry)
+    except (ValueError, TypeError, shapely.errors.ShapelyError) as exc:
+        raise _Bad(field, f"{kind} is not a valid geometry ({exc})") from None
+    if not geom.is_valid:
+        raise _Bad(field, f"{kind} is not a valid geometry: {shapely.is_valid_reason(geom)}")
+
+
 def _to_lonlat(x: float, y: float, crs: str) -> tuple[float, float]:
     if crs.upper() in (LONLAT_CRS, "OGC:CRS84", "WGS84", "CRS84"):
         return x, y
@@ -140,13 +233,19 @@ def _location(raw: dict[str, Any], default_crs: str) -> Location | None:
 
 def _location_unchecked(raw: dict[str, Any], default_crs: str) -> Location | None:
     lower = {k.lower(): v for k, v in raw.items()}
-    crs = str(lower.get("crs") or default_crs)
+    crs = lower.get("crs") or default_crs
+    if not isinstance(crs, str):
+        raise _Bad("crs", f"expected a CRS name such as 'EPSG:32633', got {_kind_of(crs)}")
     loc = lower.get("location")
-    geometry = lower.get("geometry") if isinstance(lower.get("geometry"), dict) else None
+    geometry = lower.get("geometry")
+    geometry_field = "geometry"
+    if geometry is not None:
+        check_geometry(geometry, "geometry")
     x = y = None
     if isinstance(loc, dict):
-        if "type" in loc and "coordinates" in loc:
-            geometry = loc
+        if "type" in loc and ("coordinates" in loc or "geometries" in loc):
+            check_geometry(loc, "location")
+            geometry, geometry_field = loc, "location"
         else:
             crs = str(loc.get("crs") or crs)
             x = loc.get("lon", loc.get("lng", loc.get("x")))
@@ -157,7 +256,7 @@ def _location_unchecked(raw: dict[str, Any], default_crs: str) -> Location | Non
     if geometry is not None:
         pts = _coords(geometry)
         if not pts:
-            raise _Bad("location", "geometry has no coordinates")
+            raise _Bad(geometry_field, "geometry has no coordinates")
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
         lon, lat = _to_lonlat(cx, cy, crs)
@@ -219,7 +318,10 @@ def record_to_entry(raw: dict[str, Any], *, base: Path, source: str, max_field_c
             vals[name] = value
     if vals.get("id") in (None, ""):
         raise _Bad("id", "missing id: every record needs a unique, non-empty id")
-    vals["id"] = str(vals["id"])
+    if not isinstance(vals["id"], str):
+        shown = json.dumps(vals["id"], ensure_ascii=False)[:60]
+        raise _Bad("id", f"id must be a string, got {_kind_of(vals['id'])} {shown}"
+                         + (f"; write it in quotes: \"{vals['id']}\"" if isinstance(vals["id"], int) else ""))
     loc_raw = raw.get("location") if isinstance(raw.get("location"), dict) else None
     geo = {k: v for k, v in raw.items() if k.lower() in _GEO_KEYS or (k.lower() == "location" and loc_raw is not None)}
     used.update(geo)
@@ -230,9 +332,13 @@ def record_to_entry(raw: dict[str, Any], *, base: Path, source: str, max_field_c
     fields.update({k: v for k, v in raw.items() if k not in used})
     images = _image_refs(vals.pop("images", None), base, image_sep)
     location = _location(geo, default_crs)
-    for name in ("name", "category", "description", "source", "licence"):
+    for name in _TEXT_FIELDS:
         if name in vals and not isinstance(vals[name], str):
-            vals[name] = json.dumps(vals[name], ensure_ascii=False) if isinstance(vals[name], (dict, list)) else str(vals[name])
+            shown = json.dumps(vals[name], ensure_ascii=False, default=str)[:60]
+            raise _Bad(name, f"{name} must be a string, got {_kind_of(vals[name])} {shown}; put structured "
+                             "values under another key (they are kept as fields)")
+    if "kind" in vals and vals["kind"] not in ("knowledge", "concept"):
+        raise _Bad("kind", f"kind must be 'knowledge' or 'concept', got {json.dumps(vals['kind'])[:60]}")
     vals.setdefault("source", source)
     try:
         return KnowledgeEntry(**vals, fields=fields, images=images, location=location)
@@ -253,12 +359,15 @@ def read_records(path: str | Path, images_dir: str | Path | None = None, *,
         DataError: the file is missing, of an unknown type, or not parseable as a whole (GeoJSON).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; kb add takes one .jsonl, .csv or .geojson file (for a folder of "
+                        "class-labelled images use `rsrag kb concepts FOLDER`)")
     if not path.is_file():
         raise DataError(f"knowledge file not found: {path}")
     base = Path(images_dir) if images_dir is not None else path.parent
     if images_dir is not None and not base.is_dir():
         raise DataError(f"image folder not found: {base}")
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")  # BOM
     suffix = path.suffix.lower()
     unit = "line"
     sep = None
@@ -300,12 +409,32 @@ def _jsonl(text: str) -> Iterator[tuple[int, Any, str | None]]:
 
 
 def _csv(text: str) -> Iterator[tuple[int, Any, str | None]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    start = 2
-    for row in reader:
-        extra = row.pop(None, None)  # type: ignore[call-overload]
-        yield start, row, (f"{len(extra)} more values than header columns" if extra else None)
-        start = reader.line_num + 1
+    """CSV records with their first line; a record the parser refuses (an unterminated or stray quote) is
+    reported on its own line and parsing resumes on the next physical line, so it never swallows others."""
+    lines = text.splitlines(keepends=True)
+    header: list[str] | None = None
+    i = 0
+    while i < len(lines):
+        start = i + 1
+        if not lines[i].strip():
+            i += 1
+            continue
+        reader = csv.reader(iter(lines[i:]), strict=True)
+        try:
+            row = next(reader)
+        except csv.Error as exc:
+            yield start, None, f"malformed CSV ({exc}); check the quotes on this line"
+            i += 1
+            continue
+        consumed = max(reader.line_num, 1)
+        i += consumed
+        if header is None:
+            header = [h.strip() for h in row]
+            continue
+        if len(row) > len(header):
+            yield start, None, f"{len(row) - len(header)} more values than header columns"
+            continue
+        yield start, dict(zip(header, row + [""] * (len(header) - len(row)))), None
 
 
 def _geojson(text: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
@@ -317,13 +446,16 @@ def _geojson(text: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
         raise DataError(f"{path}: expected a GeoJSON FeatureCollection or Feature")
     crs = doc.get("crs", {}).get("properties", {}).get("name") if isinstance(doc.get("crs"), dict) else None
     features = doc.get("features", []) if doc["type"] == "FeatureCollection" else [doc]
+    if not isinstance(features, list):
+        raise DataError(f"{path}: 'features' must be a list of GeoJSON Features")
     for n, feat in enumerate(features, 1):
         if not isinstance(feat, dict) or not isinstance(feat.get("properties", {}), dict):
             yield n, None, "not a GeoJSON Feature with properties"
             continue
         raw = dict(feat.get("properties") or {})
         if "id" in feat and "id" not in raw:
-            raw["id"] = feat["id"]
+            fid = feat["id"]  # RFC 7946 allows a string or an integer Feature id; any other type is reported
+            raw["id"] = str(fid) if isinstance(fid, int) and not isinstance(fid, bool) else fid
         if feat.get("geometry"):
             raw["geometry"] = feat["geometry"]
         if crs and "crs" not in raw:
