@@ -3,6 +3,11 @@
 Redaction blanks ``prompts`` (questions, feedback sent to the model) and/or ``answers`` (answer texts, the
 model's text replies and the ``answer`` tool's text) in the exported copy; the stored trace is unchanged, and
 each redacted event lists what was blanked under ``redacted``.
+
+Every export carries the chain head of the thread (:class:`~rsrag.agent.trace.store.ChainHead`: number of
+events, hash of the last one, its HMAC signature when one was written): the last JSONL line is
+``{"record": "chain_head", ...}``, a GeoJSON export has an ``rsrag_chain_head`` member and the HTML report
+embeds it. Kept elsewhere, an export anchors the chain: ``rsrag trace verify THREAD --export FILE``.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from pathlib import Path
+
 from rsrag.agent.trace.events import EvidenceRecord, TraceEvent
-from rsrag.tools.errors import GeoreferenceError
+from rsrag.agent.trace.store import ChainHead
+from rsrag.tools.errors import GeoreferenceError, TraceError
 from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.region import MapBox
 
@@ -60,8 +68,18 @@ def redact_event(event: TraceEvent, parts: set[str]) -> tuple[TraceEvent, list[s
     return (event.model_copy(update=update), sorted(update)) if update else (event, [])
 
 
-def export_jsonl(events: Iterable[TraceEvent], redact: set[str] | None = None) -> str:
-    """One JSON object per line per event (with ``seq``, ``hash`` and, if redacted, ``redacted``)."""
+CHAIN_HEAD_RECORD = "chain_head"
+GEOJSON_HEAD_MEMBER = "rsrag_chain_head"
+
+
+def head_json(head: ChainHead) -> dict[str, Any]:
+    """The chain head as it is written into an export."""
+    return {"record": CHAIN_HEAD_RECORD, **head.model_dump(mode="json")}
+
+
+def export_jsonl(events: Iterable[TraceEvent], redact: set[str] | None = None, head: ChainHead | None = None) -> str:
+    """One JSON object per line per event (with ``seq``, ``hash`` and, if redacted, ``redacted``), then the
+    chain head on the last line when ``head`` is given."""
     lines = []
     for event in events:
         shown, blanked = redact_event(event, redact or set())
@@ -69,7 +87,57 @@ def export_jsonl(events: Iterable[TraceEvent], redact: set[str] | None = None) -
         if blanked:
             row["redacted"] = blanked
         lines.append(json.dumps(row, ensure_ascii=False, sort_keys=True))
+    if head is not None:
+        lines.append(json.dumps(head_json(head), sort_keys=True))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def read_export_anchor(path: str | Path) -> tuple[ChainHead, list[tuple[int, str]]]:
+    """The chain head written into an export (JSONL, GeoJSON or HTML), and the ``(index, hash)`` of the
+    events it lists (JSONL only; the other formats carry the head alone).
+
+    Raises:
+        TraceError: the file cannot be read or carries no chain head.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"export {file} cannot be read ({type(exc).__name__}: {exc})") from None
+    head: dict[str, Any] | None = None
+    events: list[tuple[int, str]] = []
+    stripped = text.lstrip()
+    if stripped.startswith("<"):
+        start = text.find('<script type="application/json" id="rsrag-chain-head">')
+        if start >= 0:
+            body = text[text.index(">", start) + 1:text.index("</script>", start)]
+            head = _json_object(body)
+    elif stripped.startswith("{") and "\n{" not in stripped.strip():
+        doc = _json_object(stripped)
+        head = doc.get(GEOJSON_HEAD_MEMBER) if isinstance(doc, dict) else None
+    else:
+        for line in text.splitlines():
+            row = _json_object(line) if line.strip() else None
+            if not isinstance(row, dict):
+                continue
+            if row.get("record") == CHAIN_HEAD_RECORD:
+                head = row
+            elif isinstance(row.get("index"), int) and isinstance(row.get("hash"), str):
+                events.append((row["index"], row["hash"]))
+    if not isinstance(head, dict):
+        raise TraceError(f"export {file} carries no chain head (exported by an older rsrag, or not a trace "
+                         "export); give the head with --head instead")
+    try:
+        return ChainHead.model_validate({k: v for k, v in head.items() if k != "record"}), events
+    except ValueError as exc:
+        raise TraceError(f"export {file}: its chain head is malformed ({exc})") from None
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def lonlat_ring(record: EvidenceRecord) -> list[list[float]] | None:
@@ -99,9 +167,10 @@ def evidence_of(events: Iterable[TraceEvent]) -> tuple[dict[str, tuple[EvidenceR
     return found, cited
 
 
-def export_geojson(events: list[TraceEvent]) -> dict[str, Any]:
+def export_geojson(events: list[TraceEvent], head: ChainHead | None = None) -> dict[str, Any]:
     """The thread's evidence regions as a GeoJSON FeatureCollection (lon/lat polygons; ``null`` geometry
-    for scenes without georeference), with the producing tool, step and whether an answer cited it."""
+    for scenes without georeference), with the producing tool, step and whether an answer cited it, and the
+    chain head (member ``rsrag_chain_head``) when ``head`` is given."""
     found, cited = evidence_of(events)
     features = []
     for ev_id, (record, event) in found.items():
@@ -120,4 +189,7 @@ def export_geojson(events: list[TraceEvent]) -> dict[str, Any]:
                 "thread_id": event.thread_id, "cited": ev_id in cited,
             },
         })
-    return {"type": "FeatureCollection", "features": features}
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if head is not None:
+        collection[GEOJSON_HEAD_MEMBER] = head_json(head)
+    return collection
