@@ -1,25 +1,37 @@
-/* rsrag analyst page: image list and upload, chat streaming the agent's steps, evidence on the image,
- * evidence details (crop and scores), knowledge citations and the thread's trace. Text from the server is
- * always inserted as text, never as HTML. */
+/* rsrag analyst page: image list and upload, chat streaming the agent's steps, the answer's sites on the
+ * image, site details (crop, scores, member windows), knowledge citations and the thread's trace.
+ *
+ * One evidence model on screen: an answer's sites (overlapping or touching windows grouped into one place)
+ * are drawn once each, numbered, coloured by finding, with their member windows on demand; the chat shows
+ * the same finding, sites and confidences as the answer's JSON. Text from the server is always inserted as
+ * text, never as HTML. */
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { images: [], image: null, thread: null, evidence: new Map(), cited: new Set(), selected: null, busy: false };
+const state = {
+  images: [], image: null, thread: null, evidence: new Map(), answers: [], shown: null, candidates: [],
+  selected: null, showWindows: false, busy: false,
+};
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
     if (k === "class") node.className = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
+    else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  for (const child of children) {
+    if (child === undefined || child === null) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
   return node;
 }
 
-function status(text) { $("status").textContent = text; }
-function newThreadId() { return "web-" + Math.random().toString(36).slice(2, 10) + Date.now().toString(36); }
-function fmt(v, digits = 3) { return typeof v === "number" ? v.toFixed(digits) : String(v); }
+function status(text) { $("status").textContent = text; $("status").title = text; }
+function newThreadId() { return "web-" + Math.random().toString(36).slice(2, 8) + Date.now().toString(36).slice(-4); }
+function fmt(v, digits = 2) { return typeof v === "number" ? v.toFixed(digits) : String(v); }
+const FINDING_TEXT = { found: "found", not_found: "not found", uncertain: "uncertain" };
 
 async function fetchJson(url, options) {
   const response = await fetch(url, options);
@@ -28,14 +40,20 @@ async function fetchJson(url, options) {
   return body;
 }
 
-const viewer = new DeepZoomViewer($("viewer"), {
-  onMove: (p) => showCoords(p),
-  onBoxClick: (id) => selectEvidence(id),
-});
+let viewer = null;
+try {
+  viewer = new SceneViewer($("viewer"), {
+    onMove: (p) => showCoords(p),
+    onSelect: (id) => selectSite(id),
+    onEscape: () => closeDetails(),
+  });
+} catch (err) {
+  $("viewer").append(el("div", { class: "error viewer-error" }, err.message));
+}
 
 function showCoords(p) {
   const im = state.image;
-  if (!im || p.x < 0 || p.y < 0 || p.x > im.width || p.y > im.height) { $("coords").textContent = ""; return; }
+  if (!p || !im || p.x < 0 || p.y < 0 || p.x > im.width || p.y > im.height) { $("coords").textContent = ""; return; }
   let text = `px ${Math.floor(p.x)}, ${Math.floor(p.y)}`;
   if (im.transform) {
     const m = pixelToMap(im.transform, p.x, p.y);
@@ -61,10 +79,15 @@ function openImage(id) {
   if (!image) { status(`unknown image ${id}`); return; }
   state.image = image;
   $("image-select").value = id;
-  viewer.open(image);
+  if (viewer) viewer.open(image);
   newThread();
+  status(imageSummary(image));
+}
+
+function imageSummary(image) {
+  const crs = image.crs ? ", " + (image.crs.length < 40 ? image.crs : "georeferenced") : "";
   const where = image.lonlat_bounds ? ` — lon/lat ${image.lonlat_bounds.map((v) => v.toFixed(4)).join(", ")}` : "";
-  status(`${image.name}: ${image.width}×${image.height} px${image.crs ? ", " + (image.crs.length < 40 ? image.crs : "georeferenced") : ""}${where}`);
+  return `${image.name}: ${image.width}×${image.height} px${crs}${where}`;
 }
 
 async function upload(file) {
@@ -79,12 +102,111 @@ async function upload(file) {
   }
 }
 
+// --- sites ----------------------------------------------------------------------------------------------
+
+function touches(a, b) {
+  return Math.max(a[0], b[0]) <= Math.min(a[2], b[2]) && Math.max(a[1], b[1]) <= Math.min(a[3], b[3]);
+}
+
+/** Group region evidence whose boxes overlap or touch (transitively) into places, best first. */
+function groupRegions(records) {
+  const items = records.filter((e) => e.bbox);
+  const parent = items.map((_, i) => i);
+  const find = (i) => { while (parent[i] !== i) i = parent[i] = parent[parent[i]]; return i; };
+  for (let i = 0; i < items.length; i++) {
+    for (let j = 0; j < i; j++) {
+      if (items[i].scene === items[j].scene && touches(items[i].bbox, items[j].bbox)) parent[find(i)] = find(j);
+    }
+  }
+  const groups = new Map();
+  items.forEach((e, i) => { const r = find(i); if (!groups.has(r)) groups.set(r, []); groups.get(r).push(e); });
+  const conf = (e) => (typeof e.confidence === "number" ? e.confidence : -1);
+  return [...groups.values()].map((members) => {
+    members.sort((a, b) => conf(b) - conf(a) || (a.path === "zoom") - (b.path === "zoom"));
+    const bbox = members.reduce((u, e) => [Math.min(u[0], e.bbox[0]), Math.min(u[1], e.bbox[1]),
+      Math.max(u[2], e.bbox[2]), Math.max(u[3], e.bbox[3])], members[0].bbox.slice());
+    const found = members.filter((e) => e.path !== "zoom");
+    return { bbox, members, best: found[0] || members[0] };
+  }).sort((a, b) => conf(b.best) - conf(a.best));
+}
+
+/** An answer's sites as the page draws them: from the answer's own `sites` where it has them. */
+function answerSites(answer, index) {
+  const evidence = new Map((answer.evidence || []).map((e) => [e.id, e]));
+  let raw;
+  if (Array.isArray(answer.sites) && answer.sites.length) {
+    raw = answer.sites.map((s) => {
+      const ids = s.evidence || s.members || [];
+      const members = ids.map((m) => (typeof m === "string" ? evidence.get(m) || state.evidence.get(m) : m)).filter(Boolean);
+      const best = (s.best && (evidence.get(s.best) || state.evidence.get(s.best))) || members[0] || null;
+      return { bbox: s.bbox, members, best, site: s };
+    });
+  } else {
+    raw = groupRegions((answer.evidence || []).filter((e) => e.kind === "region"));
+  }
+  return raw.map((s, i) => {
+    const best = s.best || {};
+    const info = s.site || {};
+    const paths = [...new Set(s.members.map((m) => m.path).filter((p) => p && p !== "zoom"))];
+    return {
+      id: `A${index + 1}-S${i + 1}`, number: i + 1, bbox: s.bbox, members: s.members, best,
+      finding: info.finding || answer.finding || null,
+      path: info.path || (paths.length > 1 ? "fused" : paths[0] || best.path || "fast"),
+      confidence: typeof info.confidence === "number" ? info.confidence : best.confidence,
+      presence: info.presence, query: info.query || best.query || (info.queries || [])[0],
+      cited: true, map_box: info.map_box || best.map_box, lonlat: info.lonlat || best.lonlat,
+    };
+  });
+}
+
+function shownSites() {
+  if (state.shown === null) return state.candidates;
+  return state.answers[state.shown].sites;
+}
+
+function drawBoxes() {
+  if (!viewer) return;
+  const im = state.image;
+  const boxes = [];
+  const sites = shownSites();
+  for (const s of sites) {
+    if (!im || (s.best && s.best.scene && s.best.scene !== im.fingerprint)) continue;
+    const candidate = s.kind === "candidate";
+    boxes.push({ id: s.id, bbox: s.bbox, number: candidate ? null : s.number, kind: candidate ? "candidate" : "site",
+      finding: candidate ? null : s.finding, path: s.path, cited: !candidate, selected: state.selected === s.id,
+      title: siteTitle(s) });
+    if (state.showWindows || state.selected === s.id) {
+      s.members.forEach((m, j) => {
+        if (m.path === "zoom" && s.members.some((o) => o !== m && o.bbox.join() === m.bbox.join())) return;
+        boxes.push({ id: `${s.id}-m${j}`, bbox: m.bbox, kind: "member", path: m.path, title: `${m.id} ${m.path} ${fmt(m.confidence)}` });
+      });
+    }
+  }
+  viewer.setBoxes(boxes);
+  $("legend").hidden = !sites.length;
+}
+
+function siteTitle(s) {
+  const parts = [s.number ? `site ${s.number}` : "candidate", s.finding ? FINDING_TEXT[s.finding] || s.finding : null,
+    s.query, typeof s.confidence === "number" ? `confidence ${fmt(s.confidence)}` : null, `${s.members.length} window(s)`];
+  return parts.filter(Boolean).join(" · ");
+}
+
+function updateCandidates() {
+  const regions = [...state.evidence.values()].filter((e) => e.kind === "region" && e.bbox
+    && (!state.image || !e.scene || e.scene === state.image.fingerprint));
+  state.candidates = groupRegions(regions).map((s, i) => ({ ...s, id: `C${i + 1}`, kind: "candidate", path: s.best.path,
+    confidence: s.best.confidence, query: s.best.query }));
+}
+
 // --- chat -----------------------------------------------------------------------------------------------
 
 function newThread() {
   state.thread = newThreadId();
   state.evidence.clear();
-  state.cited.clear();
+  state.answers = [];
+  state.shown = null;
+  state.candidates = [];
   state.selected = null;
   $("chat").replaceChildren();
   $("details").hidden = true;
@@ -93,29 +215,29 @@ function newThread() {
 }
 
 function addEvidence(list) {
-  for (const ev of list || []) state.evidence.set(ev.id, ev);
-  drawBoxes();
-}
-
-function drawBoxes() {
-  const im = state.image;
-  const boxes = [];
-  for (const ev of state.evidence.values()) {
-    if (!ev.bbox || !im || (ev.scene && ev.scene !== im.fingerprint)) continue;
-    const conf = typeof ev.confidence === "number" ? ` ${ev.confidence.toFixed(2)}` : "";
-    boxes.push({ id: ev.id, bbox: ev.bbox, cited: state.cited.has(ev.id), selected: state.selected === ev.id,
-                 label: `${ev.id}${conf}`, title: `${ev.id} ${ev.path} ${ev.query || ""}` });
+  if (!list || !list.length) return;
+  for (const ev of list) state.evidence.set(ev.id, ev);
+  if (state.busy) {
+    updateCandidates();
+    state.shown = null;
+    drawBoxes();
   }
-  viewer.setBoxes(boxes);
 }
 
 async function ask(question) {
-  if (state.busy || !state.image) return;
+  if (state.busy || !state.image) return false;
   state.busy = true;
   $("ask-button").disabled = true;
+  const started = performance.now();
   const steps = el("ul", { class: "steps" });
-  const turn = el("div", { class: "turn" }, el("div", { class: "question" }, question), steps);
+  const progress = el("div", { class: "progress", hidden: true });
+  const turn = el("div", { class: "turn" }, el("div", { class: "question" }, question), steps, progress);
   $("chat").append(turn);
+  let phase = "thinking";
+  const tick = () => status(`${phase}… ${Math.round((performance.now() - started) / 1000)} s`);
+  tick();
+  const timer = setInterval(tick, 1000);
+  const ctx = { turn, steps, progress, setPhase: (p) => { phase = p; tick(); } };
   try {
     const response = await fetch("/api/ask", {
       method: "POST", headers: { "Content-Type": "application/json" },
@@ -125,14 +247,16 @@ async function ask(question) {
       const body = await response.json().catch(() => ({}));
       throw new Error(body.error || `HTTP ${response.status}`);
     }
-    await readLines(response.body, (event) => handleEvent(event, turn, steps));
+    await readLines(response.body, (event) => handleEvent(event, ctx, started));
   } catch (err) {
     turn.append(el("div", { class: "error" }, err.message));
   } finally {
+    clearInterval(timer);
     state.busy = false;
     $("ask-button").disabled = false;
-    status("");
+    status(state.image ? imageSummary(state.image) : "");
   }
+  return true;
 }
 
 async function readLines(stream, onEvent) {
@@ -152,63 +276,149 @@ async function readLines(stream, onEvent) {
   }
 }
 
-function handleEvent(event, turn, steps) {
+/** The text of a progress report, from a `progress` event or a step that carries one. */
+function progressText(p) {
+  if (!p) return null;
+  if (typeof p === "string") return p;
+  if (p.text) return p.text;
+  const done = typeof p.done === "number" ? p.done.toLocaleString("en-US") : null;
+  const total = typeof p.total === "number" ? p.total.toLocaleString("en-US") : "?";
+  const what = p.what || p.stage || p.kind || "indexing";
+  return done !== null ? `${what} ${done} / ${total}${p.unit ? " " + p.unit : ""}` : what;
+}
+
+function handleEvent(event, ctx, started) {
   const chat = $("chat");
   if (event.type === "start") {
-    status("thinking…");
+    ctx.setPhase("thinking");
+  } else if (event.type === "progress" || (event.type === "step" && event.progress)) {
+    const text = progressText(event.progress || event);
+    if (text) {
+      ctx.progress.hidden = false;
+      ctx.progress.textContent = text;
+      ctx.setPhase(text);
+    }
+    if (event.type === "step") ctx.steps.append(el("li", { "data-node": event.node }, el("span", { class: "node" }, event.node), event.text));
   } else if (event.type === "step") {
-    steps.append(el("li", { "data-node": event.node }, el("span", { class: "node" }, event.node), event.text));
+    ctx.steps.append(el("li", { "data-node": event.node }, el("span", { class: "node" }, event.node), event.text));
     addEvidence(event.evidence);
+    ctx.setPhase(event.node === "tools" ? "retrieving" : "thinking");
   } else if (event.type === "answer") {
-    showAnswer(event.answer, turn);
+    ctx.progress.hidden = true;
+    const seconds = typeof event.t === "number" ? event.t : (performance.now() - started) / 1000;
+    showAnswer(event.answer, ctx.turn, seconds);
   } else if (event.type === "error") {
-    turn.append(el("div", { class: "error" }, event.error));
+    ctx.turn.append(el("div", { class: "error" }, event.error));
   }
   chat.scrollTop = chat.scrollHeight;
 }
 
-function showAnswer(answer, turn) {
-  addEvidence(answer.evidence);
-  for (const id of answer.cited) state.cited.add(id);
-  const box = el("div", { class: answer.supported ? "answer" : "answer unsupported" }, answer.answer);
-  box.append(el("div", { class: "muted" }, `confidence ${fmt(answer.confidence, 2)} · ${answer.backend} · ${answer.steps} steps · ${fmt(answer.seconds, 1)} s`
-    + (answer.supported ? "" : ` · unsupported: ${answer.missing}`)));
-  const chips = el("div", { class: "chips" });
-  for (const ev of answer.evidence) {
+function showAnswer(answer, turn, seconds) {
+  for (const ev of answer.evidence || []) state.evidence.set(ev.id, ev);
+  const index = state.answers.length;
+  const sites = answerSites(answer, index);
+  state.answers.push({ answer, sites });
+  const finding = answer.finding || null;
+  const box = el("div", { class: `answer${answer.supported ? "" : " unsupported"}`, "data-answer": index,
+    "data-finding": finding || "" });
+  const head = el("div", { class: "answer-text" });
+  if (finding) head.append(el("span", { class: `finding-badge finding-${finding}` }, FINDING_TEXT[finding] || finding));
+  head.append(answer.answer);
+  box.append(head);
+  const note = retrievalNote(answer);
+  if (note) box.append(el("div", { class: "note" }, note));
+  if (sites.length) {
+    const rows = sites.map((s) => el("tr", { class: "site-row", "data-site-id": s.id, onclick: () => selectSite(s.id), title: "show this site" },
+      el("td", {}, el("span", { class: `site-number finding-${s.finding || "none"}` }, s.number)),
+      el("td", {}, s.query || ""),
+      el("td", {}, typeof s.confidence === "number" ? fmt(s.confidence) : ""),
+      el("td", {}, s.bbox.join(", ")),
+      el("td", { class: "muted" }, `${s.members.filter((m) => m.path !== "zoom").length || s.members.length}×`)));
+    box.append(el("table", { class: "sites" },
+      el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "what"), el("th", { title: "confidence of the site's best window" }, "conf."),
+        el("th", {}, "box x0, y0, x1, y1 (px)"), el("th", { title: "windows grouped into this site" }, "win."))),
+      el("tbody", {}, ...rows)));
+  }
+  for (const ev of answer.evidence || []) {
     if (ev.kind === "knowledge") {
       box.append(el("details", { class: "knowledge", "data-evidence-id": ev.id },
         el("summary", {}, `${ev.id} · ${ev.title || ev.knowledge_id}`),
         el("div", {}, ev.snippet || "(no snippet)"), el("div", { class: "muted" }, `entry ${ev.knowledge_id}`)));
-    } else {
-      chips.append(el("button", { class: "chip", type: "button", "data-evidence-id": ev.id, onclick: () => selectEvidence(ev.id) }, ev.id));
     }
   }
-  box.append(chips);
+  const meta = [`confidence ${fmt(answer.confidence)}`, answer.backend, `${answer.steps} steps`, `${fmt(seconds, 1)} s`];
+  if (!answer.supported) meta.push(`unsupported: ${answer.missing}`);
+  box.append(el("div", { class: "muted meta" }, meta.filter(Boolean).join(" · ")));
+  box.addEventListener("click", (ev) => { if (!ev.target.closest(".site-row, details")) showAnswerSites(index); });
   turn.append(box);
+  showAnswerSites(index);
+}
+
+/** The one-line note of a retrieval-only answer (nothing looked at the pixels), or null. */
+function retrievalNote(answer) {
+  if (answer.note) return answer.note;
+  if (answer.retrieval_only || answer.backend === "rule") {
+    return "retrieval only: found by matching image windows to the words; nothing has looked at the crops";
+  }
+  return null;
+}
+
+function showAnswerSites(index) {
+  state.shown = index;
+  state.selected = null;
+  for (const node of document.querySelectorAll(".answer")) node.classList.toggle("shown", Number(node.dataset.answer) === index);
+  $("details").hidden = true;
   drawBoxes();
 }
 
-// --- evidence details -------------------------------------------------------------------------------------
+// --- site details -------------------------------------------------------------------------------------------
 
-function selectEvidence(id) {
-  const ev = state.evidence.get(id);
-  if (!ev) return;
+function findSite(id) {
+  for (const list of [state.candidates, ...state.answers.map((a) => a.sites)]) {
+    const s = list.find((x) => x.id === id);
+    if (s) return s;
+  }
+  return null;
+}
+
+function selectSite(id) {
+  const site = findSite(id);
+  if (!site) return;
+  const answerIndex = state.answers.findIndex((a) => a.sites.includes(site));
+  if (answerIndex >= 0 && answerIndex !== state.shown) showAnswerSites(answerIndex);
   state.selected = id;
+  for (const row of document.querySelectorAll(".site-row")) row.classList.toggle("selected", row.dataset.siteId === id);
   drawBoxes();
-  if (ev.bbox) viewer.flyTo(ev.bbox);
-  $("details-title").textContent = `${ev.id} · ${ev.path}${state.cited.has(id) ? " · cited" : ""}`;
+  if (viewer) viewer.flyTo(site.bbox);
+  const best = site.best || {};
+  $("details-title").textContent = site.number ? `site ${site.number}${site.finding ? " · " + (FINDING_TEXT[site.finding] || site.finding) : ""}`
+    : "candidate";
+  showCrop(best);
+  const rows = [["finding", site.finding && (FINDING_TEXT[site.finding] || site.finding)], ["presence", site.presence],
+    ["confidence", site.confidence], ["path", site.path], ["what", site.query], ["box (px)", site.bbox.join(", ")],
+    ["map box", site.map_box && `${site.map_box.bounds.map((v) => v.toFixed(2)).join(", ")} (${site.map_box.crs.slice(0, 40)})`],
+    ["lon/lat", site.lonlat && site.lonlat.map((v) => v.toFixed(5)).join(", ")],
+    ["best window", best.id && `${best.id} · ${best.bbox ? best.bbox.join(", ") : ""}`], ["score", best.score], ["why", best.why],
+    ...Object.entries(best.provenance || {})];
+  $("details-table").replaceChildren(...rows.filter(([, v]) => v !== undefined && v !== null && v !== "")
+    .map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, typeof v === "number" ? fmt(v, 3) : v))));
+  const members = site.members.map((m) => el("button", { type: "button", class: "chip", "data-evidence-id": m.id,
+    onclick: () => showCrop(m), title: `${m.path} · ${m.query || ""}` }, `${m.id} ${m.path} ${typeof m.confidence === "number" ? fmt(m.confidence) : ""}`));
+  $("details-members").replaceChildren(el("div", { class: "muted" }, `${site.members.length} window(s) in this site`), ...members);
+  $("details").hidden = false;
+}
+
+function showCrop(ev) {
   const crop = $("details-crop");
   crop.hidden = !ev.has_crop;
-  if (ev.has_crop) crop.src = `/api/threads/${encodeURIComponent(state.thread)}/evidence/${encodeURIComponent(id)}/crop`;
-  const rows = [["kind", ev.kind], ["confidence", ev.confidence], ["score", ev.score], ["query", ev.query], ["why", ev.why],
-    ["bbox (px)", ev.bbox && ev.bbox.join(", ")],
-    ["map box", ev.map_box && `${ev.map_box.bounds.map((v) => v.toFixed(2)).join(", ")} (${ev.map_box.crs.slice(0, 40)})`],
-    ["lon/lat", ev.lonlat && ev.lonlat.map((v) => v.toFixed(5)).join(", ")], ["knowledge", ev.title],
-    ["snippet", ev.snippet], ["tool", ev.tool],
-    ...Object.entries(ev.provenance || {}).map(([k, v]) => [k, v])];
-  $("details-table").replaceChildren(...rows.filter(([, v]) => v !== undefined && v !== null && v !== "")
-    .map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, typeof v === "number" ? fmt(v) : v))));
-  $("details").hidden = false;
+  if (ev.has_crop) crop.src = `/api/threads/${encodeURIComponent(state.thread)}/evidence/${encodeURIComponent(ev.id)}/crop`;
+}
+
+function closeDetails() {
+  $("details").hidden = true;
+  state.selected = null;
+  for (const row of document.querySelectorAll(".site-row.selected")) row.classList.remove("selected");
+  drawBoxes();
 }
 
 // --- trace --------------------------------------------------------------------------------------------------
@@ -240,18 +450,26 @@ $("upload").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(
 $("new-thread").addEventListener("click", () => newThread());
 $("trace-button").addEventListener("click", () => showTrace());
 $("trace-close").addEventListener("click", () => { $("trace-panel").hidden = true; });
-$("details-close").addEventListener("click", () => { $("details").hidden = true; state.selected = null; drawBoxes(); });
-$("zoom-in").addEventListener("click", () => viewer.zoomBy(2));
-$("zoom-out").addEventListener("click", () => viewer.zoomBy(0.5));
-$("zoom-fit").addEventListener("click", () => viewer.fit());
-$("ask-form").addEventListener("submit", (ev) => {
+$("details-close").addEventListener("click", () => closeDetails());
+$("zoom-in").addEventListener("click", () => viewer && viewer.zoomBy(2));
+$("zoom-out").addEventListener("click", () => viewer && viewer.zoomBy(0.5));
+$("zoom-fit").addEventListener("click", () => viewer && viewer.fit());
+$("show-windows").addEventListener("change", (ev) => { state.showWindows = ev.target.checked; drawBoxes(); });
+$("ask-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  const q = $("question").value.trim();
-  if (q) ask(q);
+  const box = $("question");
+  const q = box.value.trim();
+  if (!q || state.busy || !state.image) return;
+  box.value = "";  // sent: the box is ready for the next question
+  await ask(q);
 });
 $("question").addEventListener("keydown", (ev) => {
   if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask-form").requestSubmit(); }
 });
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && !$("trace-panel").hidden) { $("trace-panel").hidden = true; return; }
+  if (ev.key === "Escape" && !$("details").hidden && !ev.target.closest("textarea, input, select")) closeDetails();
+});
 
-window.rsrag = { state, viewer, ask, selectEvidence, openImage };
+window.rsrag = { state, viewer, ask, selectSite, openImage, showAnswerSites };
 loadImages().catch((err) => status(`cannot list images: ${err.message}`));

@@ -1,277 +1,328 @@
-/* rsrag deep-zoom viewer: positioned <img> tiles over an image's pixel space, with pan, zoom and boxes.
+/* rsrag scene viewer: OpenSeadragon over the server's deep-zoom tiles, with the answer's sites drawn on top.
  *
- * The pyramid matches rsrag.agent.interfaces.web.tiles.Pyramid: level max_level is full resolution, each level below
- * halves it; tile (level, col, row) covers tile_size level pixels. The view is a scale (screen pixels per
- * full-resolution pixel) and the image point shown at the centre of the viewport. Boxes are given in
- * full-resolution pixel coordinates [x0, y0, x1, y1] and drawn as positioned <div>s.
+ * OpenSeadragon (npm package, copied into the package's static folder by `make web`) does the deep-zoom work
+ * analysts know: tiles, drag, wheel and keyboard pan/zoom (arrows or WASD pan, + and - zoom, 0 fits), the
+ * minimap (its navigator). This file adds what is rsrag's: the tile source matching
+ * rsrag.agent.interfaces.web.tiles.Pyramid (level max_level is full resolution, each level below halves it,
+ * 256 px tiles), refitting on resize when the whole image was shown, a scale bar (ground distance where the
+ * image is georeferenced, full-resolution pixels otherwise), and an overlay of boxes in full-resolution
+ * pixel coordinates [x0, y0, x1, y1] with numbered markers placed so that no two markers overlap.
+ *
+ * Boxes are drawn largest first, so a smaller box inside a larger one stays reachable; the selected box is
+ * drawn last (on top). A click on the image selects the topmost box (or marker) under the pointer.
  */
 "use strict";
 
-class DeepZoomViewer {
+const MARKER_W = 24;
+const MARKER_H = 18;
+const MARKER_GAP = 3;
+const SCALEBAR_PX = 110;
+const EARTH_RADIUS_M = 6371008.8;
+
+class SceneViewer {
   /**
-   * @param {HTMLElement} container  the element the viewer fills (position: relative).
-   * @param {{onMove?: Function, onBoxClick?: Function, onView?: Function}} hooks
+   * @param {HTMLElement} container  the element the viewer fills (position: relative or absolute).
+   * @param {{onMove?: Function, onSelect?: Function, onEscape?: Function, onView?: Function}} hooks
    */
   constructor(container, hooks = {}) {
+    if (!window.OpenSeadragon) {
+      throw new Error("the viewer library (OpenSeadragon) is missing from the package: run `make web` "
+        + "(npm ci; it copies the library into agent/interfaces/web/static) and restart rsrag serve");
+    }
     this.container = container;
     this.hooks = hooks;
     this.image = null;
-    this.scale = 1;
-    this.cx = 0;
-    this.cy = 0;
     this.boxes = [];
-    this.tiles = new Map();
-    this.animation = null;
-    this.tileLayer = this._layer("dz-tiles");
-    this.boxLayer = this._layer("dz-boxes");
-    this._bindInput();
-    new ResizeObserver(() => this.render()).observe(container);
+    this.animating = false;
+    this.fitted = true;
+    this.tilesLoaded = 0;
+    this.placed = [];
+    this._refit = false;
+    this._resizing = false;
+    this.osd = window.OpenSeadragon({
+      element: container,
+      drawer: "canvas",
+      showNavigationControl: false,
+      showNavigator: true,
+      navigatorPosition: "TOP_RIGHT",
+      navigatorSizeRatio: 0.16,
+      navigatorAutoFade: false,
+      gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
+      gestureSettingsTouch: { clickToZoom: false, dblClickToZoom: true },
+      visibilityRatio: 0.25,
+      minZoomImageRatio: 0.5,
+      maxZoomPixelRatio: 16,
+      zoomPerScroll: 1.25,
+      animationTime: 0.5,
+      imageLoaderLimit: 6,
+      crossOriginPolicy: false,
+      keyboardNavEnabled: true,
+    });
+    this.layer = document.createElement("div");
+    this.layer.className = "sv-overlay";
+    this.osd.canvas.appendChild(this.layer);
+    this.scalebar = document.createElement("div");
+    this.scalebar.className = "sv-scalebar";
+    this.scalebar.innerHTML = '<div class="sv-scalebar-bar"></div><span class="sv-scalebar-text"></span>';
+    this.scalebar.hidden = true;
+    container.appendChild(this.scalebar);
+    this._bind();
   }
 
-  _layer(cls) {
-    const div = document.createElement("div");
-    div.className = cls;
-    this.container.appendChild(div);
-    return div;
+  _bind() {
+    const osd = this.osd;
+    osd.addHandler("viewport-change", () => {
+      if (this._refit) {  // the container was resized while the whole image was shown: fit it again
+        this._refit = false;
+        osd.viewport.goHome(true);
+      }
+      if (!this._resizing) this.fitted = this._atHome();
+      this._resizing = false;
+      this.render();
+    });
+    osd.addHandler("resize", () => {
+      this._refit = this.fitted;
+      this._resizing = true;
+    });
+    osd.addHandler("animation-start", () => { this.animating = true; });
+    osd.addHandler("animation-finish", () => { this.animating = false; this.render(); });
+    osd.addHandler("tile-loaded", () => { this.tilesLoaded += 1; });
+    osd.addHandler("open", () => { this.fitted = true; this.render(); });
+    osd.addHandler("canvas-click", (ev) => {
+      if (!ev.quick) return;
+      const hit = this.boxAt(ev.position.x, ev.position.y);
+      if (hit && this.hooks.onSelect) this.hooks.onSelect(hit.id);
+    });
+    osd.addHandler("canvas-key", (ev) => {
+      const e = ev.originalEvent;
+      if (e.key === "Escape") {
+        if (this.hooks.onEscape) this.hooks.onEscape();
+        ev.preventDefaultAction = true;
+      } else if (e.code === "KeyR" || e.code === "KeyF" || e.code === "KeyJ" || e.code === "KeyK") {
+        ev.preventDefaultAction = true;  // no rotation, flip or paging: boxes are drawn north-up
+      }
+    });
+    this.container.addEventListener("pointermove", (ev) => {
+      if (!this.hooks.onMove || !this.image) return;
+      const rect = this.container.getBoundingClientRect();
+      this.hooks.onMove(this.screenToImage(ev.clientX - rect.left, ev.clientY - rect.top));
+    });
+    this.container.addEventListener("pointerleave", () => { if (this.hooks.onMove) this.hooks.onMove(null); });
   }
 
-  /** Show an image: {id, width, height, tile_size, max_level, ...} as returned by /api/images. */
+  /** Show an image: {id, width, height, tile_size, max_level, transform, lonlat_bounds} from /api/images. */
   open(image) {
     this.image = image;
-    for (const img of this.tiles.values()) img.remove();
-    this.tiles.clear();
     this.boxes = [];
-    this.fit();
+    this.tilesLoaded = 0;
+    this.fitted = true;
+    this.metresPerPixel = metresPerPixel(image);
+    const id = encodeURIComponent(image.id);
+    this.osd.open({
+      width: image.width,
+      height: image.height,
+      tileSize: image.tile_size,
+      tileOverlap: 0,
+      minLevel: 0,
+      maxLevel: image.max_level,
+      getTileUrl: (level, col, row) => `/api/images/${id}/tiles/${level}/${col}_${row}.jpg`,
+    });
   }
 
   get width() { return this.container.clientWidth; }
   get height() { return this.container.clientHeight; }
 
-  /** Scale at which the whole image fits the viewport. */
-  fitScale() {
-    if (!this.image) return 1;
-    return Math.min(this.width / this.image.width, this.height / this.image.height) * 0.95;
+  /** Screen pixels per full-resolution image pixel at the current (animated) view. */
+  get scale() {
+    const vp = this.osd.viewport;
+    return this.image && this.osd.world.getItemCount() ? vp.viewportToImageZoom(vp.getZoom(true)) : 1;
   }
 
-  fit() {
-    if (!this.image) return;
-    this.scale = this.fitScale();
-    this.cx = this.image.width / 2;
-    this.cy = this.image.height / 2;
-    this.render();
+  /** The image point at the centre of the view (full-resolution pixels). */
+  get center() {
+    return this.screenToImage(this.width / 2, this.height / 2);
+  }
+
+  /** Whether the first tiles of the open image have been drawn. */
+  get ready() {
+    return !!this.image && this.osd.world.getItemCount() > 0 && this.tilesLoaded > 0;
   }
 
   imageToScreen(x, y) {
-    return { x: (x - this.cx) * this.scale + this.width / 2, y: (y - this.cy) * this.scale + this.height / 2 };
+    const p = this.osd.viewport.imageToViewerElementCoordinates(new window.OpenSeadragon.Point(x, y));
+    return { x: p.x, y: p.y };
   }
 
   screenToImage(sx, sy) {
-    return { x: (sx - this.width / 2) / this.scale + this.cx, y: (sy - this.height / 2) / this.scale + this.cy };
+    const p = this.osd.viewport.viewerElementToImageCoordinates(new window.OpenSeadragon.Point(sx, sy));
+    return { x: p.x, y: p.y };
   }
 
-  _clampScale(scale) {
-    const min = Math.min(this.fitScale(), 1) / 4;
-    return Math.max(min, Math.min(scale, 16));
+  _atHome() {
+    const vp = this.osd.viewport;
+    if (!this.osd.world.getItemCount()) return true;
+    const home = vp.getHomeZoom(), zoom = vp.getZoom(false);
+    const c = vp.getCenter(false), h = vp.getHomeBounds().getCenter();
+    return Math.abs(zoom / home - 1) < 1e-3 && Math.hypot(c.x - h.x, c.y - h.y) * zoom < 1e-3;
   }
 
-  /** Zoom by factor f keeping the image point under screen point (sx, sy) fixed. */
-  zoomBy(f, sx = this.width / 2, sy = this.height / 2) {
+  /** Zoom by factor f about the centre of the view. */
+  zoomBy(f) {
     if (!this.image) return;
-    const before = this.screenToImage(sx, sy);
-    this.scale = this._clampScale(this.scale * f);
-    const after = this.screenToImage(sx, sy);
-    this.cx += before.x - after.x;
-    this.cy += before.y - after.y;
-    this.render();
+    this.osd.viewport.zoomBy(f);
+    this.osd.viewport.applyConstraints();
   }
 
-  panBy(dx, dy) {
-    this.cx -= dx / this.scale;
-    this.cy -= dy / this.scale;
-    this.render();
+  /** Show the whole image. */
+  fit() {
+    if (this.image) this.osd.viewport.goHome();
   }
 
-  /** Animate the view to frame a pixel box [x0, y0, x1, y1]; resolves when the view arrives. */
-  flyTo(box, ms = 450) {
+  /** Animate the view to frame a pixel box [x0, y0, x1, y1] (the box fills about half of the view). */
+  flyTo(box) {
     if (!this.image) return Promise.resolve();
     const [x0, y0, x1, y1] = box;
-    const target = {
-      scale: this._clampScale(Math.min(this.width / ((x1 - x0) * 2), this.height / ((y1 - y0) * 2))),
-      cx: (x0 + x1) / 2,
-      cy: (y0 + y1) / 2,
-    };
-    const start = { scale: this.scale, cx: this.cx, cy: this.cy };
-    if (this.animation) cancelAnimationFrame(this.animation.frame);
+    const w = Math.max(1, x1 - x0), h = Math.max(1, y1 - y0);
+    const rect = this.osd.viewport.imageToViewportRectangle(x0 - w / 2, y0 - h / 2, w * 2, h * 2);
     return new Promise((resolve) => {
-      const t0 = performance.now();
-      const step = (now) => {
-        const t = ms > 0 ? Math.min(1, (now - t0) / ms) : 1;
-        const e = t < 0.5 ? 2 * t * t : 1 - Math.pow(-2 * t + 2, 2) / 2;
-        this.scale = Math.exp(Math.log(start.scale) + (Math.log(target.scale) - Math.log(start.scale)) * e);
-        this.cx = start.cx + (target.cx - start.cx) * e;
-        this.cy = start.cy + (target.cy - start.cy) * e;
-        this.render();
-        if (t < 1) {
-          this.animation = { frame: requestAnimationFrame(step) };
-        } else {
-          this.animation = null;
-          resolve();
-        }
-      };
-      this.animation = { frame: requestAnimationFrame(step) };
+      this.osd.addOnceHandler("animation-finish", () => resolve());
+      this.osd.viewport.fitBoundsWithConstraints(rect);
+      if (!this.osd.viewport.getZoom(true)) resolve();
     });
   }
 
-  /** Boxes to draw: [{id, bbox: [x0, y0, x1, y1], label, cited, selected}]. */
+  /**
+   * Boxes to draw: [{id, bbox: [x0, y0, x1, y1], number?, kind: "site"|"member"|"candidate", finding?, path?,
+   * cited?, selected?, title?}]. Only boxes with a number get a marker.
+   */
   setBoxes(boxes) {
     this.boxes = boxes;
-    this._renderBoxes();
+    this.render();
   }
 
-  // --- tiles ---------------------------------------------------------------------------------------
-
-  _levelFor(scale) {
-    const im = this.image;
-    const drop = Math.floor(Math.log2(1 / scale) + 1e-9);
-    return Math.max(0, Math.min(im.max_level, im.max_level - Math.max(0, drop)));
-  }
-
-  _baseLevel() {
-    const im = this.image;
-    const longest = Math.max(im.width, im.height);
-    return Math.max(0, im.max_level - Math.ceil(Math.log2(Math.max(1, longest / im.tile_size))));
-  }
-
-  /** Full-resolution box and grid of a tile (the same arithmetic as the server's Pyramid.tile). */
-  _tileBox(level, col, row) {
-    const im = this.image;
-    const f = Math.pow(2, im.max_level - level);
-    const lw = Math.ceil(im.width / f), lh = Math.ceil(im.height / f);
-    const ow = Math.min(im.tile_size, lw - col * im.tile_size);
-    const oh = Math.min(im.tile_size, lh - row * im.tile_size);
-    const x0 = col * im.tile_size * f, y0 = row * im.tile_size * f;
-    return [x0, y0, Math.min(im.width, x0 + ow * f), Math.min(im.height, y0 + oh * f)];
-  }
-
-  _visibleTiles(level) {
-    const im = this.image;
-    const f = Math.pow(2, im.max_level - level);
-    const span = im.tile_size * f;
-    const cols = Math.ceil(Math.ceil(im.width / f) / im.tile_size);
-    const rows = Math.ceil(Math.ceil(im.height / f) / im.tile_size);
-    const a = this.screenToImage(0, 0), b = this.screenToImage(this.width, this.height);
-    const c0 = Math.max(0, Math.floor(a.x / span)), c1 = Math.min(cols - 1, Math.floor(b.x / span));
-    const r0 = Math.max(0, Math.floor(a.y / span)), r1 = Math.min(rows - 1, Math.floor(b.y / span));
-    const out = [];
-    for (let r = r0; r <= r1; r++) for (let c = c0; c <= c1; c++) out.push([level, c, r]);
-    return out;
-  }
+  // --- drawing -----------------------------------------------------------------------------------------
 
   render() {
-    if (!this.image || !this.width) return;
-    const base = this._baseLevel();
-    const level = this._levelFor(this.scale);
-    const wanted = this._visibleTiles(base);
-    if (level > base) wanted.push(...this._visibleTiles(level));
-    const keep = new Set();
-    for (const [l, c, r] of wanted) {
-      const key = `${l}/${c}/${r}`;
-      keep.add(key);
-      let img = this.tiles.get(key);
-      if (!img) {
-        img = document.createElement("img");
-        img.className = "dz-tile";
-        img.draggable = false;
-        img.alt = "";
-        img.dataset.level = l;
-        img.style.zIndex = String(l);
-        img.onload = () => img.classList.add("loaded");
-        img.src = `/api/images/${encodeURIComponent(this.image.id)}/tiles/${l}/${c}_${r}.jpg`;
-        this.tileLayer.appendChild(img);
-        this.tiles.set(key, img);
-      }
-      this._place(img, this._tileBox(l, c, r));
-    }
-    for (const [key, img] of this.tiles) {
-      if (!keep.has(key)) {
-        img.remove();
-        this.tiles.delete(key);
-      }
-    }
     this._renderBoxes();
+    this._renderScalebar();
     if (this.hooks.onView) this.hooks.onView(this);
   }
 
-  _place(el, [x0, y0, x1, y1]) {
-    const p = this.imageToScreen(x0, y0), q = this.imageToScreen(x1, y1);
-    el.style.left = `${p.x}px`;
-    el.style.top = `${p.y}px`;
-    el.style.width = `${q.x - p.x}px`;
-    el.style.height = `${q.y - p.y}px`;
-  }
-
   _renderBoxes() {
-    const layer = this.boxLayer;
-    const present = new Map([...layer.children].map((el) => [el.dataset.evidenceId, el]));
-    for (const box of this.boxes) {
-      let el = present.get(box.id);
-      present.delete(box.id);
-      if (!el) {
-        el = document.createElement("div");
-        el.className = "dz-box";
-        el.dataset.evidenceId = box.id;
-        const label = document.createElement("span");
-        label.className = "dz-label";
-        el.appendChild(label);
-        el.addEventListener("pointerdown", (ev) => ev.stopPropagation());
-        el.addEventListener("click", (ev) => {
-          ev.stopPropagation();
-          if (this.hooks.onBoxClick) this.hooks.onBoxClick(box.id);
-        });
-        layer.appendChild(el);
-      }
+    const layer = this.layer;
+    if (!this.image || !this.osd.world.getItemCount()) { layer.replaceChildren(); this.placed = []; return; }
+    const W = this.width, H = this.height;
+    const area = (b) => (b.bbox[2] - b.bbox[0]) * (b.bbox[3] - b.bbox[1]);
+    const rank = { member: 0, candidate: 1, site: 2 };
+    const order = [...this.boxes].sort((a, b) => (!!a.selected - !!b.selected) || (rank[a.kind] || 0) - (rank[b.kind] || 0)
+      || area(b) - area(a));
+    const nodes = [];
+    const drawn = [];
+    for (const box of order) {
+      const p = this.imageToScreen(box.bbox[0], box.bbox[1]), q = this.imageToScreen(box.bbox[2], box.bbox[3]);
+      const rect = { left: p.x, top: p.y, right: q.x, bottom: q.y };
+      const el = document.createElement("div");
+      el.className = ["sv-box", box.kind || "site", box.finding ? `finding-${box.finding}` : "", box.path ? `path-${box.path}` : "",
+        box.cited ? "cited" : "", box.selected ? "selected" : ""].filter(Boolean).join(" ");
+      el.dataset.boxId = box.id;
+      el.dataset.kind = box.kind || "site";
+      if (box.finding) el.dataset.finding = box.finding;
       [el.dataset.x0, el.dataset.y0, el.dataset.x1, el.dataset.y1] = box.bbox.map(String);
-      el.dataset.cited = box.cited ? "true" : "false";
-      el.classList.toggle("cited", !!box.cited);
-      el.classList.toggle("selected", !!box.selected);
-      el.firstChild.textContent = box.label || box.id;
       el.title = box.title || box.id;
-      this._place(el, box.bbox);
+      Object.assign(el.style, { left: `${rect.left}px`, top: `${rect.top}px`, width: `${rect.right - rect.left}px`,
+        height: `${rect.bottom - rect.top}px` });
+      const visible = rect.right > 0 && rect.bottom > 0 && rect.left < W && rect.top < H;
+      el.hidden = !visible;
+      nodes.push(el);
+      drawn.push({ box, rect, visible });
     }
-    for (const el of present.values()) el.remove();
+    this.drawn = drawn;
+    this.placed = this._placeMarkers(drawn.filter((d) => d.visible && d.box.number != null), W, H);
+    for (const m of this.placed) {
+      const el = document.createElement("div");
+      el.className = ["sv-marker", m.box.finding ? `finding-${m.box.finding}` : "", m.box.selected ? "selected" : ""]
+        .filter(Boolean).join(" ");
+      el.dataset.boxId = m.box.id;
+      el.textContent = String(m.box.number);
+      el.title = m.box.title || m.box.id;
+      Object.assign(el.style, { left: `${m.left}px`, top: `${m.top}px`, width: `${MARKER_W}px`, height: `${MARKER_H}px` });
+      nodes.push(el);
+    }
+    layer.replaceChildren(...nodes);
   }
 
-  // --- input ---------------------------------------------------------------------------------------
-
-  _bindInput() {
-    const el = this.container;
-    let drag = null;
-    el.addEventListener("pointerdown", (ev) => {
-      if (ev.button !== 0) return;
-      drag = { x: ev.clientX, y: ev.clientY };
-      el.setPointerCapture(ev.pointerId);
-      el.classList.add("dragging");
-    });
-    el.addEventListener("pointermove", (ev) => {
-      const rect = el.getBoundingClientRect();
-      if (this.hooks.onMove && this.image) this.hooks.onMove(this.screenToImage(ev.clientX - rect.left, ev.clientY - rect.top));
-      if (!drag) return;
-      this.panBy(ev.clientX - drag.x, ev.clientY - drag.y);
-      drag = { x: ev.clientX, y: ev.clientY };
-    });
-    const end = () => { drag = null; el.classList.remove("dragging"); };
-    el.addEventListener("pointerup", end);
-    el.addEventListener("pointercancel", end);
-    el.addEventListener("wheel", (ev) => {
-      ev.preventDefault();
-      const rect = el.getBoundingClientRect();
-      this.zoomBy(Math.pow(1.0015, -ev.deltaY), ev.clientX - rect.left, ev.clientY - rect.top);
-    }, { passive: false });
-    el.addEventListener("dblclick", (ev) => {
-      const rect = el.getBoundingClientRect();
-      this.zoomBy(ev.shiftKey ? 0.5 : 2, ev.clientX - rect.left, ev.clientY - rect.top);
-    });
+  /** Place one marker per box, never overlapping another marker: beside a corner of its box where free. */
+  _placeMarkers(items, W, H) {
+    const placed = [];
+    const free = (l, t) => placed.every((m) => l + MARKER_W + 1 <= m.left || m.left + MARKER_W + 1 <= l
+      || t + MARKER_H + 1 <= m.top || m.top + MARKER_H + 1 <= t);
+    const inside = (l, t) => l >= 0 && t >= 0 && l + MARKER_W <= W && t + MARKER_H <= H;
+    const priority = [...items].sort((a, b) => (!!b.box.selected - !!a.box.selected) || a.box.number - b.box.number);
+    for (const item of priority) {
+      const r = item.rect, g = MARKER_GAP;
+      const corners = [
+        [r.left, r.top - MARKER_H - g], [r.right - MARKER_W, r.top - MARKER_H - g],
+        [r.left, r.bottom + g], [r.right - MARKER_W, r.bottom + g],
+        [r.left - MARKER_W - g, r.top], [r.right + g, r.top],
+        [r.left - MARKER_W - g, r.bottom - MARKER_H], [r.right + g, r.bottom - MARKER_H],
+        [r.left + g, r.top + g],
+      ];
+      let spot = corners.find(([l, t]) => inside(l, t) && free(l, t)) || corners.find(([l, t]) => free(l, t));
+      for (let k = 1; !spot; k++) {  // a column of slots above the box, then below it: one is always free
+        const up = [r.left, r.top - MARKER_H - g - k * (MARKER_H + g)];
+        const down = [r.left, r.bottom + g + k * (MARKER_H + g)];
+        spot = [up, down].find(([l, t]) => inside(l, t) && free(l, t)) || (k > 2 * placed.length + 2 && free(...up) ? up : null);
+      }
+      placed.push({ box: item.box, left: spot[0], top: spot[1] });
+    }
+    return placed;
   }
+
+  /** The topmost box (or marker) at a point of the view, or null. */
+  boxAt(sx, sy) {
+    for (const m of [...this.placed].reverse()) {
+      if (sx >= m.left && sx <= m.left + MARKER_W && sy >= m.top && sy <= m.top + MARKER_H) return m.box;
+    }
+    for (const d of [...(this.drawn || [])].reverse()) {
+      const r = d.rect;
+      if (d.visible && d.box.kind !== "member" && sx >= r.left && sx <= r.right && sy >= r.top && sy <= r.bottom) return d.box;
+    }
+    return null;
+  }
+
+  _renderScalebar() {
+    const bar = this.scalebar;
+    if (!this.image || !this.osd.world.getItemCount()) { bar.hidden = true; return; }
+    const perScreenPx = (this.metresPerPixel || 1) / this.scale;  // metres (or image pixels) per screen pixel
+    const raw = perScreenPx * SCALEBAR_PX;
+    const step = Math.pow(10, Math.floor(Math.log10(raw)));
+    const nice = [5, 2, 1].map((m) => m * step).find((v) => v <= raw) || step;
+    bar.hidden = false;
+    bar.firstChild.style.width = `${Math.round(nice / perScreenPx)}px`;
+    bar.lastChild.textContent = this.metresPerPixel ? formatMetres(nice) : `${formatNumber(nice)} px`;
+    bar.dataset.units = this.metresPerPixel ? "m" : "px";
+    bar.dataset.length = String(nice);
+  }
+}
+
+/** Ground metres per full-resolution pixel from a georeferenced image's lon/lat footprint, else null. */
+function metresPerPixel(image) {
+  if (!image.transform || !image.lonlat_bounds) return null;
+  const [west, south, east, north] = image.lonlat_bounds;
+  const rad = Math.PI / 180;
+  const mid = (south + north) / 2 * rad;
+  const widthM = EARTH_RADIUS_M * Math.cos(mid) * (east - west) * rad;
+  const heightM = EARTH_RADIUS_M * (north - south) * rad;
+  if (!(widthM > 0 && heightM > 0)) return null;
+  return Math.sqrt((widthM / image.width) * (heightM / image.height));
+}
+
+function formatNumber(v) {
+  return v >= 1 ? v.toLocaleString("en-US", { maximumFractionDigits: 0 }) : String(Number(v.toPrecision(1)));
+}
+
+function formatMetres(m) {
+  return m >= 1000 ? `${formatNumber(m / 1000)} km` : m >= 1 ? `${formatNumber(m)} m` : `${formatNumber(m * 100)} cm`;
 }
 
 /** Map coordinates of a full-resolution pixel through a rasterio-order geotransform [a, b, c, d, e, f]. */
@@ -280,5 +331,5 @@ function pixelToMap(transform, x, y) {
   return { x: a * x + b * y + c, y: d * x + e * y + f };
 }
 
-window.DeepZoomViewer = DeepZoomViewer;
+window.SceneViewer = SceneViewer;
 window.pixelToMap = pixelToMap;
