@@ -1,76 +1,165 @@
-"""Per-run settings, passed to the graph as LangGraph's runtime context (never stored in checkpoints)."""
+"""What a run of the graphs gets besides its state: settings (the runtime context) and live resources.
+
+* :class:`AgentContext` is LangGraph's runtime context: the run's :class:`~rsrag.agent.settings.Settings`
+  and nothing else (immutable; a LangGraph server passes it as JSON, ``{"settings": {"vlm": {"spec":
+  "rule"}, "store": {"tiling": "grid:512"}}}``, read over the server's own settings file and environment).
+* :class:`Resources` holds what is live: the :class:`~rsrag.agent.workspace.Workspace` (scenes, encoder,
+  store, knowledge base) and the chat model. One is shared by every thread of an analyst or a server; it
+  is injected through the run's config (:meth:`Resources.config`) and found by :func:`resources_for`. A
+  run without one (a LangGraph server, a host graph that passes only the context) uses the process-wide
+  :meth:`Resources.shared` instance for its settings.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from rsrag.agent.workspace import Workspace
-from rsrag.tools.indexing import DEFAULT_TILING
-from rsrag.tools.store.location import rsrag_home
+from rsrag.agent.settings import Budgets, Settings, flatten, load_settings
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
+    from rsrag.agent.workspace import Workspace
+    from rsrag.tools.indexing import IndexProgress
+
+__all__ = ["RESOURCES_KEY", "AgentContext", "Budgets", "Resources", "resources_for"]
+
+RESOURCES_KEY = "rsrag_resources"
+"""The key of ``config["configurable"]`` that carries a run's :class:`Resources`."""
 
 
 @dataclass(frozen=True)
-class Budgets:
-    """Limits of one question.
-
-    Attributes:
-        max_steps: model calls before the agent must answer with what it has.
-        max_zoom_pixels: full-resolution pixels all zooms of a question may read together.
-        max_seconds: wall time before the agent must answer with what it has.
-        max_zoom_side: longest side, in pixels, of a crop sent to the model.
-    """
-
-    max_steps: int = 10
-    max_zoom_pixels: int = 64 * 2048 * 2048
-    max_seconds: float = 300.0
-    max_zoom_side: int = 1024
-
-
-@dataclass
 class AgentContext:
-    """Settings and resources of a run.
+    """The runtime context of the graphs: the run's settings, read-only.
 
-    Attributes:
-        workspace: opened scenes, encoders, stores and knowledge base (cached per process); when not
-            given, one is made from ``encoder``, ``store`` and ``tiling`` (so a LangGraph server can pass
-            the context as JSON).
-        encoder / store / tiling: encoder spec, store folder and tiling of the workspace made here.
-        vlm: chat model spec (see :func:`rsrag.agent.models.backends.load_chat_model`), used when ``model`` is None.
-        model: a ready LangChain chat model with tool calling (overrides ``vlm``).
-        budgets: per-question limits.
-        top_k: hits a search tool returns.
-        fast_threshold: fast-path confidence a hit needs to count as found.
-        crop_dir: where zoom crops are written (one sub-folder per thread).
-        backend: name of the chat model backend (recorded in answers and traces); defaults to ``vlm``.
+    Args:
+        settings: the settings; a mapping (JSON from a LangGraph server) is read as explicit values by
+            section over the settings file and environment (see :func:`rsrag.agent.settings.load_settings`);
+            omitted: :func:`~rsrag.agent.settings.load_settings`.
     """
 
-    workspace: Workspace | None = None
-    encoder: str | None = None
-    store: str | None = None
-    tiling: str = DEFAULT_TILING
-    vlm: str = "rule"
-    model: Any = None
-    budgets: Budgets = field(default_factory=Budgets)
-    top_k: int = 5
-    fast_threshold: float = 0.5
-    crop_dir: Path = field(default_factory=lambda: rsrag_home() / "crops")
-    backend: str = ""
+    settings: Settings = field(default_factory=load_settings)
 
     def __post_init__(self) -> None:
-        if self.workspace is None:
-            self.workspace = Workspace(encoder=self.encoder, store=self.store, tiling=self.tiling)
-        self.crop_dir = Path(self.crop_dir)
-        if isinstance(self.budgets, dict):  # context given as JSON (LangGraph server)
-            self.budgets = Budgets(**self.budgets)
+        if isinstance(self.settings, Mapping):
+            object.__setattr__(self, "settings", load_settings(overrides=flatten(self.settings)))
+        elif not isinstance(self.settings, Settings):
+            raise TypeError(f"AgentContext(settings=...) takes Settings or a mapping, not {type(self.settings).__name__}")
+
+    @property
+    def budgets(self) -> Budgets:
+        """Per-question limits (``[budgets]``)."""
+        return self.settings.budgets
+
+    @property
+    def top_k(self) -> int:
+        """Regions a search shows (``retrieval.top_k``)."""
+        return self.settings.retrieval.top_k
+
+    @property
+    def fast_threshold(self) -> float:
+        """Confidence a hit needs to count as found (``retrieval.fast_threshold``)."""
+        return self.settings.retrieval.fast_threshold
+
+    @property
+    def crop_dir(self) -> Path:
+        """Where zoom crops are written, one sub-folder per thread (``paths.crops``)."""
+        return self.settings.crops_dir
+
+    @property
+    def vlm(self) -> str:
+        """The chat model spec (``vlm.spec``)."""
+        return self.settings.vlm.spec
+
+
+class Resources:
+    """The live resources of runs: the workspace and the chat model, opened lazily, safe to share across threads.
+
+    Args:
+        settings: what to open (encoder, store, tiling, knowledge base, chat model spec).
+        model: a ready LangChain chat model with tool calling (wins over ``settings.vlm.spec``).
+        workspace: an open workspace to use (default: one made from ``settings``).
+        on_index_progress: called while a scene is being indexed on demand (workspace made here).
+    """
+
+    _shared: ClassVar[dict[str, Resources]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, settings: Settings, *, model: Any = None, workspace: Workspace | None = None,
+                 on_index_progress: Callable[[IndexProgress], None] | None = None) -> None:
+        self.settings = settings
+        self._model = model
+        self._given_model = model is not None
+        self._workspace = workspace
+        self._on_index_progress = on_index_progress
+        self._lock = threading.RLock()
+
+    @property
+    def workspace(self) -> Workspace:
+        """Scenes, encoder, patch store and knowledge base (made on first use)."""
+        with self._lock:
+            if self._workspace is None:
+                from rsrag.agent.workspace import Workspace
+
+                self._workspace = Workspace(self.settings, on_index_progress=self._on_index_progress)
+            return self._workspace
 
     def chat_model(self) -> Any:
-        """The chat model of this run: ``model`` if given, else the one ``vlm`` names (built once)."""
-        if self.model is None:
-            from rsrag.agent.models.backends import load_chat_model
+        """The chat model: the one given, else the one ``vlm.spec`` names (built once)."""
+        with self._lock:
+            if self._model is None:
+                from rsrag.agent.models.backends import load_chat_model
 
-            self.model = load_chat_model(self.vlm)
-            self.backend = self.backend or self.vlm
-        self.backend = self.backend or getattr(self.model, "model_name", None) or type(self.model).__name__
-        return self.model
+                self._model = load_chat_model(self.settings.vlm.spec)
+            return self._model
+
+    @property
+    def backend(self) -> str:
+        """Name of the chat model backend, recorded in answers and traces (the spec, or the given model's name)."""
+        if not self._given_model:
+            return self.settings.vlm.spec
+        return str(getattr(self._model, "model_name", None) or type(self._model).__name__)
+
+    @property
+    def model(self) -> Any:
+        """The chat model if it is built or was given (``None`` otherwise; see :meth:`chat_model`)."""
+        return self._model
+
+    def config(self, config: Mapping[str, Any] | None = None) -> RunnableConfig:
+        """``config`` with these resources injected (``configurable[RESOURCES_KEY]``), for ``graph.invoke``."""
+        base: dict[str, Any] = dict(config or {})
+        base["configurable"] = {**(base.get("configurable") or {}), RESOURCES_KEY: self}
+        return cast("RunnableConfig", base)
+
+    def close(self) -> None:
+        """Close the workspace's open scenes."""
+        with self._lock:
+            if self._workspace is not None:
+                self._workspace.close()
+
+    @classmethod
+    def shared(cls, settings: Settings) -> Resources:
+        """The process-wide resources of ``settings`` (for runs that come with a context but no resources)."""
+        key = settings.model_dump_json()
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = cls(settings)
+            return cls._shared[key]
+
+
+def resources_for(context: AgentContext, config: Mapping[str, Any] | None = None) -> Resources:
+    """The resources of the current run: those injected in ``config`` (default: the running node's config),
+    else the process-wide ones for the context's settings."""
+    if config is None:
+        from langgraph.config import get_config
+
+        try:
+            config = get_config()
+        except RuntimeError:  # outside a runnable context
+            config = {}
+    found = (config.get("configurable") or {}).get(RESOURCES_KEY)
+    return found if isinstance(found, Resources) else Resources.shared(context.settings)

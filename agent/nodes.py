@@ -12,7 +12,8 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from rsrag.agent.answering import budget_answer, cited_ids, judge
-from rsrag.agent.context import AgentContext
+from rsrag.agent.context import AgentContext, resources_for
+from rsrag.agent.results import ToolResult
 from rsrag.agent.state import AgentState
 from rsrag.agent.toolkit import analyst_tools
 from rsrag.prompts import load_prompt
@@ -34,15 +35,25 @@ def prepare(state: AgentState) -> dict[str, Any]:
 def call_model(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """Ask the chat model for the next step, unless a budget has run out."""
     ctx = runtime.context
+    resources = resources_for(ctx)
     steps = int(state.get("steps") or 0)
     elapsed = time.time() - float(state.get("started_at") or time.time())
-    model = ctx.chat_model()
+    model = resources.chat_model()
     if steps >= ctx.budgets.max_steps:
-        return {"answer": budget_answer(state, f"{steps} of {ctx.budgets.max_steps} steps used", ctx.backend)}
+        return {"answer": budget_answer(state, f"{steps} of {ctx.budgets.max_steps} steps used", resources.backend)}
     if elapsed >= ctx.budgets.max_seconds:
-        return {"answer": budget_answer(state, f"{elapsed:.0f} s of {ctx.budgets.max_seconds:.0f} s used", ctx.backend)}
+        return {"answer": budget_answer(state, f"{elapsed:.0f} s of {ctx.budgets.max_seconds:.0f} s used",
+                                        resources.backend)}
     prompt = [SystemMessage(content=system_prompt(state, ctx))] + with_visuals(state)
-    response = model.bind_tools(analyst_tools()).invoke(prompt)
+    try:
+        response = model.bind_tools(analyst_tools()).invoke(prompt)
+    except Exception as exc:  # a server that cannot be reached is an unavailable resource, not a crash
+        from rsrag.agent.models.backends import unreachable_model_error
+
+        unreachable = unreachable_model_error(exc, resources.backend)
+        if unreachable is None:
+            raise
+        raise unreachable from exc
     if not isinstance(response, AIMessage):
         response = AIMessage(content=str(getattr(response, "content", response)))
     update: dict[str, Any] = {"messages": [response], "steps": steps + 1}
@@ -63,7 +74,7 @@ def finalize(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, Any
     ctx = runtime.context
     last = last_ai_message(state)
     text = last.text if last is not None else ""
-    verdict = judge(state, text, cited_ids(text, None), 0.5, ctx.backend)
+    verdict = judge(state, text, cited_ids(text, None), 0.5, resources_for(ctx).backend)
     if verdict.answer is not None:
         return {"answer": verdict.answer}
     known = ", ".join(state.get("evidence") or {}) or "none"
@@ -104,7 +115,7 @@ def last_ai_message(state: AgentState) -> AIMessage | None:
 
 def system_prompt(state: AgentState, ctx: AgentContext) -> str:
     """The system prompt for this step: scene, rules, remaining budget, and the known evidence ids."""
-    scene = ctx.workspace.scene(state["scene"])
+    scene = resources_for(ctx).workspace.scene(state["scene"])
     ledger = state.get("evidence") or {}
     evidence_block = ""
     if ledger:
@@ -127,8 +138,8 @@ def with_visuals(state: AgentState) -> list[AnyMessage]:
     messages = list(state.get("messages", []))
     start = int(state.get("question_start") or 0)
     crops = [
-        (i, m.artifact["crop"]) for i, m in enumerate(messages)
-        if i >= start and isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and m.artifact.get("crop")
+        (i, crop) for i, m in enumerate(messages)
+        if i >= start and isinstance(m, ToolMessage) and (crop := ToolResult.of(m).crop)
     ][-MAX_VISUALS:]
     if not crops:
         return messages

@@ -1,9 +1,9 @@
-"""The fixed ImageRAG pipeline, as a baseline to the agent: fast path -> slow path if needed -> visual cues ->
-one VLM call.
+"""The fixed ImageRAG pipeline, as a baseline to the agent: the cascade (fast path -> slow path if needed,
+fused) -> visual cues -> one VLM call.
 
-It follows the paper's flow with rsrag's components: key phrases from the question, the fast path over the
-scene's patch index, the slow path when no hit is confident (when the workspace has a concept library),
-then the selected patches become *visual cues*: a line ``Sub-patch i at location [x1, y1, x2, y2]`` with
+It follows the paper's flow with rsrag's components: key phrases from the question, the one retrieval
+cascade over the scene's patch index (the slow path runs when no fast hit is confident and the workspace
+has a concept library; the two lists are fused), then the selected patches become *visual cues*: a line ``Sub-patch i at location [x1, y1, x2, y2]`` with
 coordinates normalised to 0-1000 of the scene's width and height, plus the crop. One model call answers
 from the question, the overview and the cues. There is no tool use and no iteration; the answer cites the
 cues it was given.
@@ -14,18 +14,19 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 from PIL import Image
 from typing_extensions import TypedDict
 
-from rsrag.agent.context import AgentContext
+from rsrag.agent.context import AgentContext, resources_for
 from rsrag.agent.evidence import Answer, Evidence, evidence_from_hit
 from rsrag.agent.models.policy import RETRIEVAL_ONLY, RulePolicy
 from rsrag.prompts import load_prompt
 from rsrag.tools.fastpath import extract_key_phrases
+from rsrag.tools.rerank import merge_spatial
 from rsrag.tools.raster import Scene
 
 MAX_CUES = 5
@@ -52,27 +53,15 @@ def find_key_phrases(state: PipelineState) -> dict[str, Any]:
     return {"phrases": extract_key_phrases(state["question"]), "started_at": time.time()}
 
 
-def fast_path(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+def retrieve(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """The one cascade (:func:`rsrag.tools.retrieval.cascade`): fast path, the slow path when no fast hit is
+    confident (and the workspace has a concept library), fused; the confident places become the cues."""
     ctx = runtime.context
-    scene = ctx.workspace.scene(state["scene"])
-    result = ctx.workspace.search_patches(scene, state["phrases"], MAX_CUES, ctx.fast_threshold)
-    confident = result.confident[:MAX_CUES]
-    evidence = [evidence_from_hit(h, "fast_path", "pipeline") for h in confident]
-    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": "fast"}
-
-
-def route_after_fast(state: PipelineState, runtime: Runtime[AgentContext]) -> Literal["slow_path", "visual_cues"]:
-    if state.get("cues"):
-        return "visual_cues"
-    return "slow_path" if runtime.context.workspace.has_concepts() else "visual_cues"
-
-
-def slow_path(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    ctx = runtime.context
-    scene = ctx.workspace.scene(state["scene"])
-    result = ctx.workspace.slow_search(scene, state["phrases"], MAX_CUES, ctx.fast_threshold)
-    evidence = [evidence_from_hit(h, "slow_path", "pipeline") for h in result.confident[:MAX_CUES]]
-    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": "slow"}
+    workspace = resources_for(ctx).workspace
+    scene = workspace.scene(state["scene"])
+    result = workspace.retrieve(scene, state["phrases"], MAX_CUES, ctx.fast_threshold)
+    evidence = [evidence_from_hit(h, "retrieve", "pipeline") for h in merge_spatial(result.confident)[:MAX_CUES]]
+    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": result.path}
 
 
 def visual_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -80,7 +69,7 @@ def visual_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[st
     if not state.get("cues"):
         return {}
     ctx = runtime.context
-    scene = ctx.workspace.scene(state["scene"])
+    scene = resources_for(ctx).workspace.scene(state["scene"])
     folder = Path(ctx.crop_dir) / "pipeline"
     folder.mkdir(parents=True, exist_ok=True)
     updated = dict(state.get("evidence") or {})
@@ -111,11 +100,11 @@ def cue_lines(scene: Scene, cues: list[Evidence]) -> list[str]:
 def answer_with_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     """One model call with the question, the cue lines and the cue crops."""
     ctx = runtime.context
-    scene = ctx.workspace.scene(state["scene"])
+    scene = resources_for(ctx).workspace.scene(state["scene"])
     ledger = state.get("evidence") or {}
     cues = [ledger[i] for i in state.get("cues") or []]
     lines = cue_lines(scene, cues)
-    model = ctx.chat_model()
+    model = resources_for(ctx).chat_model()
     if isinstance(model, RulePolicy):
         if cues:
             text = f"{RETRIEVAL_ONLY}; {state.get('path_used')} path: " + "; ".join(lines)
@@ -131,7 +120,7 @@ def answer_with_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> di
     confidence = max((ev.confidence or 0.0) for ev in cues) if cues else 0.0
     answer = Answer(
         text=text, cited=[ev.id for ev in cues], confidence=confidence, supported=bool(cues),
-        missing=None if cues else "no visual cue passed the threshold", evidence=cues, backend=ctx.backend,
+        missing=None if cues else "no visual cue passed the threshold", evidence=cues, backend=resources_for(ctx).backend,
         steps=1, seconds=time.time() - float(state.get("started_at") or time.time()),
     )
     return {"answer": answer}

@@ -1,4 +1,8 @@
-"""rsrag's settings: defaults, a TOML file, ``RSRAG_*`` environment variables and explicit options.
+"""rsrag's settings: the one schema of every setting, its defaults, a TOML file, ``RSRAG_*`` variables, options.
+
+Every default is declared here and nowhere else: the API, the CLI, the web workspace, the MCP server, the
+workspace and the graph's runtime context all take a :class:`Settings` (``tools/`` functions take explicit
+arguments).
 
 Precedence, highest first (an environment variable never overrides an explicit option or argument):
 
@@ -8,6 +12,10 @@ Precedence, highest first (an environment variable never overrides an explicit o
    it exists (with no ``RSRAG_HOME``: ``settings.toml`` in the user's data directory for rsrag);
 4. the defaults below.
 
+An unknown key in the file, an unknown ``RSRAG_*`` variable (see :data:`OTHER_VARIABLES` for the few that
+are not settings) and an invalid value (including an encoder or VLM spec that names nothing) are refused
+when the settings load, with one line naming the key or variable and where it came from.
+
 Example settings file::
 
     home = "/data/rsrag"                  # stores, sessions, crops (RSRAG_HOME)
@@ -15,10 +23,15 @@ Example settings file::
     [encoder]
     spec = "remoteclip:ViT-B-32"          # RSRAG_ENCODER__SPEC; unset: the bundled encoder
     batch_size = 32
+    device = "cpu"                        # or cuda, cuda:1, mps
 
     [store]
     path = "/data/rsrag/store"            # RSRAG_STORE__PATH
-    tiling = "vit:448"
+    tiling = "pyramid"                    # the default; a flat tiling: "vit:448", "grid:256:overlap=0.5"
+
+    [pyramid]
+    beam = 8                              # regions a search expands per phrase at each level
+    background_fill = "serve"             # fill the finest level in the background: serve | always | never
 
     [vlm]
     spec = "openai:qwen2.5-vl-7b@http://localhost:8000/v1"   # RSRAG_VLM__SPEC
@@ -34,54 +47,99 @@ Example settings file::
     name = "default"
     weaviate_url = "http://localhost:8080"   # RSRAG_KNOWLEDGE__WEAVIATE_URL
     weaviate_api_key = "..."                 # RSRAG_KNOWLEDGE__WEAVIATE_API_KEY
+
+    [trace]
+    enabled = true                           # RSRAG_TRACE__ENABLED
+    redact = "prompts,answers"               # blanked in exports
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from rsrag.tools.errors import ConfigError, RsragError
-from rsrag.tools.indexing import DEFAULT_TILING
 from rsrag.tools.store.location import rsrag_home
 
 if TYPE_CHECKING:
     from rsrag.agent.interfaces.api import Analyst
-    from rsrag.agent.context import Budgets
+
+__all__ = [
+    "ENV_PREFIX", "ENV_SETTINGS_FILE", "OTHER_VARIABLES", "BudgetSettings", "Budgets", "EncoderSettings",
+    "KnowledgeSettings", "PathSettings", "RetrievalSettings", "Settings", "StoreSettings", "TraceSettings",
+    "VlmSettings", "default_settings_file", "env_name", "flatten", "load_settings", "read_settings_file", "setting_keys",
+]
 
 ENV_PREFIX = "RSRAG_"
 ENV_SETTINGS_FILE = "RSRAG_SETTINGS"
 """Environment variable naming the settings file (``--settings`` wins over it)."""
 SETTINGS_FILE_NAME = "settings.toml"
 
+#: ``RSRAG_*`` variables that are not settings keys (every other ``RSRAG_*`` variable must name a key).
+OTHER_VARIABLES: dict[str, str] = {
+    ENV_SETTINGS_FILE: "the settings file",
+    "RSRAG_WEAVIATE_URL": "a Weaviate server for the store conformance tests",
+    "RSRAG_WEAVIATE_API_KEY": "its API key",
+    "RSRAG_TEST_ARTIFACTS": "where browser tests keep screenshots",
+}
+
+REDACTABLE = ("prompts", "answers")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
+
 _file_data: ContextVar[dict[str, Any]] = ContextVar("rsrag_settings_file_data", default={})
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class EncoderSettings(_Section):
-    """The image/text encoder: ``spec`` (``None``: the bundled offline encoder), batch size, torch device."""
+    """The image/text encoder: ``spec`` (``None``: the bundled offline encoder), batch size, torch device.
+
+    The spec is checked when the settings load (see :func:`rsrag.tools.encoders.spec.check_spec`), so a
+    misspelt ``--encoder`` fails before any work.
+    """
 
     spec: str | None = None
     batch_size: int = Field(32, ge=1)
     device: str = "cpu"
+
+    @field_validator("spec")
+    @classmethod
+    def _valid_spec(cls, value: str | None) -> str | None:
+        from rsrag.tools.encoders.spec import check_spec
+
+        if value is None or not value.strip():
+            return None
+        try:
+            check_spec(value)
+        except RsragError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, value: str) -> str:
+        if not _DEVICE.match(value.strip()):
+            raise ValueError(f"unknown torch device {value!r}; use cpu, cuda, cuda:N, mps or xpu")
+        return value.strip()
 
 
 class StoreSettings(_Section):
     """The embedded store folder (``None``: ``$RSRAG_HOME/store``) and the tiling used to index scenes."""
 
     path: Path | None = None
-    tiling: str = DEFAULT_TILING
+    tiling: str = "pyramid"
 
     @field_validator("tiling")
     @classmethod
@@ -112,7 +170,14 @@ class VlmSettings(_Section):
 
 
 class BudgetSettings(_Section):
-    """Per-question limits (see :class:`rsrag.agent.context.Budgets`)."""
+    """Limits of one question.
+
+    Attributes:
+        max_steps: model calls before the agent must answer with what it has.
+        max_zoom_pixels: full-resolution pixels all zooms of a question may read together.
+        max_seconds: wall time before the agent must answer with what it has.
+        max_zoom_side: longest side, in pixels, of a crop sent to the model.
+    """
 
     max_steps: int = Field(10, ge=1)
     max_zoom_pixels: int = Field(64 * 2048 * 2048, ge=1)
@@ -120,11 +185,27 @@ class BudgetSettings(_Section):
     max_zoom_side: int = Field(1024, ge=16)
 
 
+Budgets = BudgetSettings
+"""The per-question limits (the ``[budgets]`` section), by the name the graph uses."""
+
+
 class RetrievalSettings(_Section):
     """Search settings: regions a search returns, and the fast-path confidence threshold."""
 
     top_k: int = Field(5, ge=1)
     fast_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class PyramidSettings(_Section):
+    """The pyramid index (``store.tiling = "pyramid..."``, see :mod:`rsrag.tools.pyramid`): regions a search
+    expands per query at each level (``beam``, and at most ``expand`` with those above the threshold),
+    windows sampled to estimate an incomplete level's statistics, and when the finest level is filled in
+    the background: ``serve`` (only by ``rsrag serve``), ``always`` (also ``ask``/``chat``) or ``never``."""
+
+    beam: int = Field(8, ge=1)
+    expand: int = Field(32, ge=1)
+    sample: int = Field(36, ge=4)
+    background_fill: Literal["serve", "always", "never"] = "serve"
 
 
 class KnowledgeSettings(_Section):
@@ -150,6 +231,41 @@ class PathSettings(_Section):
     crops: Path | None = None
 
 
+class TraceSettings(_Section):
+    """The audit trace of every run (see :mod:`rsrag.agent.trace`).
+
+    Attributes:
+        enabled: record a trace of every run.
+        sha256: also record the full SHA-256 of the scene file (reads the whole file once per scene).
+        redact: comma-separated parts blanked in exports: ``prompts`` (questions, feedback, model inputs)
+            and/or ``answers`` (answer texts, the model's text replies).
+        otel: OpenTelemetry exporter, ``console`` or ``otlp`` (empty: none, unless ``OTEL_TRACES_EXPORTER``).
+        path: trace database (``None``: the sessions file, in its own tables).
+        hmac_key: a secret that signs every chain head as it is written (``RSRAG_TRACE__HMAC_KEY``); with it,
+            ``rsrag trace verify`` detects a rewrite of the whole chain by someone without the key.
+    """
+
+    enabled: bool = True
+    sha256: bool = False
+    redact: str = ""
+    otel: Literal["", "console", "otlp"] = ""
+    path: Path | None = None
+    hmac_key: SecretStr | None = None
+
+    @field_validator("redact")
+    @classmethod
+    def _valid_redact(cls, value: str) -> str:
+        parts = [p.strip().lower() for p in value.split(",") if p.strip()]
+        unknown = sorted(set(parts) - set(REDACTABLE))
+        if unknown:
+            raise ValueError(f"unknown redaction {', '.join(unknown)}: use {' and/or '.join(REDACTABLE)}")
+        return ",".join(parts)
+
+    def redactions(self) -> set[str]:
+        """The parts to redact."""
+        return {p for p in self.redact.split(",") if p}
+
+
 class _FileSource(PydanticBaseSettingsSource):
     """The values of the settings file being loaded (read by :func:`load_settings`)."""
 
@@ -161,10 +277,10 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    """All of rsrag's settings (build them with :func:`load_settings`)."""
+    """All of rsrag's settings (build them with :func:`load_settings`; immutable, safe to share)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
-                                      validate_default=True)
+                                      validate_default=True, frozen=True)
 
     home: Path | None = None
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
@@ -172,8 +288,10 @@ class Settings(BaseSettings):
     vlm: VlmSettings = Field(default_factory=VlmSettings)
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    pyramid: PyramidSettings = Field(default_factory=PyramidSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -208,22 +326,75 @@ class Settings(BaseSettings):
         """The folder zoom crops are written to (one sub-folder per thread)."""
         return (self.paths.crops or self.home_dir / "crops").expanduser()
 
-    def make_budgets(self) -> Budgets:
-        """The per-question :class:`~rsrag.agent.context.Budgets` these settings describe."""
-        from rsrag.agent.context import Budgets
+    @property
+    def trace_path(self) -> Path:
+        """The trace database: ``trace.path``, else the sessions file."""
+        return (self.trace.path or self.sessions_path).expanduser()
 
-        return Budgets(**self.budgets.model_dump())
+    def make_budgets(self) -> Budgets:
+        """The per-question limits (the ``budgets`` section)."""
+        return self.budgets
+
+    def replace(self, overrides: Mapping[str, Any]) -> Settings:
+        """These settings with some keys changed (dotted keys, e.g. ``{"retrieval.top_k": 8}``), validated."""
+        data = self.model_dump()
+        for key, value in _nest(overrides).items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        try:
+            return Settings.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, _nest(overrides), {}, None)) from None
 
     def analyst(self, **kwargs: Any) -> Analyst:
-        """An :class:`~rsrag.agent.interfaces.api.Analyst` configured by these settings (``kwargs`` override, e.g. ``model``)."""
+        """An :class:`~rsrag.agent.interfaces.api.Analyst` configured by these settings (``kwargs``: ``model``)."""
         from rsrag.agent.interfaces.api import Analyst
 
-        options: dict[str, Any] = dict(
-            vlm=self.vlm.spec, encoder=self.encoder.spec, store=self.store_path, tiling=self.store.tiling,
-            sessions=self.sessions_path, crop_dir=self.crops_dir, budgets=self.make_budgets(),
-            top_k=self.retrieval.top_k, fast_threshold=self.retrieval.fast_threshold, knowledge=self.knowledge.name,
-        )
-        return Analyst(**{**options, **kwargs})
+        return Analyst(self, **kwargs)
+
+
+def setting_keys() -> list[str]:
+    """Every settings key, dotted (``encoder.spec``, ..., ``home``), in schema order."""
+    keys: list[str] = []
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, _Section):
+            keys += [f"{name}.{sub}" for sub in annotation.model_fields]
+        else:
+            keys.append(name)
+    return keys
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings data as ``{dotted key: value}`` (``{"encoder": {"spec": x}}`` -> ``{"encoder.spec": x}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def env_name(key: str) -> str:
+    """The environment variable of a dotted settings key (``retrieval.top_k`` -> ``RSRAG_RETRIEVAL__TOP_K``)."""
+    return ENV_PREFIX + key.replace(".", "__").upper()
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse an ``RSRAG_*`` variable that names no setting (as an unknown key in the file is refused)."""
+    keys = setting_keys()
+    known = {env_name(k) for k in keys} | {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known | set(OTHER_VARIABLES)), n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(f"unknown environment variable {name}{hint} (settings are {ENV_PREFIX}<SECTION>__<KEY>; "
+                          "`rsrag settings` lists them)")
 
 
 def default_settings_file() -> Path | None:
@@ -278,9 +449,10 @@ def load_settings(
             ``None`` values are ignored (an option that was not given).
 
     Raises:
-        ConfigError: the file cannot be read, or a value is invalid; the message names the key and where
-            the value came from (option, environment variable or file).
+        ConfigError: the file cannot be read, a value is invalid (the message names the key and where the
+            value came from: option, environment variable or file), or an ``RSRAG_*`` variable names no setting.
     """
+    _check_environment(os.environ)
     path = Path(file).expanduser() if file is not None else default_settings_file()
     data = read_settings_file(path) if path is not None else {}
     given = _nest(overrides or {})

@@ -1,8 +1,12 @@
 """The agent's workspace: the scenes, encoder, patch store and knowledge base a run works with.
 
 One workspace per process and configuration. Everything is opened lazily and cached: a scene on first
-use, the encoder on the first search, a scene's patch index on the first search of that scene (built
-then if it does not exist yet, resumably, through :func:`rsrag.tools.indexing.index_scene`).
+use, the encoder on the first search, a scene's index on the first search of that scene. The default index
+is the scene's pyramid (:mod:`rsrag.tools.pyramid`): the first search encodes only the windows it visits,
+and :meth:`Workspace.start_filling` completes the finest level in the background. A flat tiling
+(``store.tiling = "vit:448"``) is built whole on the first search, resumably, through
+:func:`rsrag.tools.indexing.index_scene`. Indexing progress of every kind goes to ``on_index_progress`` and
+to the listeners added with :meth:`Workspace.add_index_listener` (the web page streams it).
 """
 
 from __future__ import annotations
@@ -15,49 +19,54 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rsrag.tools.errors import IndexNotFoundError
-from rsrag.tools.fastpath import Calibration, FastPathResult, fast_search, find_index
+from rsrag.tools.errors import IndexNotFoundError, TilingError
+from rsrag.tools.fastpath import find_index
 from rsrag.tools.hit import Hit
-from rsrag.tools.indexing import DEFAULT_TILING, IndexProgress, index_scene
+from rsrag.tools.indexing import IndexProgress, index_scene
 from rsrag.tools.knowledge import KnowledgeBase
+from rsrag.tools.pyramid import BackgroundFiller, Pyramid, PyramidIndex, is_pyramid
 from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import PixelBox
+from rsrag.tools.retrieval import RetrievalResult, SlowMode, cascade, search_index
 from rsrag.tools.slowpath import SlowPathResult, slow_search
-from rsrag.tools.store import IndexInfo, PatchStore, as_patch_store, region_from_row
+from rsrag.tools.store import IndexInfo, PatchStore, as_patch_store
 
 if TYPE_CHECKING:
+    from rsrag.agent.settings import Settings
     from rsrag.tools.encoders.base import Encoder
 
 
 class Workspace:
-    """Lazily opened resources shared by the tools of a run.
+    """Lazily opened resources shared by the tools of a run (thread-safe: one per analyst or server).
 
     Args:
-        encoder: encoder spec (``None``: the bundled offline encoder).
-        store: embedded store folder (``None``: the default location, see :mod:`rsrag.tools.store.location`).
-        tiling: tiling spec used when a scene must be indexed.
-        knowledge: name of the knowledge base (in the same store) that knowledge lookups and the slow path use.
-        device: torch device for the encoder.
+        settings: what to open: ``encoder`` (spec, device, batch size), ``store`` (folder, tiling) and the
+            knowledge base's name (``knowledge.name``; in the same store, used by lookups and the slow path).
         on_index_progress: called while a scene is being indexed on demand.
     """
 
     def __init__(
         self,
-        encoder: str | None = None,
-        store: str | os.PathLike[str] | None = None,
-        tiling: str = DEFAULT_TILING,
-        device: str = "cpu",
-        knowledge: str = "default",
+        settings: Settings,
+        *,
         on_index_progress: Callable[[IndexProgress], None] | None = None,
     ) -> None:
-        self.encoder_spec = encoder
-        self.knowledge_name = knowledge
-        self.store_path = store
-        self.tiling = tiling
-        self.device = device
+        self.settings = settings
+        self.encoder_spec = settings.encoder.spec
+        self.knowledge_name = settings.knowledge.name
+        self.store_path = settings.store_path
+        self.tiling = settings.store.tiling
+        self.device = settings.encoder.device
+        self.batch_size = settings.encoder.batch_size
         self.on_index_progress = on_index_progress
+        self.background_fill = settings.pyramid.background_fill == "always"
+        """Start filling a scene's finest pyramid level in the background after its first search (``rsrag
+        serve`` turns this on unless ``pyramid.background_fill = "never"``)."""
         self._scenes: dict[str, Scene] = {}
-        self._indexes: dict[str, IndexInfo] = {}
+        self._indexes: dict[str, IndexInfo | PyramidIndex] = {}
+        self._pyramids: dict[str, Pyramid] = {}
+        self._fillers: dict[str, BackgroundFiller] = {}
+        self._listeners: list[Callable[[IndexProgress], None]] = []
         self._lock = threading.RLock()
         self._patches: PatchStore | None = None
         self._encoder: Encoder | None = None
@@ -77,9 +86,9 @@ class Workspace:
     def encoder(self) -> Encoder:
         with self._lock:
             if self._encoder is None:
-                from rsrag.tools.encoders import load_encoder
+                from rsrag.tools.encoders import lazy_encoder  # the model loads on first use, not to find an index
 
-                self._encoder = load_encoder(self.encoder_spec, device=self.device)
+                self._encoder = lazy_encoder(self.encoder_spec, device=self.device, batch_size=self.batch_size)
             return self._encoder
 
     @property
@@ -101,56 +110,138 @@ class Workspace:
         """Whether the knowledge base holds a visual concept library (what the slow path needs)."""
         return self.knowledge.count(kind="concept") > 0
 
-    def index(self, scene: Scene) -> IndexInfo:
-        """The scene's patch index for this workspace's encoder, built now if it does not exist."""
+    # --- indexes ------------------------------------------------------------------------------------
+
+    @property
+    def uses_pyramid(self) -> bool:
+        """Whether scenes are indexed as pyramids (the default tiling) rather than one flat tiling."""
+        return is_pyramid(self.tiling)
+
+    def index(self, scene: Scene) -> IndexInfo | PyramidIndex:
+        """The scene's index for this workspace's encoder.
+
+        With a pyramid tiling (the default) this is the scene's :class:`~rsrag.tools.pyramid.PyramidIndex`,
+        ready at once: a search encodes the windows it visits (level 0 first, a few hundred windows).
+        With a flat tiling it is the complete flat index, built now if it does not exist (resumably).
+        """
         with self._lock:
             if scene.fingerprint in self._indexes:
                 return self._indexes[scene.fingerprint]
-            try:
-                info = find_index(self.patches, scene.fingerprint, self.encoder.id, self.tiling)
-            except IndexNotFoundError:
-                info = index_scene(scene, self.encoder, self.tiling, self.patches, wait=True,
-                                   progress=self.on_index_progress).info
+            info: IndexInfo | PyramidIndex
+            if self.uses_pyramid:
+                p = self.settings.pyramid
+                info = PyramidIndex(self.pyramid(scene), beam=p.beam, expand=p.expand, progress=self._progress,
+                                    on_search=lambda _result, s=scene: self._after_search(s))
+            else:
+                try:
+                    info = find_index(self.patches, scene.fingerprint, self.encoder.id, self.tiling)
+                except IndexNotFoundError:
+                    info = index_scene(scene, self.encoder, self.tiling, self.patches, wait=True,
+                                       progress=self._progress).info
             self._indexes[scene.fingerprint] = info
             return info
 
+    def pyramid(self, scene: Scene) -> Pyramid:
+        """The scene's pyramid (one per scene and workspace).
+
+        Raises:
+            TilingError: the workspace's tiling is flat.
+        """
+        with self._lock:
+            if not self.uses_pyramid:
+                raise TilingError(f"the workspace indexes scenes with the flat tiling {self.tiling!r}, not a pyramid")
+            pyr = self._pyramids.get(scene.fingerprint)
+            if pyr is None:
+                pyr = Pyramid(scene, self.encoder, self.tiling, self.patches, sample=self.settings.pyramid.sample,
+                              batch_size=self.batch_size)
+                self._pyramids[scene.fingerprint] = pyr
+            return pyr
+
+    def start_filling(self, scene: Scene) -> BackgroundFiller | None:
+        """Fill the scene's finest pyramid level in the background (searches keep priority); ``None`` for a
+        flat tiling or when the level is already complete. Progress goes to the index listeners
+        (``stage="fill"``)."""
+        if not self.uses_pyramid:
+            return None
+        with self._lock:
+            filler = self._fillers.get(scene.fingerprint)
+            if filler is not None and (filler.running or filler.done):
+                return filler
+            pyr = self.pyramid(scene)
+            if pyr.complete(pyr.n_levels - 1):
+                return None
+            filler = BackgroundFiller(pyr, progress=self._progress).start()
+            self._fillers[scene.fingerprint] = filler
+            return filler
+
+    def _after_search(self, scene: Scene) -> None:
+        if self.background_fill:
+            self.start_filling(scene)
+
+    def filling(self, scene: Scene) -> BackgroundFiller | None:
+        """The scene's background filler, if one was started."""
+        with self._lock:
+            return self._fillers.get(scene.fingerprint)
+
+    def stop_filling(self, timeout: float | None = 30.0) -> bool:
+        """Stop every background filler cleanly (after its current batch); returns whether all have ended."""
+        with self._lock:
+            fillers = list(self._fillers.values())
+        return all([f.stop(timeout) for f in fillers])
+
+    def add_index_listener(self, listener: Callable[[IndexProgress], None]) -> Callable[[], None]:
+        """Also send indexing progress (a search encoding what it visits, a background fill, an on-demand flat
+        index) to ``listener``; returns the function that removes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def _progress(self, p: IndexProgress) -> None:
+        with self._lock:
+            targets = ([self.on_index_progress] if self.on_index_progress else []) + list(self._listeners)
+        for fn in targets:
+            try:
+                fn(p)
+            except Exception:  # noqa: BLE001 - a display callback must never break indexing
+                pass
+
     def close(self) -> None:
+        self.stop_filling()
         with self._lock:
             for scene in self._scenes.values():
                 scene.close()
             self._scenes.clear()
+            self._pyramids.clear()
+            self._fillers.clear()
+            self._indexes.clear()
 
     # --- retrieval ----------------------------------------------------------------------------------
 
-    def search_patches(self, scene: Scene, phrases: list[str], top_k: int, threshold: float) -> FastPathResult:
-        """Fast path: key phrases -> the scene's best patches."""
-        return fast_search(self.index(scene), self.encoder, phrases=phrases, store=self.patches,
-                           top_k=top_k, threshold=threshold)
+    def retrieve(self, scene: Scene, phrases: list[str], top_k: int, threshold: float,
+                 slow: SlowMode = "auto") -> RetrievalResult:
+        """The cascade (:func:`rsrag.tools.retrieval.cascade`) over the scene's index: the fast path, and the
+        slow path through the knowledge base's concept library (when it has one) if nothing is confident."""
+        kb = self.knowledge if slow != "never" and self.has_concepts() else None
+        return cascade(self.index(scene), self.encoder, phrases=phrases, store=self.patches, kb=kb, top_k=top_k,
+                       threshold=threshold, slow=slow)
 
-    def slow_search(self, scene: Scene, phrases: list[str], top_k: int, threshold: float = 0.5) -> SlowPathResult:
-        """Slow path: phrases -> concept labels -> their example chips as proxies -> the scene's patches."""
+    def slow_search(self, scene: Scene, phrases: list[str], top_k: int, threshold: float) -> SlowPathResult:
+        """Slow path alone: phrases -> concept labels -> their example chips as proxies -> the scene's patches."""
         return slow_search(self.index(scene), self.encoder, self.knowledge, phrases=phrases, store=self.patches,
                            top_k=top_k, threshold=threshold)
 
-    def search_similar(self, scene: Scene, box: PixelBox, top_k: int, calibration: Calibration | None = None) -> list[Hit]:
+    def search_similar(self, scene: Scene, box: PixelBox, top_k: int) -> list[Hit]:
         """Image -> patches: regions of the scene that look like ``box`` (the box itself excluded)."""
         info = self.index(scene)
         side = self.encoder.image_size
         crop = scene.read_display(box, out_size=(side, side))
         query = np.asarray(self.encoder.encode_images([crop])[0], dtype=np.float32)
-        result = self.patches.search(info, query, min(info.n_patches, 4 * top_k + 4))
-        z = self.patches.stats(info).zscores(query, np.asarray(result.scores))
-        confidence = (calibration or Calibration()).confidence(z)
-        hits: list[Hit] = []
-        for row, score, zi, ci in zip(result.rows, result.scores, z, confidence):
-            region = region_from_row(row)
-            if region.box.iou(box) > 0.3:
-                continue
-            hits.append(Hit(
-                region=region, score=float(score), confidence=float(ci), path="similar",
-                query=f"like {list(box.as_tuple())}", z=float(zi), index_key=info.key,
-                index_version=result.version, encoder=info.encoder, patch=int(row["patch"]),
-            ))
-            if len(hits) == top_k:
-                break
-        return hits
+        (hits,) = search_index(self.patches, info, query, [f"like {list(box.as_tuple())}"],
+                               k=min(info.n_patches, 4 * top_k + 4), path="similar")
+        return [h for h in hits if h.region.box.iou(box) <= 0.3][:top_k]

@@ -13,6 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from rsrag.agent.interfaces.api import Analyst
+from tests.configured import settings_for
 
 TINY = "rsrag-tiny-test:random"
 
@@ -22,8 +23,7 @@ def tiny_analyst(folder: Path, tiling: str = "vit:256", encoder: str | None = TI
     from tests.tiny_encoder import register_tiny_model_config
 
     register_tiny_model_config()
-    return Analyst(vlm="rule", encoder=encoder, store=folder / "store", tiling=tiling,
-                   sessions=folder / "sessions.sqlite", crop_dir=folder / "crops")
+    return Analyst(settings_for(folder, encoder__spec=encoder, store__tiling=tiling, vlm__spec="rule"))
 
 
 def free_port() -> int:

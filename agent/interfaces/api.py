@@ -1,8 +1,9 @@
 """The Python API: ask questions about a scene, continue a thread, read its evidence.
 
 Example:
-    >>> from rsrag.agent.interfaces.api import Analyst                                       # doctest: +SKIP
-    >>> with Analyst(vlm="rule") as analyst:                                      # doctest: +SKIP
+    >>> from rsrag.agent.interfaces.api import Analyst                            # doctest: +SKIP
+    >>> from rsrag.agent.settings import load_settings                            # doctest: +SKIP
+    >>> with Analyst(load_settings(overrides={"vlm.spec": "rule"})) as analyst:   # doctest: +SKIP
     ...     answer = analyst.ask("scene.tif", "where are the storage tanks?", thread_id="t1")
     ...     print(answer.text, [e.bbox for e in answer.evidence])
     ...     follow_up = analyst.ask("scene.tif", "zoom closer on the second one", thread_id="t1")
@@ -12,37 +13,47 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from rsrag.agent.context import AgentContext, Budgets
+from rsrag.agent.context import AgentContext, Resources
 from rsrag.agent.evidence import Answer, Evidence
-from rsrag.agent.trace import TraceSettings, Tracer
-from rsrag.agent.workspace import Workspace
+from rsrag.agent.interfaces.sessions import open_checkpointer
+from rsrag.agent.results import headline
+from rsrag.agent.settings import Settings, load_settings
+from rsrag.agent.trace import Tracer
 from rsrag.graphs.agent import build_agent_graph
-from rsrag.tools.indexing import DEFAULT_TILING
 from rsrag.tools.store import IndexInfo
-from rsrag.tools.store.location import rsrag_home
 
+if TYPE_CHECKING:
+    from rsrag.agent.workspace import Workspace
+
+__all__ = ["CHECKPOINT_TYPES", "Analyst", "Step", "checkpoint_serializer", "describe_update", "merge_updates"]
+
+MIN_INDEXABLE_SIDE = 8
+"""The smallest image side (px) that any tiling can cut into a patch (the pyramid's smallest window)."""
 
 #: The rsrag types stored in checkpoints; only these (and LangChain's own) are revived when a session loads.
 CHECKPOINT_TYPES = [
     ("rsrag.agent.evidence", "Evidence"), ("rsrag.agent.evidence", "Answer"), ("rsrag.tools.region", "Region"),
-    ("rsrag.tools.region", "PixelBox"), ("rsrag.tools.region", "MapBox"),
+    ("rsrag.tools.region", "PixelBox"), ("rsrag.tools.region", "MapBox"), ("rsrag.agent.results", "ToolResult"),
 ]
 
 
 def checkpoint_serializer() -> JsonPlusSerializer:
-    """The checkpoint serializer, with rsrag's state types registered (nothing else is unpickled)."""
+    """The checkpoint serializer, with rsrag's state types registered (nothing else is unpickled).
+
+    Give it to your own checkpointer when rsrag's graph runs inside yours, e.g.
+    ``InMemorySaver(serde=checkpoint_serializer())``: rsrag's evidence and answers then load back from
+    checkpoints without "unregistered type" warnings.
+    """
     return JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
 
 
@@ -59,46 +70,32 @@ class Analyst:
     """A configured analyst agent with persistent chat sessions.
 
     Args:
-        vlm: chat model spec (``rule``, ``openai:MODEL@URL``, ``transformers:PATH``); ignored when ``model`` is given.
-        model: a ready LangChain chat model with tool calling.
-        encoder: encoder spec for patch retrieval (``None``: the bundled offline encoder).
-        store: embedded store folder (``None``: the default under ``RSRAG_HOME``).
-        tiling: tiling used to index scenes on first use.
-        sessions: SQLite file of chat sessions (default ``RSRAG_HOME/sessions.sqlite``).
-        crop_dir: where zoom crops are written (default ``RSRAG_HOME/crops``).
-        budgets: per-question limits.
-        top_k: regions a search returns; fast_threshold: fast-path confidence threshold.
-        trace: trace settings (``None``: from ``RSRAG_TRACE_*``; ``False``: no trace); see :mod:`rsrag.agent.trace`.
-        knowledge: name of the knowledge base (in the store) that knowledge lookups and the slow path use.
+        settings: every setting (chat model, encoder, store, tiling, budgets, retrieval, knowledge base,
+            sessions and crops, trace); ``None``: :func:`~rsrag.agent.settings.load_settings`.
+        model: a ready LangChain chat model with tool calling (wins over ``settings.vlm.spec``).
+        resources: live resources to share with other analysts of the same settings (default: new ones).
+
+    Attributes:
+        settings: the settings.
+        context: the graph's runtime context (the settings only).
+        resources: the workspace and the chat model, shared by every thread of this analyst.
     """
 
-    def __init__(
-        self,
-        vlm: str = "rule",
-        *,
-        model: Any = None,
-        encoder: str | None = None,
-        store: str | os.PathLike[str] | None = None,
-        tiling: str = DEFAULT_TILING,
-        sessions: str | os.PathLike[str] | None = None,
-        crop_dir: str | os.PathLike[str] | None = None,
-        budgets: Budgets | None = None,
-        top_k: int = 5,
-        fast_threshold: float = 0.5,
-        trace: TraceSettings | bool | None = None,
-        knowledge: str = "default",
-    ) -> None:
-        home = rsrag_home()
-        self.sessions_path = Path(sessions) if sessions else home / "sessions.sqlite"
+    def __init__(self, settings: Settings | None = None, *, model: Any = None,
+                 resources: Resources | None = None) -> None:
+        self.settings = settings if settings is not None else load_settings()
+        self.sessions_path = self.settings.sessions_path
         self.sessions_path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.sessions_path, check_same_thread=False)
-        self.graph: CompiledStateGraph = build_agent_graph(SqliteSaver(self._connection, serde=checkpoint_serializer()))
-        self.context = AgentContext(
-            workspace=Workspace(encoder=encoder, store=store, tiling=tiling, knowledge=knowledge), vlm=vlm, model=model,
-            budgets=budgets or Budgets(), top_k=top_k, fast_threshold=fast_threshold,
-            crop_dir=Path(crop_dir) if crop_dir else home / "crops",
-        )
-        self.tracer = Tracer(self.sessions_path, trace, graph=self.graph)
+        self._connection, saver = open_checkpointer(self.sessions_path, serde=checkpoint_serializer())  # WAL, set up once
+        self.graph: CompiledStateGraph = build_agent_graph(saver)
+        self.context = AgentContext(self.settings)
+        self.resources = resources if resources is not None else Resources(self.settings, model=model)
+        self.tracer = Tracer(self.settings.sessions_path, self.settings.trace, graph=self.graph)
+
+    @property
+    def workspace(self) -> Workspace:
+        """The workspace (scenes, encoder, store, knowledge base) of :attr:`resources`."""
+        return self.resources.workspace
 
     def __enter__(self) -> Analyst:
         return self
@@ -107,7 +104,7 @@ class Analyst:
         self.close()
 
     def close(self) -> None:
-        self.context.workspace.close()
+        self.resources.close()
         self.tracer.close()
         self._connection.close()
 
@@ -116,8 +113,8 @@ class Analyst:
     def ask(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Answer:
         """Answer one question about ``image``; the thread keeps the conversation and its evidence."""
         thread = thread_id or uuid.uuid4().hex
-        self.context.workspace.scene(image)  # fail fast, with a clear error, on a bad image path
-        with self.tracer.run(self.context, thread, image, question) as run:
+        self._check_scene(image)  # fail fast, with a clear error, on a bad image path or one that cannot be indexed
+        with self.tracer.run(self.context, self.resources, thread, image, question) as run:
             result = self.graph.invoke(self._input(image, question), run.config(self._config(thread)), context=self.context)
             answer: Answer = result["answer"]
             run.answered(answer)
@@ -130,13 +127,37 @@ class Analyst:
     def stream(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Iterator[Step]:
         """Run a question and yield each step as it happens; the last step carries the answer."""
         thread = thread_id or uuid.uuid4().hex
-        self.context.workspace.scene(image)
-        with self.tracer.run(self.context, thread, image, question) as run:
+        self._check_scene(image)
+        with self.tracer.run(self.context, self.resources, thread, image, question) as run:
             for chunk in self.graph.stream(self._input(image, question), run.config(self._config(thread)),
                                            context=self.context, stream_mode="updates"):
                 for node, update in chunk.items():
                     merged = merge_updates(update) if isinstance(update, list) else (update or {})
                     yield Step(node=node, text=describe_update(node, merged), update=merged)
+
+    def _check_scene(self, image: str | os.PathLike[str]) -> None:
+        """Open ``image`` and check it can be indexed, so that a question about an image no search can cover
+        fails with that reason instead of getting a normal-looking "nothing matched" answer.
+
+        Raises:
+            RasterError: the image cannot be opened.
+            ImageTooSmallError: the image is smaller than one patch of the tiling in use.
+        """
+        from rsrag.tools.errors import ImageTooSmallError, TilingError
+        from rsrag.tools.tiling import parse_tiling
+
+        scene = self.workspace.scene(image)
+        try:
+            if min(scene.width, scene.height) < MIN_INDEXABLE_SIDE:
+                raise TilingError(f"an image needs at least {MIN_INDEXABLE_SIDE} px on each side to be cut into "
+                                  "patches an encoder can see")
+            if getattr(self.workspace, "uses_pyramid", False):
+                self.workspace.pyramid(scene)  # its level geometry; nothing is encoded yet
+            else:
+                parse_tiling(self.workspace.tiling).count(scene.width, scene.height)
+        except TilingError as exc:
+            raise ImageTooSmallError(f"{Path(image).name} ({scene.width} x {scene.height} px) cannot be indexed, "
+                                     f"so no question about it can be answered: {exc}") from None
 
     def evidence(self, thread_id: str) -> dict[str, Evidence]:
         """The evidence ledger of a thread."""
@@ -148,7 +169,7 @@ class Analyst:
 
     def index(self, image: str | os.PathLike[str]) -> IndexInfo:
         """Open ``image`` and build (or reuse, or resume) its patch index for this analyst's encoder and tiling."""
-        workspace = self.context.workspace
+        workspace = self.workspace
         return workspace.index(workspace.scene(image))
 
     async def astream(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> AsyncIterator[Step]:
@@ -176,9 +197,8 @@ class Analyst:
     def _input(self, image: str | os.PathLike[str], question: str) -> dict[str, Any]:
         return {"messages": [HumanMessage(content=question)], "scene": str(Path(image).expanduser().resolve())}
 
-    @staticmethod
-    def _config(thread: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread}, "recursion_limit": 200}
+    def _config(self, thread: str) -> dict[str, Any]:
+        return dict(self.resources.config({"configurable": {"thread_id": thread}, "recursion_limit": 200}))
 
 
 def merge_updates(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,7 +227,7 @@ def describe_update(node: str, update: dict[str, Any]) -> str:
         if message.type == "ai" and message.tool_calls:
             parts += [f"call {c['name']}({_short_args(c['args'])})" for c in message.tool_calls]
         elif message.type == "tool":
-            parts.append(f"{message.name or 'tool'}: {message.text.splitlines()[0] if message.text else ''}")
+            parts.append(f"{message.name or 'tool'}: {headline(message)}")
         elif message.type == "ai" and message.text:
             parts.append(f"model: {message.text[:200]}")
         elif message.type == "human":

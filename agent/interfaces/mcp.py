@@ -34,6 +34,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.evidence import Evidence
+from rsrag.agent.results import ToolResult, headline
 from rsrag.agent.settings import Settings
 from rsrag.agent.toolkit import lookup_knowledge as lookup_knowledge_tool
 from rsrag.agent.toolkit import scene_info as scene_info_tool
@@ -58,14 +59,14 @@ class SceneTools:
 
     Args:
         analyst: the configured analyst (its context supplies the workspace, budgets and crop folder).
-        settings: the settings (knowledge base location); ``None``: the defaults.
+        settings: the settings (knowledge base location); ``None``: the analyst's.
         image_roots: when given, only images inside these folders can be opened.
     """
 
     def __init__(self, analyst: Analyst, settings: Settings | None = None,
                  image_roots: Sequence[str | os.PathLike[str]] | None = None) -> None:
         self.analyst = analyst
-        self.settings = settings or Settings()
+        self.settings = settings if settings is not None else analyst.settings
         self.roots = [Path(r).expanduser().resolve() for r in image_roots or []]
         self._ledgers: dict[str, dict[str, Evidence]] = {}
         self._lock = threading.Lock()
@@ -77,38 +78,38 @@ class SceneTools:
         if self.roots and not any(path.is_relative_to(root) for root in self.roots):
             raise WindowError(f"{image} is outside the image folders this server may open "
                               f"({', '.join(map(str, self.roots))})")
-        self.analyst.context.workspace.scene(path)
+        self.analyst.workspace.scene(path)
         return str(path)
 
-    def run(self, tool: BaseTool, image: str, **args: Any) -> tuple[str, list[Evidence], dict[str, Any]]:
-        """Run one of the analyst's tools outside the graph: its text, the evidence it made, its artifact."""
+    def run(self, tool: BaseTool, image: str, **args: Any) -> tuple[str, ToolResult]:
+        """Run one of the analyst's tools outside the graph: the text the model would read, and its typed result."""
         scene = self.scene_path(image)
         with self._lock:
             ledger = dict(self._ledgers.get(scene, {}))
         runtime = ToolRuntime(
             state={"scene": scene, "evidence": ledger, "zoomed_pixels": 0}, context=self.analyst.context,
-            config={"configurable": {"thread_id": "mcp"}}, stream_writer=lambda _: None,
+            config=self.analyst.resources.config({"configurable": {"thread_id": "mcp"}}), stream_writer=lambda _: None,
             tool_call_id=f"mcp-{tool.name}", store=None,
         )
         command = tool.func(runtime=runtime, **{k: v for k, v in args.items() if v is not None})  # type: ignore[misc]
         assert isinstance(command, Command) and isinstance(command.update, dict)
         message = command.update["messages"][0]
-        evidence = list(command.update.get("evidence", {}).values())
+        result = ToolResult.of(message)
         with self._lock:
-            self._ledgers.setdefault(scene, {}).update({e.id: e for e in evidence})
-        return message.text, evidence, message.artifact or {}
+            self._ledgers.setdefault(scene, {}).update({e.id: e for e in result.evidence})
+        return message.text, result
 
     def knowledge_base(self) -> Any:
         """The knowledge base: on the Weaviate server the settings name, else the agent's own (embedded store)."""
         k = self.settings.knowledge
         if not k.weaviate_url:
-            return self.analyst.context.workspace.knowledge
+            return self.analyst.workspace.knowledge
         if self._kb is None:
             from rsrag.tools.knowledge import KnowledgeBase
             from rsrag.tools.store.weaviate import WeaviateStore
 
             key = k.weaviate_api_key.get_secret_value() if k.weaviate_api_key else None
-            self._kb = KnowledgeBase(WeaviateStore(k.weaviate_url, key), self.analyst.context.workspace.encoder,
+            self._kb = KnowledgeBase(WeaviateStore(k.weaviate_url, key), self.analyst.workspace.encoder,
                                      name=k.name)
         return self._kb
 
@@ -128,7 +129,7 @@ def build_mcp_server(
 
     Args:
         analyst: the analyst that runs the tools and answers ``ask`` (the caller closes it).
-        settings: settings for the knowledge base; ``None``: the defaults.
+        settings: settings for the knowledge base; ``None``: the analyst's.
         image_roots: when given, only images inside these folders can be opened.
         knowledge: offer ``lookup_knowledge`` (``None``: when :mod:`rsrag.tools.knowledge` is installed).
     """
@@ -143,10 +144,10 @@ def build_mcp_server(
             image: path of the image file on the server (GeoTIFF, COG, VRT, JPEG, PNG).
         """
         try:
-            text, _, artifact = tools.run(scene_info_tool, image)
+            text, result = tools.run(scene_info_tool, image)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        return [text, Image(path=artifact["crop"])]
+        return [text, Image(path=result.crop)]
 
     @server.tool()
     def search_patches(image: str, phrases: list[str], top_k: int | None = None) -> dict[str, Any]:
@@ -158,12 +159,12 @@ def build_mcp_server(
             top_k: how many regions to return.
         """
         try:
-            text, evidence, artifact = tools.run(search_patches_tool, image, phrases=phrases, top_k=top_k)
+            _, result = tools.run(search_patches_tool, image, phrases=phrases, top_k=top_k)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        confident = set(artifact.get("confident") or [])
-        regions = [{**e.to_json(), "confident": e.id in confident} for e in evidence]
-        return {"summary": text.splitlines()[0], "regions": regions}
+        regions = [{**e.to_json(), "confident": result.is_confident(e)} for e in result.visible]
+        return {"summary": headline(result), "threshold": result.threshold, "path": result.path,
+                "regions": regions}
 
     @server.tool()
     def zoom(
@@ -185,11 +186,11 @@ def build_mcp_server(
             max_side: longest side of the returned crop in pixels.
         """
         try:
-            text, _, artifact = tools.run(zoom_tool, image, evidence_id=evidence_id, bbox=bbox, map_bbox=map_bbox,
-                                          lonlat_bbox=lonlat_bbox, max_side=max_side)
+            text, result = tools.run(zoom_tool, image, evidence_id=evidence_id, bbox=bbox, map_bbox=map_bbox,
+                                     lonlat_bbox=lonlat_bbox, max_side=max_side)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        return [text, Image(path=artifact["crop"])]
+        return [text, Image(path=result.crop)]
 
     if knowledge if knowledge is not None else knowledge_available():
 
@@ -208,8 +209,11 @@ def build_mcp_server(
             """
             try:
                 if image is not None:
-                    text, evidence, _ = tools.run(lookup_knowledge_tool, image, query=query, category=category, k=k)
-                    return {"report": text, "entries": [e.to_json() for e in evidence]}
+                    text, result = tools.run(lookup_knowledge_tool, image, query=query, category=category, k=k)
+                    if result.status == "error":
+                        raise ToolError(result.message or "knowledge base unavailable")
+                    return {"report": text, "entries": [e.to_json() for e in result.evidence],
+                            "threshold": result.threshold}
                 result = tools.knowledge_base().search(query, k=k, kind="knowledge", category=category)
             except RsragError as exc:
                 raise _tool_error(exc) from None

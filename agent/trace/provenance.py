@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from importlib import metadata
 from typing import Any
 
-from rsrag.agent.context import AgentContext
+from rsrag.agent.context import AgentContext, Resources
 from rsrag.agent.trace.events import Provenance
 from rsrag.tools.errors import RsragError
 
@@ -24,19 +23,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def run_settings(context: AgentContext) -> dict[str, Any]:
-    """The settings of a run that a replay needs (JSON values only)."""
-    ws = context.workspace
-    assert ws is not None
-    return {
-        "vlm": context.vlm, "backend": context.backend or context.vlm, "encoder": ws.encoder_spec,
-        "store": str(ws.store_path) if ws.store_path is not None else None, "tiling": ws.tiling,
-        "budgets": asdict(context.budgets), "top_k": context.top_k, "fast_threshold": context.fast_threshold,
-        "crop_dir": str(context.crop_dir),
-    }
+def run_settings(context: AgentContext, resources: Resources) -> dict[str, Any]:
+    """The settings of a run that a replay needs (JSON values only): every setting, secrets masked, and the
+    chat model backend's name."""
+    settings = context.settings.model_dump(mode="json")
+    return {**settings, "backend": resources.backend}
 
 
-def collect_provenance(context: AgentContext, scene_path: str, sha256: bool = False) -> Provenance:
+def collect_provenance(context: AgentContext, resources: Resources, scene_path: str, sha256: bool = False) -> Provenance:
     """Provenance of a run on ``scene_path``.
 
     Resolves the encoder and the scene's patch index through the workspace (the run's first search would
@@ -44,20 +38,20 @@ def collect_provenance(context: AgentContext, scene_path: str, sha256: bool = Fa
     trace is written even when, say, the index cannot be built.
 
     Args:
-        context: the run's context (workspace, settings).
+        context: the run's context (its settings).
+        resources: the run's resources (the workspace).
         scene_path: the scene's path.
         sha256: also hash the whole file (slow for large images).
     """
     from rsrag.prompts import load_prompt
     from rsrag.tools.fastpath import PROMPT_VERSION
 
-    ws = context.workspace
-    assert ws is not None
+    ws = resources.workspace
     scene = ws.scene(scene_path)
     prov = Provenance(
         scene_path=str(scene.path), scene_fingerprint=scene.fingerprint, scene_size=[scene.width, scene.height],
         scene_crs=scene.crs, scene_sha256=scene.sha256() if sha256 else None, encoder_spec=ws.encoder_spec,
-        tiling=ws.tiling, settings=run_settings(context), package_version=_version("rsrag"),
+        tiling=ws.tiling, settings=run_settings(context, resources), package_version=_version("rsrag"),
         versions={"python": sys.version.split()[0], **{lib: _version(lib) for lib in LIBRARIES}},
     )
     prov.prompts = {name: load_prompt(name).version for name in GRAPH_PROMPTS}

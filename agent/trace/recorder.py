@@ -23,8 +23,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage, message_to_dict
 from langgraph.types import Command
 
-from rsrag.agent.context import AgentContext
+from rsrag.agent.context import Resources
 from rsrag.agent.evidence import Answer, Evidence
+from rsrag.agent.results import ToolResult
 from rsrag.agent.trace.events import AnswerRecord, EvidenceRecord, TokenUsage, TraceEvent, clip
 
 log = logging.getLogger(__name__)
@@ -81,16 +82,16 @@ class TraceRecorder(BaseCallbackHandler):
     Args:
         emit: called with each finished event (and the time its step started).
         run_id / thread_id: the run and its thread.
-        context: the run's context (for the backend's name).
+        resources: the run's resources (for the chat model's and the backend's names).
     """
 
     raise_error = False
     run_inline = True
 
     def __init__(self, emit: Callable[[TraceEvent, float], None], run_id: str, thread_id: str,
-                 context: AgentContext) -> None:
+                 resources: Resources) -> None:
         self.emit_event = emit
-        self.run_id, self.thread_id, self.context = run_id, thread_id, context
+        self.run_id, self.thread_id, self.resources = run_id, thread_id, resources
         self.root: UUID | None = None
         self.steps: list[int] = []
         self.failures: list[str] = []
@@ -271,8 +272,8 @@ class TraceRecorder(BaseCallbackHandler):
                        "prompt_messages": extra.get("messages"), "prompt_images": extra.get("images")},
             status="error" if bad or (chat and chat.error) else "ok",
             error="; ".join(([chat.error] if chat and chat.error else []) + [f"malformed tool call {b}" for b in bad]) or None,
-            model=(chat.name if chat else None) or getattr(self.context.model, "model_name", None),
-            backend=self.context.backend or self.context.vlm, provider=extra.get("provider"),
+            model=(chat.name if chat else None) or getattr(self.resources.model, "model_name", None),
+            backend=self.resources.backend, provider=extra.get("provider"),
             prompt_version=prompt_version, prompt_digest=extra.get("digest"), tokens=extra.get("tokens"),
             latency_ms=(chat.latency_ms if chat else None) or node_ms,
         )
@@ -281,17 +282,15 @@ class TraceRecorder(BaseCallbackHandler):
         call_id = message.tool_call_id
         call = self._tools.pop(call_id, None)
         asked_name, asked_args = self._requested.pop(call_id, (None, None))
-        artifact = message.artifact if isinstance(message.artifact, dict) else {}
-        ids = [str(i) for i in artifact.get("evidence") or []]
+        result = ToolResult.of(message)
         name = message.name or (call.name if call else None) or asked_name
-        produced = [EvidenceRecord.of(ledger[i]) for i in ids if i in ledger]
+        produced = [EvidenceRecord.of(ledger.get(e.id, e)) for e in result.evidence]
         error = None
-        if message.status == "error":
-            error = (call.error if call and call.error else None) or message.text
+        if result.status == "error":
+            error = (call.error if call and call.error else None) or result.message or message.text
         return self._event(
             node, "tool", tool=name, tool_call_id=call_id,
             arguments=(call.args if call and call.args is not None else asked_args),
-            result=clip(message.text), status="error" if message.status == "error" else "ok", error=clip(error, 500),
-            evidence=produced, cited=ids if name == "answer" else [],
-            latency_ms=call.latency_ms if call else None,
+            result=clip(message.text), status="error" if result.status == "error" else "ok", error=clip(error, 500),
+            evidence=produced, cited=list(result.cited), latency_ms=call.latency_ms if call else None,
         )

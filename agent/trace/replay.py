@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, messages_from_dict
@@ -24,6 +24,9 @@ from pydantic import BaseModel, Field
 from rsrag.agent.trace.events import Provenance, TraceEvent
 from rsrag.agent.trace.store import TraceStore
 from rsrag.tools.errors import ReplayExhaustedError, RsragError, TraceError
+
+if TYPE_CHECKING:
+    from rsrag.agent.settings import Settings
 
 SCORE_TOLERANCE = 1e-4
 COMPARED_PROVENANCE = ("scene_fingerprint", "scene_sha256", "encoder_id", "index_key", "index_version",
@@ -162,8 +165,6 @@ def replay_thread(
         TraceError: the trace has no run with provenance to replay.
     """
     from rsrag.agent.interfaces.api import Analyst
-    from rsrag.agent.context import Budgets
-    from rsrag.agent.trace.tracer import TraceSettings
 
     events = store.events(thread_id)
     runs: dict[str, list[TraceEvent]] = {}
@@ -178,13 +179,11 @@ def replay_thread(
     report = ReplayReport(thread_id=thread_id)
     model = ReplayChatModel()
     with tempfile.TemporaryDirectory(prefix="rsrag-replay-") as work:
-        analyst = Analyst(
-            model=model, encoder=encoder or settings.get("encoder"), store=patch_store or settings.get("store"),
-            tiling=settings.get("tiling") or first.tiling or "", sessions=Path(work) / "replay.sqlite",
-            crop_dir=Path(work) / "crops", budgets=Budgets(**settings.get("budgets", {})),
-            top_k=int(settings.get("top_k", 5)), fast_threshold=float(settings.get("fast_threshold", 0.5)),
-            trace=TraceSettings(enabled=True, sha256=bool(first.scene_sha256), path=Path(work) / "replay.sqlite"),
+        replay_settings = _replay_settings(
+            settings, tiling=first.tiling, work=Path(work), sha256=bool(first.scene_sha256),
+            explicit={"encoder.spec": encoder, "store.path": patch_store},
         )
+        analyst = Analyst(replay_settings, model=model)
         with analyst:
             for n, (start, recorded) in enumerate(zip(starts, runs.values()), 1):
                 if start is None or start.provenance is None:
@@ -213,3 +212,24 @@ def replay_thread(
                 if new_start is not None and new_start.provenance is not None:
                     report.changes += [f"run {n}: {c}" for c in provenance_changes(start.provenance, new_start.provenance)]
     return report
+
+
+def _replay_settings(recorded: dict[str, Any], *, tiling: str | None, work: Path, sha256: bool,
+                     explicit: dict[str, Any]) -> Settings:
+    """The settings a replay runs with: the recorded ones (a whole settings dump, or the few keys traces
+    recorded before that), ``explicit`` values over them, sessions, crops and the trace in ``work``."""
+    from rsrag.agent.settings import Settings, flatten, load_settings
+
+    if isinstance(recorded.get("encoder"), dict):
+        flat = flatten({k: v for k, v in recorded.items() if k in Settings.model_fields})
+    else:
+        flat = {"encoder.spec": recorded.get("encoder"), "store.path": recorded.get("store"),
+                "store.tiling": recorded.get("tiling") or tiling, "retrieval.top_k": recorded.get("top_k"),
+                "retrieval.fast_threshold": recorded.get("fast_threshold"),
+                **{f"budgets.{k}": v for k, v in (recorded.get("budgets") or {}).items()}}
+    flat = {k: v for k, v in flat.items() if v is not None and v != "**********" and not k.startswith(("paths.", "trace."))}
+    flat.pop("home", None)
+    flat.update({k: v for k, v in explicit.items() if v is not None})
+    flat.update({"paths.sessions": work / "replay.sqlite", "paths.crops": work / "crops", "trace.enabled": True,
+                 "trace.sha256": sha256, "trace.path": work / "replay.sqlite"})
+    return load_settings(overrides=flat)

@@ -13,51 +13,28 @@ Usage (this is what :class:`rsrag.agent.interfaces.api.Analyst` does)::
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from rsrag.agent.context import AgentContext
+from rsrag.agent.context import AgentContext, Resources
+from rsrag.agent.settings import TraceSettings
 from rsrag.agent.trace.events import AnswerRecord, TraceEvent
 from rsrag.agent.trace.provenance import collect_provenance
 from rsrag.agent.trace.recorder import TraceRecorder
 from rsrag.agent.trace.store import TraceStore
-from rsrag.tools.errors import ConfigError
 
-REDACTABLE = ("prompts", "answers")
+_STORE_LOCK = threading.Lock()
 
 
-class TraceSettings(BaseSettings):
-    """Trace settings (environment: ``RSRAG_TRACE_<NAME>``).
-
-    Attributes:
-        enabled: record a trace of every run.
-        sha256: also record the full SHA-256 of the scene file (reads the whole file once per scene).
-        redact: comma-separated parts blanked in exports: ``prompts`` (questions, feedback, model inputs)
-            and/or ``answers`` (answer texts, the model's text replies).
-        otel: OpenTelemetry exporter, ``console`` or ``otlp`` (empty: no spans).
-        path: trace database (default: the sessions file, in its own tables).
-    """
-
-    model_config = SettingsConfigDict(env_prefix="RSRAG_TRACE_", extra="ignore")
-
-    enabled: bool = True
-    sha256: bool = False
-    redact: str = ""
-    otel: str = ""
-    path: Path | None = None
-
-    def redactions(self) -> set[str]:
-        """The parts to redact, validated."""
-        parts = {p.strip().lower() for p in self.redact.split(",") if p.strip()}
-        unknown = parts - set(REDACTABLE)
-        if unknown:
-            raise ConfigError(f"unknown redaction {', '.join(sorted(unknown))}: use {' and/or '.join(REDACTABLE)}")
-        return parts
+def hmac_key(settings: Any) -> bytes | None:
+    """The key that signs chain heads (``trace.hmac_key``), or ``None`` when none is set."""
+    secret = getattr(settings, "hmac_key", None)
+    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+    return value.encode() if value else None
 
 
 class Tracer:
@@ -65,7 +42,7 @@ class Tracer:
 
     Args:
         sessions_path: the sessions SQLite file; traces go into it unless ``settings.path`` says otherwise.
-        settings: trace settings; ``True``/``None``: from the environment; ``False``: tracing off.
+        settings: the ``[trace]`` settings; ``True``/``None``: the defaults; ``False``: tracing off.
         graph: the compiled graph (its checkpointer links steps to checkpoint ids).
         tracer_provider: an OpenTelemetry tracer provider (overrides ``settings.otel``).
     """
@@ -85,10 +62,11 @@ class Tracer:
 
     @property
     def store(self) -> TraceStore:
-        """The trace store (opened on first use)."""
-        if self._store is None:
-            self._store = TraceStore(self.path)
-        return self._store
+        """The trace store (opened on first use, once, whichever of a server's threads asks first)."""
+        with _STORE_LOCK:
+            if self._store is None:
+                self._store = TraceStore(self.path, hmac_key=hmac_key(self.settings))
+            return self._store
 
     @property
     def provider(self) -> Any:
@@ -101,9 +79,10 @@ class Tracer:
                 self._provider = tracer_provider_from_settings(self.settings.otel)
         return self._provider
 
-    def run(self, context: AgentContext, thread_id: str, scene: str | os.PathLike[str], question: str) -> TraceRun:
+    def run(self, context: AgentContext, resources: Resources, thread_id: str, scene: str | os.PathLike[str],
+            question: str) -> TraceRun:
         """A context manager tracing one question on ``thread_id`` (a no-op when tracing is off)."""
-        return TraceRun(self, context, thread_id, str(Path(scene).expanduser().resolve()), question)
+        return TraceRun(self, context, resources, thread_id, str(Path(scene).expanduser().resolve()), question)
 
     def close(self) -> None:
         if self._store is not None:
@@ -117,8 +96,10 @@ class Tracer:
 class TraceRun:
     """The trace of one question (see the module docstring)."""
 
-    def __init__(self, tracer: Tracer, context: AgentContext, thread_id: str, scene: str, question: str) -> None:
-        self.tracer, self.context, self.thread_id, self.scene, self.question = tracer, context, thread_id, scene, question
+    def __init__(self, tracer: Tracer, context: AgentContext, resources: Resources, thread_id: str, scene: str,
+                 question: str) -> None:
+        self.tracer, self.context, self.resources = tracer, context, resources
+        self.thread_id, self.scene, self.question = thread_id, scene, question
         self.run_id = uuid.uuid4().hex
         self.enabled = tracer.settings.enabled
         self.recorder: TraceRecorder | None = None
@@ -137,10 +118,10 @@ class TraceRun:
             from rsrag.agent.trace.otel import SpanEmitter
 
             self._spans = SpanEmitter(self.tracer.provider, self.thread_id, self.run_id, self._started)
-        provenance = collect_provenance(self.context, self.scene, sha256=self.tracer.settings.sha256)
+        provenance = collect_provenance(self.context, self.resources, self.scene, sha256=self.tracer.settings.sha256)
         self._write(TraceEvent(run_id=self.run_id, thread_id=self.thread_id, time=time.time(), kind="run_start",
                                question=self.question, provenance=provenance), self._started)
-        self.recorder = TraceRecorder(self._write, self.run_id, self.thread_id, self.context)
+        self.recorder = TraceRecorder(self._write, self.run_id, self.thread_id, self.resources)
         return self
 
     def config(self, config: dict[str, Any]) -> dict[str, Any]:

@@ -9,13 +9,13 @@ import pytest
 
 from rsrag.agent.interfaces.api import Analyst
 from tests.web_mosaic import make_mosaic
+from tests.configured import settings_for
 
 
 @pytest.fixture(scope="module")
 def analyst(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("e2e")
-    with Analyst(vlm="rule", store=tmp / "store", tiling="grid:256", sessions=tmp / "s.sqlite",
-                 crop_dir=tmp / "crops") as a:
+    with Analyst(settings_for(tmp, encoder__spec=None, store__tiling="grid:256", vlm__spec="rule")) as a:
         yield a
 
 

@@ -21,6 +21,7 @@ from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.models.backends import load_chat_model
 from rsrag.tools.errors import ConfigError
 from tests.rasters import write_raster
+from tests.configured import settings_for
 
 
 class ChatServer:
@@ -95,8 +96,7 @@ def test_openai_backend_drives_the_agent_over_http(tmp_path: Path, scene_path: P
                                           "confidence": 0.7}, "c3"),
     ]
     with ChatServer(script) as server:
-        with Analyst(f"openai:tiny-vlm@{server.url}", encoder="rsrag-tiny-test:random", store=tmp_path / "store",
-                     tiling="grid:64", sessions=tmp_path / "s.sqlite", crop_dir=tmp_path / "crops") as analyst:
+        with Analyst(settings_for(tmp_path, vlm__spec=f"openai:tiny-vlm@{server.url}")) as analyst:
             answer = analyst.ask(scene_path, "where are the roads?")
     assert answer.supported and answer.evidence[0].path == "zoom" and answer.backend.startswith("openai:tiny-vlm")
     first, _, third = server.requests

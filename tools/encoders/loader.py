@@ -8,46 +8,32 @@ and any failure is reported the same way.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from rsrag.tools.encoders.base import Encoder
-from rsrag.tools.encoders.lit import DEFAULT_HEADS, LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
-from rsrag.tools.encoders.openclip import OpenClipEncoder
+from rsrag.tools.encoders.identity import DEFAULT_HEADS, fingerprint, known_encoder_id, lit_encoder_id
 from rsrag.tools.encoders.spec import EncoderSpec, parse_spec
-from rsrag.tools.encoders.towers import TEXT_PACKAGE, package_version, text_tower_dir
 from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from rsrag.tools.encoders.base import Encoder, ImageLike
+    from rsrag.tools.encoders.openclip import OpenClipEncoder
+
+__all__ = ["LazyEncoder", "clear_encoder_cache", "fingerprint", "hf_file", "hf_offline", "lazy_encoder", "load_encoder"]
 
 _CACHE: dict[tuple[str, str], OpenClipEncoder] = {}
 _LOCK = threading.Lock()
-_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
 def hf_offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) asks for no network."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def fingerprint(path: Path) -> str:
-    """Short content hash of a weights file (whole file up to 64 MiB; size + first/last 8 MiB beyond)."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FINGERPRINTS:
-        h = hashlib.sha256(str(st.st_size).encode())
-        with path.open("rb") as fh:
-            if st.st_size <= 64 << 20:
-                h.update(fh.read())
-            else:
-                h.update(fh.read(8 << 20))
-                fh.seek(-(8 << 20), os.SEEK_END)
-                h.update(fh.read())
-        _FINGERPRINTS[key] = h.hexdigest()[:12]
-    return _FINGERPRINTS[key]
 
 
 def _hf_cache_dir() -> str:
@@ -113,8 +99,11 @@ def _tag_file(spec: EncoderSpec) -> tuple[Path, dict]:
     )
 
 
-def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> Encoder:
+def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
     import open_clip
+    import torch
+
+    from rsrag.tools.encoders.openclip import OpenClipEncoder
 
     arch, weights = spec.arch, spec.weights
     kwargs: dict = {"pretrained_text": False, "pretrained_image": False}
@@ -163,21 +152,21 @@ def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> Encoder:
     return OpenClipEncoder(model, preprocess, tokenizer, encoder_id=ident, image_size=size, device=device, batch_size=batch_size)
 
 
-def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> Encoder:
+def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
     from rsrag.tools.encoders.features import lit_transform
+    from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
+    from rsrag.tools.encoders.openclip import OpenClipEncoder
+    from rsrag.tools.encoders.towers import text_tower_dir
 
-    tower_id = f"{TEXT_PACKAGE}-{package_version(TEXT_PACKAGE)}"
     if spec.weights == "random":
         cfg = LitConfig()
         model = build_lit_model(cfg, seed=0)
-        ident = f"rsrag-lit:random#{cfg.image_tower}-seed0"
     else:
         path = Path(spec.weights) if spec.weights else DEFAULT_HEADS
         cfg, tensors, _ = read_heads(path)
         model = build_lit_model(cfg)
         load_heads_into(model, tensors, str(path))
-        name = "rsrag-lit" if spec.weights is None else "rsrag-lit:file"
-        ident = f"{name}#{cfg.image_tower}-{package_version(cfg.tower.package)}+{tower_id}+{fingerprint(path)}"
+    ident = lit_encoder_id(spec, cfg.image_tower)
     tokenizer = LitTokenizer(text_tower_dir(), cfg.context_length)
     return OpenClipEncoder(
         model, lit_transform(cfg), tokenizer, encoder_id=ident, image_size=cfg.size, device=device,
@@ -202,6 +191,8 @@ def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: in
         WeightsUnavailableError: the weights are not available locally and cannot be downloaded.
         CheckpointMismatchError: a checkpoint does not fit its architecture.
     """
+    import torch
+
     parsed = parse_spec(spec)
     key = (parsed.text, str(torch.device(device)))
     with _LOCK:
@@ -209,6 +200,93 @@ def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: in
             build = _build_lit if parsed.kind == "lit" else _build_openclip
             _CACHE[key] = build(parsed, device, batch_size)
         return _CACHE[key].with_batch_size(batch_size)
+
+
+class LazyEncoder:
+    """An :class:`~rsrag.tools.encoders.base.Encoder` that loads its model on first use.
+
+    Its :attr:`id` is known before loading when the spec allows it (the bundled encoder, see
+    :mod:`rsrag.tools.encoders.identity`), so finding a scene's index costs no model load; anything else
+    (``dim``, ``image_size``, encoding) loads the model once, through :func:`load_encoder`.
+
+    Args:
+        spec / device / batch_size: as for :func:`load_encoder`.
+    """
+
+    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> None:
+        self.spec, self.device, self.batch_size = spec, device, batch_size
+        self._id = known_encoder_id(spec)
+        self._encoder: Encoder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been loaded."""
+        return self._encoder is not None
+
+    def load(self) -> Encoder:
+        """The loaded encoder (loaded now if needed)."""
+        with self._lock:
+            if self._encoder is None:
+                encoder = load_encoder(self.spec, device=self.device, batch_size=self.batch_size)
+                if self._id is not None and encoder.id != self._id:
+                    raise EncoderError(f"encoder spec {self.spec!r}: loaded id {encoder.id!r} differs from the "
+                                       f"id known before loading {self._id!r}")
+                self._encoder = encoder
+            return self._encoder
+
+    @property
+    def id(self) -> str:
+        """The encoder's id (part of index keys)."""
+        return self._id if self._id is not None else self.load().id
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self.load().dim
+
+    @property
+    def image_size(self) -> int:
+        """Model input side in pixels."""
+        return self.load().image_size
+
+    def preprocess(self, image: ImageLike) -> torch.Tensor:
+        """See :meth:`rsrag.tools.encoders.base.Encoder.preprocess`."""
+        return self.load().preprocess(image)
+
+    def encode_image_tensors(self, batch: torch.Tensor) -> np.ndarray:
+        """See :meth:`rsrag.tools.encoders.base.Encoder.encode_image_tensors`."""
+        return self.load().encode_image_tensors(batch)
+
+    def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """See :meth:`rsrag.tools.encoders.base.Encoder.encode_images`."""
+        return self.load().encode_images(images)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """See :meth:`rsrag.tools.encoders.base.Encoder.encode_texts`."""
+        return self.load().encode_texts(texts)
+
+    def with_batch_size(self, batch_size: int) -> Any:
+        """The loaded encoder with another batch size (see ``OpenClipEncoder.with_batch_size``)."""
+        return self.load().with_batch_size(batch_size)  # type: ignore[attr-defined]  # every loaded encoder has it
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+    def __repr__(self) -> str:
+        state = repr(self._encoder) if self._encoder is not None else "not loaded"
+        return f"LazyEncoder(spec={self.spec!r}, id={self._id!r}, {state})"
+
+
+def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> LazyEncoder:
+    """An encoder for ``spec`` that loads its model only when something needs it (see :class:`LazyEncoder`).
+
+    Raises:
+        UnknownEncoderError: the spec names no known model (checked now, without loading anything).
+    """
+    return LazyEncoder(spec, device=device, batch_size=batch_size)
 
 
 def clear_encoder_cache() -> None:

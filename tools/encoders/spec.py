@@ -17,14 +17,23 @@ Grammar (first match wins):
 ``ARCH:random``                        the architecture with random weights (seed 0), for plumbing/benchmarks
 ``ARCH:PATH``                          a local checkpoint file loaded into the architecture
 =====================================  =============================================================
+
+Parsing never imports open_clip for the bundled encoder and the ``remoteclip:``/``georsclip:``/``hf-hub:``/
+``local-dir:`` prefixes; architecture names are checked against open_clip's model config files without
+importing it (:func:`check_spec`, what settings validation calls). Only :func:`parse_spec` of an
+``ARCH:TAG`` spec imports open_clip, to check the tag.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from rsrag.tools.errors import UnknownEncoderError
+
+__all__ = ["DEFAULT_SPEC", "GEORSCLIP", "REMOTECLIP", "EncoderSpec", "check_spec", "openclip_models", "parse_spec"]
 
 DEFAULT_SPEC = "rsrag-lit"
 
@@ -70,14 +79,30 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or "\\" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
 
 
-def parse_spec(spec: str | None) -> EncoderSpec:
-    """Parse an encoder spec string (see the module docstring for the grammar).
+def openclip_models() -> list[str]:
+    """open_clip's architecture names, without importing open_clip unless it is imported already.
+
+    Once open_clip is imported its own registry is asked (it includes configs added at run time with
+    ``open_clip.add_model_config``); before that, the names are those of its bundled model config files.
+    """
+    module = sys.modules.get("open_clip")
+    if module is not None:
+        return list(module.list_models())
+    found = importlib.util.find_spec("open_clip")
+    if found is None or not found.submodule_search_locations:
+        return []
+    names: set[str] = set()
+    for folder in found.submodule_search_locations:
+        names |= {p.stem for p in (Path(folder) / "model_configs").glob("*.json")}
+    return sorted(names)
+
+
+def check_spec(spec: str | None) -> EncoderSpec:
+    """Parse an encoder spec string without importing open_clip (pretrained tags are checked by :func:`parse_spec`).
 
     Raises:
         UnknownEncoderError: the spec names no known model, or an architecture without weights.
     """
-    import open_clip
-
     text = (spec or "").strip()
     if text in ("", "default", DEFAULT_SPEC):
         return EncoderSpec(DEFAULT_SPEC, "lit")
@@ -86,9 +111,6 @@ def parse_spec(spec: str | None) -> EncoderSpec:
         if not rest:
             raise UnknownEncoderError(f"encoder spec {text!r}: give `rsrag-lit`, `rsrag-lit:random` or `rsrag-lit:PATH`")
         return EncoderSpec(text, "lit", weights=rest)
-    head, sep, _ = text.partition(":")
-    if text.endswith(".safetensors") and not (sep and head in open_clip.list_models()):
-        return EncoderSpec(f"rsrag-lit:{text}", "lit", weights=text)
     for prefix, table in (("remoteclip:", REMOTECLIP), ("georsclip:", GEORSCLIP)):
         if text.lower().startswith(prefix):
             arch = text[len(prefix) :]
@@ -106,7 +128,9 @@ def parse_spec(spec: str | None) -> EncoderSpec:
     if text.startswith("local-dir:"):
         return EncoderSpec(text, "local-dir", weights=text[len("local-dir:") :])
     arch, sep, weights = text.partition(":")
-    known = open_clip.list_models()
+    known = openclip_models()
+    if text.endswith(".safetensors") and not (sep and arch in known):
+        return EncoderSpec(f"rsrag-lit:{text}", "lit", weights=text)
     if arch not in known:
         hint = ", ".join(a for a in known if a.lower().startswith(arch.lower()[:5]))[:200] or ", ".join(known[:8]) + ", ..."
         raise UnknownEncoderError(
@@ -114,16 +138,28 @@ def parse_spec(spec: str | None) -> EncoderSpec:
             f"(rsrag-lit, remoteclip:, georsclip:, hf-hub:, local-dir:). see `open_clip.list_models()` (e.g. {hint})"
         )
     if not sep or not weights:
-        tags = open_clip.list_pretrained_tags_by_model(arch)
         raise UnknownEncoderError(
             f"encoder spec {text!r} names an architecture but no weights; use {arch}:TAG "
-            f"(tags: {', '.join(tags) or 'none'}), {arch}:random, or {arch}:/path/to/checkpoint.pt"
+            f"(`open_clip.list_pretrained_tags_by_model({arch!r})`), {arch}:random, or {arch}:/path/to/checkpoint.pt"
         )
-    if weights != "random" and not _looks_like_path(weights) and weights not in open_clip.list_pretrained_tags_by_model(arch):
-        if not Path(weights).exists():
-            tags = open_clip.list_pretrained_tags_by_model(arch)
-            raise UnknownEncoderError(
-                f"encoder spec {text!r}: {weights!r} is neither a pretrained tag of {arch} "
-                f"({', '.join(tags) or 'none'}), `random`, nor an existing file"
-            )
     return EncoderSpec(text, "openclip", arch=arch, weights=weights)
+
+
+def parse_spec(spec: str | None) -> EncoderSpec:
+    """Parse an encoder spec string (see the module docstring for the grammar), pretrained tags included.
+
+    Raises:
+        UnknownEncoderError: the spec names no known model, or an architecture without weights.
+    """
+    parsed = check_spec(spec)
+    if parsed.kind != "openclip" or parsed.weights == "random" or _looks_like_path(parsed.weights or ""):
+        return parsed
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(parsed.arch)
+    if parsed.weights not in tags and not Path(parsed.weights or "").exists():
+        raise UnknownEncoderError(
+            f"encoder spec {parsed.text!r}: {parsed.weights!r} is neither a pretrained tag of {parsed.arch} "
+            f"({', '.join(tags) or 'none'}), `random`, nor an existing file"
+        )
+    return parsed

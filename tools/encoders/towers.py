@@ -13,10 +13,12 @@ import importlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rsrag.tools.errors import WeightsUnavailableError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ def build_image_trunk(tower: ImageTower, *, with_classifier: bool = False) -> to
             returns pooled features.
     """
     import timm
+    import torch
 
     trunk = timm.create_model(tower.timm_name, pretrained=False)
     state = torch.load(image_tower_weights(tower), map_location="cpu", weights_only=True)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rsrag.agent.interfaces.cli.app import app, err_console, state
 from rsrag.agent.interfaces.cli.app import console as default_console
-from rsrag.agent.evidence import Answer
-from rsrag.tools.indexing import DEFAULT_TILING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rsrag.agent.evidence import Answer
 
 
 @app.command("ask")
@@ -21,12 +23,12 @@ def ask_command(
     question: str = typer.Argument(..., help="The question, e.g. 'where are the storage tanks?'."),
     vlm: str | None = typer.Option(None, "--vlm", help="Chat model: rule | openai:MODEL@URL | transformers:PATH (default: settings, rule)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
-    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling used if the scene must be indexed first (default: settings, {DEFAULT_TILING})."),
+    tiling: str | None = typer.Option(None, "--tiling", help="Tiling used if the scene must be indexed first (default: settings, store.tiling)."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
     thread: str | None = typer.Option(None, "--thread", help="Chat thread to continue (default: a new one)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps before answering with what it has (default: 10)."),
-    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: 5)."),
-    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Fast-path confidence threshold (default: 0.5)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps before answering with what it has (default: settings, budgets.max_steps)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: settings, retrieval.top_k)."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Fast-path confidence threshold (default: settings, retrieval.fast_threshold)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, evidence with bbox, GeoJSON)."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the steps as they happen."),
 ) -> None:
@@ -51,6 +53,8 @@ def ask_command(
 
 def print_answer(answer: Answer, out: Console | None = None) -> None:
     """The answer, its confidence and a table of the cited evidence (numbered, as ``rsrag chat``'s /zoom N uses)."""
+    from rich.table import Table
+
     console = out or default_console
     status = "" if answer.supported else f"  [yellow](unsupported: {answer.missing})[/]"
     console.print(f"\n[bold]{answer.text}[/]\nconfidence {answer.confidence:.2f}{status}", soft_wrap=True)

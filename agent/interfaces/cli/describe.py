@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from PIL import Image
-from rich.table import Table
 
 from rsrag.agent.interfaces.cli.app import app, console
-from rsrag.tools.display import DisplayOptions
-from rsrag.tools.georef import map_box_to_lonlat
-from rsrag.tools.raster import Scene, open_scene
+
+if TYPE_CHECKING:
+    from rsrag.tools.raster import Scene
 
 THUMBNAIL_SIDE = 512
 
 
 def describe_scene(scene: Scene, with_sha256: bool = False) -> dict[str, Any]:
     """A JSON-friendly description of a scene: metadata, fingerprint, footprint in map and lon/lat."""
+    from rsrag.tools.georef import map_box_to_lonlat
+
     info = scene.info.as_dict()
     info["fingerprint"] = scene.fingerprint
     info["display_bands"] = list(scene.bands)
@@ -35,6 +35,8 @@ def describe_scene(scene: Scene, with_sha256: bool = False) -> dict[str, Any]:
 
 def save_thumbnail(scene: Scene, path: Path, side: int = THUMBNAIL_SIDE) -> tuple[int, int]:
     """Write a PNG overview of the whole scene, longest side ``side`` px; returns its (width, height)."""
+    from PIL import Image
+
     out = scene.full_box.fit_within(side)
     Image.fromarray(scene.read_display(scene.full_box, out_size=out)).save(path)
     return out[1], out[0]
@@ -49,6 +51,11 @@ def describe(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Describe a scene: size, bands, data type, nodata, CRS, footprint, overviews, fingerprint."""
+    from rich.table import Table
+
+    from rsrag.tools.display import DisplayOptions
+    from rsrag.tools.raster import open_scene
+
     display = DisplayOptions(bands=_parse_bands(bands)) if bands else None
     with open_scene(image, display) as scene:
         info = describe_scene(scene, with_sha256=sha256)

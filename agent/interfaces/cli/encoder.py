@@ -5,16 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING
 
-from rsrag.agent.interfaces.cli.app import app, console
+import typer
+
+from rsrag.agent.interfaces.cli.app import app, console, state
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 encoder_app = typer.Typer(help="Train and inspect encoders.", no_args_is_help=True)
 app.add_typer(encoder_app, name="encoder")
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
@@ -32,36 +38,61 @@ def default_cache_dir() -> Path:
 def train(
     data: Path = typer.Argument(..., help="Folder with captions.jsonl (image, class, captions) and the images."),
     out: Path | None = typer.Option(None, "--out", help="Heads file to write (default ./rsrag-lit-<DATA name>.safetensors)."),
-    tower: str = typer.Option("effnet-lite0", "--tower", help="Image tower: effnet-lite0, effnet-lite1, effnet-lite2."),
-    dim: int = typer.Option(256, "--dim", help="Dimension of the shared embedding space."),
-    image_proj: str = typer.Option("mlp", "--image-proj", help="Image head: linear or mlp."),
-    text_proj: str = typer.Option("mlp", "--text-proj", help="Text head: linear or mlp."),
-    epochs: int = typer.Option(20, "--epochs", min=1),
-    batch_size: int = typer.Option(512, "--batch-size", min=2),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(0.1, "--weight-decay"),
-    class_prompt_prob: float = typer.Option(0.2, "--class-prompt-prob", help="Share of steps pairing an image with a class prompt."),
-    views: str = typer.Option("id", "--views", help="Comma-separated cached views: id, hflip, rot90, rot270."),
-    seed: int = typer.Option(0, "--seed"),
+    tower: str | None = typer.Option(None, "--tower", help="Image tower: effnet-lite0, effnet-lite1, effnet-lite2."),
+    image_size: int | None = typer.Option(None, "--image-size", min=0, help="Input side in pixels (0: the tower's native size)."),
+    taps: str | None = typer.Option(None, "--taps", help="Comma-separated trunk outputs the image head reads: s2..s6 (stages), head."),
+    dim: int | None = typer.Option(None, "--dim", help="Dimension of the shared embedding space."),
+    image_proj: str | None = typer.Option(None, "--image-proj", help="Image head: linear or mlp."),
+    text_proj: str | None = typer.Option(None, "--text-proj", help="Text head: linear or mlp."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=2),
+    lr: float | None = typer.Option(None, "--lr"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay"),
+    class_prompt_prob: float | None = typer.Option(None, "--class-prompt-prob", help="Share of steps pairing an image with a class prompt."),
+    class_weight: float | None = typer.Option(None, "--class-weight", help="Weight of the class-supervised term (0: off)."),
+    image_dropout: float | None = typer.Option(None, "--image-dropout", help="Dropout on the frozen image features."),
+    text_dropout: float | None = typer.Option(None, "--text-dropout", help="Dropout on the frozen text features."),
+    views: str | None = typer.Option(None, "--views", help="Comma-separated cached views: id, hflip, vflip, rot90, rot180, rot270, transpose, transverse."),
+    view_mode: str | None = typer.Option(None, "--view-mode", help="sample: a random view per image and step; mean: the mean over views."),
+    seed: int | None = typer.Option(None, "--seed"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fixed class-stratified share held out (never trained on)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Feature cache folder (default: user cache dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the validation metrics as one JSON object."),
 ) -> None:
-    """Train the projection heads of the offline LiT encoder on captioned or class-labelled chips."""
+    """Train the projection heads of the offline LiT encoder on captioned or class-labelled chips.
+
+    Every option left out takes the bundled heads' recipe: `rsrag encoder train ../shared/data/aid-rsicd` reproduces
+    them (see BENCHMARKS.md, Encoder).
+    """
+    from dataclasses import replace
+
     from rsrag.tools.captioned import read_chips, split_chips
     from rsrag.tools.encoders.features import VIEWS
-    from rsrag.tools.encoders.lit import LitConfig, build_lit_model
+    from rsrag.tools.encoders.lit import TAPS, LitConfig, build_lit_model
+    from rsrag.tools.training.evaluate import TrainingRecord
     from rsrag.tools.training.train import TrainConfig, compute_features, evaluate_features, save_trained, train_heads
     from rsrag.tools.errors import ConfigError
 
-    view_list = tuple(v.strip() for v in views.split(",") if v.strip())
-    bad = [v for v in view_list if v not in VIEWS] + [p for p in (image_proj, text_proj) if p not in ("linear", "mlp")]
-    if bad or not view_list:
-        raise ConfigError(f"invalid --views/--image-proj/--text-proj value(s): {bad or views!r}")
-    lit_cfg = LitConfig(image_tower=tower, embed_dim=dim, image_proj=image_proj, text_proj=text_proj)
-    lit_cfg.tower  # validates the tower name  # noqa: B018
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            class_prompt_prob=class_prompt_prob, views=view_list, seed=seed)
+    def given(**kw: object) -> dict[str, object]:  # options left out keep the bundled recipe's value
+        return {k: v for k, v in kw.items() if v is not None}
+
+    split_list = lambda text: None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
+    view_list, tap_list = split_list(views), split_list(taps)
+    bad = ([v for v in view_list or () if v not in VIEWS] + [t for t in tap_list or () if t not in TAPS]
+           + [p for p in (image_proj, text_proj) if p not in (None, "linear", "mlp")])
+    if bad or view_list == () or tap_list == ():
+        raise ConfigError(f"invalid --views/--taps/--image-proj/--text-proj value(s): {bad or (views, taps)!r}")
+    try:
+        lit_cfg = replace(LitConfig(), **given(image_tower=tower, embed_dim=dim, image_proj=image_proj,
+                                               text_proj=text_proj, image_size=image_size, taps=tap_list))
+        lit_cfg.tower  # validates the tower name  # noqa: B018
+        train_cfg = replace(TrainConfig(), **given(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, class_prompt_prob=class_prompt_prob,
+            views=view_list, view_mode=view_mode, image_dropout=image_dropout, text_dropout=text_dropout,
+            class_weight=class_weight, seed=seed))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    epochs, seed, view_list = train_cfg.epochs, train_cfg.seed, train_cfg.views
     out = out or Path(f"rsrag-lit-{data.resolve().name}.safetensors")
     chips = read_chips(data)
     train_chips, val_chips = split_chips(chips, val_fraction)
@@ -79,7 +110,7 @@ def train(
         train_heads(fs, train_rows, lit_cfg, train_cfg, model,
                     progress=lambda e, loss: bar.update(etask, completed=e, info=f"loss {loss:.3f}"))
     report = evaluate_features(model, fs, val_rows, f"rsrag-lit:{out}") if val_rows else None
-    save_trained(out, model, lit_cfg, train_cfg, data, len(train_rows), report)
+    save_trained(out, model, lit_cfg, train_cfg, data, TrainingRecord.of(chips, train_chips, val_fraction), report)
     if as_json:
         print(json.dumps({"out": str(out), "spec": f"rsrag-lit:{out}", **(report.metrics if report else {})}))
         return
@@ -90,11 +121,14 @@ def train(
 
 @encoder_app.command("info")
 def info(
-    spec: str = typer.Argument("rsrag-lit", help="Encoder spec (see `rsrag.tools.encoders.spec`)."),
-    device: str = typer.Option("cpu", "--device"),
+    spec: str | None = typer.Argument(None, help="Encoder spec (see `rsrag.tools.encoders.spec`; default: settings, encoder.spec)."),
+    device: str | None = typer.Option(None, "--device", help="Torch device (default: settings, encoder.device)."),
 ) -> None:
     """Load an encoder and print its id, dimension and input size."""
     from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.encoders.spec import DEFAULT_SPEC
 
-    enc = load_encoder(spec, device=device)
+    settings = state.settings(**{"encoder.spec": spec, "encoder.device": device}).encoder
+    spec = settings.spec or DEFAULT_SPEC
+    enc = load_encoder(spec, device=settings.device, batch_size=settings.batch_size)
     print(json.dumps({"spec": spec, "id": enc.id, "dim": enc.dim, "image_size": enc.image_size}))

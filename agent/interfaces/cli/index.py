@@ -1,41 +1,84 @@
-"""``rsrag index IMAGE``: build (or resume) a scene's patch index, with a progress bar."""
+"""``rsrag index IMAGE``: fill (or resume) a scene's index ahead of time, with progress.
+
+With the default pyramid tiling every level is filled, coarsest first (one progress bar per level); a flat
+tiling (``--tiling vit:448``, ``grid:256:overlap=0.5``...) is built as one index. Both are resumable: re-run
+after an interruption to continue; a no-op when complete. :func:`index_progress` is the rich display the
+other commands (``ask``, ``chat``) use for the windows a search encodes and for a background fill.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rsrag.agent.interfaces.cli.app import app, console, state
-from rsrag.tools.indexing import DEFAULT_TILING, IndexProgress, IndexReport, index_scene
-from rsrag.tools.store import open_store
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rsrag.agent.settings import Settings
     from rsrag.tools.encoders.base import Encoder
+    from rsrag.tools.indexing import IndexProgress, IndexReport
+    from rsrag.tools.pyramid import PyramidReport
+
+STAGES = {"index": "indexing", "descend": "search encodes", "fill": "background fill"}
 
 
-def load_cli_encoder(spec: str | None, batch_size: int) -> Encoder:
-    """The encoder named by ``--encoder`` (``None``: the project's default offline encoder)."""
+def load_cli_encoder(settings: Settings) -> Encoder:
+    """The encoder the settings name (``encoder.spec``, ``None``: the bundled offline encoder; its batch size
+    and device)."""
     from rsrag.tools.encoders import load_encoder  # deferred: loading torch models is slow
 
-    return load_encoder(spec, batch_size=batch_size)
+    e = settings.encoder
+    return load_encoder(e.spec, batch_size=e.batch_size, device=e.device)
+
+
+@contextlib.contextmanager
+def index_progress(out: Console | None = None, *, enabled: bool = True, transient: bool = False,
+                   label: str = "") -> Iterator[Callable[[IndexProgress], None]]:
+    """A rich progress display for indexing progress events; yields the callback to give the indexer.
+
+    One bar per (stage, pyramid level): ``indexing L2 896px`` for ``rsrag index``, ``search encodes L3
+    448px`` for the windows a search visits, ``background fill L4 224px`` for a fill. Thread-safe.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} windows/s"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    lock = threading.Lock()
+    with Progress(*columns, console=out or console, disable=not enabled, transient=transient) as bar:
+        tasks: dict[tuple[str, int | None], int] = {}
+
+        def on_progress(p: IndexProgress) -> None:
+            key = (p.stage, p.level)
+            with lock:
+                if key not in tasks:
+                    where = f" L{p.level}/{p.levels}" if p.level is not None else ""
+                    name = f"{STAGES.get(p.stage, p.stage)}{where} {label}".rstrip()
+                    tasks[key] = bar.add_task(name, total=p.total, rate=0.0)
+                bar.update(tasks[key], completed=p.done, total=p.total, rate=p.rate)
+
+        yield on_progress
 
 
 def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, batch_size: int, readers: int | None,
-              wait: bool, show_progress: bool) -> IndexReport:
-    """Index ``image`` with a rich progress bar (patches/s and ETA)."""
-    columns = (TextColumn("[bold]indexing[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:.1f} patches/s"), TimeElapsedColumn(), TextColumn("eta"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not show_progress, transient=False) as bar:
-        task = bar.add_task(image.name, total=None, rate=0.0)
+              wait: bool, show_progress: bool, sample: int | None = None) -> IndexReport | PyramidReport:
+    """Index ``image`` with a rich progress display: every level of a pyramid, or one flat index."""
+    from rsrag.tools.indexing import index_scene
+    from rsrag.tools.pyramid import DEFAULT_SAMPLE, build_index, is_pyramid
+    from rsrag.tools.store import open_store
 
-        def on_progress(p: IndexProgress) -> None:
-            bar.update(task, completed=p.done, total=p.total, rate=p.rate)
-
+    with index_progress(enabled=show_progress, label=image.name) as on_progress:
+        if is_pyramid(tiling):
+            return build_index(image, encoder, tiling, open_store(store), batch_size=batch_size, readers=readers,
+                               progress=on_progress, sample=sample or DEFAULT_SAMPLE)
         return index_scene(image, encoder, tiling, open_store(store), batch_size=batch_size, readers=readers,
                            wait=wait, progress=on_progress)
 
@@ -44,21 +87,33 @@ def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, ba
 def index_command(
     image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
-    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling spec, e.g. vit:448, grid:512:overlap=0.25:scales=1,2, cc (default: settings, {DEFAULT_TILING})."),
+    tiling: str | None = typer.Option(None, "--tiling", help="pyramid (default: settings, store.tiling) or a flat tiling, e.g. vit:448, grid:512:overlap=0.25:scales=1,2, cc."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store or the user data dir)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Patches per encoder call (default: settings, 32)."),
     readers: int | None = typer.Option(None, "--readers", min=1, help="Reader threads decoding patches (default: half the cores, 1-4)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is indexing this image, wait for it."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bar)."),
 ) -> None:
-    """Index a scene's patches (resumable: re-run after an interruption to continue; no-op when done)."""
+    """Fill a scene's index ahead of time: every pyramid level, or a flat tiling (resumable; no-op when done)."""
     settings = state.settings(**{"encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
                                  "encoder.batch_size": batch_size})
-    enc = load_cli_encoder(settings.encoder.spec, settings.encoder.batch_size)
+    enc = load_cli_encoder(settings)
     report = run_index(image, enc, settings.store.tiling, settings.store_path, settings.encoder.batch_size, readers, wait,
-                       show_progress=not as_json)
+                       show_progress=not as_json, sample=settings.pyramid.sample)
     if as_json:
         print(json.dumps(report.model_dump(mode="json")))
+        return
+    from rsrag.tools.pyramid import PyramidReport
+
+    if isinstance(report, PyramidReport):
+        levels = ", ".join(f"L{s.level} {s.window}px {s.windows}" for s in report.levels)
+        if report.no_op:
+            console.print(f"already indexed: {report.n_patches} windows in {len(report.levels)} levels ({levels}); "
+                          "nothing to do", highlight=False)
+        else:
+            resumed = f", {report.skipped} kept from earlier runs and searches" if report.skipped else ""
+            console.print(f"indexed {report.encoded} windows in {report.seconds:.1f} s ({report.patches_per_s:.1f} "
+                          f"windows/s){resumed}; pyramid {report.pyramid}: {levels}", highlight=False)
         return
     info = report.info
     if report.no_op:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from rsrag.agent.interfaces.cli import index as index_cli
 from rsrag.agent.interfaces.cli.app import app, console, err_console, state
-from rsrag.tools.knowledge import KnowledgeBase, build_concepts, ingest_file
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from rsrag.tools.knowledge import KnowledgeBase
 
 kb_app = typer.Typer(name="kb", help="Knowledge base: add files, build a concept library, search, stats.",
                      no_args_is_help=True)
@@ -26,12 +30,16 @@ _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 def _open(store: Path | None, encoder: str | None, name: str | None) -> KnowledgeBase:
     """The knowledge base the options name; what they leave out comes from the settings (as for the agent,
     so `kb concepts` fills the library the agent's slow path reads)."""
+    from rsrag.tools.knowledge import KnowledgeBase
+
     settings = state.settings(**{"store.path": store, "encoder.spec": encoder, "knowledge.name": name})
-    enc = index_cli.load_cli_encoder(settings.encoder.spec, settings.encoder.batch_size)
+    enc = index_cli.load_cli_encoder(settings)
     return KnowledgeBase(settings.store_path, enc, name=settings.knowledge.name)
 
 
 def _bar(quiet: bool) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("eta"), TimeRemainingColumn(), console=err_console, disable=quiet)
 
@@ -44,6 +52,8 @@ def add_command(
     store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str | None = _NAME, as_json: bool = _JSON,
 ) -> None:
     """Import a knowledge file; bad records are reported (file:line, field) and skipped; re-adding is a no-op."""
+    from rsrag.tools.knowledge import ingest_file
+
     kb = _open(store, encoder, name)
     with _bar(as_json) as bar:
         task = bar.add_task(f"adding {path.name}", total=None)
@@ -67,6 +77,8 @@ def concepts_command(
     store: Path | None = _STORE, encoder: str | None = _ENCODER, as_json: bool = _JSON,
 ) -> None:
     """Build (or update) the slow path's concept library: one entry per class, one image vector per chip."""
+    from rsrag.tools.knowledge import build_concepts
+
     entries = build_concepts(data, per_class=per_class)
     kb = _open(store, encoder, name)
     chips = sum(len(e.images) for e in entries)
@@ -94,6 +106,8 @@ def search_command(
     store: Path | None = _STORE, encoder: str | None = _ENCODER, name: str | None = _NAME, as_json: bool = _JSON,
 ) -> None:
     """Search by text (BM25 + vector), by image, or both (RS-RAG re-ranking), with filters."""
+    from rich.table import Table
+
     from rsrag.tools.errors import QueryError
 
     box = None

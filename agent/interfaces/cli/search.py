@@ -5,14 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
-from rsrag.agent.interfaces.cli.app import app, console, state
 from rsrag.agent.interfaces.cli import index as index_cli
-from rsrag.tools.fastpath import DEFAULT_THRESHOLD, DEFAULT_TOP_K, fast_search, find_index
-from rsrag.tools.indexing import DEFAULT_TILING
-from rsrag.tools.raster import open_scene
-from rsrag.tools.store import PatchStore, open_store
+from rsrag.agent.interfaces.cli.app import app, console, state
 
 
 @app.command("search")
@@ -20,21 +15,26 @@ def search_command(
     image: Path = typer.Argument(..., help="Image file (indexed with `rsrag index`, or indexed now)."),
     text: str = typer.Argument(..., help="A key phrase or a plain question."),
     phrase: list[str] = typer.Option([], "--phrase", help="Key phrase (repeatable); overrides extraction from TEXT."),
-    top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", min=1, help="Hits to return."),
-    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help=f"Confidence threshold (default: settings, {DEFAULT_THRESHOLD})."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Hits to return (default: settings, retrieval.top_k)."),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Confidence threshold (default: settings, retrieval.fast_threshold)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
-    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling spec of the index to search (default: settings, {DEFAULT_TILING})."),
+    tiling: str | None = typer.Option(None, "--tiling", help="Tiling spec of the index to search (default: settings, store.tiling)."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
     no_index: bool = typer.Option(False, "--no-index", help="Fail instead of indexing an unindexed image."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Find the patches of a scene that match a phrase or question, with confidences and regions."""
+    from rich.table import Table
+
+    from rsrag.tools.fastpath import fast_search, find_index
+    from rsrag.tools.raster import open_scene
+    from rsrag.tools.store import PatchStore, open_store
     from rsrag.tools.tiling import parse_tiling
 
     settings = state.settings(**{"encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
-                                 "retrieval.fast_threshold": threshold})
-    threshold, store = settings.retrieval.fast_threshold, settings.store_path
-    enc = index_cli.load_cli_encoder(settings.encoder.spec, settings.encoder.batch_size)
+                                 "retrieval.fast_threshold": threshold, "retrieval.top_k": top_k})
+    threshold, store, top_k = settings.retrieval.fast_threshold, settings.store_path, settings.retrieval.top_k
+    enc = index_cli.load_cli_encoder(settings)
     patches = PatchStore(open_store(store))
     scheme = parse_tiling(settings.store.tiling)
     with open_scene(image) as scene:

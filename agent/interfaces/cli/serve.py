@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from rsrag.agent.interfaces.cli.app import app, console, err_console, state
-from rsrag.tools.indexing import DEFAULT_TILING
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -19,12 +18,12 @@ def serve_command(
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="TCP port."),
     vlm: str | None = typer.Option(None, "--vlm", help="Chat model: rule | openai:MODEL@URL | transformers:PATH (default: settings, rule)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
-    tiling: str | None = typer.Option(None, "--tiling", help=f"Tiling used when a scene must be indexed first (default: settings, {DEFAULT_TILING})."),
+    tiling: str | None = typer.Option(None, "--tiling", help="Tiling used when a scene must be indexed first (default: settings, store.tiling)."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
     upload_dir: Path | None = typer.Option(None, "--upload-dir", help="Where uploads go (default: $RSRAG_HOME/uploads)."),
     max_upload_mb: float = typer.Option(1024.0, "--max-upload-mb", min=0.0, help="Largest upload accepted, in MiB (0: no uploads)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps per question (default: settings, 10)."),
-    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: settings, 5)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps per question (default: settings, budgets.max_steps)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: settings, retrieval.top_k)."),
 ) -> None:
     """Serve the analyst page: open a registered image, ask questions, see the evidence on the image."""
     import uvicorn  # deferred: only this command needs the server stack

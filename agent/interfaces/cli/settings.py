@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
 from rsrag.agent.interfaces.cli.app import app, console, state
-from rsrag.agent.settings import ENV_PREFIX, Settings, default_settings_file
+
+if TYPE_CHECKING:
+    from rsrag.agent.settings import Settings
 
 
 def flatten(settings: Settings) -> dict[str, object]:
-    """The settings as ``{dotted key: value}``, secrets masked."""
-    flat: dict[str, object] = {}
-    for key, value in settings.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
-        else:
-            flat[key] = value
+    """The settings as ``{dotted key: value}`` (every section, trace included), secrets masked."""
+    from rsrag.agent.settings import flatten as flat_items
+
+    flat = flat_items(settings.model_dump(mode="json"))
     return {k: ("**********" if "api_key" in k and v else v) for k, v in flat.items()}
-
-
-def env_name(key: str) -> str:
-    """The environment variable of a dotted settings key (``retrieval.top_k`` -> ``RSRAG_RETRIEVAL__TOP_K``)."""
-    return ENV_PREFIX + key.replace(".", "__").upper()
 
 
 @app.command("settings")
@@ -33,6 +27,10 @@ def settings_command(
     as_json: bool = typer.Option(False, "--json", help="Print the settings as one JSON object (secrets masked)."),
 ) -> None:
     """Show the effective settings: each key, its value, and the environment variable that sets it."""
+    from rich.table import Table
+
+    from rsrag.agent.settings import default_settings_file, env_name
+
     settings = state.settings()
     flat = flatten(settings)
     file = state.settings_file or default_settings_file()

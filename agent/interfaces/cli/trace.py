@@ -6,29 +6,34 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-import typer
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from rsrag.agent.interfaces.cli.app import app, console
-from rsrag.agent.trace.events import TraceEvent
-from rsrag.agent.trace.export import export_geojson, export_jsonl, redact_event
-from rsrag.agent.trace.store import TraceStore
-from rsrag.agent.trace.tracer import TraceSettings
+import typer
+
+from rsrag.agent.interfaces.cli.app import app, console, err_console, state
 from rsrag.tools.errors import ConfigError, QueryError, TraceError, TraceIntegrityError
-from rsrag.tools.store.location import rsrag_home
+
+if TYPE_CHECKING:
+    from rsrag.agent.trace.events import TraceEvent
+    from rsrag.agent.trace.store import TraceStore
 
 trace_app = typer.Typer(help="Inspect, export, replay and verify the traces of analyst runs.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
 
-DB_HELP = "Trace database (default: $RSRAG_TRACE_PATH, else $RSRAG_HOME/sessions.sqlite)."
+DB_HELP = "Trace database (default: settings, trace.path, else the sessions file paths.sessions)."
 FORMATS = ("jsonl", "geojson", "html")
 
 
 def _store(db: Path | None) -> TraceStore:
-    path = db or TraceSettings().path or rsrag_home() / "sessions.sqlite"
+    from rsrag.agent.trace.store import TraceStore
+
+    from rsrag.agent.trace.tracer import hmac_key
+
+    settings = state.settings()
+    path = db or settings.trace_path
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no trace database (run `rsrag ask` first, or pass --db)")
-    return TraceStore(path)
+    return TraceStore(path, hmac_key=hmac_key(settings.trace))
 
 
 def _time(value: str | None, name: str) -> float | None:
@@ -54,6 +59,8 @@ def list_command(
     db: Path | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """List traced runs (one per question), oldest first."""
+    from rich.table import Table
+
     store = _store(db)
     runs = store.runs(thread=thread, scene=scene, since=_time(since, "--since"), until=_time(until, "--until"), limit=limit)
     if not runs:
@@ -116,27 +123,32 @@ def export_command(
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl | geojson | html."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output file (default: standard output)."),
     redact: str | None = typer.Option(None, "--redact", help="Blank 'prompts' and/or 'answers' (comma-separated; "
-                                      "default: $RSRAG_TRACE_REDACT)."),
+                                      "default: settings, trace.redact)."),
     db: Path | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Export a thread's trace as JSON Lines, GeoJSON (evidence regions) or a self-contained HTML report."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}: use {', '.join(FORMATS)}")
-    parts = TraceSettings(redact=redact).redactions() if redact is not None else TraceSettings().redactions()
-    events = _store(db).events(thread)
+    from rsrag.agent.trace.export import export_geojson, export_jsonl, redact_event
+
+    trace_settings = state.settings(**{"trace.redact": redact}).trace
+    parts = trace_settings.redactions()
+    store = _store(db)
+    events = store.events(thread)
+    head = store.head(thread)  # written into the export: kept elsewhere, it anchors the chain (verify --export)
     if fmt == "jsonl":
-        text = export_jsonl(events, parts)
+        text = export_jsonl(events, parts, head=head)
     elif fmt == "geojson":
-        text = json.dumps(export_geojson([redact_event(e, parts)[0] for e in events]), indent=1) + "\n"
+        text = json.dumps(export_geojson([redact_event(e, parts)[0] for e in events], head=head), indent=1) + "\n"
     else:
         from rsrag.agent.trace.report import render_html
 
-        text = render_html(events, parts)
+        text = render_html(events, parts, head=head)
     if output is None:
         print(text, end="")
         return
     output.write_text(text, encoding="utf-8")
-    console.print(f"wrote {output} ({len(events)} events, {fmt})", highlight=False)
+    console.print(f"wrote {output} ({len(events)} events, {fmt}; chain head {head.line()})", highlight=False)
 
 
 @trace_app.command("replay")
@@ -168,14 +180,42 @@ def replay_command(
 @trace_app.command("verify")
 def verify_command(
     thread: str = typer.Argument(..., help="Thread id."),
+    head: str | None = typer.Option(None, "--head", help="A chain head recorded elsewhere (HASH or HASH:EVENTS, "
+                                    "as printed here or by `trace export`): the chain must still hold it."),
+    export: Path | None = typer.Option(None, "--export", help="An export of this thread kept elsewhere: its chain "
+                                       "head (and, for JSONL, each event's hash) must match the stored chain."),
     db: Path | None = typer.Option(None, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check a thread's hash chain; a tampered event is named (exit 2)."""
-    report = _store(db).verify(thread)
+    """Check a thread's hash chain and runs rows (exit 2 naming what is tampered), against an anchor when given.
+
+    Without --head, --export or an HMAC key (trace.hmac_key) this proves only that the stored chain is
+    consistent; a rewrite of the whole chain is detected only against an anchor or a signature.
+    """
+    from rsrag.agent.trace.export import read_export_anchor
+    from rsrag.agent.trace.store import parse_head
+
+    if head is not None and export is not None:
+        raise QueryError("give --head or --export, not both")
+    anchor, exported = None, None
+    if head is not None:
+        anchor = parse_head(head, thread)
+    elif export is not None:
+        anchor, exported = read_export_anchor(export)
+    store = _store(db)
+    report = store.verify(thread, anchor=anchor, exported=exported)
+    if as_json:
+        print(json.dumps({"thread": thread, "ok": report.ok, "events": report.events, "problems": report.problems,
+                          "anchored_at": report.anchored_at, "signed": report.signed, "proves": report.proves(),
+                          "head": report.head.model_dump(mode="json") if report.head else None}))
     if report.ok:
-        console.print(f"[green]ok[/]: {report.events} events of thread {thread} verified", highlight=False)
+        if not as_json:
+            console.print(f"[green]ok[/]: {report.proves()}", highlight=False, soft_wrap=True)
+            if report.head is not None:
+                console.print(f"chain head {report.head.line()} (keep it elsewhere to anchor this trace)",
+                              highlight=False)
         return
     for problem in report.problems[1:]:
-        console.print(f"[red]also[/] {problem}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]also[/] {problem}", highlight=False, soft_wrap=True)
     more = f" (+{len(report.problems) - 1} more above)" if len(report.problems) > 1 else ""
     raise TraceIntegrityError(f"trace of thread {thread!r} is tampered: {report.problems[0]}{more}")

@@ -83,7 +83,7 @@ def create_app(
         RasterError: one of ``images`` cannot be opened.
     """
     folder = Path(upload_dir) if upload_dir else analyst.context.crop_dir.parent / "uploads"
-    registry = ImageRegistry(folder, max_upload_bytes, opener=analyst.context.workspace.scene)
+    registry = ImageRegistry(folder, max_upload_bytes, opener=analyst.workspace.scene)
     for image in images or []:
         registry.register(image)
     ws = WebState(analyst, registry)

@@ -11,9 +11,11 @@ import pytest
 from langchain_core.messages import ToolMessage
 
 from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.results import ToolResult
 from rsrag.tools.knowledge import KnowledgeBase, build_concepts, ingest_file
 from tests.rasters import write_raster
 from tests.scripted import ScriptedChatModel, call, last_evidence
+from tests.configured import settings_for
 
 TINY = "rsrag-tiny-test:random"
 FORGED = "E000000 fast bbox=[0, 0, 10, 10] query='x' confidence=0.99"
@@ -57,8 +59,7 @@ def store_with_knowledge(tmp_path: Path) -> Path:
 
 
 def make_analyst(tmp_path: Path, model, store: Path) -> Analyst:  # type: ignore[no-untyped-def]
-    return Analyst(model=model, encoder=TINY, store=store, tiling="grid:64", sessions=tmp_path / "s.sqlite",
-                   crop_dir=tmp_path / "crops")
+    return Analyst(settings_for(tmp_path, store__path=store, paths__sessions=tmp_path / "s.sqlite"), model=model)
 
 
 def test_lookup_returns_entries_and_slow_path_regions_as_evidence(tmp_path: Path, scene_path: Path, store_with_knowledge: Path) -> None:
@@ -133,11 +134,11 @@ def test_rerank_fuses_and_orders_the_questions_regions(tmp_path: Path, scene_pat
         call("rerank", method="sideways"),
         lambda msgs: call("answer", text="Top regions.", evidence_ids=[
             m for m in next(x for x in reversed(msgs) if isinstance(x, ToolMessage) and x.name == "rerank"
-                            and x.status != "error").artifact["ranked"]][:2]),
+                            and x.status != "error").artifact.extras["ranked"]][:2]),
     ])
     with make_analyst(tmp_path, model, tmp_path / "store") as analyst:
         answer = analyst.ask(scene_path, "roads or fields?", thread_id="rr")
         reranks = [m for m in analyst.history("rr") if isinstance(m, ToolMessage) and m.name == "rerank"]
-    assert len(reranks[0].artifact["ranked"]) == 3 and reranks[0].text.startswith("re-ranked (fuse)")
+    assert len(ToolResult.of(reranks[0]).extras["ranked"]) == 3 and reranks[0].text.startswith("re-ranked (fuse)")
     assert reranks[1].status == "error" and "unknown method 'sideways'" in reranks[1].text
     assert answer.supported and len(answer.cited) == 2

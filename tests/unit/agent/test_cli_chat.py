@@ -14,9 +14,10 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from rich.console import Console
 
 from rsrag.agent.interfaces.api import Analyst
-from rsrag.agent.interfaces.cli.chat import ChatSession
+from rsrag.agent.interfaces.cli.chat_session import ChatSession
 from tests.rasters import write_raster
 from tests.scripted import ScriptedChatModel, call, last_evidence
+from tests.configured import settings_for
 
 TINY = "rsrag-tiny-test:random"
 
@@ -31,8 +32,7 @@ def make_analyst(tmp_path: Path, model: ScriptedChatModel) -> Analyst:
     from tests.tiny_encoder import register_tiny_model_config
 
     register_tiny_model_config()
-    return Analyst(model=model, encoder=TINY, store=tmp_path / "store", tiling="grid:64",
-                   sessions=tmp_path / "sessions.sqlite", crop_dir=tmp_path / "crops")
+    return Analyst(settings_for(tmp_path), model=model)
 
 
 def drive(analyst: Analyst, scene: Path, script: str, thread: str | None = "t1") -> tuple[str, ChatSession]:
@@ -156,7 +156,7 @@ def test_chat_over_piped_stdin_with_the_rule_policy(tmp_path: Path, scene_path: 
 def test_chat_bad_image_is_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "rsrag.agent.interfaces.cli", "chat", str(tmp_path / "none.tif")], input="hi\n",
                           capture_output=True, text=True, timeout=300, env=_env(tmp_path))
-    assert proc.returncode == 2 and "none.tif: no such file" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "none.tif: no such file" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ from tests.index_doubles import TinyEncoder
 
 @pytest.fixture(autouse=True)
 def _tiny(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_cli, "load_cli_encoder", lambda spec, batch_size: TinyEncoder())
+    monkeypatch.setattr(index_cli, "load_cli_encoder", lambda settings: TinyEncoder())
 
 
 def test_kb_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,8 +50,8 @@ def test_kb_concepts_and_errors(tmp_path: Path, shared_data: Path, capsys: pytes
     assert main(["kb", "stats", *store, "--json"]) == 0  # the library lands in the KB the agent reads
     assert json.loads(capsys.readouterr().out)["by_kind"] == {"concept": 30}
     assert main(["kb", "add", str(tmp_path / "missing.jsonl"), *store]) == 2
-    assert "knowledge file not found" in capsys.readouterr().out
+    assert "knowledge file not found" in capsys.readouterr().err
     assert main(["kb", "search", "x", "--bbox", "1,2,3", *store]) == 2
-    assert "--bbox" in capsys.readouterr().out
+    assert "--bbox" in capsys.readouterr().err
     assert main(["kb", "search", "", "--image", str(tmp_path / "nope.png"), *store]) == 2
-    assert "image not found" in capsys.readouterr().out
+    assert "image not found" in capsys.readouterr().err

@@ -151,7 +151,7 @@ def test_lookup_knowledge(analyst: Analyst, settings: Settings, tmp_path: Path, 
     rows = [{"id": "fort", "name": "Red fort", "category": "fort", "description": "sandstone walls"},
             {"id": "port", "name": "Harbour", "category": "port", "description": "container ships and cranes"}]
     (tmp_path / "kb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    kb = KnowledgeBase(settings.store_path, analyst.context.workspace.encoder, name=settings.knowledge.name)
+    kb = KnowledgeBase(settings.store_path, analyst.workspace.encoder, name=settings.knowledge.name)
     assert ingest_file(kb, tmp_path / "kb.jsonl").written.added == 2
 
     async def main():  # noqa: ANN202

@@ -16,10 +16,12 @@ import pytest
 
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.context import Budgets
+from rsrag.agent.settings import load_settings
 from rsrag.agent.trace import TraceSettings, TraceStore, Tracer
 from rsrag.tools.raster import open_scene
 from tests.rasters import write_raster
 from tests.scripted import ScriptedChatModel, call, last_evidence
+from tests.configured import settings_for
 
 TINY = "rsrag-tiny-test:random"
 ROOT = Path(__file__).resolve().parents[3]
@@ -37,9 +39,7 @@ def traced_analyst(tmp_path: Path, model: object, trace: TraceSettings | bool | 
     from tests.tiny_encoder import register_tiny_model_config
 
     register_tiny_model_config()
-    return Analyst(model=model, encoder=TINY, store=tmp_path / "store", tiling="grid:64",
-                   sessions=tmp_path / "sessions.sqlite", crop_dir=tmp_path / "crops", budgets=budgets,
-                   trace=TraceSettings() if trace is None else trace)
+    return Analyst(settings_for(tmp_path, budgets=budgets, trace=trace), model=model)
 
 
 def search_zoom_answer() -> ScriptedChatModel:
@@ -65,7 +65,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     from rsrag.agent.interfaces.cli import main
 
     code = main(args)
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()  # results on stdout, errors on stderr
+    return code, captured.out + captured.err
 
 
 def test_every_step_is_recorded_with_evidence_models_and_checkpoints(tmp_path: Path, scene_path: Path) -> None:
@@ -106,7 +107,7 @@ def test_provenance_is_recorded_once_per_run(tmp_path: Path, scene_path: Path) -
     from rsrag.tools.knowledge import KnowledgeEntry
 
     with traced_analyst(tmp_path, search_zoom_answer(), TraceSettings(sha256=True)) as analyst:
-        analyst.context.workspace.knowledge.add([KnowledgeEntry(
+        analyst.workspace.knowledge.add([KnowledgeEntry(
             id="k1", name="Tank farm", category="industrial", description="Storage tanks by the harbour.")])
         analyst.ask(scene_path, "where are the red roofs?", thread_id="t1")
     store = TraceStore(tmp_path / "sessions.sqlite")
@@ -275,9 +276,12 @@ def test_otel_exporter_comes_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_
 
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
     assert isinstance(Tracer(tmp_path / "t.sqlite", TraceSettings(otel="console")).provider, TracerProvider)
-    monkeypatch.setenv("RSRAG_TRACE_OTEL", "carrier-pigeon")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "carrier-pigeon")  # the standard variable, read when trace.otel is empty
     with pytest.raises(ConfigError, match="unknown OpenTelemetry exporter 'carrier-pigeon'"):
         _ = Tracer(tmp_path / "t.sqlite", TraceSettings()).provider
+    monkeypatch.setenv("RSRAG_TRACE__OTEL", "carrier-pigeon")  # rsrag's own setting is checked when settings load
+    with pytest.raises(ConfigError, match="'trace.otel' \\(from environment variable RSRAG_TRACE__OTEL\\)"):
+        load_settings()
 
 
 def test_rsrag_ask_leaves_a_trace_in_the_default_sessions_file(tmp_path: Path, scene_path: Path,

@@ -16,6 +16,7 @@ from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.context import Budgets
 from tests.rasters import write_raster
 from tests.scripted import ScriptedChatModel, call, last_evidence
+from tests.configured import settings_for
 
 TINY = "rsrag-tiny-test:random"
 
@@ -31,8 +32,7 @@ def make_analyst(tmp_path: Path, model: ScriptedChatModel, budgets: Budgets | No
     from tests.tiny_encoder import register_tiny_model_config
 
     register_tiny_model_config()
-    return Analyst(model=model, encoder=TINY, store=tmp_path / "store", tiling="grid:64",
-                   sessions=tmp_path / "sessions.sqlite", crop_dir=tmp_path / "crops", budgets=budgets)
+    return Analyst(settings_for(tmp_path, budgets=budgets), model=model)
 
 
 def tool_messages(analyst: Analyst, thread: str) -> list[ToolMessage]:
@@ -189,7 +189,7 @@ def test_cli_ask_json_has_cited_evidence_with_bboxes(tmp_path: Path, scene_path:
 def test_cli_ask_bad_image_is_one_clear_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "rsrag.agent.interfaces.cli", "ask", str(tmp_path / "none.tif"), "what?"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "none.tif: no such file" in proc.stdout and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "none.tif: no such file" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_transformers_backend_runs_the_graph_with_a_tiny_local_vlm(tmp_path: Path, scene_path: Path) -> None:
@@ -200,9 +200,8 @@ def test_transformers_backend_runs_the_graph_with_a_tiny_local_vlm(tmp_path: Pat
 
     register_tiny_model_config()
     checkpoint = build_tiny_qwen_vl(tmp_path / "tiny-qwen")
-    with Analyst(f"transformers:{checkpoint}?max_new_tokens=24", encoder=TINY, store=tmp_path / "store",
-                 tiling="grid:64", sessions=tmp_path / "s.sqlite", crop_dir=tmp_path / "crops",
-                 budgets=Budgets(max_steps=3)) as analyst:
+    with Analyst(settings_for(tmp_path, vlm__spec=f"transformers:{checkpoint}?max_new_tokens=24",
+                              budgets__max_steps=3)) as analyst:
         answer = analyst.ask(scene_path, "where are the fields?", thread_id="qwen")
         models = [m for m in analyst.history("qwen") if m.type == "ai"]
     assert answer.backend.startswith("transformers:")
