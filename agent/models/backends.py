@@ -49,3 +49,23 @@ def load_chat_model(spec: str, **kwargs: Any) -> Any:
 
         return load_transformers_chat(text, **kwargs)
     raise ConfigError(f"unknown VLM spec {spec!r}; use one of: {', '.join(BACKENDS)}")
+
+
+def unreachable_model_error(exc: BaseException, backend: str) -> BaseException | None:
+    """A :class:`~rsrag.tools.errors.ModelUnavailableError` naming the backend when ``exc`` (or its cause) is
+    a failure to reach the chat model's server (connection refused, timed out), else ``None``."""
+    from rsrag.tools.errors import ModelUnavailableError
+
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        name = type(seen).__name__
+        if isinstance(seen, (ConnectionError, TimeoutError)) or name in (
+                "APIConnectionError", "APITimeoutError", "OpenAIConnectionError", "ConnectError", "ConnectTimeout",
+                "ReadTimeout"):
+            return ModelUnavailableError(f"the chat model {backend!r} cannot be reached ({name}: "
+                                         f"{' '.join(str(seen).split()) or 'no answer'}); start its server or "
+                                         "choose another --vlm (e.g. rule)")
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -137,8 +138,9 @@ def _steps(events: list[TraceEvent]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def render_html(events: list[TraceEvent], redact: set[str] | None = None) -> str:
-    """The self-contained HTML report of a thread's events (see the module docstring)."""
+def render_html(events: list[TraceEvent], redact: set[str] | None = None, head: Any = None) -> str:
+    """The self-contained HTML report of a thread's events (see the module docstring); ``head`` (a
+    :class:`~rsrag.agent.trace.store.ChainHead`) is shown and embedded as JSON for ``trace verify --export``."""
     events = [redact_event(e, redact or set())[0] for e in events]
     runs: dict[str, list[TraceEvent]] = {}
     for event in events:
@@ -170,5 +172,15 @@ def render_html(events: list[TraceEvent], redact: set[str] | None = None) -> str
             body.append("<h3>Provenance</h3><table>" + "".join(
                 f"<tr><th>{escape(k)}</th><td><code>{escape(str(v))}</code></td></tr>" for k, v in rows.items()) + "</table>")
         body.append("<h3>Steps</h3>" + _steps(run_events))
+    if head is not None:
+        import json
+
+        from rsrag.agent.trace.export import head_json
+
+        data = json.dumps(head_json(head), sort_keys=True).replace("</", "<\\/")
+        body.append(f'<h3>Chain head</h3><p class="muted">{head.events} events, last hash <code>{escape(head.hash)}</code>'
+                    f'{" (HMAC-signed)" if head.signature else ""}; keep it to anchor the trace: '
+                    f'<code>rsrag trace verify {escape(head.thread_id)} --head {escape(head.line())}</code></p>'
+                    f'<script type="application/json" id="rsrag-chain-head">{data}</script>')
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>rsrag trace {escape(thread)}</title>'
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")

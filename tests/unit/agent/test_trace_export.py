@@ -36,7 +36,8 @@ def recorded(tmp_path: Path, grey_scene: Path) -> Path:
 def test_jsonl_has_one_event_per_line(recorded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_cli(["trace", "export", "t1", "--format", "jsonl", "--db", str(recorded)], capsys)
     assert code == 0
-    rows = [json.loads(line) for line in out.splitlines()]
+    *rows, head = [json.loads(line) for line in out.splitlines()]  # the chain head is the last line
+    assert head["record"] == "chain_head" and head["events"] == 14 and head["hash"] == rows[-1]["hash"]
     assert [r["kind"] for r in rows][0] == "run_start" and rows[-1]["kind"] == "run_end" and len(rows) == 14
     assert all(len(r["hash"]) == 64 for r in rows) and rows[1]["prev_hash"] == rows[0]["hash"]
     assert rows[0]["question"] == QUESTION and rows[0]["provenance"]["encoder_spec"] == "rsrag-tiny-test:random"
@@ -67,7 +68,7 @@ def test_redaction_blanks_prompts_and_answers(recorded: Path, capsys: pytest.Cap
     code, out = run_cli(["trace", "export", "t1", "--redact", "prompts,answers", "--db", str(recorded)], capsys)
     assert code == 0 and QUESTION not in out and answer_text not in out and "They look dense" not in out
     assert "[redacted]" in out and "search_patches" in out  # the steps and evidence stay
-    rows = [json.loads(line) for line in out.splitlines()]
+    *rows, _ = [json.loads(line) for line in out.splitlines()]
     assert rows[0]["redacted"] == ["question"] and rows[-1]["answer"]["cited"]
     code, out = run_cli(["trace", "export", "t1", "--redact", "answers", "--db", str(recorded)], capsys)
     assert QUESTION in out and answer_text not in out
