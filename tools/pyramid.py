@@ -128,17 +128,22 @@ class Level:
         return (self.spec(i, read_size) for i in range(self.count))
 
     def _span(self, starts: tuple[int, ...], lo: int, hi: int, length: int) -> list[int]:
-        """Positions of windows whose extent along one axis lies inside ``[lo, hi)``."""
+        """Positions of the windows inside ``[lo, hi)`` along one axis, plus the neighbour on each side when
+        those leave an edge of the span uncovered (a parent flush with the image edge is off the grid)."""
         first = bisect.bisect_left(starts, lo)
         out = [i for i in range(first, len(starts)) if min(starts[i] + self.window, length) <= hi]
-        if out:
-            return out
-        # the span is narrower than one window: the windows that overlap it most
-        best = max(range(len(starts)), key=lambda i: min(starts[i] + self.window, length, hi) - max(starts[i], lo))
-        return [best]
+        if not out:  # the span is narrower than one window: the windows that overlap it most
+            best = max(range(len(starts)), key=lambda i: min(starts[i] + self.window, length, hi) - max(starts[i], lo))
+            return [best]
+        if starts[out[0]] > lo and out[0] > 0:
+            out.insert(0, out[0] - 1)
+        if min(starts[out[-1]] + self.window, length) < hi and out[-1] + 1 < len(starts):
+            out.append(out[-1] + 1)
+        return out
 
     def inside(self, box: PixelBox) -> list[int]:
-        """Indexes of this level's windows inside ``box`` (a parent window's children), row-major."""
+        """Indexes of this level's windows that make up ``box`` (a parent window's children), row-major: the
+        windows inside it, and where they leave an edge uncovered the neighbours overlapping that edge."""
         cols = self._span(self.xs, box.x0, box.x1, self.width)
         rows = self._span(self.ys, box.y0, box.y1, self.height)
         return [r * len(self.xs) + c for r in rows for c in cols]
@@ -852,6 +857,9 @@ class PyramidIndex:
         self.n_patches = pyramid.finest.count
         self.width, self.height = pyramid.scene.width, pyramid.scene.height
         self.source = str(pyramid.scene.path)
+
+    is_pyramid = True
+    """Marks this index for :func:`rsrag.tools.retrieval.search_index`, which delegates to :meth:`search`."""
 
     def __repr__(self) -> str:
         return f"PyramidIndex({self.pyramid!r})"
