@@ -2,7 +2,8 @@
 
 The work is split into one task per *chunk* of windows of each scene (the same chunks as
 :func:`rsrag.tools.indexing.index_scene`, so an index started on one machine can be finished on a cluster
-and the other way round). Encoder actors, one per worker slot, load the encoder once (its device from the
+and the other way round); for a pyramid tiling, every level of each scene is filled, a task being a group of
+windows of one level (a level has one chunk per window, as :mod:`rsrag.tools.pyramid` stores it). Encoder actors, one per worker slot, load the encoder once (its device from the
 settings), read their chunk's windows, encode them and commit the chunk to the shared store in one atomic
 write. The store must be reachable from every worker: an embedded LanceDB folder on a shared file system
 or object store, or Weaviate.
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from rsrag.tools.errors import ConfigError, RsragError, StoreUnavailableError
-from rsrag.tools.indexing import DEFAULT_CHUNK_SIZE, IndexReport
+from rsrag.tools.errors import ConfigError, RsragError, StoreUnavailableError, TilingError
+from rsrag.tools.indexing import DEFAULT_CHUNK_SIZE, DEFAULT_TILING, IndexReport
 from rsrag.tools.store import IndexInfo, as_patch_store, index_key
 from rsrag.tools.tiling import parse_tiling
 
@@ -38,12 +39,19 @@ __all__ = ["ChunkTask", "RayProgress", "index_on_ray", "start_ray"]
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One unit of work: encode and commit chunk ``chunk`` of the index ``info`` of the scene at ``source``."""
+    """One unit of work: encode windows ``windows`` of the index ``info`` (of the scene at ``source``) and
+    commit them in one atomic write, window ``windows[i]`` as part of chunk ``chunks[i]``.
+
+    For a flat tiling a task is one chunk of consecutive windows; for a pyramid level (one chunk per
+    window) it is a group of windows of that level (``level`` set, ``tiling`` the pyramid's spec).
+    """
 
     source: str
     tiling: str
     info: dict[str, Any]
-    chunk: int
+    chunks: tuple[int, ...]
+    windows: tuple[int, ...]
+    level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,11 +110,11 @@ class _EncoderWorker:
         self.patches = as_patch_store(store)
         self._scenes: dict[str, Any] = {}
 
-    def describe(self) -> tuple[str, int, int]:
-        return self.encoder.id, self.encoder.dim, os.getpid()
+    def describe(self) -> tuple[str, int, int, int]:
+        return self.encoder.id, self.encoder.dim, self.encoder.image_size, os.getpid()
 
-    def run(self, task: ChunkTask) -> tuple[str, int, int]:
-        """Encode and commit one chunk; returns ``(index key, chunk, windows encoded)`` (0: already stored)."""
+    def run(self, task: ChunkTask) -> tuple[str, tuple[int, ...], int]:
+        """Encode and commit one task; returns ``(index key, its windows, windows encoded)`` (0: already stored)."""
         import numpy as np
 
         from rsrag.tools.indexing import _read_batch  # the in-process indexer's reader: same pixels, same vectors
@@ -114,23 +122,27 @@ class _EncoderWorker:
 
         info = IndexInfo(**task.info)
         table = self.patches.patch_table(info)
-        if table.count({"index_key": info.key, "chunk": task.chunk}) > 0:
-            return info.key, task.chunk, 0  # committed by an earlier attempt that died before returning
+        if table.count({"index_key": info.key, "chunk": sorted(set(task.chunks))}) > 0:
+            return info.key, task.windows, 0  # committed (atomically, whole) by an attempt that died before returning
         scene = self._scenes.get(task.source)
         if scene is None:
             scene = self._scenes[task.source] = open_scene(task.source)
         scheme = parse_tiling(task.tiling)
-        start = task.chunk * info.chunk_size
-        specs = list(islice(scheme.patches(scene.width, scene.height), start, start + info.chunk_size))
-        ids, regions, vectors = [], [], []
+        if task.level is not None:
+            from rsrag.tools.pyramid import PyramidTiling
+
+            assert isinstance(scheme, PyramidTiling), f"{task.tiling!r} is not a pyramid"
+            level = scheme.resolve(self.encoder.image_size).levels(scene.width, scene.height)[task.level]
+            specs = [level.spec(i, self.encoder.image_size) for i in task.windows]
+        else:
+            specs = list(islice(scheme.patches(scene.width, scene.height), task.windows[0], task.windows[-1] + 1))
+        regions, vectors = [], []
         for b in range(0, len(specs), self.batch_size):
-            batch = specs[b:b + self.batch_size]
-            tensor, batch_regions = _read_batch(scene, self.encoder, batch)
+            tensor, batch_regions = _read_batch(scene, self.encoder, specs[b:b + self.batch_size])
             vectors.append(np.asarray(self.encoder.encode_image_tensors(tensor), dtype=np.float32))
-            ids.extend(s.index for s in batch)
             regions.extend(batch_regions)
-        self.patches.add_chunk(info, task.chunk, ids, regions, np.concatenate(vectors))
-        return info.key, task.chunk, len(specs)
+        self.patches.add_rows(info, list(task.chunks), [s.index for s in specs], regions, np.concatenate(vectors))
+        return info.key, task.windows, len(specs)
 
 
 def index_on_ray(
@@ -138,7 +150,7 @@ def index_on_ray(
     *,
     store: str | os.PathLike[str],
     encoder: str | None = None,
-    tiling: str = "vit:448",
+    tiling: str = DEFAULT_TILING,
     device: str = "cpu",
     batch_size: int = 32,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -155,12 +167,12 @@ def index_on_ray(
         sources: image paths or URLs every worker can read.
         store: the store folder (it must be on storage shared by every worker).
         encoder / device / batch_size: the encoder spec, its device on the workers, images per forward pass.
-        tiling: tiling spec of the indexes.
-        chunk_size: windows per task and per atomic commit.
+        tiling: tiling spec of the indexes: a flat tiling, or a pyramid (every level is filled).
+        chunk_size: windows per task and per atomic commit (for a flat tiling also the index's chunk size).
         workers: encoder actors (default: the cluster's CPUs divided by ``cpus_per_worker``).
         cpus_per_worker / gpus_per_worker: resources each actor reserves.
         max_retries: restarts of a dead actor and retries of its tasks.
-        progress: called after every committed chunk.
+        progress: called after every committed task.
         on_worker: called once with the worker process ids (for tests and monitoring).
 
     Returns:
@@ -179,97 +191,153 @@ def index_on_ray(
                            max_task_retries=max_retries)(_EncoderWorker)
     actors = [actor_cls.remote(encoder, device, batch_size, store_path) for _ in range(n_workers)]
     described = ray.get([a.describe.remote() for a in actors])
-    encoder_id, dim = described[0][0], described[0][1]
+    encoder_id, dim, image_size = described[0][0], described[0][1], described[0][2]
     if on_worker is not None:
-        on_worker([pid for _, _, pid in described])
-
-    from rsrag.tools.raster import open_scene
+        on_worker([pid for *_, pid in described])
 
     patches = as_patch_store(store_path)
+    plans: dict[str, list[_IndexPlan]] = {}
     reports: dict[str, IndexReport] = {}
-    infos: dict[str, IndexInfo] = {}
-    pending: dict[str, set[int]] = {}
-    tasks: list[ChunkTask] = []
-    skipped: dict[str, int] = {}
     with contextlib.ExitStack() as locks:
         for actor in actors:
             locks.callback(ray.kill, actor)
         for source in dict.fromkeys(sources):
-            with open_scene(source) as sc:
-                n = scheme.count(sc.width, sc.height)
-                key = index_key(sc.fingerprint, scheme.id, encoder_id)
-                existing = patches.info(key)
-                if existing is not None and existing.complete:
-                    reports[source] = IndexReport(info=existing, encoded=0, skipped=existing.n_patches, chunks_written=0,
-                                                  seconds=0.0, patches_per_s=0.0, no_op=True)
-                    continue
-                info = IndexInfo(key=key, scene=sc.fingerprint, tiling=scheme.id, encoder=encoder_id, dim=dim, patch_table="",
-                                 source=str(sc.path), width=sc.width, height=sc.height, n_patches=n,
-                                 chunk_size=chunk_size if existing is None else existing.chunk_size, status="building", updated=0.0)
-            locks.enter_context(patches.store.lock(f"index-{key}", wait=False))  # same lock as the in-process indexer
+            plan = _plan(source, scheme, tiling, encoder_id, dim, image_size, chunk_size, patches)
+            if all(p.done for p in plan):
+                first = plan[0].info
+                reports[source] = IndexReport(info=first, encoded=0, skipped=sum(p.info.n_patches for p in plan),
+                                              chunks_written=0, seconds=0.0, patches_per_s=0.0, no_op=True)
+                continue
+            for p in plan:  # the same per-index lock as the in-process indexer and the pyramid
+                locks.enter_context(patches.store.lock(f"index-{p.info.key}", wait=False))
+            plans[source] = plan
+        reports.update(_execute(ray, actors, plans, patches, progress))
+    return [reports[s] for s in sources]
+
+
+@dataclass
+class _IndexPlan:
+    """One index of a scene (a flat index, or one pyramid level) and its tasks not yet committed."""
+
+    source: str
+    info: IndexInfo
+    tasks: list[ChunkTask]
+    skipped: int
+    pending: set[tuple[int, ...]]
+    encoded: int = 0
+    written: int = 0
+
+    @property
+    def done(self) -> bool:
+        return not self.pending
+
+
+def _plan(source: str, scheme: Any, tiling: str, encoder_id: str, dim: int, image_size: int, task_size: int,
+          patches: Any) -> list[_IndexPlan]:
+    """The indexes of one scene and the tasks that fill what is not stored yet."""
+    from rsrag.tools.pyramid import PyramidTiling
+    from rsrag.tools.raster import open_scene
+
+    with open_scene(source) as sc:
+        if isinstance(scheme, PyramidTiling):
+            resolved = scheme.resolve(image_size)
+            levels = resolved.levels(sc.width, sc.height)
+            total = sum(lv.count for lv in levels)
+            if total > resolved.max_patches:
+                raise TilingError(f"the pyramid {resolved.id!r} of {source} has {total:,} windows, over the cap of "
+                                  f"{resolved.max_patches:,}; raise it (e.g. 'pyramid:max=2000000')")
+            specs = [(lv.level, lv.tiling_id, lv.count, 1) for lv in levels]
+        else:
+            specs = [(None, scheme.id, scheme.count(sc.width, sc.height), task_size)]
+        plans = []
+        for level, tiling_id, n, chunk in specs:
+            key = index_key(sc.fingerprint, tiling_id, encoder_id)
+            existing = patches.info(key)
+            if existing is not None and existing.complete:
+                plans.append(_IndexPlan(source, existing, [], existing.n_patches, set()))
+                continue
+            info = IndexInfo(key=key, scene=sc.fingerprint, tiling=tiling_id, encoder=encoder_id, dim=dim, patch_table="",
+                             source=str(sc.path), width=sc.width, height=sc.height, n_patches=n,
+                             chunk_size=chunk if existing is None else existing.chunk_size, status="building", updated=0.0)
             info = patches.begin(info.model_copy(update={"patch_table": patches.patch_table(info).name}))
             done = patches.done_chunks(info)
-            todo = [c for c in range(info.n_chunks) if c not in done]
-            infos[source], pending[source] = info, set(todo)
-            skipped[source] = sum(min(info.chunk_size, info.n_patches - c * info.chunk_size) for c in done)
-            tasks.extend(ChunkTask(source=source, tiling=tiling, info=info.model_dump(), chunk=c) for c in todo)
+            tasks = []
+            if info.chunk_size == 1:  # a pyramid level: any group of windows is a unit
+                todo = [w for w in range(n) if w not in done]
+                for i in range(0, len(todo), task_size):
+                    group = tuple(todo[i:i + task_size])
+                    tasks.append(ChunkTask(source, tiling, info.model_dump(), group, group, level))
+            else:
+                for c in range(info.n_chunks):
+                    if c not in done:
+                        windows = tuple(range(c * info.chunk_size, min(n, (c + 1) * info.chunk_size)))
+                        tasks.append(ChunkTask(source, tiling, info.model_dump(), (c,) * len(windows), windows, level))
+            skipped = n - sum(len(t.windows) for t in tasks)
+            plans.append(_IndexPlan(source, info, tasks, skipped, {t.windows for t in tasks}))
+        return plans
 
-        total = sum(i.n_patches for i in infos.values())
-        stored = sum(skipped.values())
-        encoded_by: dict[str, int] = dict.fromkeys(infos, 0)
-        chunks_by: dict[str, int] = dict.fromkeys(infos, 0)
-        started = time.perf_counter()
-        by_key = {i.key: s for s, i in infos.items()}
-        queue = list(reversed(tasks))
-        inflight: dict[Any, int] = {}
-        per_actor = 2  # one chunk computing, one queued, per actor
-        load = [0] * len(actors)
 
-        def submit() -> None:
-            while queue:
-                slot = min(range(len(actors)), key=load.__getitem__)
-                if load[slot] >= per_actor:
-                    return
-                ref = actors[slot].run.remote(queue.pop())
-                inflight[ref] = slot
-                load[slot] += 1
+def _execute(ray: Any, actors: list[Any], plans: dict[str, list[_IndexPlan]], patches: Any,
+             progress: Callable[[RayProgress], None] | None) -> dict[str, IndexReport]:
+    """Run every task on the actors (two in flight per actor), finish each index when its tasks are in."""
+    by_key = {p.info.key: p for plan in plans.values() for p in plan}
+    queue = [t for plan in plans.values() for p in plan for t in p.tasks][::-1]
+    total = sum(p.info.n_patches for p in by_key.values())
+    stored = sum(p.skipped for p in by_key.values())
+    reports: dict[str, IndexReport] = {}
+    inflight: dict[Any, int] = {}
+    load = [0] * len(actors)
+    started = time.perf_counter()
 
-        def finish_scene(source: str) -> None:
-            info = patches.finish(infos[source])
-            seconds = time.perf_counter() - started
-            reports[source] = IndexReport(info=info, encoded=encoded_by[source], skipped=skipped[source],
-                                          chunks_written=chunks_by[source], seconds=seconds,
-                                          patches_per_s=encoded_by[source] / seconds if seconds > 0 else 0.0, no_op=False)
+    def submit() -> None:
+        while queue:
+            slot = min(range(len(actors)), key=load.__getitem__)
+            if load[slot] >= 2:
+                return
+            ref = actors[slot].run.remote(queue.pop())
+            inflight[ref] = slot
+            load[slot] += 1
 
-        try:
-            for source in [s for s in infos if not pending[s]]:
-                finish_scene(source)
+    def finish(source: str) -> None:
+        plan = plans[source]
+        infos = [p.info if p.info.complete else patches.finish(p.info) for p in plan]
+        seconds = time.perf_counter() - started
+        encoded = sum(p.encoded for p in plan)
+        reports[source] = IndexReport(info=infos[-1], encoded=encoded, skipped=sum(p.skipped for p in plan),
+                                      chunks_written=sum(p.written for p in plan), seconds=seconds,
+                                      patches_per_s=encoded / seconds if seconds > 0 else 0.0, no_op=False)
+
+    try:
+        for source, plan in plans.items():
+            if all(p.done for p in plan):
+                finish(source)
+        submit()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            ref = ready[0]
+            load[inflight.pop(ref)] -= 1
+            try:
+                key, windows, n = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, RsragError):
+                    raise cause from None
+                raise
+            p = by_key[key]
+            p.pending.discard(tuple(windows))
+            p.encoded += n
+            p.written += 1 if n else 0
+            stored += len(windows)
+            if all(q.done for q in plans[p.source]) and p.source not in reports:
+                finish(p.source)
             submit()
-            while inflight:
-                ready, _ = ray.wait(list(inflight), num_returns=1)
-                ref = ready[0]
-                load[inflight.pop(ref)] -= 1
-                try:
-                    key, chunk, n = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    cause = getattr(exc, "cause", None)
-                    if isinstance(cause, RsragError):
-                        raise cause from None
-                    raise
-                source = by_key[key]
-                pending[source].discard(chunk)
-                encoded_by[source] += n
-                chunks_by[source] += 1 if n else 0
-                stored += min(infos[source].chunk_size, infos[source].n_patches - chunk * infos[source].chunk_size)
-                if not pending[source]:
-                    finish_scene(source)
-                submit()
-                if progress is not None:
-                    elapsed = time.perf_counter() - started
-                    progress(RayProgress(done=stored, total=total, scenes_done=sum(1 for s in infos if not pending[s]),
-                                         scenes=len(infos), elapsed_s=elapsed,
-                                         rate=sum(encoded_by.values()) / elapsed if elapsed > 0 else 0.0))
-        finally:
-            for ref in inflight:
-                ray.cancel(ref)
-    return [reports[s] for s in sources]
+            if progress is not None:
+                elapsed = time.perf_counter() - started
+                encoded = sum(q.encoded for q in by_key.values())
+                progress(RayProgress(done=stored, total=total, scenes_done=len(reports), scenes=len(plans),
+                                     elapsed_s=elapsed, rate=encoded / elapsed if elapsed > 0 else 0.0))
+    finally:
+        for ref in inflight:
+            ray.cancel(ref)
+    return reports
+

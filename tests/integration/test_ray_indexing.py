@@ -42,7 +42,7 @@ def _stored(store: Path, report) -> dict[int, np.ndarray]:  # noqa: ANN001
     return rows
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     start_ray("local", num_cpus=2)
     yield
@@ -83,9 +83,23 @@ def test_killed_worker_leaves_no_gap_and_no_duplicate(tmp_path: Path, local_ray:
         assert report.info.complete and sorted(_stored(tmp_path / "store", report)) == list(range(12))
 
 
+def test_pyramid_levels_filled_like_in_process(tmp_path: Path, local_ray: None) -> None:
+    from rsrag.tools.pyramid import build_index
+
+    sources = _scenes(tmp_path / "scenes", n=1)
+    index_on_ray(sources, store=tmp_path / "store", tiling="pyramid:64", chunk_size=8, batch_size=8, workers=2)
+    local = build_index(sources[0], _bundled(), "pyramid:64", tmp_path / "local", batch_size=8)
+    ray_patches, local_patches = as_patch_store(tmp_path / "store"), as_patch_store(tmp_path / "local")
+    for level in local.levels:
+        ray_info, local_info = ray_patches.info(level.key), local_patches.info(level.key)
+        assert ray_info is not None and ray_info.complete and ray_info.n_patches == local_info.n_patches
+        assert ray_patches.count(ray_info) == level.windows
+
+
 def test_two_node_cluster(tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()  # the module's local instance, if a test before this one started it
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
