@@ -33,13 +33,24 @@ Async, and streaming the steps as they happen:
 >>> nodes[0], nodes[-1]
 ('prepare', 'tools')
 
-The compiled analyst graph as a subgraph of your own graph (it reads ``messages`` and ``scene`` and needs
-an :class:`AgentContext` as the run's context), and the tools as LangChain tools:
+Embedding rsrag in your own agent system, three ways (see :mod:`rsrag.agent.embedding`; each runs in
+``tests/unit/graphs/test_embedding.py``):
 
->>> from rsrag.agent import agent_graph, analyst_tools
+1. the tools in your graph's ``ToolNode``, with :class:`AgentState` (its reducers keep the evidence) as
+   the state and :class:`AgentContext` as the context;
+2. the compiled analyst graph as a subgraph under your own checkpointer (built with
+   :func:`checkpoint_serializer`); it answers your conversation with one AI message and keeps its tool
+   calls to itself (``agent_graph(messages="all")`` hands them over);
+3. MCP: ``rsrag mcp``, or :func:`build_mcp_server` in process.
+
+>>> from rsrag.agent import AgentState, agent_graph, analyst_tools
 >>> graph = agent_graph()                                 # no checkpointer: the parent graph's is used
->>> sorted(graph.get_graph().nodes)[:3], [t.name for t in analyst_tools()][:2]
-(['__end__', '__start__', 'finalize'], ['scene_info', 'search_patches'])
+>>> sorted(graph.get_graph().nodes)[:3], "publish" in graph.get_graph().nodes
+(['__end__', '__start__', 'finalize'], True)
+>>> [t.name for t in analyst_tools()]
+['scene_info', 'search_patches', 'lookup_knowledge', 'search_similar', 'rerank', 'zoom', 'answer']
+>>> {"messages", "scene", "evidence", "zoomed_pixels"} <= set(AgentState.__annotations__)
+True
 """
 
 from __future__ import annotations
@@ -47,37 +58,52 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
     from langgraph.graph.state import CompiledStateGraph
 
-    from rsrag.agent.interfaces.api import Analyst, Step, describe_update
-    from rsrag.agent.models.backends import load_chat_model
-    from rsrag.agent.context import AgentContext, Budgets
-    from rsrag.agent.evidence import Answer, Evidence
+    from rsrag.agent.context import AgentContext, Budgets, Resources
+    from rsrag.agent.evidence import Answer, Evidence, merge_ledger
+    from rsrag.agent.interfaces.api import Analyst, Step, checkpoint_serializer, describe_update
     from rsrag.agent.interfaces.mcp import build_mcp_server
+    from rsrag.agent.models.backends import load_chat_model
     from rsrag.agent.settings import Settings, load_settings
-    from rsrag.agent.toolkit import answer, scene_info, search_patches, search_similar, zoom
+    from rsrag.agent.state import AgentState, InputState, OutputState
+    from rsrag.agent.toolkit import (
+        answer,
+        lookup_knowledge,
+        rerank,
+        scene_info,
+        search_patches,
+        search_similar,
+        tool_error_message,
+        zoom,
+    )
     from rsrag.tools.raster import Scene, open_scene
 
 _LAZY = {
-    "Analyst": "rsrag.agent.interfaces.api", "Step": "rsrag.agent.interfaces.api", "describe_update": "rsrag.agent.interfaces.api",
-    "AgentContext": "rsrag.agent.context", "Budgets": "rsrag.agent.context",
-    "Answer": "rsrag.agent.evidence", "Evidence": "rsrag.agent.evidence",
+    "Analyst": "rsrag.agent.interfaces.api", "Step": "rsrag.agent.interfaces.api",
+    "checkpoint_serializer": "rsrag.agent.interfaces.api", "describe_update": "rsrag.agent.interfaces.api",
+    "AgentContext": "rsrag.agent.context", "Budgets": "rsrag.agent.context", "Resources": "rsrag.agent.context",
+    "Answer": "rsrag.agent.evidence", "Evidence": "rsrag.agent.evidence", "merge_ledger": "rsrag.agent.evidence",
     "Settings": "rsrag.agent.settings", "load_settings": "rsrag.agent.settings",
+    "AgentState": "rsrag.agent.state", "InputState": "rsrag.agent.state", "OutputState": "rsrag.agent.state",
     "load_chat_model": "rsrag.agent.models.backends",
     "build_mcp_server": "rsrag.agent.interfaces.mcp",
-    "scene_info": "rsrag.agent.toolkit", "search_patches": "rsrag.agent.toolkit",
-    "search_similar": "rsrag.agent.toolkit", "zoom": "rsrag.agent.toolkit", "answer": "rsrag.agent.toolkit",
+    "scene_info": "rsrag.agent.toolkit", "search_patches": "rsrag.agent.toolkit", "lookup_knowledge": "rsrag.agent.toolkit",
+    "search_similar": "rsrag.agent.toolkit", "rerank": "rsrag.agent.toolkit", "zoom": "rsrag.agent.toolkit",
+    "answer": "rsrag.agent.toolkit", "tool_error_message": "rsrag.agent.toolkit",
     "Scene": "rsrag.tools.raster", "open_scene": "rsrag.tools.raster",
 }
 
 __all__ = [
-    "AgentContext", "Analyst", "Answer", "Budgets", "Evidence", "Scene", "Settings", "Step", "agent_graph", "analyst_tools",
-    "answer", "build_mcp_server", "describe_update", "imagerag_graph", "indexer_graph", "load_chat_model", "load_settings",
-    "open_analyst", "open_scene", "scene_info", "search_patches", "search_similar", "zoom",
+    "AgentContext", "AgentState", "Analyst", "Answer", "Budgets", "Evidence", "InputState", "OutputState", "Resources",
+    "Scene", "Settings", "Step", "agent_graph", "analyst_tools", "answer", "build_mcp_server", "checkpoint_serializer",
+    "describe_update", "imagerag_graph", "indexer_graph", "load_chat_model", "load_settings", "lookup_knowledge",
+    "merge_ledger", "open_analyst", "open_scene", "rerank", "scene_info", "search_patches", "search_similar",
+    "tool_error_message", "zoom",
 ]
 
 
@@ -120,14 +146,19 @@ def open_analyst(
 
     given = {"vlm.spec": vlm, "encoder.spec": encoder, "store.path": store, "store.tiling": tiling, **(overrides or {})}
     settings = load(settings_file, given)
-    return settings.analyst(model=model) if model is not None else settings.analyst()
+    return settings.analyst(model=model)
 
 
-def agent_graph() -> CompiledStateGraph:
-    """The analyst graph, compiled without a checkpointer (a parent graph or LangGraph server provides one)."""
+def agent_graph(*, messages: Literal["answer", "all"] = "answer") -> CompiledStateGraph:
+    """The analyst graph for embedding, compiled without a checkpointer (the host graph's is used).
+
+    Args:
+        messages: ``answer``: the output's messages are the question and one AI message with the answer
+            (the run's tool calls and results stay inside); ``all``: every message of the run.
+    """
     from rsrag.graphs.agent import build_agent_graph
 
-    return build_agent_graph()
+    return build_agent_graph(messages=messages)
 
 
 def imagerag_graph() -> CompiledStateGraph:
@@ -145,8 +176,10 @@ def indexer_graph() -> CompiledStateGraph:
 
 
 def analyst_tools() -> list[BaseTool]:
-    """The analyst's LangChain tools (scene_info, search_patches, search_similar, zoom, answer); they expect
-    LangGraph's tool runtime with an :class:`AgentContext` context and a state holding ``scene``."""
+    """All of the analyst's LangChain tools (scene_info, search_patches, lookup_knowledge, search_similar,
+    rerank, zoom, answer). They expect LangGraph's tool runtime: an :class:`AgentContext` context and an
+    :class:`AgentState` state holding ``scene``; run them in a ``ToolNode`` with
+    ``handle_tool_errors=tool_error_message``."""
     from rsrag.agent.toolkit import analyst_tools as tools
 
     return tools()

@@ -1,12 +1,18 @@
-"""Graph state: a narrow input and the fuller internal state of the analyst graph.
+"""Graph state: a narrow input, the fuller internal state of the analyst graph, and its output.
 
 State holds references, ids and small values only (never arrays or images): crops are file paths, scenes
 are paths plus fingerprints, evidence is a ledger of small records.
+
+A host graph that runs rsrag's tools in its own ``ToolNode`` uses :class:`AgentState` as its state (or a
+subclass of it): the tools write ``evidence`` and ``zoomed_pixels`` through the reducers declared here, and
+read ``scene`` and the counters. A host that embeds the analyst graph as a subgraph gives it
+:class:`InputState` (``messages``, ``scene``, and the ``evidence`` of earlier questions, so follow-ups can
+cite or zoom into it) and gets :class:`OutputState` back.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -22,11 +28,16 @@ def add_or_reset(left: int | None, right: int | None) -> int:
     return 0 if right < 0 else (left or 0) + right
 
 
+__all__ = ["AgentState", "InputState", "OutputState", "add_or_reset", "is_question"]
+
+
 class InputState(TypedDict):
-    """What a caller gives: the conversation so far (a new question appended) and the scene's path."""
+    """What a caller gives: the conversation so far (a new question appended), the scene's path, and
+    optionally the evidence ledger of earlier questions (merged by id)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     scene: str
+    evidence: NotRequired[Annotated[dict[str, Evidence], merge_ledger]]
 
 
 class AgentState(InputState, total=False):
@@ -43,7 +54,6 @@ class AgentState(InputState, total=False):
         question_start: index in ``messages`` where the current question begins.
     """
 
-    evidence: Annotated[dict[str, Evidence], merge_ledger]
     steps: int
     zoomed_pixels: Annotated[int, add_or_reset]
     started_at: float
@@ -53,7 +63,8 @@ class AgentState(InputState, total=False):
 
 
 class OutputState(TypedDict, total=False):
-    """What a caller gets back."""
+    """What a caller gets back: the accepted answer, the evidence ledger, and the messages (of an embedded
+    graph, only the question and the answer as one AI message, unless it was built with ``messages="all"``)."""
 
     messages: list[AnyMessage]
     answer: Answer | None

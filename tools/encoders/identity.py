@@ -13,17 +13,32 @@ import hashlib
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rsrag.tools.encoders.spec import EncoderSpec, check_spec
 from rsrag.tools.encoders.towers import IMAGE_TOWERS, TEXT_PACKAGE, package_version
 from rsrag.tools.errors import CheckpointMismatchError, WeightsUnavailableError
 
-__all__ = ["DEFAULT_HEADS", "fingerprint", "known_encoder_id", "lit_encoder_id", "read_safetensors_metadata"]
+__all__ = [
+    "DEFAULT_HEADS", "EncoderFacts", "fingerprint", "known_encoder_facts", "known_encoder_id", "lit_encoder_id",
+    "read_safetensors_metadata",
+]
 
 DEFAULT_HEADS = Path(__file__).resolve().parent / "weights" / "rsrag-lit-effnet-lite0-minilm.safetensors"
 """The bundled encoder's trained heads."""
 _LIT_DEFAULT_TOWER = "effnet-lite0"
+_LIT_DEFAULT_DIM = 256
+
+
+@dataclass(frozen=True)
+class EncoderFacts:
+    """What is known of an encoder before its model is built: its id, and where known its dimension and input side."""
+
+    id: str
+    dim: int | None = None
+    image_size: int | None = None
 _FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -95,6 +110,32 @@ def lit_encoder_id(spec: EncoderSpec, image_tower: str | None = None) -> str:
     name = "rsrag-lit" if spec.weights is None else "rsrag-lit:file"
     text = f"{TEXT_PACKAGE}-{package_version(TEXT_PACKAGE)}"
     return f"{name}#{image_tower}-{package_version(package)}+{text}+{fingerprint(path)}"
+
+
+def _lit_facts(spec: EncoderSpec) -> EncoderFacts:
+    config: dict[str, Any] = {}
+    if spec.weights != "random":
+        path = Path(spec.weights) if spec.weights else DEFAULT_HEADS
+        raw = read_safetensors_metadata(path).get("config")
+        try:
+            config = dict(json.loads(raw)) if raw else {}
+        except (ValueError, TypeError):
+            config = {}
+    tower = str(config.get("image_tower", _LIT_DEFAULT_TOWER))
+    known = IMAGE_TOWERS.get(tower)
+    size = int(config.get("image_size", 0) or 0) or (known.image_size if known is not None else 0)
+    dim = int(config.get("embed_dim", _LIT_DEFAULT_DIM))
+    return EncoderFacts(id=lit_encoder_id(spec, tower if config or spec.weights == "random" else None), dim=dim,
+                        image_size=size or None)
+
+
+def known_encoder_facts(spec: str | None) -> EncoderFacts | None:
+    """What the encoder ``spec`` names is known to be before loading (see :func:`known_encoder_id`); else ``None``."""
+    parsed = check_spec(spec)
+    if parsed.kind == "lit":
+        return _lit_facts(parsed)
+    ident = known_encoder_id(spec)
+    return EncoderFacts(id=ident) if ident is not None else None
 
 
 def known_encoder_id(spec: str | None) -> str | None:

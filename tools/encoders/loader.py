@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsrag.tools.encoders.identity import DEFAULT_HEADS, fingerprint, known_encoder_id, lit_encoder_id
+from rsrag.tools.encoders.identity import DEFAULT_HEADS, fingerprint, known_encoder_facts, lit_encoder_id
 from rsrag.tools.encoders.spec import EncoderSpec, parse_spec
 from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
 
@@ -205,9 +205,9 @@ def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: in
 class LazyEncoder:
     """An :class:`~rsrag.tools.encoders.base.Encoder` that loads its model on first use.
 
-    Its :attr:`id` is known before loading when the spec allows it (the bundled encoder, see
-    :mod:`rsrag.tools.encoders.identity`), so finding a scene's index costs no model load; anything else
-    (``dim``, ``image_size``, encoding) loads the model once, through :func:`load_encoder`.
+    Its :attr:`id` (and for the bundled encoder its ``dim`` and ``image_size``) is known before loading when
+    the spec allows it (see :mod:`rsrag.tools.encoders.identity`), so finding a scene's index, or laying out
+    its windows, costs no model load; encoding loads the model once, through :func:`load_encoder`.
 
     Args:
         spec / device / batch_size: as for :func:`load_encoder`.
@@ -215,7 +215,8 @@ class LazyEncoder:
 
     def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> None:
         self.spec, self.device, self.batch_size = spec, device, batch_size
-        self._id = known_encoder_id(spec)
+        self._facts = known_encoder_facts(spec)
+        self._id = self._facts.id if self._facts is not None else None
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
 
@@ -229,9 +230,11 @@ class LazyEncoder:
         with self._lock:
             if self._encoder is None:
                 encoder = load_encoder(self.spec, device=self.device, batch_size=self.batch_size)
-                if self._id is not None and encoder.id != self._id:
-                    raise EncoderError(f"encoder spec {self.spec!r}: loaded id {encoder.id!r} differs from the "
-                                       f"id known before loading {self._id!r}")
+                facts = self._facts
+                if facts is not None and (encoder.id, facts.dim or encoder.dim, facts.image_size or encoder.image_size) != (
+                        facts.id, encoder.dim, encoder.image_size):
+                    raise EncoderError(f"encoder spec {self.spec!r}: the loaded encoder ({encoder.id}, {encoder.dim}-d, "
+                                       f"{encoder.image_size} px) differs from what was known before loading ({facts})")
                 self._encoder = encoder
             return self._encoder
 
@@ -243,12 +246,14 @@ class LazyEncoder:
     @property
     def dim(self) -> int:
         """Embedding dimension."""
-        return self.load().dim
+        known = self._facts.dim if self._facts is not None else None
+        return known if known is not None else self.load().dim
 
     @property
     def image_size(self) -> int:
         """Model input side in pixels."""
-        return self.load().image_size
+        known = self._facts.image_size if self._facts is not None else None
+        return known if known is not None else self.load().image_size
 
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """See :meth:`rsrag.tools.encoders.base.Encoder.preprocess`."""

@@ -32,11 +32,11 @@ STAGES = {"index": "indexing", "descend": "search encodes", "fill": "background 
 
 def load_cli_encoder(settings: Settings) -> Encoder:
     """The encoder the settings name (``encoder.spec``, ``None``: the bundled offline encoder; its batch size
-    and device)."""
-    from rsrag.tools.encoders import load_encoder  # deferred: loading torch models is slow
+    and device), loaded on first use: an indexed image is found by the encoder's id without loading the model."""
+    from rsrag.tools.encoders import lazy_encoder
 
     e = settings.encoder
-    return load_encoder(e.spec, batch_size=e.batch_size, device=e.device)
+    return lazy_encoder(e.spec, batch_size=e.batch_size, device=e.device)
 
 
 @contextlib.contextmanager
