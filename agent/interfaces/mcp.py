@@ -9,6 +9,12 @@ The scene tools run the same code as the analyst graph's tools (:mod:`rsrag.agen
 returned by ``search_patches`` and ``zoom`` can be passed back to ``zoom`` (per scene, for the server's
 lifetime). Errors come back as tool errors with one clear message.
 
+Replies are sized for a calling model: JSON is compact (no indentation, floats rounded to what the numbers
+mean: 4 decimals for scores and map coordinates, 6 for degrees) and provenance shared by every region is
+given once; the scene overview is a JPEG whose longest side is ``max_side`` (default: the settings'
+``budgets.max_zoom_side``, 1024 px); an empty result says what would fill it (e.g. ``rsrag kb concepts``).
+Every parameter's schema says its units.
+
 Example (in-process, as the tests do; ``rsrag mcp`` serves it over stdio or HTTP)::
 
     from mcp import Client
@@ -20,17 +26,22 @@ Example (in-process, as the tests do; ``rsrag mcp`` serves it over stdio or HTTP
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent
+from PIL import Image as PILImage
+from pydantic import Field
 
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.evidence import Evidence
@@ -118,6 +129,64 @@ def _tool_error(exc: RsragError) -> ToolError:
     return ToolError(str(exc))
 
 
+# --- replies ---------------------------------------------------------------------------------------------
+
+#: Keys whose numbers are degrees (6 decimals, ~0.1 m); every other float gets 4 decimals.
+DEGREE_KEYS = frozenset({"lonlat", "lonlat_bounds", "lonlat_bbox", "coordinates", "bbox_lonlat"})
+OVERVIEW_JPEG_QUALITY = 85
+KB_EMPTY_HINT = ("the knowledge base has no entries: add them with `rsrag kb add FILE` (JSONL/CSV/GeoJSON), and "
+                 "build the visual concept library the slow path searches with `rsrag kb concepts DATA` (a "
+                 "class-labelled image folder or captions file)")
+NO_CONCEPTS_HINT = ("the scene was not searched through knowledge: the concept library is empty; build it with "
+                    "`rsrag kb concepts DATA` (a class-labelled image folder or captions file)")
+NOTHING_CONFIDENT_HINT = ("no region reached the threshold: try other phrases (the name an aerial photo of the thing "
+                          "would have, or synonyms), lookup_knowledge with the image for the slow path, or zoom on "
+                          "the best candidates to look")
+
+
+def rounded(value: Any, degrees: bool = False) -> Any:
+    """``value`` with floats rounded to what they mean (6 decimals under :data:`DEGREE_KEYS`, else 4)."""
+    if isinstance(value, float):
+        return round(value, 6 if degrees else 4)
+    if isinstance(value, dict):
+        return {k: rounded(v, degrees or k in DEGREE_KEYS) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [rounded(v, degrees) for v in value]
+    return value
+
+
+def compact_json(data: Any) -> str:
+    """One line of JSON, no indentation, no spaces after separators."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def hoist_provenance(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Records without their ``provenance`` when every record has the same one; that provenance (else ``None``)."""
+    provenances = [r.get("provenance") for r in records]
+    if len(records) < 2 or any(p is None for p in provenances) or any(p != provenances[0] for p in provenances):
+        return records, None
+    return [{k: v for k, v in r.items() if k != "provenance"} for r in records], provenances[0]
+
+
+def json_reply(data: dict[str, Any]) -> CallToolResult:
+    """A tool reply: the data as structured content and as one compact line of JSON text."""
+    data = rounded(data)
+    return CallToolResult(content=[TextContent(type="text", text=compact_json(data))], structured_content=data)
+
+
+def overview_image(path: str | os.PathLike[str], max_side: int) -> Image:
+    """The scene overview as a JPEG whose longest side is at most ``max_side`` pixels."""
+    with PILImage.open(path) as im:
+        rgb = im.convert("RGB")
+    rgb.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=OVERVIEW_JPEG_QUALITY, optimize=True)
+    return Image(data=out.getvalue(), format="jpeg")
+
+
+ImagePath = Annotated[str, Field(description="path of the image file on the server (GeoTIFF, COG, VRT, JPEG, PNG)")]
+
+
 def build_mcp_server(
     analyst: Analyst,
     settings: Settings | None = None,
@@ -137,54 +206,56 @@ def build_mcp_server(
     server: MCPServer = MCPServer("rsrag", instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool()
-    def scene_info(image: str) -> list[str | Image]:
-        """Describe a scene: size, bands, CRS, ground sample distance, footprint, and an overview image.
-
-        Args:
-            image: path of the image file on the server (GeoTIFF, COG, VRT, JPEG, PNG).
-        """
+    def scene_info(
+        image: ImagePath,
+        max_side: Annotated[int | None, Field(ge=16, le=4096, description=(
+            "longest side of the overview image, in pixels (default: the server's budgets.max_zoom_side, 1024)"))] = None,
+    ) -> list[str | Image]:
+        """Describe a scene: size in pixels, bands, CRS, ground sample distance (CRS units per pixel, metres for
+        projected CRSs), lon/lat footprint (degrees), and an overview of the whole scene as a JPEG image."""
         try:
             text, result = tools.run(scene_info_tool, image)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        return [text, Image(path=result.crop)]
+        return [text, overview_image(result.crop, max_side or tools.settings.budgets.max_zoom_side)]
 
     @server.tool()
-    def search_patches(image: str, phrases: list[str], top_k: int | None = None) -> dict[str, Any]:
-        """Fast path: the regions of a scene that best match short key phrases, with calibrated confidences.
-
-        Args:
-            image: path of the image file on the server.
-            phrases: 1-4 short noun phrases naming what to look for, e.g. ["storage tanks"].
-            top_k: how many regions to return.
-        """
+    def search_patches(
+        image: ImagePath,
+        phrases: Annotated[list[str], Field(description=(
+            '1-4 short noun phrases naming one kind of thing to look for, e.g. ["storage tanks", "oil tanks"]'))],
+        top_k: Annotated[int | None, Field(description="how many regions (sites) to return, a count (default: the server's retrieval.top_k)")] = None,
+    ) -> CallToolResult:
+        """Find the places in a scene that match short key phrases (fast path, then the slow path when nothing
+        is confident). Each region: id (for zoom), bbox [x0, y0, x1, y1] in full-resolution pixels, map_box in
+        the scene's CRS units, confidence in 0-1 (within-scene), presence in 0-1 (calibrated probability the
+        thing is there, where known), confident (reaches threshold); finding: found / not_found / uncertain."""
         try:
             _, result = tools.run(search_patches_tool, image, phrases=phrases, top_k=top_k)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        regions = [{**e.to_json(), "confident": result.is_confident(e)} for e in result.visible]
-        return {"summary": headline(result), "threshold": result.threshold, "path": result.path,
-                "regions": regions}
+        regions, provenance = hoist_provenance([{**e.to_json(), "confident": result.is_confident(e)}
+                                                for e in result.visible])
+        reply: dict[str, Any] = {"summary": headline(result), "finding": result.finding, "threshold": result.threshold,
+                                 "path": result.path, "regions": regions}
+        if provenance is not None:
+            reply["provenance"] = provenance
+        if not any(r["confident"] for r in regions):
+            reply["hint"] = NOTHING_CONFIDENT_HINT
+        return json_reply(reply)
 
     @server.tool()
     def zoom(
-        image: str,
-        evidence_id: str | None = None,
-        bbox: list[float] | None = None,
-        map_bbox: list[float] | None = None,
-        lonlat_bbox: list[float] | None = None,
-        max_side: int | None = None,
+        image: ImagePath,
+        evidence_id: Annotated[str | None, Field(description="id of a region from search_patches or zoom on this scene (E + 6 hex digits)")] = None,
+        bbox: Annotated[list[float] | None, Field(description="or [x0, y0, x1, y1] in full-resolution pixels")] = None,
+        map_bbox: Annotated[list[float] | None, Field(description="or [left, bottom, right, top] in the scene's CRS units (metres for projected CRSs)")] = None,
+        lonlat_bbox: Annotated[list[float] | None, Field(description="or [west, south, east, north] in degrees (WGS 84)")] = None,
+        max_side: Annotated[int | None, Field(description="longest side of the returned crop, in pixels (default: the server's budgets.max_zoom_side)")] = None,
     ) -> list[str | Image]:
-        """Look at a region of a scene at native resolution; the crop comes back as an image.
-
-        Args:
-            image: path of the image file on the server.
-            evidence_id: id of a region from search_patches or zoom on this scene.
-            bbox: or [x0, y0, x1, y1] in full-resolution pixels.
-            map_bbox: or [left, bottom, right, top] in the scene's CRS.
-            lonlat_bbox: or [west, south, east, north] in degrees.
-            max_side: longest side of the returned crop in pixels.
-        """
+        """Look at a region of a scene at native resolution; the crop comes back as an image (PNG), with its
+        pixel box, lon/lat box (degrees) and how many scene pixels one crop pixel shows. Give exactly one of
+        evidence_id, bbox, map_bbox, lonlat_bbox."""
         try:
             text, result = tools.run(zoom_tool, image, evidence_id=evidence_id, bbox=bbox, map_bbox=map_bbox,
                                      lonlat_bbox=lonlat_bbox, max_side=max_side)
@@ -195,46 +266,56 @@ def build_mcp_server(
     if knowledge if knowledge is not None else knowledge_available():
 
         @server.tool()
-        def lookup_knowledge(query: str, image: str | None = None, k: int = 5,
-                             category: str | None = None) -> dict[str, Any]:
-            """Search the knowledge base (landmarks, facilities, land-cover classes, expert notes) by text. With an
-            image, also search that scene through the visual concept library (the slow path): the regions found
-            have evidence ids that zoom accepts.
-
-            Args:
-                query: what to look up: a name, a class, a short description.
-                image: optional path of an image file on the server, to find the concept in it.
-                k: how many entries (and regions) to return.
-                category: only knowledge entries of this category.
-            """
+        def lookup_knowledge(
+            query: Annotated[str, Field(description="what to look up, in words: a name, a class, a short description")],
+            image: Annotated[str | None, Field(description=(
+                "optional path of an image file on the server, to also find the concept in it (the slow path)"))] = None,
+            k: Annotated[int, Field(description="how many entries (and regions) to return, a count")] = 5,
+            category: Annotated[str | None, Field(description="only knowledge entries of this category")] = None,
+        ) -> CallToolResult:
+            """Search the knowledge base (landmarks, facilities, land-cover classes, expert notes) by text; scores
+            are similarities in 0-1. With an image, also search that scene through the visual concept library:
+            the regions found (bbox in full-resolution pixels, confidence in 0-1) have evidence ids zoom accepts."""
             try:
                 if image is not None:
                     text, result = tools.run(lookup_knowledge_tool, image, query=query, category=category, k=k)
                     if result.status == "error":
                         raise ToolError(result.message or "knowledge base unavailable")
-                    return {"report": text, "entries": [e.to_json() for e in result.evidence],
-                            "threshold": result.threshold}
-                result = tools.knowledge_base().search(query, k=k, kind="knowledge", category=category)
+                    reply: dict[str, Any] = {"report": text, "entries": [e.to_json() for e in result.evidence],
+                                             "threshold": result.threshold}
+                    if not result.extras.get("slow_path"):
+                        reply["hint"] = NO_CONCEPTS_HINT if result.entries else KB_EMPTY_HINT
+                    return json_reply(reply)
+                found = tools.knowledge_base().search(query, k=k, kind="knowledge", category=category)
             except RsragError as exc:
                 raise _tool_error(exc) from None
             entries = [{"id": h.id, "score": round(h.score, 4), **h.entry.model_dump(mode="json", exclude_none=True)}
-                       for h in result.hits]
-            return {"mode": result.mode, "table": result.table, "version": result.version, "entries": entries}
+                       for h in found.hits]
+            out: dict[str, Any] = {"mode": found.mode, "table": found.table, "version": found.version, "entries": entries}
+            if found.mode == "empty":
+                out["hint"] = KB_EMPTY_HINT
+            elif not entries:
+                out["hint"] = "no entry matched: try other words, or no category filter"
+            return json_reply(out)
 
     @server.tool()
-    def ask(image: str, question: str, thread_id: str | None = None) -> dict[str, Any]:
+    def ask(
+        image: ImagePath,
+        question: Annotated[str, Field(description='the question, e.g. "where are the storage tanks?"')],
+        thread_id: Annotated[str | None, Field(description="a thread to continue (default: a new one)")] = None,
+    ) -> CallToolResult:
         """Ask the rsrag analyst agent a question about a scene; it searches, zooms and answers with cited
-        evidence (pixel boxes, map boxes, GeoJSON). Pass the returned thread_id to ask a follow-up.
-
-        Args:
-            image: path of the image file on the server.
-            question: the question, e.g. "where are the storage tanks?".
-            thread_id: a thread to continue (default: a new one).
-        """
+        evidence: finding (found / not_found / uncertain), each evidence's bbox [x0, y0, x1, y1] in
+        full-resolution pixels, map_box in the scene's CRS units, confidence and presence in 0-1, and the cited
+        regions as GeoJSON (lon/lat degrees). Pass the returned thread_id to ask a follow-up."""
         try:
             answer = tools.analyst.ask(tools.scene_path(image), question, thread_id=thread_id)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        return answer.to_json()
+        reply = answer.to_json()
+        reply["evidence"], provenance = hoist_provenance(reply["evidence"])
+        if provenance is not None:
+            reply["provenance"] = provenance
+        return json_reply(reply)
 
     return server
