@@ -1,6 +1,7 @@
 """The web workspace's HTTP application (Starlette): images, tiles, questions, evidence and traces.
 
-Routes (all JSON unless noted; errors are ``{"error": message, "type": name}`` with a 4xx/5xx status):
+Routes (all JSON unless noted; errors are ``{"error": message, "type": name, "kind": kind}`` with the status
+:func:`rsrag.tools.errors.http_status` gives their kind, never a traceback):
 
 ``GET  /``                                           the analyst page (``/static/*``: its scripts, styles and the
                                                      bundled viewer library; ``/favicon.ico``)
@@ -12,6 +13,11 @@ Routes (all JSON unless noted; errors are ``{"error": message, "type": name}`` w
 ``GET  /api/threads/{thread}/evidence``              the thread's evidence ledger
 ``GET  /api/threads/{thread}/evidence/{id}/crop``    the evidence's crop (PNG; cut from the scene if unsaved)
 ``GET  /api/threads/{thread}/trace``                 the thread's messages and streamed steps
+
+Threads are visible to a server only for the images it serves: a thread that was ever asked about an image
+this server does not serve (other servers and the CLI share the sessions file) answers exactly like a
+thread that does not exist (no evidence, no messages, no crop). ``POST /api/ask`` refuses a body larger
+than :data:`MAX_ASK_BODY_BYTES` before reading it (413).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from starlette.routing import Route
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.evidence import Evidence
 from rsrag.agent.interfaces.web.assets import static_routes
-from rsrag.agent.interfaces.web.errors import BadRequestError, UnknownEvidenceError, http_status
+from rsrag.agent.interfaces.web.errors import BadRequestError, RequestTooLargeError, UnknownEvidenceError, http_status
 from rsrag.agent.interfaces.web.registry import DEFAULT_MAX_UPLOAD_BYTES, ImageRegistry
 from rsrag.agent.interfaces.web.streaming import (
     MAX_QUESTION_CHARS,
@@ -43,14 +49,17 @@ from rsrag.agent.interfaces.web.streaming import (
     question_stream,
 )
 from rsrag.agent.interfaces.web.tiles import TileCache, encode_image, render_tile
-from rsrag.tools.errors import RsragError
+from rsrag.tools.errors import AccessDeniedError, RsragError, error_kind
 from rsrag.tools.raster import Scene
 from rsrag.tools.region import PixelBox
+from rsrag.tools.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
 CROP_SIDE = 512
 MAX_RECORDED_STEPS = 2000
+MAX_ASK_BODY_BYTES = 64 * 1024
+"""The largest ``POST /api/ask`` body: a 4,000-character question, JSON-escaped, with room to spare."""
 
 
 class WebState:
@@ -108,7 +117,8 @@ async def _error_response(request: Request, exc: Exception) -> JSONResponse:
     status = http_status(exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return JSONResponse({"error": str(exc), "type": type(exc).__name__}, status_code=status)
+    return JSONResponse({"error": str(exc), "type": type(exc).__name__, "kind": error_kind(exc).value},
+                        status_code=status)
 
 
 def _state(request: Request) -> WebState:
@@ -131,11 +141,17 @@ async def _list_images(request: Request) -> JSONResponse:
     return JSONResponse({"images": [e.to_json() for e in ws.registry], "max_upload_bytes": ws.registry.max_upload_bytes})
 
 
-async def _upload(request: Request) -> JSONResponse:
+async def _upload(request: Request) -> Response:
+    from starlette.requests import ClientDisconnect
+
     name = request.query_params.get("name") or request.headers.get("x-filename") or ""
     declared = request.headers.get("content-length")
     size = int(declared) if declared and declared.isdigit() else None
-    entry = await _state(request).registry.upload(name, request.stream(), declared_size=size)
+    try:
+        entry = await _state(request).registry.upload(name, request.stream(), declared_size=size)
+    except ClientDisconnect:  # the client went away mid-upload: nothing was kept, nobody to answer
+        log.info("upload of %r aborted by the client; nothing kept", name[:120])
+        return Response(status_code=400)
     return JSONResponse(entry.to_json(), status_code=201)
 
 
@@ -157,8 +173,21 @@ async def _tile(request: Request) -> Response:
 # --- questions --------------------------------------------------------------------------------------------
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+async def _json_body(request: Request, limit: int = MAX_ASK_BODY_BYTES) -> dict[str, Any]:
+    """The request's JSON object, refusing a body over ``limit`` bytes before reading it (by its declared
+    length) or as soon as it passes the limit (a chunked body)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.strip().isdigit() or int(declared) > limit):
+        raise RequestTooLargeError(f"the request body is {declared[:20]} bytes; this endpoint accepts at most "
+                                   f"{limit:,} bytes (a question of at most {MAX_QUESTION_CHARS} characters)")
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise RequestTooLargeError(f"the request body is over {limit:,} bytes; this endpoint accepts at most "
+                                       f"{limit:,} bytes (a question of at most {MAX_QUESTION_CHARS} characters)")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -181,6 +210,9 @@ async def _ask(request: Request) -> StreamingResponse:
         raise BadRequestError("image must be the id of a registered image (see GET /api/images)")
     entry = ws.registry.get(image_id)
     thread = check_thread_id(body.get("thread") or uuid.uuid4().hex)
+    if body.get("thread") and not await run_in_threadpool(_continuable, ws, thread):
+        raise BadRequestError(f"thread {thread!r} cannot be continued on this server (it holds questions about "
+                              "images this server does not serve); start a new thread")
     lease = ws.locks.acquire(thread)
     record = ws.steps.setdefault(thread, [])
     del record[: max(0, len(record) - MAX_RECORDED_STEPS)]
@@ -192,8 +224,40 @@ async def _ask(request: Request) -> StreamingResponse:
 # --- threads: evidence, crops, trace -------------------------------------------------------------------------
 
 
+def _thread_state(ws: WebState, thread: str) -> dict[str, Any]:
+    """The thread's checkpointed values, or ``{}`` when it is not visible to this server: it does not exist,
+    or some question on it was about an image this server does not serve (the scene in the checkpoint, the
+    scenes of its traced runs, the scenes of its region evidence)."""
+    analyst = ws.analyst
+    values = dict(analyst.graph.get_state(analyst._config(check_thread_id(thread))).values or {})
+    if not values:
+        return {}
+    served = list(ws.registry)
+    paths = {str(e.path) for e in served}
+    fingerprints = {e.scene.fingerprint for e in served}
+    scene = values.get("scene")
+    if scene is None or str(Path(scene).expanduser().resolve()) not in paths:
+        return {}
+    for ev in (values.get("evidence") or {}).values():
+        if ev.region is not None and ev.region.scene not in fingerprints:
+            return {}
+    if analyst.tracer.settings.enabled:
+        for run in analyst.tracer.store.runs(thread=thread):
+            if (run.scene_fingerprint and run.scene_fingerprint not in fingerprints) or (
+                    run.scene_path and run.scene_path not in paths and not run.scene_fingerprint):
+                return {}
+    return values
+
+
+def _continuable(ws: WebState, thread: str) -> bool:
+    """Whether a question may go on ``thread`` here: a new thread, or one visible to this server."""
+    analyst = ws.analyst
+    exists = bool(analyst.graph.get_state(analyst._config(thread)).values)
+    return not exists or bool(_thread_state(ws, thread))
+
+
 def _ledger(ws: WebState, thread: str) -> dict[str, Evidence]:
-    return ws.analyst.evidence(check_thread_id(thread))
+    return dict(_thread_state(ws, thread).get("evidence") or {})
 
 
 async def _evidence(request: Request) -> JSONResponse:
@@ -208,9 +272,13 @@ async def _crop(request: Request) -> Response:
     if ev is None:
         raise UnknownEvidenceError(f"thread {thread!r} has no evidence {eid[:20]!r}")
     cache = {"Cache-Control": "private, max-age=3600"}
-    saved = Path(ev.crop).resolve() if ev.crop else None
-    if saved is not None and saved.is_relative_to(ws.analyst.context.crop_dir.resolve()) and saved.is_file():
-        return FileResponse(saved, headers=cache)
+    if ev.crop:
+        try:  # the saved crop, if its real path lies inside the crop folder
+            saved = Sandbox.of([ws.analyst.context.crop_dir]).check_inside(ev.crop)
+        except (AccessDeniedError, RsragError):
+            saved = None
+        if saved is not None and saved.is_file():
+            return FileResponse(saved, headers=cache)
     entry = ws.registry.by_fingerprint(ev.region.scene) if ev.region is not None else None
     if entry is None or ev.region is None:
         raise UnknownEvidenceError(f"evidence {eid} has no crop and no region in an image registered here")
@@ -225,6 +293,8 @@ def _cut_crop(scene: Scene, box: PixelBox) -> bytes:
 async def _trace(request: Request) -> JSONResponse:
     ws = _state(request)
     thread = check_thread_id(request.path_params["thread"])
-    messages = await run_in_threadpool(ws.analyst.history, thread)
+    values = await run_in_threadpool(_thread_state, ws, thread)
+    messages = list(values.get("messages") or [])
     return JSONResponse({"thread": thread, "busy": ws.locks.busy(thread),
-                         "messages": [message_json(m) for m in messages], "steps": list(ws.steps.get(thread, []))})
+                         "messages": [message_json(m) for m in messages],
+                         "steps": list(ws.steps.get(thread, [])) if values else []})

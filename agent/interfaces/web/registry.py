@@ -2,8 +2,10 @@
 
 Clients never name a file: every request carries an image id, looked up in this registry, so no request
 can reach a path the operator did not register (no path traversal). Uploads are streamed to the upload
-folder under a generated name, with a byte limit, and kept only if GDAL opens them as a plain raster
-format (a VRT, which can point at any file on disk, is refused whatever the upload is called).
+folder under a generated name, with a byte limit, and kept only if :class:`~rsrag.tools.sandbox.Sandbox`
+finds a self-contained raster format in their first bytes (a VRT, which can point at any file on disk, is
+refused whatever the upload is called) and GDAL then opens them with one of :data:`UPLOAD_DRIVERS`. Error
+messages name the upload by its display name, never by its path on the server.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rsrag.agent.interfaces.web.tiles import Pyramid
 from rsrag.tools.errors import RsragError
 from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.raster import Scene, open_scene
+from rsrag.tools.sandbox import Sandbox
 
 #: Upload suffixes accepted, and the GDAL drivers an upload must open with.
 UPLOAD_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2")
@@ -156,6 +159,7 @@ class ImageRegistry:
                     fh.write(chunk)
             if received == 0:
                 raise UnsupportedUploadError(f"{display!r}: the upload is empty")
+            Sandbox.of([self.upload_dir], allow_vrt=False).resolve(target)  # content, not name, decides
             with open_scene(target) as probe:  # checked before the server's shared opener caches the scene
                 driver = probe.info.driver
             if driver not in UPLOAD_DRIVERS:
@@ -166,7 +170,8 @@ class ImageRegistry:
             target.unlink(missing_ok=True)
             if isinstance(exc, (UploadTooLargeError, UnsupportedUploadError)):
                 raise
-            raise UnsupportedUploadError(f"{display!r} is not an image rsrag can read: {exc}") from exc
+            reason = str(exc).replace(str(target), display).replace(str(self.upload_dir), "the upload folder")
+            raise UnsupportedUploadError(f"{display!r} is not an image rsrag can read: {reason}") from None
         except BaseException:
             target.unlink(missing_ok=True)
             raise
