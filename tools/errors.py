@@ -23,9 +23,15 @@ The tree (kind in brackets; ``+`` the builtin also inherited)::
     ├── RasterError [input]
     │   ├── RasterNotFoundError [input] + FileNotFoundError
     │   ├── RasterOpenError [input] + OSError
+    │   │   └── RangeRequestsUnsupportedError [input]
     │   ├── RasterReadError [input] + OSError
-    │   └── InvalidRasterError [input] + ValueError
-    │       └── ImageTooSmallError [input]
+    │   ├── InvalidRasterError [input] + ValueError
+    │   │   └── ImageTooSmallError [input]
+    │   ├── SourceError [argument] + ValueError
+    │   ├── RemoteAccessError [config] + PermissionError
+    │   └── RemoteUnavailableError [unavailable] + ConnectionError
+    │       └── RemoteTimeoutError [unavailable] + TimeoutError
+    ├── SceneCacheError [unavailable] + OSError
     ├── WindowError [argument] + ValueError
     ├── TilingError [argument] + ValueError
     ├── GeoreferenceError [argument] + ValueError
@@ -207,6 +213,42 @@ class InvalidRasterError(RasterError, ValueError):
 
 class ImageTooSmallError(InvalidRasterError):
     """The image is too small to be cut into even one patch of the tiling in use, so it cannot be indexed."""
+
+
+class RangeRequestsUnsupportedError(RasterOpenError):
+    """A remote server sends whole files instead of the byte ranges asked for, so it cannot serve windowed reads."""
+
+
+class SourceError(RasterError, ValueError):
+    """A source string is malformed (a URL without a host or object key, an unknown scheme)."""
+
+    kind = ErrorKind.ARGUMENT
+
+
+class RemoteAccessError(RasterError, PermissionError):
+    """A remote server refused access (401/403): credentials are missing or wrong."""
+
+    kind = ErrorKind.CONFIG
+    http_status = 502
+
+
+class RemoteUnavailableError(RasterError, ConnectionError):
+    """A remote source cannot be reached (unknown host, refused connection, server error)."""
+
+    kind = ErrorKind.UNAVAILABLE
+    http_status = 502
+
+
+class RemoteTimeoutError(RemoteUnavailableError, TimeoutError):
+    """A remote server did not answer in time."""
+
+    http_status = 504
+
+
+class SceneCacheError(RsragError, OSError):
+    """The scene cache could not be written (read-only or full disk) or is inconsistent."""
+
+    kind = ErrorKind.UNAVAILABLE
 
 
 class WindowError(RsragError, ValueError):

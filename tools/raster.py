@@ -1,9 +1,16 @@
 """The raster engine: open any raster GDAL reads, describe it, and read windows of it without loading it.
 
-A :class:`Scene` wraps one image file (GeoTIFF, COG, VRT, JPEG, PNG, ...). It never reads the whole image:
-every read is a window, optionally decimated to a smaller output shape, in which case GDAL serves it from
-the closest overview when the file has overviews. Reads are thread-safe: each thread gets its own rasterio
-dataset handle, so reader threads can decode windows in parallel with an encoder.
+A :class:`Scene` wraps one image source: a local file (GeoTIFF, COG, VRT, JPEG, PNG, ...) or a remote object
+(``https://``, ``s3://``, ``gs://``, ``az://``, read by byte ranges; see :mod:`rsrag.tools.sources`). It never
+reads the whole image: every read is a window, optionally decimated to a smaller output shape, in which case
+it is served from the closest overview. Reads are thread-safe: each thread gets its own rasterio dataset
+handle, so reader threads can decode windows in parallel with an encoder.
+
+Given a :class:`~rsrag.tools.scene_cache.SceneCache`, a source without efficient random access (PNG, JPEG,
+striped TIFF, ...; see :func:`~rsrag.tools.scene_cache.conversion_reason`) is converted on first open into
+a tiled pyramid in the cache, and reads go there; a tiled source without overviews gets cached coarser
+levels the first time a decimated read needs them. The scene still names its source (``path``,
+``info.path``), keeps the source's fingerprint, and its pixel grid is the source's.
 
 Example:
     >>> with open_scene("scene.tif") as scene:                                  # doctest: +SKIP
@@ -17,10 +24,10 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -48,6 +55,10 @@ from rsrag.tools.georef import (
     pixel_box_to_map,
 )
 from rsrag.tools.region import MapBox, PixelBox, Region
+from rsrag.tools.sources import RemotePath, Source, open_options, parse_source
+
+if TYPE_CHECKING:
+    from rsrag.tools.scene_cache import CacheHandle, ProgressCallback, SceneCache
 
 #: GDAL block cache per process, in MB. GDAL's own default is 5% of RAM, which dominates memory when
 #: streaming a very large image; a bounded cache keeps the footprint flat. Applied before the first dataset
@@ -77,6 +88,10 @@ class SceneInfo:
     block_shape: tuple[int, int]
     colorinterp: tuple[str, ...]
     gsd: tuple[float, float] | None
+    cache: str | None = None
+    """The scene-cache folder reads are served from (``None``: the source is read in place)."""
+    cache_reason: str | None = None
+    """Why the source is read from the cache (``PNG decodes sequentially ...``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -110,28 +125,49 @@ class Scene:
     """One raster image, opened for windowed reading.
 
     Use :func:`open_scene` to create one. A scene is a context manager; :meth:`close` releases every
-    thread's dataset handle.
+    thread's dataset handle (and its hold on a cache entry).
+
+    Attributes:
+        path: the source: a :class:`~pathlib.Path` for a local file, a :class:`~rsrag.tools.sources.RemotePath`
+            (a ``str`` with ``name``/``suffix``) for a remote one. Provenance and traces record it.
+        source: the parsed source (:class:`~rsrag.tools.sources.Source`).
+        info: metadata; ``driver``, data types, CRS and transform are the source's; ``overviews`` and
+            ``block_shape`` describe what reads use (the cached pyramid when ``info.cache`` is set).
     """
 
-    def __init__(self, path: Path, display: DisplayOptions | None = None) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str] | Source, display: DisplayOptions | None = None, *,
+                 cache: SceneCache | None = None, progress: ProgressCallback | None = None) -> None:
+        self.source = parse_source(path)
+        self.path: Path | RemotePath = self.source.local_path or RemotePath(self.source.text)
         self.display_options = display or DisplayOptions()
+        self._cache = cache
+        self._progress = progress
         self._local = threading.local()
         self._handles: list[rasterio.io.DatasetReader] = []
         self._lock = threading.Lock()
         self._stretch: Stretch | None = None
         self._sha256: str | None = None
-        ds = self._dataset()
+        self._levels: dict[int, str] = {0: self.source.gdal_path}
+        self._held: list[CacheHandle] = []
+        self._open_options = open_options(self.source)
+        self._overviews_tried = False
+        if self.source.is_remote:
+            from rsrag.tools.sources import probe_remote
+
+            self._remote = probe_remote(self.source)
+            self.__dict__["fingerprint"] = self._remote.fingerprint
         try:
+            ds = self._dataset()
             self._describe(ds)
+            self._route(ds)
         except BaseException:
             self.close()
             raise
 
     def _describe(self, ds: rasterio.io.DatasetReader) -> None:
-        path = self.path
+        path = self.source.text
         self.info = SceneInfo(
-            path=str(path),
+            path=path,
             driver=ds.driver,
             width=ds.width,
             height=ds.height,
@@ -150,36 +186,88 @@ class Scene:
                 f"{path}: the raster has size {ds.width} x {ds.height} with {ds.count} band(s); "
                 "rsrag needs at least one band and one pixel"
             )
-        self.bands = choose_bands(ds.count, list(self.info.colorinterp), self.display_options.bands, path.name)
+        self.bands = choose_bands(ds.count, list(self.info.colorinterp), self.display_options.bands, self.path.name)
         self._alpha = alpha_band(list(self.info.colorinterp))
+
+    def _route(self, ds: rasterio.io.DatasetReader) -> None:
+        """Decide where reads go: the source in place, or its converted pyramid in the cache."""
+        from rsrag.tools.scene_cache import conversion_reason
+
+        info = self.info
+        layout = (info.driver, info.width, info.height, info.block_shape)
+        reason = self._cache.reason(*layout) if self._cache is not None else conversion_reason(*layout)
+        if reason is None:
+            return
+        if self._cache is None:
+            if self.source.is_remote:
+                raise RasterOpenError(
+                    f"{self.source.text}: {reason}, so it must be converted into the scene cache before windows "
+                    "can be read from it; open it with a scene cache (rsrag does this by default)")
+            return  # read in place: correct, only slower
+        handle = self._cache.acquire(self.fingerprint, "converted") or self._cache.build(
+            self.source.gdal_path, fingerprint=self.fingerprint, source=self.source.text, kind="converted",
+            reason=reason, options=self._open_options, progress=self._progress)
+        entry = handle.entry
+        if (entry.width, entry.height, entry.count) != (info.width, info.height, info.count):
+            handle.release()
+            raise RasterOpenError(f"{self.source.text}: its scene-cache entry {entry.folder} does not match the "
+                                  "source (size or bands); remove it with `rsrag cache clear` and retry")
+        self._use(handle)
+        self._levels = {lv.level: str(entry.path(lv.level)) for lv in entry.levels}
+        self._close_handles()
+        cached = self._dataset()
+        self.info = replace(info, overviews=entry.factors, block_shape=tuple(cached.block_shapes[0]),
+                            cache=str(entry.folder), cache_reason=reason)
+
+    def _use(self, handle: CacheHandle) -> None:
+        with self._lock:
+            self._held.append(handle)
 
     # --- handles ------------------------------------------------------------------------------------
 
-    def _dataset(self) -> rasterio.io.DatasetReader:
-        ds = getattr(self._local, "ds", None)
+    def _dataset(self, level: int = 0) -> rasterio.io.DatasetReader:
+        handles = getattr(self._local, "ds", None)
+        if handles is None:
+            handles = self._local.ds = {}
+        ds = handles.get(level)
         if ds is None:
             _bound_gdal_cache()
+            path = self._levels[level]
+            remote = path == self.source.gdal_path and self.source.is_remote
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), rasterio.Env(**(self._open_options if remote else {})):
                     # A plain photo or PNG has no geotransform; rsrag then works in pixel coordinates.
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    ds = rasterio.open(self.path)
+                    ds = rasterio.open(path)
             except RasterioIOError as exc:
+                if remote:
+                    from rsrag.tools.sources import gdal_error
+
+                    found = gdal_error(self.source, str(exc))
+                    if found is not None:
+                        raise found from exc
                 raise RasterOpenError(
-                    f"{self.path}: not a raster rsrag can read ({exc}); give a GeoTIFF, COG, VRT, JPEG or PNG"
+                    f"{self.source.text}: not a raster rsrag can read ({exc}); give a GeoTIFF, COG, VRT, JPEG or PNG"
                 ) from exc
-            self._local.ds = ds
+            handles[level] = ds
             with self._lock:
                 self._handles.append(ds)
         return ds
 
-    def close(self) -> None:
-        """Close every dataset handle opened by any thread."""
+    def _close_handles(self) -> None:
         with self._lock:
             for ds in self._handles:
                 ds.close()
             self._handles.clear()
         self._local = threading.local()
+
+    def close(self) -> None:
+        """Close every dataset handle opened by any thread, and release the scene's cache entries."""
+        self._close_handles()
+        with self._lock:
+            held, self._held = self._held, []
+        for handle in held:
+            handle.release()
 
     def __enter__(self) -> Scene:
         return self
@@ -223,10 +311,12 @@ class Scene:
 
     @cached_property
     def fingerprint(self) -> str:
-        """A cheap identity of the file's content: size, mtime, header and sampled blocks (hex, 32 chars).
+        """A cheap identity of the source's content (hex, 32 chars): for a local file its size, mtime, header
+        and sampled blocks; for a remote object its size, ETag or Last-Modified, first and last 64 KiB.
 
         It changes when the file is rewritten. For an audit-grade content hash use :meth:`sha256`.
         """
+        assert isinstance(self.path, Path)  # a remote scene's fingerprint is set when it opens
         stat = self.path.stat()
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -240,11 +330,17 @@ class Scene:
         return digest.hexdigest()
 
     def sha256(self) -> str:
-        """Full SHA-256 of the file (streams the whole file once; cached)."""
+        """Full SHA-256 of the source file (streams the whole file once, remote ones too; cached)."""
         if self._sha256 is None:
             digest = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
+            if isinstance(self.path, Path):
+                with open(self.path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 22), b""):
+                        digest.update(chunk)
+            else:
+                from rsrag.tools.sources import iter_remote_bytes
+
+                for chunk in iter_remote_bytes(self.source):
                     digest.update(chunk)
             self._sha256 = digest.hexdigest()
         return self._sha256
@@ -326,17 +422,65 @@ class Scene:
         if out_shape is not None and (out_shape[0] <= 0 or out_shape[1] <= 0):
             raise WindowError(f"{self.path.name}: out_shape {out_shape} must be positive (height, width)")
         indexes = list(bands) if bands is not None else None
+        level = self._level_for(box, out_shape)
         window = Window(box.x0, box.y0, box.width, box.height)
+        if level:
+            f = 2 ** level
+            x0, y0 = box.x0 // f, box.y0 // f
+            window = Window(x0, y0, max(1, -(-box.x1 // f) - x0), max(1, -(-box.y1 // f) - y0))
         shape = None
         if out_shape is not None:
             shape = ((len(indexes) if indexes else self.count), out_shape[0], out_shape[1])
+        elif level:
+            shape = ((len(indexes) if indexes else self.count), box.height, box.width)
         try:
-            return self._dataset().read(indexes, window=window, out_shape=shape, resampling=resampling)
+            return self._dataset(level).read(indexes, window=window, out_shape=shape, resampling=resampling)
         except RasterioError as exc:
-            raise RasterReadError(
-                f"{self.path}: could not read window {box.as_tuple()} ({exc}); the file may be truncated or "
-                "corrupt: re-export or re-download it, and check it with `gdalinfo -checksum`"
-            ) from exc
+            from rsrag.tools.sources import read_error
+
+            raise read_error(self.source, box.as_tuple(), exc) from exc
+
+    def _level_for(self, box: PixelBox, out_shape: tuple[int, int] | None) -> int:
+        """The coarsest cached level whose pixels are still at least as fine as the output's (0: the source
+        or its full-resolution copy, where GDAL picks the file's own overviews)."""
+        if out_shape is None:
+            return 0
+        factor = min(box.width / out_shape[1], box.height / out_shape[0])
+        if len(self._levels) == 1 and factor >= self._overview_trigger():
+            self._ensure_overviews(box)
+        level = 0
+        while level + 1 in self._levels and 2 ** (level + 1) <= factor + 1e-9:
+            level += 1
+        return level
+
+    def _overview_trigger(self) -> float:
+        from rsrag.tools.scene_cache import OVERVIEW_TRIGGER
+
+        return OVERVIEW_TRIGGER
+
+    def _ensure_overviews(self, box: PixelBox) -> None:
+        """Build the cached coarser levels of a tiled source without overviews, once, when a decimated read
+        would otherwise decode every full-resolution pixel of a large box."""
+        from rsrag.tools.scene_cache import OVERVIEW_MIN_PIXELS
+
+        if self._cache is None or self._overviews_tried or self.info.overviews or self.info.cache:
+            return
+        if box.width * box.height < OVERVIEW_MIN_PIXELS:
+            return
+        with self._lock:
+            if self._overviews_tried:
+                return
+            self._overviews_tried = True
+        handle = self._cache.acquire(self.fingerprint, "overviews") or self._cache.build(
+            self.source.gdal_path, fingerprint=self.fingerprint, source=self.source.text, kind="overviews",
+            reason="tiled without overviews: decimated reads", options=self._open_options, progress=self._progress)
+        self._use(handle)
+        entry = handle.entry
+        levels = dict(self._levels)
+        levels.update({lv.level: str(entry.path(lv.level)) for lv in entry.levels})
+        self._levels = levels
+        self.info = replace(self.info, overviews=entry.factors, cache=str(entry.folder),
+                            cache_reason="tiled without overviews: coarser levels for decimated reads")
 
     def read_display(self, box: PixelBox, out_size: tuple[int, int] | None = None) -> np.ndarray:
         """Read a window as display-ready RGB.
@@ -387,19 +531,33 @@ class Scene:
                 yield PixelBox.from_xywh(x, y, side, side), (side, side)
 
 
-def open_scene(path: str | os.PathLike[str], display: DisplayOptions | None = None) -> Scene:
-    """Open an image file as a :class:`Scene`.
+def open_scene(
+    path: str | os.PathLike[str] | Source,
+    display: DisplayOptions | None = None,
+    *,
+    cache: SceneCache | None = None,
+    progress: ProgressCallback | None = None,
+) -> Scene:
+    """Open an image as a :class:`Scene`.
 
     Args:
-        path: a GeoTIFF, COG, VRT, JPEG, PNG or any other raster GDAL reads.
+        path: a local GeoTIFF, COG, VRT, JPEG, PNG or any other raster GDAL reads, or a remote one
+            (``https://``, ``s3://``, ``gs://``, ``az://``; see :func:`rsrag.tools.sources.parse_source`).
         display: band selection and stretch options for :meth:`Scene.read_display`.
+        cache: the scene cache; sources without efficient random access are converted into it on first open
+            (``None``: local ones are read in place, slowly; remote ones that need converting are refused).
+        progress: called while the source is converted into the cache.
 
     Raises:
-        RasterNotFoundError: the path does not exist.
+        RasterNotFoundError: the path (or remote object) does not exist.
         RasterOpenError: the path is a directory, empty, or not a raster.
         InvalidRasterError: the raster has no pixels or no bands, or the display bands do not exist.
+        RasterReadError: converting the source failed because its pixels cannot be decoded.
+        RemoteAccessError, RemoteUnavailableError, RemoteTimeoutError, RangeRequestsUnsupportedError: a
+            remote source cannot be read (see :func:`rsrag.tools.sources.probe_remote`).
     """
-    p = Path(path).expanduser()
-    _check_path(p)
-    return Scene(p, display)
+    source = parse_source(path)
+    if source.local_path is not None:
+        _check_path(source.local_path)
+    return Scene(source, display, cache=cache, progress=progress)
 
