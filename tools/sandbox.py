@@ -190,7 +190,7 @@ class Sandbox:
         if self.roots is None:
             return
         if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self._real_roots):
-            raise AccessDeniedError(f"{shown} is outside the folders this server may open ({self.describe()})")
+            raise AccessDeniedError(f"{shown} is outside the image folders this server may open ({self.describe()})")
 
     def _check_sidecars(self, path: Path) -> None:
         for suffix in SIDECARS:

@@ -51,7 +51,13 @@ from rsrag.agent.toolkit import lookup_knowledge as lookup_knowledge_tool
 from rsrag.agent.toolkit import scene_info as scene_info_tool
 from rsrag.agent.toolkit import search_patches as search_patches_tool
 from rsrag.agent.toolkit import zoom as zoom_tool
-from rsrag.tools.errors import RsragError, WindowError
+from rsrag.tools.errors import AccessDeniedError, QueryError, RsragError, WindowError, mcp_message
+from rsrag.tools.sandbox import Sandbox
+
+MAX_PHRASES = 4
+MAX_RESULTS = 100
+MAX_TEXT_CHARS = 500
+MAX_QUESTION_CHARS = 4000
 
 INSTRUCTIONS = (
     "Tools over ultra-high-resolution remote-sensing images (GeoTIFF/COG/PNG paths on the server). Start with "
@@ -68,32 +74,104 @@ def knowledge_available() -> bool:
 class SceneTools:
     """The scene tools of one server: the analyst's context, and an evidence ledger per scene.
 
+    Every image a client names goes through one :class:`~rsrag.tools.sandbox.Sandbox` (real path inside the
+    allowed folders, format from content, every file a VRT references checked, URLs only by allowed prefix),
+    and every argument is checked before a tool runs (:meth:`validate`): nothing is silently cut or clamped.
+
     Args:
         analyst: the configured analyst (its context supplies the workspace, budgets and crop folder).
         settings: the settings (knowledge base location); ``None``: the analyst's.
         image_roots: when given, only images inside these folders can be opened.
+        url_prefixes: remote images allowed, by URL prefix (none by default).
     """
 
     def __init__(self, analyst: Analyst, settings: Settings | None = None,
-                 image_roots: Sequence[str | os.PathLike[str]] | None = None) -> None:
+                 image_roots: Sequence[str | os.PathLike[str]] | None = None,
+                 url_prefixes: Sequence[str] = ()) -> None:
         self.analyst = analyst
         self.settings = settings if settings is not None else analyst.settings
         self.roots = [Path(r).expanduser().resolve() for r in image_roots or []]
+        self.sandbox = Sandbox.of(image_roots, url_prefixes)
         self._ledgers: dict[str, dict[str, Evidence]] = {}
         self._lock = threading.Lock()
         self._kb: Any = None
 
     def scene_path(self, image: str) -> str:
-        """The resolved path of ``image``, checked against the allowed roots and opened once."""
-        path = Path(image).expanduser().resolve()
-        if self.roots and not any(path.is_relative_to(root) for root in self.roots):
-            raise WindowError(f"{image} is outside the image folders this server may open "
-                              f"({', '.join(map(str, self.roots))})")
+        """What ``image`` may be opened as (:meth:`Sandbox.resolve`: its real path, or an allowed URL), opened once.
+
+        Raises:
+            AccessDeniedError: the sandbox refuses it (outside the folders, a VRT reaching out, a URL...).
+        """
+        if not isinstance(image, str):
+            raise QueryError(f"image must be a path (a string), got {type(image).__name__}")
+        path = self.sandbox.resolve(image)
         self.analyst.workspace.scene(path)
-        return str(path)
+        return path
+
+    def validate(self, **args: Any) -> None:
+        """Check the arguments of a tool call before it runs; a bad one is an error naming it, never cut.
+
+        Raises:
+            QueryError / WindowError: an argument is out of range or of the wrong shape.
+        """
+        for name, value in args.items():
+            if value is None:
+                continue
+            if name in ("top_k", "k", "max_side"):
+                low, high = (16, 4096) if name == "max_side" else (1, MAX_RESULTS)
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                    raise QueryError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+            elif name == "phrases":
+                if not isinstance(value, list) or not value:
+                    raise QueryError("phrases must be a list of 1 to 4 short noun phrases")
+                if len(value) > MAX_PHRASES:
+                    raise QueryError(f"phrases: at most {MAX_PHRASES} phrases per search, got {len(value)}; "
+                                     "search again for the others")
+                for phrase in value:
+                    if not isinstance(phrase, str) or not phrase.strip() or len(phrase) > MAX_TEXT_CHARS:
+                        raise QueryError(f"phrases: each must be a non-empty text of at most {MAX_TEXT_CHARS} "
+                                         f"characters, got {str(phrase)[:40]!r}")
+            elif name == "question":
+                if not isinstance(value, str) or not value.strip() or len(value) > MAX_QUESTION_CHARS:
+                    raise QueryError(f"question must be a non-empty text of at most {MAX_QUESTION_CHARS} characters")
+            elif name == "query":  # an empty query is the knowledge base's to judge (it may search by image)
+                if not isinstance(value, str) or len(value) > MAX_TEXT_CHARS:
+                    raise QueryError(f"query must be a text of at most {MAX_TEXT_CHARS} characters")
+            elif name in ("bbox", "map_bbox", "lonlat_bbox"):
+                import math
+
+                if (not isinstance(value, list) or len(value) != 4 or not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+                    raise WindowError(f"{name} must be four finite numbers, got {str(value)[:80]}")
+            elif name in ("evidence_id", "category", "thread_id"):
+                if not isinstance(value, str) or not value.strip() or len(value) > 64:
+                    raise QueryError(f"{name} must be a non-empty text of at most 64 characters")
+
+    def check_thread(self, thread_id: str | None) -> str | None:
+        """``thread_id`` if it may be continued here: a new thread, or one whose every scene this server may open.
+
+        Raises:
+            AccessDeniedError: the thread holds questions about images outside this server's folders.
+        """
+        if thread_id is None:
+            return None
+        self.validate(thread_id=thread_id)
+        analyst = self.analyst
+        values = analyst.graph.get_state(analyst._config(thread_id)).values or {}
+        scenes = {values["scene"]} if values.get("scene") else set()
+        if analyst.tracer.settings.enabled:
+            scenes |= {r.scene_path for r in analyst.tracer.store.runs(thread=thread_id) if r.scene_path}
+        for scene in scenes:
+            try:
+                self.sandbox.check_inside(scene)
+            except AccessDeniedError:
+                raise AccessDeniedError(f"thread {thread_id!r} cannot be continued on this server (it holds "
+                                        "questions about images outside its folders); start a new thread") from None
+        return thread_id
 
     def run(self, tool: BaseTool, image: str, **args: Any) -> tuple[str, ToolResult]:
         """Run one of the analyst's tools outside the graph: the text the model would read, and its typed result."""
+        self.validate(**args)
         scene = self.scene_path(image)
         with self._lock:
             ledger = dict(self._ledgers.get(scene, {}))
@@ -126,7 +204,8 @@ class SceneTools:
 
 
 def _tool_error(exc: RsragError) -> ToolError:
-    return ToolError(str(exc))
+    """The MCP tool error for an rsrag error: its kind and message (see :func:`rsrag.tools.errors.mcp_message`)."""
+    return ToolError(mcp_message(exc))
 
 
 # --- replies ---------------------------------------------------------------------------------------------
@@ -193,6 +272,7 @@ def build_mcp_server(
     *,
     image_roots: Sequence[str | os.PathLike[str]] | None = None,
     knowledge: bool | None = None,
+    url_prefixes: Sequence[str] = (),
 ) -> MCPServer:
     """An MCP server exposing rsrag's tools and the ``ask`` agent.
 
@@ -201,8 +281,9 @@ def build_mcp_server(
         settings: settings for the knowledge base; ``None``: the analyst's.
         image_roots: when given, only images inside these folders can be opened.
         knowledge: offer ``lookup_knowledge`` (``None``: when :mod:`rsrag.tools.knowledge` is installed).
+        url_prefixes: remote images allowed, by URL prefix (none by default).
     """
-    tools = SceneTools(analyst, settings, image_roots)
+    tools = SceneTools(analyst, settings, image_roots, url_prefixes)
     server: MCPServer = MCPServer("rsrag", instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool()
@@ -234,7 +315,8 @@ def build_mcp_server(
             _, result = tools.run(search_patches_tool, image, phrases=phrases, top_k=top_k)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        regions, provenance = hoist_provenance([{**e.to_json(), "confident": result.is_confident(e)}
+        found = {e.id for e in result.found}
+        regions, provenance = hoist_provenance([{**e.to_json(), "confident": e.id in found}
                                                 for e in result.visible])
         reply: dict[str, Any] = {"summary": headline(result), "finding": result.finding, "threshold": result.threshold,
                                  "path": result.path, "regions": regions}
@@ -286,6 +368,7 @@ def build_mcp_server(
                     if not result.extras.get("slow_path"):
                         reply["hint"] = NO_CONCEPTS_HINT if result.entries else KB_EMPTY_HINT
                     return json_reply(reply)
+                tools.validate(query=query, k=k, category=category)
                 found = tools.knowledge_base().search(query, k=k, kind="knowledge", category=category)
             except RsragError as exc:
                 raise _tool_error(exc) from None
@@ -309,7 +392,8 @@ def build_mcp_server(
         full-resolution pixels, map_box in the scene's CRS units, confidence and presence in 0-1, and the cited
         regions as GeoJSON (lon/lat degrees). Pass the returned thread_id to ask a follow-up."""
         try:
-            answer = tools.analyst.ask(tools.scene_path(image), question, thread_id=thread_id)
+            tools.validate(question=question)
+            answer = tools.analyst.ask(tools.scene_path(image), question, thread_id=tools.check_thread(thread_id))
         except RsragError as exc:
             raise _tool_error(exc) from None
         reply = answer.to_json()

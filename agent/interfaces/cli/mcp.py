@@ -15,7 +15,10 @@ def mcp_command(
     host: str = typer.Option("127.0.0.1", "--host", help="HTTP address to bind (loopback by default)."),
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="HTTP port."),
     path: str = typer.Option("/mcp", "--path", help="HTTP endpoint path."),
-    images: list[Path] = typer.Option([], "--images", help="Only serve images inside this folder (repeatable)."),
+    images: list[Path] = typer.Option([], "--images", help="Only serve images inside this folder (repeatable; "
+                                      "symlinks and every file a VRT references must resolve inside too)."),
+    allow_url: list[str] = typer.Option([], "--allow-url", help="Also open remote images whose URL starts with this "
+                                        "prefix (repeatable; none by default)."),
     vlm: str | None = typer.Option(None, "--vlm", help="Chat model of the `ask` tool (default: settings, rule)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store)."),
@@ -33,7 +36,7 @@ def mcp_command(
         if not folder.is_dir():
             raise typer.BadParameter(f"{folder} is not a folder", param_hint="--images")
     with settings.analyst() as analyst:
-        server = build_mcp_server(analyst, settings, image_roots=images or None)
+        server = build_mcp_server(analyst, settings, image_roots=images or None, url_prefixes=allow_url)
         if http:
             err_console.print(f"rsrag MCP server on http://{host}:{port}{path} (Ctrl-C stops it)", highlight=False)
             server.run("streamable-http", host=host, port=port, streamable_http_path=path)

@@ -51,9 +51,9 @@ def test_a_plain_image_inside_resolves_to_its_real_path(tree: dict[str, Path]) -
 def test_a_symlink_out_of_the_root_is_refused(tree: dict[str, Path]) -> None:
     link = tree["root"] / "escape.tif"
     link.symlink_to(tree["secret"])
-    with pytest.raises(AccessDeniedError, match="outside the folders"):
+    with pytest.raises(AccessDeniedError, match="outside the image folders"):
         Sandbox.of([tree["root"]]).resolve(link)
-    with pytest.raises(AccessDeniedError, match="outside the folders"):
+    with pytest.raises(AccessDeniedError, match="outside the image folders"):
         Sandbox.of([tree["root"]]).resolve(tree["root"] / ".." / "outside" / "secret.tif")
 
 
@@ -68,7 +68,7 @@ def test_a_vrt_over_an_outside_image_is_refused_even_when_called_tif(tree: dict[
     disguised = tree["root"] / "innocent.tif"  # GDAL goes by content: this opens as a VRT
     disguised.write_text(_vrt(str(tree["secret"])))
     assert sniff_format(disguised) == "VRT"
-    with pytest.raises(AccessDeniedError, match="outside the folders"):
+    with pytest.raises(AccessDeniedError, match="outside the image folders"):
         Sandbox.of([tree["root"]]).resolve(disguised)
 
 
