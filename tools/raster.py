@@ -114,6 +114,16 @@ _cache_bounded = False
 
 def _check_path(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():  # the link itself exists: say what is wrong with it, not "no such file"
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11 reports a loop this way
+                raise RasterOpenError(f"{path}: is a symbolic link that loops back on itself; point it at an image") from None
+            except OSError as exc:
+                if exc.errno == 40:  # ELOOP
+                    raise RasterOpenError(f"{path}: is a symbolic link that loops back on itself; point it at an "
+                                          "image") from None
+            raise RasterNotFoundError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist")
         raise RasterNotFoundError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
     if path.is_dir():
         raise RasterOpenError(f"{path}: is a directory; give an image file (GeoTIFF, COG, VRT, JPEG or PNG) inside it")
