@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+__all__ = ["Prompt", "load_prompt"]
+
 
 @dataclass(frozen=True)
 class Prompt:

@@ -11,6 +11,8 @@ import sys
 
 from rsrag.agent.interfaces.cli.app import app, err_console, state
 
+__all__ = ["app", "main"]
+
 # --- command registration: one import line per command module; each registers itself on `app` ---
 from rsrag.agent.interfaces.cli import describe  # noqa: F401,E402
 from rsrag.agent.interfaces.cli import index, search  # noqa: F401,E402
