@@ -35,6 +35,7 @@ from needle import BACKGROUND_POOL, SYNONYMS, TARGETS  # noqa: E402  (the knowle
 
 from rsrag.agent.interfaces.api import Analyst  # noqa: E402
 from rsrag.agent.context import AgentContext  # noqa: E402
+from rsrag.agent.settings import load_settings  # noqa: E402
 from rsrag.graphs.imagerag import build_imagerag_graph  # noqa: E402
 from rsrag.tools.captioned import class_phrase, read_chips, split_chips  # noqa: E402
 from rsrag.tools.knowledge import build_concepts  # noqa: E402
@@ -76,14 +77,16 @@ def main() -> None:
     by_class: dict[str, list[Path]] = {}
     for chip in val:
         by_class.setdefault(str(chip.label), []).append(chip.image)
-    analyst = Analyst(vlm="rule", store=work / "store", tiling=f"grid:{CELL}", sessions=work / "s.sqlite",
-                      crop_dir=work / "crops", trace=False)
+    settings = load_settings(overrides={"vlm.spec": "rule", "store.path": work / "store", "store.tiling": f"grid:{CELL}",
+                                        "paths.sessions": work / "s.sqlite", "paths.crops": work / "crops",
+                                        "trace.enabled": False})
+    analyst = Analyst(settings)
     t0 = time.perf_counter()
-    analyst.context.workspace.knowledge.add(
+    analyst.workspace.knowledge.add(
         build_concepts(args.data, per_class=args.per_class, exclude={c.image.resolve() for c in val}))
     print(f"concept library built in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     pipeline = build_imagerag_graph()
-    ctx = AgentContext(workspace=analyst.context.workspace, vlm="rule", crop_dir=work / "crops")
+    ctx = AgentContext(settings)  # the pipeline shares the analyst's resources (injected in its config)
 
     rows = []
     for trial in range(args.trials):
@@ -97,7 +100,7 @@ def main() -> None:
         planted = (c * CELL, r * CELL, (c + 1) * CELL, (r + 1) * CELL)
         path = work / f"mosaic_{trial}.tif"
         write_mosaic(path, cells, args.side)
-        analyst.context.workspace.index(analyst.context.workspace.scene(path))  # index once, outside the timings
+        analyst.workspace.index(analyst.workspace.scene(path))  # index once, outside the timings
         queries = [class_phrase(target)] + SYNONYMS.get(target, [])
         for query in queries[:2]:
             question = f"where is the {query}?"
@@ -105,7 +108,8 @@ def main() -> None:
             answer = analyst.ask(path, question)
             agent_s = time.perf_counter() - t1
             t2 = time.perf_counter()
-            base = pipeline.invoke({"question": question, "scene": str(path)}, context=ctx)["answer"]
+            base = pipeline.invoke({"question": question, "scene": str(path)}, analyst.resources.config(),
+                                   context=ctx)["answer"]
             base_s = time.perf_counter() - t2
             rows.append({"target": target, "query": query, "agent_hit": first_region(answer) == planted,
                          "agent_steps": answer.steps, "agent_s": agent_s, "pipeline_hit": first_region(base) == planted,

@@ -23,6 +23,8 @@ import numpy as np
 from langchain_core.messages import AIMessage, ToolMessage
 
 from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.results import ToolResult
+from rsrag.agent.settings import load_settings
 from rsrag.tools.region import PixelBox
 
 
@@ -46,9 +48,9 @@ def scripted_model():  # type: ignore[no-untyped-def]
             if not tools:
                 call = ("search_patches", {"phrases": ["buildings"], "top_k": 5})
             elif len(tools) == 1:
-                call = ("zoom", {"evidence_id": tools[0].artifact["evidence"][0]})
+                call = ("zoom", {"evidence_id": ToolResult.of(tools[0]).ids[0]})
             else:
-                call = ("answer", {"text": "done", "evidence_ids": tools[-1].artifact["evidence"], "confidence": 0.5})
+                call = ("answer", {"text": "done", "evidence_ids": ToolResult.of(tools[-1]).ids, "confidence": 0.5})
             msg = AIMessage(content="", tool_calls=[{"name": call[0], "args": call[1], "id": f"c{time.perf_counter_ns()}", "type": "tool_call"}])
             return ChatResult(generations=[ChatGeneration(message=msg)])
 
@@ -67,8 +69,9 @@ def main() -> None:
         from tests.tiny_encoder import register_tiny_model_config
 
         register_tiny_model_config()
-    analyst = Analyst(model=scripted_model(), encoder=args.encoder, store=work / "store", tiling="vit:224",
-                      sessions=work / "s.sqlite", crop_dir=work / "crops")
+    settings = load_settings(overrides={"encoder.spec": args.encoder, "store.path": work / "store", "store.tiling": "vit:224",
+                                        "paths.sessions": work / "s.sqlite", "paths.crops": work / "crops"})
+    analyst = Analyst(settings, model=scripted_model())
     analyst.ask(args.image, "warm-up: index the scene and load the encoder", thread_id="warm")
 
     steps: dict[str, list[float]] = {}
@@ -81,12 +84,12 @@ def main() -> None:
     all_steps = [t for ts in steps.values() for t in ts]
 
     # baseline: the same search and zoom read without the graph
-    ws = analyst.context.workspace
+    ws = analyst.workspace
     scene = ws.scene(args.image)
     direct = []
     for _ in range(args.questions):
         t0 = time.perf_counter()
-        hits = ws.search_patches(scene, ["buildings"], 5, 0.5).hits
+        hits = ws.retrieve(scene, ["buildings"], 5, 0.5).hits
         box: PixelBox = hits[0].region.box
         scene.read_display(box, out_size=(box.height, box.width))
         direct.append((time.perf_counter() - t0) * 1e3)
