@@ -61,12 +61,18 @@ def add_command(
                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         print(report.model_dump_json())
-        return
-    for issue in report.issues:
-        console.print(f"[yellow]skipped[/] {issue}", highlight=False, soft_wrap=True)
-    w = report.written
-    console.print(f"{path.name}: {report.records} records: {w.added} added, {w.updated} updated, {w.unchanged} unchanged, "
-                  f"{report.skipped} skipped; {w.images} images encoded; table {kb.entry_schema.name} v{w.version}")
+    else:
+        for issue in report.issues:  # on standard error, like every problem; the summary stays on stdout
+            err_console.print(f"[yellow]skipped[/] {issue}", highlight=False, soft_wrap=True)
+        w = report.written
+        console.print(f"{path.name}: {report.records} records: {w.added} added, {w.updated} updated, "
+                      f"{w.unchanged} unchanged, {report.skipped} skipped; {w.images} images encoded; "
+                      f"table {kb.entry_schema.name} v{w.version}")
+    if report.issues:  # the good records are in; the exit status still says the file was not clean
+        from rsrag.tools.errors import DataError
+
+        raise DataError(f"{path.name}: {report.skipped} of {report.records} records skipped (each named above with "
+                        "its line and field); fix them and add the file again (re-adding is idempotent)")
 
 
 @kb_app.command("concepts")

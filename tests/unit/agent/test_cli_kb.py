@@ -25,12 +25,13 @@ def test_kb_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             {"id": "a", "name": "duplicate"}]
     (tmp_path / "kb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     store = ["--store", str(tmp_path / "s")]
-    assert main(["kb", "add", str(tmp_path / "kb.jsonl"), *store, "--json"]) == 0
+    assert main(["kb", "add", str(tmp_path / "kb.jsonl"), *store, "--json"]) == 2  # imported, but not clean
     out = json.loads(capsys.readouterr().out)
     assert out["written"]["added"] == 2 and len(out["issues"]) == 1 and "kb.jsonl:3" in out["issues"][0]
-    assert main(["kb", "add", str(tmp_path / "kb.jsonl"), *store]) == 0
-    text = capsys.readouterr().out
-    assert "0 added" in text and "2 unchanged" in text and "duplicate id" in text
+    assert main(["kb", "add", str(tmp_path / "kb.jsonl"), *store]) == 2
+    captured = capsys.readouterr()
+    assert "0 added" in captured.out and "2 unchanged" in captured.out and "duplicate id" in captured.err
+    assert captured.err.strip().splitlines()[-1].startswith("error: kb.jsonl: 1 of 3 records skipped")
     assert main(["kb", "search", "container ships", "--alpha", "0", *store, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["hits"][0]["id"] == "b" and res["mode"] == "text"
