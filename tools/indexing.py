@@ -66,6 +66,7 @@ class IndexProgress:
             visits) or ``fill`` (completing a pyramid level).
         level: the pyramid level (0 = coarsest) being encoded, ``None`` for a flat index.
         levels: how many levels the pyramid has, ``None`` for a flat index.
+        scene: fingerprint of the scene being encoded.
     """
 
     done: int
@@ -77,6 +78,17 @@ class IndexProgress:
     stage: str = "index"
     level: int | None = None
     levels: int | None = None
+    scene: str | None = None
+
+    def describe(self) -> str:
+        """One line for people: what is being encoded and how far it is."""
+        what = {"descend": "search: encoding the windows it visits", "fill": "background fill",
+                "index": "indexing"}.get(self.stage, self.stage)
+        where = ""
+        if self.level is not None and self.levels is not None:
+            where = " of the finest level" if self.level == self.levels - 1 else f" of level {self.level}/{self.levels - 1}"
+        eta = f", about {self.eta_s:.0f} s left" if self.eta_s is not None and self.stage != "descend" else ""
+        return f"{what}: {self.done:,} / {self.total:,} windows{where} ({self.rate:.1f}/s{eta})"
 
 
 class IndexReport(BaseModel):
@@ -339,7 +351,7 @@ def encode_units(
                     left = goal - done_before - encoded
                     progress(IndexProgress(done=done_before + encoded, total=goal, encoded=encoded,
                                            elapsed_s=elapsed, rate=rate, eta_s=left / rate if rate > 0 else None,
-                                           stage=stage, level=level, levels=levels))
+                                           stage=stage, level=level, levels=levels, scene=info.scene))
             if stop is not None and stop.is_set() and (inflight or next(batches, None) is not None):
                 stopped = True
             for _, _, _, f in inflight:

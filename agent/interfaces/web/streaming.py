@@ -1,7 +1,8 @@
 """Running a question for the page: the agent's steps as JSON events, one thread at a time.
 
 :func:`ask_events` runs :meth:`rsrag.agent.interfaces.api.Analyst.stream` in a worker thread and yields one JSON line
-per event (``start``, ``step``, then ``answer`` or ``error``). If the client goes away, the async generator
+per event (``start``, ``step``, then ``answer`` or ``error``; ``progress`` while the scene's index is being
+encoded: the windows a search visits, a background fill). If the client goes away, the async generator
 is closed; the worker then stops the graph between two steps and releases the thread, so the session stays
 usable. :class:`ThreadLocks` lets only one question run per chat thread at a time (two browser tabs on the
 same thread get a clear 409 instead of interleaved checkpoints).
@@ -25,11 +26,14 @@ from rsrag.agent.evidence import Answer, Evidence
 from rsrag.agent.interfaces.web.errors import BadRequestError, ThreadBusyError, http_status
 from rsrag.tools.errors import RsragError
 from rsrag.tools.georef import map_box_to_lonlat
+from rsrag.tools.indexing import IndexProgress
 
 log = logging.getLogger(__name__)
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_QUESTION_CHARS = 4000
+PROGRESS_EVERY_S = 0.25
+"""Least interval between two indexing progress events of one stage and level (the last one always goes)."""
 
 
 def check_thread_id(thread: str) -> str:
@@ -186,6 +190,27 @@ async def ask_events(
         except RuntimeError:  # the event loop is gone (server shutting down): nothing to tell
             pass
 
+    last_progress: dict[tuple[str, int | None], float] = {}
+
+    def on_index(p: IndexProgress) -> None:
+        """Indexing of this scene (a search encoding what it visits, a background fill) as progress events."""
+        if fingerprint is not None and p.scene not in (None, fingerprint):
+            return
+        now = time.monotonic()
+        key = (p.stage, p.level)
+        if p.done < p.total and now - last_progress.get(key, 0.0) < PROGRESS_EVERY_S:
+            return
+        last_progress[key] = now
+        emit({"type": "progress", "stage": p.stage, "level": p.level, "levels": p.levels, "done": p.done,
+              "total": p.total, "rate": round(p.rate, 1), "text": p.describe(), "t": round(now - started, 3)})
+
+    fingerprint: str | None = None
+    try:
+        fingerprint = analyst.workspace.scene(image).fingerprint
+    except RsragError:
+        pass  # the run below reports the bad image
+    remove_listener = analyst.workspace.add_index_listener(on_index)
+
     def work() -> None:
         try:
             steps = analyst.stream(image, question, thread_id=thread)
@@ -211,6 +236,7 @@ async def ask_events(
             emit({"type": "error", "error": f"the agent failed: {type(exc).__name__}: {exc}", "status": 500,
                   "kind": type(exc).__name__})
         finally:
+            remove_listener()
             lease.release()
             emit(None)
 
@@ -223,6 +249,8 @@ async def ask_events(
             yield _line(event)
     finally:
         cancel.set()  # the client left (or the run ended): the worker stops between two steps
+        if not worker.is_alive():
+            remove_listener()
         lease.release_unclaimed()  # closed before the worker started: it will never release the lock itself
 
 
