@@ -40,10 +40,18 @@ def ask_command(
         if as_json or quiet:
             answer = analyst.ask(image, question, thread_id=thread)
         else:
+            from rsrag.agent.interfaces.cli.index import index_progress
+
             answer = None
-            for step in analyst.stream(image, question, thread_id=thread):
-                err_console.print(f"[dim]{step.node:>8}[/] {step.text}", highlight=False, soft_wrap=True)
-                answer = step.update.get("answer") or answer
+            # the windows a pyramid search encodes on a fresh scene (or a flat index built first), as progress bars
+            with index_progress(err_console, transient=True) as on_progress:
+                remove = analyst.workspace.add_index_listener(on_progress)
+                try:
+                    for step in analyst.stream(image, question, thread_id=thread):
+                        err_console.print(f"[dim]{step.node:>8}[/] {step.text}", highlight=False, soft_wrap=True)
+                        answer = step.update.get("answer") or answer
+                finally:
+                    remove()
             assert answer is not None
     if as_json:
         print(json.dumps(answer.to_json()))
@@ -52,28 +60,8 @@ def ask_command(
 
 
 def print_answer(answer: Answer, out: Console | None = None) -> None:
-    """The answer, its confidence and a table of the cited evidence (numbered, as ``rsrag chat``'s /zoom N uses)."""
-    from rich.table import Table
+    """The answer, its finding, the cited evidence's confidence and a table of the cited places (numbered,
+    as ``rsrag chat``'s /zoom N uses); see :func:`rsrag.agent.interfaces.cli.display.print_answer`."""
+    from rsrag.agent.interfaces.cli.display import print_answer as show
 
-    console = out or default_console
-    status = "" if answer.supported else f"  [yellow](unsupported: {answer.missing})[/]"
-    console.print(f"\n[bold]{answer.text}[/]\nconfidence {answer.confidence:.2f}{status}", soft_wrap=True)
-    if not answer.evidence:
-        return
-    table = Table("#", "id", "path", "bbox x0,y0,x1,y1 (px)", "lon/lat W,S,E,N", "conf.")
-    for i, (ev, feature) in enumerate(zip(answer.evidence, _features_by_id(answer)), 1):
-        where = ""
-        if feature is not None:
-            ring = feature["geometry"]["coordinates"][0]
-            where = f"{ring[0][0]:.4f},{ring[0][1]:.4f},{ring[2][0]:.4f},{ring[2][1]:.4f}"
-        conf = f"{ev.confidence:.2f}" if ev.confidence is not None else ""
-        table.add_row(str(i), ev.id, ev.path, ",".join(map(str, ev.bbox or [])), where, conf)
-    console.print(table)
-    for ev in answer.evidence:
-        if ev.crop:
-            console.print(f"crop {ev.id}: {ev.crop}", highlight=False, soft_wrap=True)
-
-
-def _features_by_id(answer: Answer) -> list[dict | None]:
-    features = {f["id"]: f for f in answer.geojson()["features"]}
-    return [features.get(ev.id) for ev in answer.evidence]
+    show(answer, out or default_console)

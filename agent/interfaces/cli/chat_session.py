@@ -16,17 +16,16 @@ from typing import TextIO
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from rsrag.agent.interfaces.api import Analyst, Step
-from rsrag.agent.interfaces.cli.ask import print_answer
-from rsrag.agent.evidence import Answer, Evidence
+from rsrag.agent.evidence import Answer
+from rsrag.agent.interfaces.cli.display import places, places_table, print_answer
 from rsrag.agent.results import ToolResult, headline
 from rsrag.tools.errors import RsragError
 
 HELP = """commands:
-  /evidence   the evidence gathered in this thread (ids, boxes, confidences, crops)
-  /zoom N     ask the agent to zoom on the N-th evidence of the last answer
+  /evidence   the places found in this thread (one row per box: its ids, confidence, crops)
+  /zoom N     ask the agent to zoom on the N-th place of the last answer
   /trace      the steps of this thread
   /new        start a new thread (the old one stays in the sessions file)
   /help       this help
@@ -144,19 +143,23 @@ class ChatSession:
         if not ledger:
             self.out.print("no evidence in this thread yet")
             return
-        self.out.print(evidence_table(list(ledger.values()), f"evidence of thread {self.thread}"))
+        found = places(list(ledger.values()))
+        self.out.print(places_table(found, f"evidence of thread {self.thread}: {len(found)} places, {len(ledger)} records"))
+        for i, place in enumerate(found, 1):
+            if place.crop:
+                self.out.print(f"crop of {i}: {place.crop}", highlight=False, soft_wrap=True, markup=False)
 
     def _zoom(self, arg: str) -> None:
         answer = self.last_answer
         if answer is None or not answer.evidence:
             self.out.print("no evidence to zoom on: ask a question first")
             return
-        cited = answer.evidence
+        cited = places(answer.evidence)
         if not arg.isdigit() or not 1 <= int(arg) <= len(cited):
-            self.out.print(f"usage: /zoom N, with N from 1 to {len(cited)} (the evidence of the last answer):")
-            self.out.print(evidence_table(cited, "last answer"))
+            self.out.print(f"usage: /zoom N, with N from 1 to {len(cited)} (the places of the last answer):")
+            self.out.print(places_table(cited, "last answer"))
             return
-        target = cited[int(arg) - 1]
+        target = cited[int(arg) - 1].primary
         if target.region is None:
             self.out.print(f"evidence {int(arg)} ({target.id}) is a {target.kind} record, not a region of the image")
             return
@@ -245,12 +248,3 @@ def describe_message(message: BaseMessage) -> str:
     if message.additional_kwargs.get("rsrag_feedback"):
         role = "check"
     return f"{role:<6} {message.text[:300]}"
-
-
-def evidence_table(evidence: list[Evidence], title: str) -> Table:
-    """A table of evidence records: number, id, path, box, confidence, crop."""
-    table = Table("#", "id", "path", "bbox x0,y0,x1,y1 (px)", "conf.", "crop", title=title)
-    for i, ev in enumerate(evidence, 1):
-        conf = f"{ev.confidence:.2f}" if ev.confidence is not None else ""
-        table.add_row(str(i), ev.id, ev.path, ",".join(map(str, ev.bbox or [])), conf, ev.crop or "")
-    return table

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from rsrag.agent.interfaces.cli.app import app, console
+from rsrag.agent.interfaces.cli.app import app, console, state
 
 if TYPE_CHECKING:
     from rsrag.tools.raster import Scene
@@ -44,29 +44,34 @@ def save_thumbnail(scene: Scene, path: Path, side: int = THUMBNAIL_SIDE) -> tupl
 
 @app.command()
 def describe(
-    image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
+    image: Path = typer.Argument(..., help="Image file (GeoTIFF, COG, VRT, JPEG, PNG...) or URL (https://, s3://, gs://, az://)."),
     thumbnail: Path | None = typer.Option(None, "--thumbnail", help="Write a PNG overview of the scene here."),
     bands: str | None = typer.Option(None, "--bands", help="Display bands as R,G,B (1-based), e.g. 4,3,2."),
     sha256: bool = typer.Option(False, "--sha256", help="Also compute the full SHA-256 of the file (reads it all)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Describe a scene: size, bands, data type, nodata, CRS, footprint, overviews, fingerprint."""
-    from rich.table import Table
+    from rich.text import Text
 
+    from rsrag.agent.interfaces.cli.display import fitting_table
+
+    from rsrag.agent.interfaces.cli.cache import conversion_progress
     from rsrag.tools.display import DisplayOptions
     from rsrag.tools.raster import open_scene
 
     display = DisplayOptions(bands=_parse_bands(bands)) if bands else None
-    with open_scene(image, display) as scene:
+    cache = state.settings().scene_cache()  # PNG, JPEG, striped TIFF... are converted once, then read from it
+    with conversion_progress(enabled=not as_json) as on_convert, \
+            open_scene(image, display, cache=cache, progress=on_convert) as scene:
         info = describe_scene(scene, with_sha256=sha256)
         if thumbnail is not None:
             info["thumbnail"] = {"path": str(thumbnail), "size": list(save_thumbnail(scene, thumbnail))}
     if as_json:
         print(json.dumps(info))
         return
-    table = Table(title=f"{image.name}", show_header=False)
+    table = fitting_table("key", "value", title=f"{image.name}", show_header=False)
     for key, value in info.items():
-        table.add_row(key, _short(value))
+        table.add_row(key, Text(value_text(key, value)))  # text, not markup: "[a, b]" is data
     console.print(table)
 
 
@@ -77,7 +82,19 @@ def _parse_bands(text: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"--bands must be comma-separated band numbers like 3,2,1, not {text!r}") from None
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, list) and value and isinstance(value[0], float):
-        return "[" + ", ".join(f"{v:.6g}" for v in value) + "]"
-    return str(value)
+#: Decimals per key: degrees 6 (~0.1 m), map coordinates and ground sample distance 2 or 4 (CRS units).
+DECIMALS = {"lonlat_bounds": 6, "map_bounds": 2, "transform": 6, "gsd": 4, "nodata": 2}
+
+
+def value_text(key: str, value: Any) -> str:
+    """A described value as text, numbers with a fixed precision per key (never scientific notation)."""
+    from rsrag.agent.interfaces.cli.display import fixed
+
+    def one(v: Any) -> str:
+        if isinstance(v, float):
+            return str(int(v)) if v.is_integer() and key not in ("lonlat_bounds", "map_bounds", "gsd") else fixed(v, DECIMALS.get(key, 4))
+        return str(v)
+
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(one(v) for v in value) + "]"
+    return one(value)

@@ -24,8 +24,9 @@ def search_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Find the patches of a scene that match a phrase or question, with confidences and regions."""
-    from rich.table import Table
+    from rich.text import Text
 
+    from rsrag.agent.interfaces.cli.display import box_text, fitting_table, fixed
     from rsrag.tools.fastpath import fast_search, find_index
     from rsrag.tools.raster import open_scene
     from rsrag.tools.store import PatchStore, open_store
@@ -48,15 +49,15 @@ def search_command(
     if as_json:
         print(result.model_dump_json())
         return
-    table = Table(title=f"{image.name}: {', '.join(result.phrases)}  (index v{result.index_version}, {len(result.confident)} "
-                        f"of {len(result.hits)} hits >= {threshold:g})")
-    for col in ("#", "confidence", "score", "z", "box x0,y0,x1,y1", "scale", "map box", "phrase", "merged"):
-        table.add_column(col)
+    table = fitting_table("#", "confidence", "score", "z", "box x0, y0, x1, y1 (px)", "scale", "map box L, B, R, T",
+                          "phrase", "merged", title=f"{image.name}: {', '.join(result.phrases)}  (index v{result.index_version}, "
+                          f"{len(result.confident)} of {len(result.hits)} hits >= {threshold:g})")
     for i, h in enumerate(result.hits, 1):
         mb = h.region.map_box
-        table.add_row(str(i), f"{h.confidence:.3f}", f"{h.score:.3f}", f"{h.z:.2f}" if h.z is not None else "-",
-                      ",".join(map(str, h.region.box.as_tuple())), str(h.region.scale),
-                      ",".join(f"{v:.1f}" for v in mb.as_tuple()) if mb else "-", ", ".join(h.queries), str(h.merged))
+        cells = (str(i), fixed(h.confidence, 3), fixed(h.score, 3), fixed(h.z) if h.z is not None else "-",
+                 box_text(h.region.box.as_tuple()), str(h.region.scale),
+                 box_text(mb.as_tuple(), 2) if mb else "-", ", ".join(h.queries), str(h.merged))
+        table.add_row(*(Text(c) for c in cells))
     console.print(table)
     console.print(f"text encoding {result.text_ms:.1f} ms, search {result.search_ms:.1f} ms; encoder {result.encoder}, "
                   f"prompts {result.prompt_version}")

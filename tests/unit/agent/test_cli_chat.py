@@ -52,8 +52,9 @@ def test_chat_streams_steps_and_handles_commands(tmp_path: Path, scene_path: Pat
     model = ScriptedChatModel(steps=[
         call("search_patches", phrases=["red roofs"], top_k=3),
         lambda msgs: call("zoom", evidence_id=last_evidence(msgs, "search_patches")[0]),
+        call("zoom", bbox=[200, 150, 250, 190]),  # a second place, elsewhere
         lambda msgs: call("answer", text=f"Roofs at {last_evidence(msgs, 'zoom')[0]}.",
-                          evidence_ids=last_evidence(msgs, "zoom") + last_evidence(msgs, "search_patches")[1:2]),
+                          evidence_ids=last_evidence(msgs, "search_patches")[:1] + last_evidence(msgs, "zoom")),
         lambda msgs: call("zoom", evidence_id=zoom_target(msgs), max_side=32),
         lambda msgs: call("answer", text=f"Closer: {last_evidence(msgs, 'zoom')[0]}.", evidence_ids=last_evidence(msgs, "zoom")),
     ])
@@ -73,17 +74,22 @@ def test_chat_streams_steps_and_handles_commands(tmp_path: Path, scene_path: Pat
         ledger = analyst.evidence("t1")
     # streamed steps: the tool calls in compact form, then the tool results, with the crop's path
     assert "call search_patches(phrases=['red roofs'], top_k=3)" in out
-    assert "search_patches: 0 of 3 regions" in out or "of 3 regions reach confidence" in out
+    assert "tools search_patches: " in out
     crops = [line.split("crop saved: ")[1].strip() for line in out.splitlines() if "crop saved: " in line]
-    assert len(crops) == 2 and all(Path(c).is_file() for c in crops)
+    assert len(crops) == 3 and all(Path(c).is_file() for c in crops)
     assert "Roofs at E" in out and "confidence" in out
-    # /evidence lists the thread's ledger (then: three hits and one zoom)
-    assert "evidence of thread t1" in out and len(ledger) == 5
-    # /zoom 9 is out of range; /zoom 2 asks the agent to zoom on the last answer's 2nd evidence (a search hit)
+    # /evidence lists the thread's places: the zoom on a search result is the same place, one row with both ids
+    places = len({e.bbox and tuple(e.bbox) for e in ledger.values()})
+    assert f"evidence of thread t1: {places} places, {len(ledger)} records" in out and places < len(ledger)
+    table = out.split("evidence of thread t1")[1].split("you> /zoom 9")[0]
+    rows = [line for line in table.splitlines() if line.startswith("│")]
+    assert len(rows) == places
+    for ev in ledger.values():
+        assert sum(", ".join(map(str, ev.bbox)) in row for row in rows) == 1  # each box on exactly one row
+    # /zoom 9 is out of range; /zoom 2 asks the agent to zoom on the last answer's 2nd place (the box zoomed on)
     assert "usage: /zoom N, with N from 1 to 2" in out
-    second_hit = [e for e in ledger.values() if e.path == "fast"][1]
-    assert f"Zoom on evidence {second_hit.id}" in out
-    assert any(e.path == "zoom" and e.why == f"zoom on {second_hit.id}" for e in ledger.values())
+    second = next(e for e in ledger.values() if e.bbox == [200, 150, 250, 190])
+    assert f"Zoom on evidence {second.id}" in out and f"call zoom(evidence_id='{second.id}', max_side=32)" in out
     assert "Closer: E" in out
     # /trace prints the thread's steps; unknown commands and /help answer without leaving
     assert "trace of thread t1" in out or "thread t1: " in out
@@ -148,8 +154,11 @@ def test_chat_over_piped_stdin_with_the_rule_policy(tmp_path: Path, scene_path: 
                           capture_output=True, text=True, timeout=300, env=_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "call search_patches(phrases=['fields'])" in out and "Retrieval-only answer" in out
-    assert out.count("crop saved: ") >= 3 and "zoomed on E" in out
+    assert "call search_patches(phrases=['fields'])" in out and "Retrieval-only" in out
+    assert out.count("crop saved: ") >= 2 and "zoomed on e" in out.lower()
+    # the /zoom answer shows the confidence of the evidence it cites, beside the policy's own
+    zoomed = out.split("you> /zoom 1")[1].split("you> /evidence")[0]
+    assert "cited evidence confidence" in zoomed and "answer confidence" in zoomed
     assert "evidence of thread piped" in out and out.rstrip().endswith("bye (thread piped)")
 
 
