@@ -141,7 +141,9 @@ def cited_confidence(answer: Answer) -> float | None:
 def print_answer(answer: Answer, out: Console) -> None:
     """The answer as its JSON has it: finding, text, the cited evidence's confidence, the cited places."""
     finding = getattr(answer, "finding", None)
-    head = f"[{FINDING_STYLE.get(finding, 'bold')}]{FINDING_TEXT.get(finding, finding)}:[/] " if finding else ""
+    word = FINDING_TEXT.get(finding, finding) if finding else ""
+    repeats = bool(word) and answer.text.lower().startswith(word.lower())  # the text already says it first
+    head = f"[{FINDING_STYLE.get(finding, 'bold')}]{word}:[/] " if finding and not repeats else ""
     out.print()
     out.print(f"{head}[bold]{_escape(answer.text)}[/]", soft_wrap=True, highlight=False)
     facts = []

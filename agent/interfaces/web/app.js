@@ -108,53 +108,75 @@ function touches(a, b) {
   return Math.max(a[0], b[0]) <= Math.min(a[2], b[2]) && Math.max(a[1], b[1]) <= Math.min(a[3], b[3]);
 }
 
-/** Group region evidence whose boxes overlap or touch (transitively) into places, best first. */
-function groupRegions(records) {
+function contains(outer, inner) {
+  return outer[0] <= inner[0] && outer[1] <= inner[1] && outer[2] >= inner[2] && outer[3] >= inner[3];
+}
+
+const conf = (e) => (typeof e.confidence === "number" ? e.confidence : -1);
+
+/** The windows a record stands for: a site's member boxes, else its own box. */
+function windowsOf(e) {
+  return Array.isArray(e.members) && e.members.length ? e.members : [e.bbox];
+}
+
+function place(records) {
+  const found = records.filter((e) => e.path !== "zoom").sort((a, b) => conf(b) - conf(a));
+  const best = found[0] || records[0];
+  const bbox = records.reduce((u, e) => [Math.min(u[0], e.bbox[0]), Math.min(u[1], e.bbox[1]),
+    Math.max(u[2], e.bbox[2]), Math.max(u[3], e.bbox[3])], best.bbox.slice());
+  const windows = [];
+  for (const e of found.length ? found : records) {
+    for (const w of windowsOf(e)) if (!windows.some((o) => o.join() === w.join())) windows.push(w);
+  }
+  return { bbox, records, best, windows };
+}
+
+/** The places of an answer: each cited site once (with the zoom records that looked at it), best first. */
+function answerPlaces(answer) {
+  const regions = (answer.evidence || []).filter((e) => e.kind === "region" && e.bbox
+    && (!state.image || !e.scene || e.scene === state.image.fingerprint));
+  const groups = [];
+  for (const e of regions.filter((r) => r.path !== "zoom")) {
+    const same = groups.find((g) => g[0].bbox.join() === e.bbox.join());
+    if (same) same.push(e); else groups.push([e]);
+  }
+  for (const z of regions.filter((r) => r.path === "zoom")) {  // a zoom looks at a place: it is not another one
+    const home = groups.find((g) => g[0].bbox.join() === z.bbox.join()) || groups.find((g) => contains(g[0].bbox, z.bbox));
+    if (home) home.push(z); else groups.push([z]);
+  }
+  return groups.map(place).sort((a, b) => conf(b.best) - conf(a.best));
+}
+
+/** Streamed evidence of a running question, grouped into candidate places (overlapping or touching). */
+function candidatePlaces(records) {
   const items = records.filter((e) => e.bbox);
   const parent = items.map((_, i) => i);
   const find = (i) => { while (parent[i] !== i) i = parent[i] = parent[parent[i]]; return i; };
   for (let i = 0; i < items.length; i++) {
-    for (let j = 0; j < i; j++) {
-      if (items[i].scene === items[j].scene && touches(items[i].bbox, items[j].bbox)) parent[find(i)] = find(j);
-    }
+    for (let j = 0; j < i; j++) if (touches(items[i].bbox, items[j].bbox)) parent[find(i)] = find(j);
   }
   const groups = new Map();
   items.forEach((e, i) => { const r = find(i); if (!groups.has(r)) groups.set(r, []); groups.get(r).push(e); });
-  const conf = (e) => (typeof e.confidence === "number" ? e.confidence : -1);
-  return [...groups.values()].map((members) => {
-    members.sort((a, b) => conf(b) - conf(a) || (a.path === "zoom") - (b.path === "zoom"));
-    const bbox = members.reduce((u, e) => [Math.min(u[0], e.bbox[0]), Math.min(u[1], e.bbox[1]),
-      Math.max(u[2], e.bbox[2]), Math.max(u[3], e.bbox[3])], members[0].bbox.slice());
-    const found = members.filter((e) => e.path !== "zoom");
-    return { bbox, members, best: found[0] || members[0] };
-  }).sort((a, b) => conf(b.best) - conf(a.best));
+  return [...groups.values()].map(place).sort((a, b) => conf(b.best) - conf(a.best));
 }
 
-/** An answer's sites as the page draws them: from the answer's own `sites` where it has them. */
-function answerSites(answer, index) {
-  const evidence = new Map((answer.evidence || []).map((e) => [e.id, e]));
-  let raw;
-  if (Array.isArray(answer.sites) && answer.sites.length) {
-    raw = answer.sites.map((s) => {
-      const ids = s.evidence || s.members || [];
-      const members = ids.map((m) => (typeof m === "string" ? evidence.get(m) || state.evidence.get(m) : m)).filter(Boolean);
-      const best = (s.best && (evidence.get(s.best) || state.evidence.get(s.best))) || members[0] || null;
-      return { bbox: s.bbox, members, best, site: s };
-    });
-  } else {
-    raw = groupRegions((answer.evidence || []).filter((e) => e.kind === "region"));
+/** The finding of the search that produced a site: the answer's per-target finding, else its overall one. */
+function siteFinding(answer, best) {
+  const findings = answer.findings || {};
+  for (const [target, finding] of Object.entries(findings)) {
+    if (best.query && target.split(",").map((t) => t.trim()).includes(best.query)) return finding;
   }
-  return raw.map((s, i) => {
-    const best = s.best || {};
-    const info = s.site || {};
-    const paths = [...new Set(s.members.map((m) => m.path).filter((p) => p && p !== "zoom"))];
+  return answer.finding || null;
+}
+
+/** An answer's sites as the page draws them (numbered in rank order). */
+function answerSites(answer, index) {
+  return answerPlaces(answer).map((p, i) => {
+    const best = p.best;
     return {
-      id: `A${index + 1}-S${i + 1}`, number: i + 1, bbox: s.bbox, members: s.members, best,
-      finding: info.finding || answer.finding || null,
-      path: info.path || (paths.length > 1 ? "fused" : paths[0] || best.path || "fast"),
-      confidence: typeof info.confidence === "number" ? info.confidence : best.confidence,
-      presence: info.presence, query: info.query || best.query || (info.queries || [])[0],
-      cited: true, map_box: info.map_box || best.map_box, lonlat: info.lonlat || best.lonlat,
+      ...p, id: `A${index + 1}-S${i + 1}`, number: i + 1, kind: "site", finding: siteFinding(answer, best),
+      path: best.path, confidence: best.confidence, presence: best.presence, query: best.query,
+      map_box: best.map_box, lonlat: best.lonlat,
     };
   });
 }
@@ -166,20 +188,14 @@ function shownSites() {
 
 function drawBoxes() {
   if (!viewer) return;
-  const im = state.image;
   const boxes = [];
   const sites = shownSites();
   for (const s of sites) {
-    if (!im || (s.best && s.best.scene && s.best.scene !== im.fingerprint)) continue;
     const candidate = s.kind === "candidate";
-    boxes.push({ id: s.id, bbox: s.bbox, number: candidate ? null : s.number, kind: candidate ? "candidate" : "site",
-      finding: candidate ? null : s.finding, path: s.path, cited: !candidate, selected: state.selected === s.id,
-      title: siteTitle(s) });
-    if (state.showWindows || state.selected === s.id) {
-      s.members.forEach((m, j) => {
-        if (m.path === "zoom" && s.members.some((o) => o !== m && o.bbox.join() === m.bbox.join())) return;
-        boxes.push({ id: `${s.id}-m${j}`, bbox: m.bbox, kind: "member", path: m.path, title: `${m.id} ${m.path} ${fmt(m.confidence)}` });
-      });
+    boxes.push({ id: s.id, bbox: s.bbox, number: candidate ? null : s.number, kind: s.kind, finding: candidate ? null : s.finding,
+      path: s.path, cited: !candidate, selected: state.selected === s.id, title: siteTitle(s) });
+    if ((state.showWindows || state.selected === s.id) && s.windows.length > 1) {
+      s.windows.forEach((w, j) => boxes.push({ id: `${s.id}-w${j + 1}`, bbox: w, kind: "member", title: `${s.id} window ${j + 1}` }));
     }
   }
   viewer.setBoxes(boxes);
@@ -188,15 +204,15 @@ function drawBoxes() {
 
 function siteTitle(s) {
   const parts = [s.number ? `site ${s.number}` : "candidate", s.finding ? FINDING_TEXT[s.finding] || s.finding : null,
-    s.query, typeof s.confidence === "number" ? `confidence ${fmt(s.confidence)}` : null, `${s.members.length} window(s)`];
+    s.query, typeof s.confidence === "number" ? `confidence ${fmt(s.confidence)}` : null, `${s.windows.length} window(s)`];
   return parts.filter(Boolean).join(" · ");
 }
 
 function updateCandidates() {
   const regions = [...state.evidence.values()].filter((e) => e.kind === "region" && e.bbox
     && (!state.image || !e.scene || e.scene === state.image.fingerprint));
-  state.candidates = groupRegions(regions).map((s, i) => ({ ...s, id: `C${i + 1}`, kind: "candidate", path: s.best.path,
-    confidence: s.best.confidence, query: s.best.query }));
+  state.candidates = candidatePlaces(regions).map((p, i) => ({ ...p, id: `C${i + 1}`, kind: "candidate",
+    path: p.best.path, confidence: p.best.confidence, query: p.best.query }));
 }
 
 // --- chat -----------------------------------------------------------------------------------------------
@@ -304,7 +320,7 @@ function handleEvent(event, ctx, started) {
     addEvidence(event.evidence);
     ctx.setPhase(event.node === "tools" ? "retrieving" : "thinking");
   } else if (event.type === "answer") {
-    ctx.progress.hidden = true;
+    ctx.progress.classList.add("done");  // the last indexing report stays: it explains where the time went
     const seconds = typeof event.t === "number" ? event.t : (performance.now() - started) / 1000;
     showAnswer(event.answer, ctx.turn, seconds);
   } else if (event.type === "error") {
@@ -321,11 +337,11 @@ function showAnswer(answer, turn, seconds) {
   const finding = answer.finding || null;
   const box = el("div", { class: `answer${answer.supported ? "" : " unsupported"}`, "data-answer": index,
     "data-finding": finding || "" });
+  const { text, note } = splitNote(answer.answer, finding);
   const head = el("div", { class: "answer-text" });
   if (finding) head.append(el("span", { class: `finding-badge finding-${finding}` }, FINDING_TEXT[finding] || finding));
-  head.append(answer.answer);
+  head.append(text);
   box.append(head);
-  const note = retrievalNote(answer);
   if (note) box.append(el("div", { class: "note" }, note));
   if (sites.length) {
     const rows = sites.map((s) => el("tr", { class: "site-row", "data-site-id": s.id, onclick: () => selectSite(s.id), title: "show this site" },
@@ -333,7 +349,7 @@ function showAnswer(answer, turn, seconds) {
       el("td", {}, s.query || ""),
       el("td", {}, typeof s.confidence === "number" ? fmt(s.confidence) : ""),
       el("td", {}, s.bbox.join(", ")),
-      el("td", { class: "muted" }, `${s.members.filter((m) => m.path !== "zoom").length || s.members.length}×`)));
+      el("td", { class: "muted" }, String(s.windows.length))));
     box.append(el("table", { class: "sites" },
       el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "what"), el("th", { title: "confidence of the site's best window" }, "conf."),
         el("th", {}, "box x0, y0, x1, y1 (px)"), el("th", { title: "windows grouped into this site" }, "win."))),
@@ -354,13 +370,19 @@ function showAnswer(answer, turn, seconds) {
   showAnswerSites(index);
 }
 
-/** The one-line note of a retrieval-only answer (nothing looked at the pixels), or null. */
-function retrievalNote(answer) {
-  if (answer.note) return answer.note;
-  if (answer.retrieval_only || answer.backend === "rule") {
-    return "retrieval only: found by matching image windows to the words; nothing has looked at the crops";
+/** The answer's text without its closing retrieval-only sentence (shown as a one-line note) and without a
+ * leading word that repeats the finding badge. */
+function splitNote(text, finding) {
+  let body = text || "";
+  let note = null;
+  const cut = body.search(/\s*Retrieval-only:[^]*$/);
+  if (cut >= 0) { note = body.slice(cut).trim(); body = body.slice(0, cut).trim(); }
+  if (finding) {
+    const word = (FINDING_TEXT[finding] || finding).replace("_", " ");
+    const lead = new RegExp(`^${word}\\s*:\\s*`, "i");
+    if (lead.test(body)) body = body.replace(lead, "").replace(/^./, (c) => c.toUpperCase());
   }
-  return null;
+  return { text: body, note };
 }
 
 function showAnswerSites(index) {
@@ -402,9 +424,10 @@ function selectSite(id) {
     ...Object.entries(best.provenance || {})];
   $("details-table").replaceChildren(...rows.filter(([, v]) => v !== undefined && v !== null && v !== "")
     .map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, typeof v === "number" ? fmt(v, 3) : v))));
-  const members = site.members.map((m) => el("button", { type: "button", class: "chip", "data-evidence-id": m.id,
-    onclick: () => showCrop(m), title: `${m.path} · ${m.query || ""}` }, `${m.id} ${m.path} ${typeof m.confidence === "number" ? fmt(m.confidence) : ""}`));
-  $("details-members").replaceChildren(el("div", { class: "muted" }, `${site.members.length} window(s) in this site`), ...members);
+  const records = site.records.map((m) => el("button", { type: "button", class: "chip", "data-evidence-id": m.id,
+    onclick: () => showCrop(m), title: `${m.path} · ${m.query || ""}` }, `${m.id} ${m.path}${typeof m.confidence === "number" ? " " + fmt(m.confidence) : ""}`));
+  $("details-members").replaceChildren(el("div", { class: "muted" },
+    `${site.windows.length} window(s) in this site${site.windows.length > 1 ? " (drawn dotted while selected)" : ""}; evidence:`), ...records);
   $("details").hidden = false;
 }
 
