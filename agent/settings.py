@@ -51,6 +51,10 @@ Example settings file::
     [trace]
     enabled = true                           # RSRAG_TRACE__ENABLED
     redact = "prompts,answers"               # blanked in exports
+
+    [cache]
+    path = "/scratch/rsrag-cache"            # converted PNG/JPEG/striped TIFF scenes (RSRAG_CACHE__PATH)
+    max_gb = 50                              # least recently used entries are evicted above this
 """
 
 from __future__ import annotations
@@ -73,9 +77,10 @@ from rsrag.tools.store.location import rsrag_home
 
 if TYPE_CHECKING:
     from rsrag.agent.interfaces.api import Analyst
+    from rsrag.tools.scene_cache import SceneCache
 
 __all__ = [
-    "ENV_PREFIX", "ENV_SETTINGS_FILE", "OTHER_VARIABLES", "BudgetSettings", "Budgets", "EncoderSettings",
+    "ENV_PREFIX", "ENV_SETTINGS_FILE", "OTHER_VARIABLES", "BudgetSettings", "Budgets", "CacheSettings", "EncoderSettings",
     "KnowledgeSettings", "PathSettings", "RetrievalSettings", "Settings", "StoreSettings", "TraceSettings",
     "VlmSettings", "default_settings_file", "env_name", "flatten", "load_settings", "read_settings_file", "setting_keys",
 ]
@@ -266,6 +271,14 @@ class TraceSettings(_Section):
         return {p for p in self.redact.split(",") if p}
 
 
+class CacheSettings(_Section):
+    """The scene cache (:mod:`rsrag.tools.scene_cache`): where PNG, JPEG, striped TIFF ... sources are kept
+    converted (``None``: ``$RSRAG_HOME/cache``), and its size limit in GiB (least recently used entries go)."""
+
+    path: Path | None = None
+    max_gb: float = Field(50.0, gt=0)
+
+
 class _FileSource(PydanticBaseSettingsSource):
     """The values of the settings file being loaded (read by :func:`load_settings`)."""
 
@@ -292,6 +305,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     paths: PathSettings = Field(default_factory=PathSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -330,6 +344,13 @@ class Settings(BaseSettings):
     def trace_path(self) -> Path:
         """The trace database: ``trace.path``, else the sessions file."""
         return (self.trace.path or self.sessions_path).expanduser()
+
+    def scene_cache(self) -> SceneCache:
+        """The scene cache: ``cache.path`` (else ``$RSRAG_HOME/cache``), limited to ``cache.max_gb``."""
+        from rsrag.tools.scene_cache import SceneCache
+
+        root = (self.cache.path or self.home_dir / "cache").expanduser().absolute()
+        return SceneCache(root, max_bytes=int(self.cache.max_gb * (1 << 30)))
 
     def make_budgets(self) -> Budgets:
         """The per-question limits (the ``budgets`` section)."""

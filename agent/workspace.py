@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +25,7 @@ from rsrag.tools.indexing import IndexProgress, index_scene
 from rsrag.tools.knowledge import KnowledgeBase
 from rsrag.tools.pyramid import BackgroundFiller, Pyramid, PyramidIndex, is_pyramid
 from rsrag.tools.raster import Scene, open_scene
+from rsrag.tools.sources import source_key
 from rsrag.tools.region import PixelBox
 from rsrag.tools.retrieval import RetrievalResult, SlowMode, cascade, search_index
 from rsrag.tools.slowpath import SlowPathResult, slow_search
@@ -34,6 +34,7 @@ from rsrag.tools.store import IndexInfo, PatchStore, as_patch_store
 if TYPE_CHECKING:
     from rsrag.agent.settings import Settings
     from rsrag.tools.encoders.base import Encoder
+    from rsrag.tools.scene_cache import ConversionProgress
 
 
 class Workspace:
@@ -59,6 +60,8 @@ class Workspace:
         self.device = settings.encoder.device
         self.batch_size = settings.encoder.batch_size
         self.on_index_progress = on_index_progress
+        self.on_convert_progress: Callable[[ConversionProgress], None] | None = None
+        """Called while a scene is converted into the scene cache on first open (the CLI shows a bar)."""
         self.background_fill = settings.pyramid.background_fill == "always"
         """Start filling a scene's finest pyramid level in the background after its first search (``rsrag
         serve`` turns this on unless ``pyramid.background_fill = "never"``)."""
@@ -75,11 +78,13 @@ class Workspace:
     # --- resources ----------------------------------------------------------------------------------
 
     def scene(self, path: str | os.PathLike[str]) -> Scene:
-        """The scene at ``path``, opened once per workspace."""
-        key = str(Path(path).expanduser().resolve())
+        """The scene at ``path`` (a local path or a URL), opened once per workspace; a source without
+        efficient random access is converted into the scene cache (``cache`` settings) on first open."""
+        key = source_key(path)
         with self._lock:
             if key not in self._scenes:
-                self._scenes[key] = open_scene(key)
+                self._scenes[key] = open_scene(key, cache=self.settings.scene_cache(),
+                                               progress=self.on_convert_progress)
             return self._scenes[key]
 
     @property

@@ -16,7 +16,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage
@@ -30,6 +29,7 @@ from rsrag.agent.results import headline
 from rsrag.agent.settings import Settings, load_settings
 from rsrag.agent.trace import Tracer
 from rsrag.graphs.agent import build_agent_graph
+from rsrag.tools.sources import source_key
 from rsrag.tools.store import IndexInfo
 
 if TYPE_CHECKING:
@@ -156,7 +156,7 @@ class Analyst:
             else:
                 parse_tiling(self.workspace.tiling).count(scene.width, scene.height)
         except TilingError as exc:
-            raise ImageTooSmallError(f"{Path(image).name} ({scene.width} x {scene.height} px) cannot be indexed, "
+            raise ImageTooSmallError(f"{scene.path.name} ({scene.width} x {scene.height} px) cannot be indexed, "
                                      f"so no question about it can be answered: {exc}") from None
 
     def evidence(self, thread_id: str) -> dict[str, Evidence]:
@@ -195,7 +195,7 @@ class Analyst:
         await worker
 
     def _input(self, image: str | os.PathLike[str], question: str) -> dict[str, Any]:
-        return {"messages": [HumanMessage(content=question)], "scene": str(Path(image).expanduser().resolve())}
+        return {"messages": [HumanMessage(content=question)], "scene": source_key(image)}
 
     def _config(self, thread: str) -> dict[str, Any]:
         return dict(self.resources.config({"configurable": {"thread_id": thread}, "recursion_limit": 200}))

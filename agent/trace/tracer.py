@@ -22,6 +22,7 @@ from typing import Any
 
 from rsrag.agent.context import AgentContext, Resources
 from rsrag.agent.settings import TraceSettings
+from rsrag.tools.sources import source_key
 from rsrag.agent.trace.events import AnswerRecord, TraceEvent
 from rsrag.agent.trace.provenance import collect_provenance
 from rsrag.agent.trace.recorder import TraceRecorder
@@ -82,7 +83,7 @@ class Tracer:
     def run(self, context: AgentContext, resources: Resources, thread_id: str, scene: str | os.PathLike[str],
             question: str) -> TraceRun:
         """A context manager tracing one question on ``thread_id`` (a no-op when tracing is off)."""
-        return TraceRun(self, context, resources, thread_id, str(Path(scene).expanduser().resolve()), question)
+        return TraceRun(self, context, resources, thread_id, source_key(scene), question)
 
     def close(self) -> None:
         if self._store is not None:

@@ -26,6 +26,7 @@ from rsrag.agent.interfaces.cli import chat  # noqa: F401,E402
 from rsrag.agent.interfaces.cli import trace  # noqa: F401,E402
 from rsrag.agent.interfaces.cli import mcp  # noqa: F401,E402
 from rsrag.agent.interfaces.cli import settings  # noqa: F401,E402
+from rsrag.agent.interfaces.cli import cache  # noqa: F401,E402
 # --- end of command registration ---
 
 from rsrag.tools.errors import RsragError

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from rsrag.agent.settings import Settings
+    from rsrag.tools.scene_cache import SceneCache
     from rsrag.tools.encoders.base import Encoder
     from rsrag.tools.indexing import IndexProgress, IndexReport
     from rsrag.tools.pyramid import PyramidReport
@@ -69,23 +70,32 @@ def index_progress(out: Console | None = None, *, enabled: bool = True, transien
 
 
 def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, batch_size: int, readers: int | None,
-              wait: bool, show_progress: bool, sample: int | None = None) -> IndexReport | PyramidReport:
-    """Index ``image`` with a rich progress display: every level of a pyramid, or one flat index."""
+              wait: bool, show_progress: bool, sample: int | None = None,
+              cache: SceneCache | None = None) -> IndexReport | PyramidReport:
+    """Index ``image`` with a rich progress display: every level of a pyramid, or one flat index. With a
+    scene ``cache``, a PNG, JPEG, striped TIFF... is converted into it first (with its own progress bar)."""
+    from rsrag.agent.interfaces.cli.cache import conversion_progress
     from rsrag.tools.indexing import index_scene
     from rsrag.tools.pyramid import DEFAULT_SAMPLE, build_index, is_pyramid
+    from rsrag.tools.raster import open_scene
     from rsrag.tools.store import open_store
 
-    with index_progress(enabled=show_progress, label=image.name) as on_progress:
-        if is_pyramid(tiling):
-            return build_index(image, encoder, tiling, open_store(store), batch_size=batch_size, readers=readers,
-                               progress=on_progress, sample=sample or DEFAULT_SAMPLE)
-        return index_scene(image, encoder, tiling, open_store(store), batch_size=batch_size, readers=readers,
-                           wait=wait, progress=on_progress)
+    with conversion_progress(console, enabled=show_progress) as on_convert:
+        scene = open_scene(image, cache=cache, progress=on_convert)
+    try:
+        with index_progress(enabled=show_progress, label=image.name) as on_progress:
+            if is_pyramid(tiling):
+                return build_index(scene, encoder, tiling, open_store(store), batch_size=batch_size, readers=readers,
+                                   progress=on_progress, sample=sample or DEFAULT_SAMPLE)
+            return index_scene(scene, encoder, tiling, open_store(store), batch_size=batch_size, readers=readers,
+                               wait=wait, progress=on_progress)
+    finally:
+        scene.close()
 
 
 @app.command("index")
 def index_command(
-    image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
+    image: Path = typer.Argument(..., help="Image file (GeoTIFF, COG, VRT, JPEG, PNG...) or URL (https://, s3://, gs://, az://)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
     tiling: str | None = typer.Option(None, "--tiling", help="pyramid (default: settings, store.tiling) or a flat tiling, e.g. vit:448, grid:512:overlap=0.25:scales=1,2, cc."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store or the user data dir)."),
@@ -99,7 +109,7 @@ def index_command(
                                  "encoder.batch_size": batch_size})
     enc = load_cli_encoder(settings)
     report = run_index(image, enc, settings.store.tiling, settings.store_path, settings.encoder.batch_size, readers, wait,
-                       show_progress=not as_json, sample=settings.pyramid.sample)
+                       show_progress=not as_json, sample=settings.pyramid.sample, cache=settings.scene_cache())
     if as_json:
         print(json.dumps(report.model_dump(mode="json")))
         return

@@ -53,6 +53,7 @@ from rsrag.tools.errors import AccessDeniedError, RsragError, error_kind
 from rsrag.tools.raster import Scene
 from rsrag.tools.region import PixelBox
 from rsrag.tools.sandbox import Sandbox
+from rsrag.tools.sources import source_key
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ def _thread_state(ws: WebState, thread: str) -> dict[str, Any]:
     paths = {str(e.path) for e in served}
     fingerprints = {e.scene.fingerprint for e in served}
     scene = values.get("scene")
-    if scene is None or str(Path(scene).expanduser().resolve()) not in paths:
+    if scene is None or source_key(scene) not in paths:
         return {}
     for ev in (values.get("evidence") or {}).values():
         if ev.region is not None and ev.region.scene not in fingerprints:

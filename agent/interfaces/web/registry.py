@@ -25,6 +25,7 @@ from rsrag.tools.errors import RsragError
 from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.sandbox import Sandbox
+from rsrag.tools.sources import is_remote, source_key
 
 #: Upload suffixes accepted, and the GDAL drivers an upload must open with.
 UPLOAD_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2")
@@ -99,13 +100,14 @@ class ImageRegistry:
         Raises:
             RasterError: the file is missing or not a raster (see :func:`rsrag.tools.raster.open_scene`).
         """
-        resolved = Path(path).expanduser().resolve()
-        image_id = hashlib.blake2s(str(resolved).encode(), digest_size=6).hexdigest()
+        key = source_key(path)  # a local file's real path, or a URL (remote images are registered by URL)
+        image_id = hashlib.blake2s(key.encode(), digest_size=6).hexdigest()
         with self._lock:
             if image_id in self._entries:
                 return self._entries[image_id]
-        scene = self._opener(resolved)
-        entry = ImageEntry(id=image_id, name=name or resolved.name, path=resolved, scene=scene, uploaded=uploaded)
+        scene = self._opener(Path(key) if not is_remote(key) else key)  # type: ignore[arg-type]
+        entry = ImageEntry(id=image_id, name=name or scene.path.name, path=scene.path, scene=scene,  # type: ignore[arg-type]
+                           uploaded=uploaded)
         with self._lock:
             return self._entries.setdefault(image_id, entry)
 

@@ -271,6 +271,33 @@ def _trace_hmac(tmp: Path, scene: Path) -> None:
     assert not TraceStore(settings.trace_path, hmac_key=b"another").verify("t").ok
 
 
+def _big_png(path: Path, flip: bool = False) -> Path:
+    """A PNG just over the scene cache's size threshold (so opening it converts it into the cache)."""
+    from tests.rasters import gradient
+
+    data = gradient(3, 2100, 2100)
+    return write_raster(path, data[:, ::-1].copy() if flip else data, driver="PNG", crs=None)
+
+
+@check("cache.path")
+def _cache_path(tmp: Path, scene: Path) -> None:
+    png = _big_png(tmp / "big.png")
+    with Analyst(settings_for(tmp, cache__path=tmp / "scene-cache")) as analyst:
+        opened = analyst.workspace.scene(png)
+        assert opened.info.cache is not None and Path(opened.info.cache).is_relative_to(tmp / "scene-cache")
+    assert len(list((tmp / "scene-cache" / "entries").iterdir())) == 1
+
+
+@check("cache.max_gb")
+def _cache_max_gb(tmp: Path, scene: Path) -> None:
+    first, second = _big_png(tmp / "a.png"), _big_png(tmp / "b.png", flip=True)
+    settings = settings_for(tmp, cache__path=tmp / "c", cache__max_gb=1e-6)  # smaller than one entry
+    for png in (first, second):
+        with Analyst(settings) as analyst:
+            analyst.workspace.scene(png)
+    assert [e.source for e in settings.scene_cache().entries()] == [str(second)]  # the older one was evicted
+
+
 def test_every_setting_has_a_check() -> None:
     missing = [k for k in setting_keys() if k not in CHECKS]
     stale = [k for k in CHECKS if k not in setting_keys()]
