@@ -113,7 +113,7 @@ class Analyst:
     def ask(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Answer:
         """Answer one question about ``image``; the thread keeps the conversation and its evidence."""
         thread = thread_id or uuid.uuid4().hex
-        self._check_scene(image)  # fail fast, with a clear error, on a bad image path or one that cannot be indexed
+        self._check_scene(image, question)  # fail fast, with a clear error: bad path, unindexable image, no question
         with self.tracer.run(self.context, self.resources, thread, image, question) as run:
             result = self.graph.invoke(self._input(image, question), run.config(self._config(thread)), context=self.context)
             answer: Answer = result["answer"]
@@ -127,7 +127,7 @@ class Analyst:
     def stream(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Iterator[Step]:
         """Run a question and yield each step as it happens; the last step carries the answer."""
         thread = thread_id or uuid.uuid4().hex
-        self._check_scene(image)
+        self._check_scene(image, question)
         with self.tracer.run(self.context, self.resources, thread, image, question) as run:
             for chunk in self.graph.stream(self._input(image, question), run.config(self._config(thread)),
                                            context=self.context, stream_mode="updates"):
@@ -135,16 +135,21 @@ class Analyst:
                     merged = merge_updates(update) if isinstance(update, list) else (update or {})
                     yield Step(node=node, text=describe_update(node, merged), update=merged)
 
-    def _check_scene(self, image: str | os.PathLike[str]) -> None:
+    def _check_scene(self, image: str | os.PathLike[str], question: str | None = None) -> None:
         """Open ``image`` and check it can be indexed, so that a question about an image no search can cover
-        fails with that reason instead of getting a normal-looking "nothing matched" answer.
+        fails with that reason instead of getting a normal-looking "nothing matched" answer; check there is a
+        question.
 
         Raises:
+            QueryError: the question is empty.
             RasterError: the image cannot be opened.
             ImageTooSmallError: the image is smaller than one patch of the tiling in use.
         """
-        from rsrag.tools.errors import ImageTooSmallError, TilingError
+        from rsrag.tools.errors import ImageTooSmallError, QueryError, TilingError
         from rsrag.tools.tiling import parse_tiling
+
+        if question is not None and (not isinstance(question, str) or not question.strip()):
+            raise QueryError("the question is empty: ask about something in the image, e.g. 'where are the ships?'")
 
         scene = self.workspace.scene(image)
         try:

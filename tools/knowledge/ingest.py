@@ -348,6 +348,26 @@ def record_to_entry(raw: dict[str, Any], *, base: Path, source: str, max_field_c
         raise _Bad(field, err["msg"]) from None
 
 
+FILE_TYPES = (".jsonl", ".ndjson", ".csv", ".geojson", ".json")
+
+
+def check_file(path: str | Path) -> Path:
+    """``path`` if it names a knowledge file rsrag can read (checked before any work starts).
+
+    Raises:
+        DataError: a folder, a missing file, or an unknown file type.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; kb add takes one .jsonl, .csv or .geojson file (for a folder of "
+                        "class-labelled images use `rsrag kb concepts FOLDER`)")
+    if not path.is_file():
+        raise DataError(f"knowledge file not found: {path}")
+    if path.suffix.lower() not in FILE_TYPES:
+        raise DataError(f"{path}: unknown knowledge file type {path.suffix.lower()!r}; use .jsonl, .csv or .geojson")
+    return path
+
+
 def read_records(path: str | Path, images_dir: str | Path | None = None, *,
                  max_field_chars: int = MAX_FIELD_CHARS) -> Iterator[RecordResult]:
     """Read a JSONL, CSV or GeoJSON knowledge file, validating each record.
@@ -358,12 +378,7 @@ def read_records(path: str | Path, images_dir: str | Path | None = None, *,
     Raises:
         DataError: the file is missing, of an unknown type, or not parseable as a whole (GeoJSON).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; kb add takes one .jsonl, .csv or .geojson file (for a folder of "
-                        "class-labelled images use `rsrag kb concepts FOLDER`)")
-    if not path.is_file():
-        raise DataError(f"knowledge file not found: {path}")
+    path = check_file(path)
     base = Path(images_dir) if images_dir is not None else path.parent
     if images_dir is not None and not base.is_dir():
         raise DataError(f"image folder not found: {base}")

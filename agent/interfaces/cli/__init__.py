@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted. ``--debug`` shows the traceback of an rsrag error or a bug instead of the line.
     """
     try:
-        code = app(args=argv, standalone_mode=False)  # typer.Exit(code) comes back as the return value here
+        code = app(args=argv, standalone_mode=False, prog_name="rsrag")  # typer.Exit(code) comes back as the return value here
         if isinstance(code, int) and code:
             return code
     except KeyboardInterrupt:

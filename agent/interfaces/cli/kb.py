@@ -53,7 +53,9 @@ def add_command(
 ) -> None:
     """Import a knowledge file; bad records are reported (file:line, field) and skipped; re-adding is a no-op."""
     from rsrag.tools.knowledge import ingest_file
+    from rsrag.tools.knowledge.ingest import check_file
 
+    check_file(path)  # a folder or a missing file is one line, before the store opens or a progress bar starts
     kb = _open(store, encoder, name)
     with _bar(as_json) as bar:
         task = bar.add_task(f"adding {path.name}", total=None)
