@@ -34,11 +34,12 @@ and cuts large ones. The pyramid instead holds the scene at several footprints:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -320,6 +321,7 @@ class Pyramid:
         self._locks = [threading.Lock() for _ in self.levels]
         self._urgent = 0
         self._urgent_lock = threading.Condition()
+        self._searches = 0
 
     def __repr__(self) -> str:
         return f"Pyramid({self.scene.path.name!r}, {self.tiling.id!r}, {len(self.levels)} levels)"
@@ -446,21 +448,43 @@ class Pyramid:
             return False
         return True
 
+    @contextlib.contextmanager
+    def searching(self) -> Iterator[None]:
+        """Mark a search as running: a background fill (``urgent=False``) waits between its commits until no
+        search is, so the two do not share the cores."""
+        with self._urgent_lock:
+            self._searches += 1
+        try:
+            yield
+        finally:
+            with self._urgent_lock:
+                self._searches -= 1
+                self._urgent_lock.notify_all()
+
+    def _wait_for_searches(self, stop: threading.Event | None) -> None:
+        with self._urgent_lock:
+            while self._searches > 0 and not (stop is not None and stop.is_set()):
+                self._urgent_lock.wait(0.2)
+
     def fill(self, level: int, *, progress: ProgressCallback | None = None, stop: threading.Event | None = None,
-             stage: str = "fill", urgent: bool = False) -> int:
-        """Encode every window of ``level`` not stored yet, in commits of :data:`COMMIT_WINDOWS`, taking the
-        level's lock per commit (searches go first); stops cleanly when ``stop`` is set. Returns how many
-        windows were encoded."""
+             stage: str = "fill", urgent: bool = False, group: int | None = None) -> int:
+        """Encode every window of ``level`` not stored yet, taking the level's lock per commit group (default
+        :data:`COMMIT_WINDOWS` windows when not ``urgent``, 4 times that otherwise); a non-urgent fill (the
+        background filler) also waits between groups while a search runs. Stops cleanly when ``stop`` is
+        set. Returns how many windows were encoded."""
         lv = self.levels[level]
         encoded = 0
         if self.complete(level):
             return 0
         done = self.stored(level)
         pending = [i for i in range(lv.count) if i not in done]
-        for group in _groups(pending, COMMIT_WINDOWS * 4):
+        size = group or (COMMIT_WINDOWS * 4 if urgent else COMMIT_WINDOWS)
+        for part in _groups(pending, size):
+            if not urgent:
+                self._wait_for_searches(stop)
             if stop is not None and stop.is_set():
                 break
-            encoded += self.ensure(level, group, progress=progress, stop=stop, stage=stage, urgent=urgent)
+            encoded += self.ensure(level, part, progress=progress, stop=stop, stage=stage, urgent=urgent)
         if not (stop is not None and stop.is_set()) and not self.complete(level):
             encoded += self.ensure(level, [], progress=progress, stop=stop, stage=stage, urgent=urgent)
         return encoded
@@ -773,8 +797,6 @@ def descend(
         QueryError: bad ``k``, ``beam`` or ``expand``, or not one query text per vector.
         EncoderError: the vectors' dimension is not the encoder's.
     """
-    from rsrag.tools.retrieval import search_index
-
     vecs = np.asarray(vectors, dtype=np.float32)
     vecs = vecs[None] if vecs.ndim == 1 else vecs
     if k <= 0 or beam <= 0 or expand < beam:
@@ -783,6 +805,16 @@ def descend(
         raise QueryError(f"give one query text per vector: {len(vecs)} vectors, {len(queries)} texts")
     if vecs.shape[1] != pyramid.encoder.dim:
         raise EncoderError(f"query vectors have {vecs.shape[1]} dimensions, the encoder {pyramid.encoder.id!r} {pyramid.encoder.dim}")
+    with pyramid.searching():
+        return _descend(pyramid, vecs, queries, path=path, k=k, threshold=threshold, beam=beam, expand=expand,
+                        calibration=calibration, prompt_version=prompt_version, extras=extras, progress=progress)
+
+
+def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path: HitPath, k: int, threshold: float,
+             beam: int, expand: int, calibration: Calibration | None, prompt_version: str | None,
+             extras: Sequence[Mapping[str, str | float | int]] | None, progress: ProgressCallback | None) -> PyramidSearch:
+    from rsrag.tools.retrieval import search_index
+
     t0 = time.perf_counter()
     complete = [lv.level for lv in pyramid.levels if pyramid.complete(lv.level)]
     encoded_at: dict[int, int] = {}
