@@ -73,6 +73,8 @@ REMOTE_DEFAULTS: dict[str, str] = {
     "GDAL_HTTP_MAX_RETRY": "3",                   # retries on 429 / 5xx / connection resets
     "GDAL_HTTP_RETRY_DELAY": "0.5",               # seconds before the first retry (then doubled)
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # one request for adjacent tiles
+    "GDAL_HTTP_MULTIRANGE": "SERIAL",             # ranges through the download cache: the parallel default
+                                                  # re-downloaded overlapping tiles, 5.6x the bytes (BENCHMARKS.md)
     "GDAL_HTTP_MULTIPLEX": "YES",                 # HTTP/2 multiplexing where the server offers it
     "GDAL_INGESTED_BYTES_AT_OPEN": "65536",       # a COG's header and tile index in the first request
     "CPL_VSIL_CURL_CACHE_SIZE": str(64 << 20),    # bytes of downloaded blocks kept per process
@@ -222,6 +224,17 @@ def is_remote(source: str | os.PathLike[str] | Source) -> bool:
         return parse_source(source).is_remote
     except SourceError:
         return True
+
+
+def source_key(source: str | os.PathLike[str] | Source) -> str:
+    """The one text a scene source is known by: a local file's real path (symlinks followed), or the
+    normalised URL. Two spellings of one source, or a link and its target, give one key.
+
+    Raises:
+        SourceError: see :func:`parse_source`.
+    """
+    src = parse_source(source)
+    return str(Path(src.text).resolve()) if src.local_path is not None else src.text
 
 
 def normalise_source(source: str | os.PathLike[str] | Source) -> str:
