@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from rsrag.agent.evidence import Answer, Evidence
-
-_ID = re.compile(r"\bE[0-9a-f]{6}\b")
+from rsrag.agent.evidence import Answer, Evidence, find_evidence_ids
+from rsrag.agent.results import ToolResult
+from rsrag.tools.calibration import Finding
 
 #: How many times an unsupported answer is sent back to the model before it is accepted as unsupported.
 MAX_REJECTIONS = 1
@@ -25,8 +24,35 @@ class Verdict:
 
 def cited_ids(text: str, explicit: list[str] | None) -> list[str]:
     """Evidence ids an answer cites: the explicit list, else ids written in the text, in order, unique."""
-    ids = list(explicit or []) or _ID.findall(text)
+    ids = list(explicit or []) or find_evidence_ids(text)
     return list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
+
+
+def question_findings(state: dict[str, Any]) -> dict[str, Finding]:
+    """The finding of each target searched for the current question (its phrases, comma-joined), from the
+    typed results of its searches (the latest search of a target wins)."""
+    start = int(state.get("question_start") or 0)
+    out: dict[str, Finding] = {}
+    for message in state.get("messages", [])[start:]:
+        if message.type != "tool":
+            continue
+        result = ToolResult.of(message)
+        if result.ok and result.finding is not None and result.phrases:
+            out[", ".join(result.phrases)] = result.finding
+    return out
+
+
+def overall_finding(findings: dict[str, Finding]) -> Finding | None:
+    """One finding for the answer: ``found`` when every target was found, ``not_found`` when none was,
+    ``uncertain`` otherwise (see the per-target findings); ``None`` when nothing judged presence."""
+    values = set(findings.values())
+    if not values:
+        return None
+    if values == {"found"}:
+        return "found"
+    if values == {"not_found"}:
+        return "not_found"
+    return "uncertain"
 
 
 def judge(
@@ -35,6 +61,7 @@ def judge(
     cited: list[str],
     confidence: float,
     backend: str,
+    finding: Finding | None = None,
 ) -> Verdict:
     """Accept an answer whose citations exist in the ledger; send an unsupported one back once.
 
@@ -42,6 +69,9 @@ def judge(
     gathered at all and the answer says so), and every cited id is in the ledger. The first unsupported
     attempt of a question is rejected with the reason; a later one is accepted with ``supported=False``
     and the reason in ``missing``.
+
+    The answer's ``finding`` is ``finding`` when the model gave one, else the one its searches produced
+    (:func:`question_findings`); it is independent of ``supported``.
     """
     ledger: dict[str, Evidence] = state.get("evidence") or {}
     unknown = [i for i in cited if i not in ledger]
@@ -56,10 +86,13 @@ def judge(
     if reason is not None and attempts < MAX_REJECTIONS:
         return Verdict(answer=None, reason=reason)
     kept = [i for i in cited if i in ledger]
+    findings = question_findings(state)
     answer = Answer(
         text=text.strip() or "(no answer)",
         cited=kept,
         confidence=max(0.0, min(1.0, float(confidence))) if reason is None else min(0.2, float(confidence)),
+        finding=finding or overall_finding(findings),
+        findings=findings,
         supported=reason is None,
         missing=reason,
         evidence=[ledger[i] for i in kept],
@@ -84,8 +117,10 @@ def budget_answer(state: dict[str, Any], why: str, backend: str) -> Answer:
         text = f"I ran out of budget ({why}) before I could finish. The strongest evidence so far: {lines}."
     else:
         text = f"I ran out of budget ({why}) before finding evidence for this question."
+    findings = question_findings(state)
     return Answer(
         text=text, cited=[e.id for e in best], confidence=min(0.3, max((e.confidence or 0.0) for e in best)) if best else 0.0,
+        finding=overall_finding(findings), findings=findings,
         supported=False, missing=f"budget exhausted ({why}): no answer was confirmed against the evidence",
         evidence=best, backend=backend, steps=int(state.get("steps") or 0),
         seconds=time.time() - float(state.get("started_at") or time.time()),

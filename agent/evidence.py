@@ -9,15 +9,26 @@ and a replayed run yields the same ids. Records hold small values only: a crop i
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rsrag.tools.calibration import Finding
 from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.hit import Hit
-from rsrag.tools.region import Region
+from rsrag.tools.region import PixelBox, Region
+from rsrag.tools.sites import Site
 
 EvidencePath = Literal["fast", "slow", "similar", "zoom", "knowledge", "scene"]
+EVIDENCE_ID = re.compile(r"\bE[0-9a-f]{6}\b")
+"""The one pattern of an evidence id (``E`` + 6 hex digits, see :func:`evidence_id`), wherever ids are
+found in free text (an answer written by a model, a question naming an id)."""
+
+
+def find_evidence_ids(text: str) -> list[str]:
+    """Evidence ids written in ``text``, in order, unique."""
+    return list(dict.fromkeys(EVIDENCE_ID.findall(text or "")))
 
 
 class Evidence(BaseModel):
@@ -27,8 +38,12 @@ class Evidence(BaseModel):
         id: short stable id the answer cites (``E`` + 6 hex digits).
         kind: ``region`` (a place in the scene), ``knowledge`` (a knowledge entry) or ``scene`` (the whole scene).
         path: what produced it: fast / slow / similar retrieval, a zoom, a knowledge lookup, scene info.
-        region: where it is, for region evidence (pixel box, map box, scene fingerprint).
-        score: raw similarity, where a retrieval produced it; confidence: calibrated confidence in [0, 1].
+        region: where it is, for region evidence (pixel box, map box, scene fingerprint); for a site, the
+            union box of its windows.
+        members: a site's windows (best first), where the evidence is a site of several windows.
+        score: raw similarity, where a retrieval produced it; confidence: within-scene confidence in [0, 1].
+        presence: calibrated probability that what was searched for is at this place (see
+            :mod:`rsrag.tools.calibration`), where the encoder has a presence calibration.
         query: the phrase or question that found it; why: how it was found (e.g. the concept that proxied it).
         crop: path of a saved crop image (a reference; pixels never enter graph state).
         knowledge_id / title / snippet: the cited knowledge entry, for knowledge evidence.
@@ -42,8 +57,10 @@ class Evidence(BaseModel):
     kind: Literal["region", "knowledge", "scene"]
     path: EvidencePath
     region: Region | None = None
+    members: tuple[PixelBox, ...] = ()
     score: float | None = None
     confidence: float | None = None
+    presence: float | None = None
     query: str | None = None
     why: str | None = None
     crop: str | None = None
@@ -70,8 +87,12 @@ class Evidence(BaseModel):
             parts.append(f"query='{self.query}'")
         if self.confidence is not None:
             parts.append(f"confidence={self.confidence:.2f}")
+        if self.presence is not None:
+            parts.append(f"presence={self.presence:.2f}")
         if self.score is not None:
             parts.append(f"score={self.score:.3f}")
+        if len(self.members) > 1:
+            parts.append(f"windows={len(self.members)}")
         if self.why:
             parts.append(f"why: {self.why}")
         return " ".join(parts)
@@ -84,7 +105,9 @@ class Evidence(BaseModel):
             out["scene"] = self.region.scene
             if self.region.map_box is not None:
                 out["map_box"] = {"crs": self.region.map_box.crs, "bounds": list(self.region.map_box.as_tuple())}
-        for key in ("score", "confidence", "query", "why", "crop", "knowledge_id", "title"):
+        if self.members:
+            out["members"] = [list(b.as_tuple()) for b in self.members]
+        for key in ("score", "confidence", "presence", "query", "why", "crop", "knowledge_id", "title"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -99,6 +122,16 @@ def evidence_id(*parts: object) -> str:
     return f"E{digest}"
 
 
+FOOTPRINT_KEYS = ("level", "levels", "window", "px_per_input_px", "searched_share")
+
+
+def footprint(hit: Hit) -> dict[str, str | int | float | None]:
+    """The pyramid level and window footprint a hit was found at (its ``extra``), for evidence provenance:
+    ``level`` (0 = coarsest) of ``levels``, ``window`` side in full-resolution pixels, ``px_per_input_px``
+    (scene pixels per encoder input pixel) and the share of the finest level searched. Empty for flat indexes."""
+    return {k: hit.extra[k] for k in FOOTPRINT_KEYS if k in hit.extra}
+
+
 def evidence_from_hit(hit: Hit, tool: str, tool_call_id: str) -> Evidence:
     """Evidence for a retrieval hit (fast, slow or similar path)."""
     return Evidence(
@@ -107,7 +140,22 @@ def evidence_from_hit(hit: Hit, tool: str, tool_call_id: str) -> Evidence:
         query=hit.query, why=hit_reason(hit),
         tool=tool, tool_call_id=tool_call_id,
         provenance={"index_key": hit.index_key, "index_version": hit.index_version, "encoder": hit.encoder,
-                    "prompt_version": hit.prompt_version},
+                    "prompt_version": hit.prompt_version, **footprint(hit)},
+    )
+
+
+def evidence_from_site(site: Site, tool: str, tool_call_id: str) -> Evidence:
+    """Evidence for a site (overlapping or touching windows grouped): its union box, its best window's scores
+    and provenance, its member windows. A site of one window has that window's evidence id."""
+    best = site.best
+    return Evidence(
+        id=evidence_id(site.region.scene, site.region.box.as_tuple(), best.path, best.query),
+        kind="region", path=best.path, region=site.region,
+        members=tuple(m.region.box for m in site.members) if len(site.members) > 1 else (),
+        score=site.score, confidence=site.confidence, presence=site.presence, query=best.query,
+        why=hit_reason(best), tool=tool, tool_call_id=tool_call_id,
+        provenance={"index_key": best.index_key, "index_version": best.index_version, "encoder": best.encoder,
+                    "prompt_version": best.prompt_version, **footprint(best)},
     )
 
 
@@ -135,6 +183,8 @@ def merge_ledger(left: dict[str, Evidence] | None, right: dict[str, Evidence] | 
             update.update(confidence=new.confidence, score=new.score)
         if new.crop and not old.crop:
             update["crop"] = new.crop
+        if new.presence is not None and old.presence is None:
+            update["presence"] = new.presence
         merged[key] = old.model_copy(update=update) if update else old
     return merged
 
@@ -146,7 +196,12 @@ class Answer(BaseModel):
         text: the answer.
         cited: ids of the evidence the answer cites (all present in the ledger when ``supported``).
         confidence: the model's (or policy's) confidence in [0, 1].
-        supported: whether the sufficiency check accepted the citations.
+        finding: whether what was asked is in the scene: ``found`` / ``not_found`` / ``uncertain``, from the
+            encoder's presence calibration through this question's searches (``None`` when no search judged
+            presence); separate from ``supported``.
+        findings: the finding per target searched (the search's phrases, comma-joined).
+        supported: whether the sufficiency check accepted the citations (citation integrity only: a
+            supported answer can say "not found").
         missing: what was missing when the budget ran out or the citations did not hold, else ``None``.
         evidence: the cited evidence records.
         backend: the chat model that answered; steps: model steps used; seconds: wall time.
@@ -155,6 +210,8 @@ class Answer(BaseModel):
     text: str
     cited: list[str]
     confidence: float
+    finding: Finding | None = None
+    findings: dict[str, Finding] = Field(default_factory=dict)
     supported: bool = True
     missing: str | None = None
     evidence: list[Evidence] = Field(default_factory=list)
@@ -175,14 +232,15 @@ class Answer(BaseModel):
                 "type": "Feature",
                 "id": ev.id,
                 "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {"bbox_px": ev.bbox, "path": ev.path, "confidence": ev.confidence,
+                "properties": {"bbox_px": ev.bbox, "path": ev.path, "confidence": ev.confidence, "presence": ev.presence,
                                "map_crs": ev.region.map_box.crs, "map_bounds": list(ev.region.map_box.as_tuple())},
             })
         return {"type": "FeatureCollection", "features": features}
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "answer": self.text, "cited": self.cited, "confidence": self.confidence, "supported": self.supported,
+            "answer": self.text, "cited": self.cited, "confidence": self.confidence, "finding": self.finding,
+            "findings": dict(self.findings), "supported": self.supported,
             "missing": self.missing, "evidence": [e.to_json() for e in self.evidence], "geojson": self.geojson(),
             "backend": self.backend, "steps": self.steps, "seconds": round(self.seconds, 3), "thread_id": self.thread_id,
         }

@@ -107,9 +107,9 @@ def answer_with_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> di
     model = resources_for(ctx).chat_model()
     if isinstance(model, RulePolicy):
         if cues:
-            text = f"{RETRIEVAL_ONLY}; {state.get('path_used')} path: " + "; ".join(lines)
+            text = f"Cues from the {state.get('path_used')} path: " + "; ".join(lines) + f". {RETRIEVAL_ONLY}"
         else:
-            text = f"{RETRIEVAL_ONLY}: no patch passed the confidence threshold, so there is no visual cue."
+            text = f"No patch passed the confidence threshold, so there is no visual cue. {RETRIEVAL_ONLY}"
     else:
         blocks: list[dict[str, Any]] = [{"type": "text", "text": state["question"] + "\n" + "\n".join(lines)}]
         for ev in cues:

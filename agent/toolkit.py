@@ -20,10 +20,10 @@ from pydantic import ValidationError
 
 from rsrag.agent.answering import cited_ids, judge
 from rsrag.agent.context import AgentContext, Resources, resources_for
-from rsrag.agent.evidence import Evidence, evidence_from_hit
+from rsrag.agent.evidence import Evidence, evidence_from_hit, evidence_from_site
 from rsrag.agent.evidence import evidence_id as make_evidence_id
 from rsrag.agent.results import ToolResult, render
-from rsrag.agent.workspace import Workspace
+from rsrag.tools.calibration import Finding
 from rsrag.tools.errors import BudgetExceededError, QueryError, RsragError, StoreError, WindowError
 from rsrag.tools.hit import Hit
 from rsrag.tools.raster import Scene
@@ -117,29 +117,51 @@ def scene_info(runtime: Runtime) -> Command:
 
 
 @tool(parse_docstring=True)
-def search_patches(phrases: list[str], runtime: Runtime, top_k: int | None = None) -> Command:
-    """Find the regions of the scene that best match short key phrases (the fast path; when nothing is
-    confident, also the slow path through the knowledge base's visual concepts, fused).
+def search_patches(
+    phrases: list[str],
+    runtime: Runtime,
+    top_k: int | None = None,
+    offset: int = 0,
+    exclude: list[str] | None = None,
+) -> Command:
+    """Find every place in the scene that matches short key phrases naming ONE kind of thing (the fast
+    path; when nothing is confident, also the slow path through the knowledge base's visual concepts).
+    Overlapping or touching windows are grouped into sites; the result says whether the thing was found.
 
     Args:
-        phrases: 1-4 short noun phrases naming what to look for, e.g. ["storage tanks", "harbour"].
-        top_k: how many regions to return (default from settings).
+        phrases: 1-4 short noun phrases naming one kind of thing (synonyms), e.g. ["storage tanks", "oil tanks"].
+        top_k: how many sites to show (default from settings); every site found is kept as evidence.
+        offset: skip this many sites (to see more sites of the same phrases).
+        exclude: evidence ids of sites already reported: places overlapping them are left out.
     """
     ctx, scene = _context(runtime), _scene(runtime)
     clean = [p.strip() for p in phrases if p and p.strip()]
     if not clean:
         raise QueryError("phrases is empty: pass 1-4 short phrases naming what to look for")
+    if offset < 0:
+        raise QueryError(f"offset must be 0 or more, got {offset}")
     k = top_k or ctx.top_k
-    found = _workspace(runtime).retrieve(scene, clean[:4], k, ctx.fast_threshold)
-    shown = found.top(k)
+    ledger: dict[str, Evidence] = runtime.state.get("evidence") or {}
+    unknown = [i for i in exclude or [] if i not in ledger or ledger[i].region is None]
+    if unknown:
+        known = ", ".join(i for i, e in ledger.items() if e.region is not None) or "none yet"
+        raise QueryError(f"exclude names unknown region evidence ids {', '.join(unknown)}; known region ids: {known}")
+    boxes = [ledger[i].region.box for i in exclude or [] if ledger[i].region is not None]  # type: ignore[union-attr]
+    found = _workspace(runtime).retrieve(scene, clean[:4], k, ctx.fast_threshold, exclude=boxes)
     call_id = runtime.tool_call_id or ""
-    evidence = [evidence_from_hit(h, "search_patches", call_id) for h in shown]
+    sites = [evidence_from_site(s, "search_patches", call_id) for s in found.sites]
+    candidates = [evidence_from_site(s, "search_patches", call_id) for s in found.candidates]
+    notes = [f"slow path: {found.slow.reason}"] if found.slow is not None and found.slow.reason else []
+    if found.presence_note:
+        notes.append(found.presence_note)
     result = ToolResult(
-        tool="search_patches", status="ok" if evidence else "empty", hits=evidence, threshold=found.threshold,
-        path=found.path, phrases=found.phrases, shown=k,
-        message=f"slow path: {found.slow.reason}" if found.slow is not None and found.slow.reason else None,
+        tool="search_patches", status="ok" if sites or candidates else "empty", sites=sites, candidates=candidates,
+        threshold=found.threshold, path=found.path, finding=found.finding, phrases=found.phrases, shown=k,
+        offset=offset,
+        message="; ".join(notes) or None,
         extras={"index_version": found.index_version, "reason": found.reason, "levels": found.levels,
-                "searched_share": found.searched_share},
+                "searched_share": found.searched_share, "scene_size": [scene.width, scene.height],
+                "excluded": list(exclude or [])},
     )
     return _reply(runtime, result)
 
@@ -300,16 +322,20 @@ def zoom(
 
 
 @tool(parse_docstring=True)
-def answer(text: str, evidence_ids: list[str], runtime: Runtime, confidence: float = 0.5) -> Command:
+def answer(text: str, evidence_ids: list[str], runtime: Runtime, confidence: float = 0.5,
+           finding: Finding | None = None) -> Command:
     """Give the final answer. Cite the ids of the evidence that supports it.
 
     Args:
-        text: the answer for the analyst; refer to places by their evidence ids.
+        text: the answer for the analyst; refer to places by their evidence ids. If what was asked is not in
+            the scene, say so first.
         evidence_ids: ids of the evidence the answer relies on (from tool results).
         confidence: your confidence in the answer, from 0 to 1.
+        finding: "found", "not_found" or "uncertain": whether what was asked is in the scene (default: what
+            this question's searches concluded).
     """
-    ctx = _context(runtime)
-    verdict = judge(runtime.state, text, cited_ids(text, evidence_ids), confidence, _resources(runtime).backend)
+    verdict = judge(runtime.state, text, cited_ids(text, evidence_ids), confidence, _resources(runtime).backend,
+                    finding=finding)
     attempts = int(runtime.state.get("answer_attempts") or 0)
     if verdict.answer is None:
         from rsrag.prompts import load_prompt

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +33,7 @@ from rsrag.tools.store import IndexInfo, PatchStore, as_patch_store
 
 if TYPE_CHECKING:
     from rsrag.agent.settings import Settings
+    from rsrag.tools.calibration import PresenceModel
     from rsrag.tools.encoders.base import Encoder
     from rsrag.tools.scene_cache import ConversionProgress
 
@@ -74,6 +75,7 @@ class Workspace:
         self._patches: PatchStore | None = None
         self._encoder: Encoder | None = None
         self._knowledge: KnowledgeBase | None = None
+        self._presence: PresenceModel | None = None
 
     # --- resources ----------------------------------------------------------------------------------
 
@@ -229,12 +231,24 @@ class Workspace:
     # --- retrieval ----------------------------------------------------------------------------------
 
     def retrieve(self, scene: Scene, phrases: list[str], top_k: int, threshold: float,
-                 slow: SlowMode = "auto") -> RetrievalResult:
-        """The cascade (:func:`rsrag.tools.retrieval.cascade`) over the scene's index: the fast path, and the
-        slow path through the knowledge base's concept library (when it has one) if nothing is confident."""
+                 slow: SlowMode = "auto", exclude: Sequence[PixelBox] = ()) -> RetrievalResult:
+        """The cascade (:func:`rsrag.tools.retrieval.cascade`) over the scene's index for one target: the fast
+        path, and the slow path through the knowledge base's concept library (when it has one) if nothing is
+        confident; sites judged by the encoder's presence calibration. ``exclude``: boxes already reported."""
         kb = self.knowledge if slow != "never" and self.has_concepts() else None
         return cascade(self.index(scene), self.encoder, phrases=phrases, store=self.patches, kb=kb, top_k=top_k,
-                       threshold=threshold, slow=slow)
+                       threshold=threshold, slow=slow, presence=self.presence, exclude=exclude)
+
+    @property
+    def presence(self) -> PresenceModel:
+        """The encoder's presence calibration (:func:`rsrag.tools.calibration.load_presence`; uncalibrated
+        encoders get a model whose every finding is ``uncertain``, saying how to fit one)."""
+        with self._lock:
+            if self._presence is None:
+                from rsrag.tools.calibration import load_presence
+
+                self._presence = load_presence(self.encoder)
+            return self._presence
 
     def slow_search(self, scene: Scene, phrases: list[str], top_k: int, threshold: float) -> SlowPathResult:
         """Slow path alone: phrases -> concept labels -> their example chips as proxies -> the scene's patches."""

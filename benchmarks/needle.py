@@ -12,8 +12,11 @@ the chips' embeddings, computed once per chip and cached (``benchmarks/out``) an
 and indexes it with :func:`index_scene` (slow on 2 cores; use for small sizes to check the shortcut).
 
 Queries: the target's class phrase and synonyms that avoid the class name (``SYNONYMS``). For each query:
-fast path alone, slow path alone (mean proxy), and the cascade (slow path only when no fast hit reaches the
-confidence threshold; then RRF fusion). ``recall@k`` = planted cells among the top-k hits / min(k, planted).
+fast path alone (the product's cascade with ``slow="never"``), slow path alone (mean proxy), and the
+cascade itself (:func:`rsrag.tools.retrieval.cascade`, what the agent's ``search_patches`` tool and the
+ImageRAG pipeline graph run: slow path only when no fast hit reaches the confidence threshold; then RRF
+fusion). ``recall@k`` = planted cells among the top-k places (windows merged as the tool merges them) /
+min(k, planted).
 Baseline in the same run: the expected recall@k of a random ranking of the mosaic's cells.
 
 Usage: ``.venv/bin/python benchmarks/needle.py --encoder SPEC --sizes 3000 12000 --trials 6``
@@ -33,11 +36,11 @@ import numpy as np
 
 from rsrag.tools.encoders import load_encoder
 from rsrag.tools.captioned import class_phrase, read_chips, split_chips
-from rsrag.tools.fastpath import fast_search
 from rsrag.tools.knowledge import KnowledgeBase, build_concepts
 from rsrag.tools.knowledge.base import load_rgb
 from rsrag.tools.region import PixelBox, Region
-from rsrag.tools.slowpath import cascade_search, slow_search
+from rsrag.tools.retrieval import cascade
+from rsrag.tools.slowpath import slow_search
 from rsrag.tools.store import IndexInfo, PatchStore, index_key, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +111,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--reduce", default="mean", choices=["mean", "cluster", "topk"])
     ap.add_argument("--label-threshold", type=float, default=0.3)
+    ap.add_argument("--threshold", type=float, default=0.5, help="confidence threshold (retrieval.fast_threshold)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--keep-store", action="store_true", help="keep the run's store (several GB at 20,000 px)")
     args = ap.parse_args()
@@ -142,25 +146,26 @@ def main() -> None:
             info = build_index(ps, f"needle-{size}-{trial}", cells, side, vecs, encoder)
             for query in [class_phrase(target), *SYNONYMS.get(target, [])]:
                 t = time.perf_counter()
-                fast = fast_search(info, encoder, phrases=[query], store=ps, top_k=5)
+                fast = cascade(info, encoder, phrases=[query], store=ps, kb=None, top_k=5, threshold=args.threshold)
                 tf = time.perf_counter()
-                slow = slow_search(info, encoder, kb, phrases=[query], store=ps, top_k=5, reduce=args.reduce,
-                                   label_threshold=args.label_threshold)
+                slow = slow_search(info, encoder, kb, phrases=[query], store=ps, top_k=5, threshold=args.threshold,
+                                   reduce=args.reduce, label_threshold=args.label_threshold)
                 ts = time.perf_counter()
-                casc = cascade_search(info, encoder, kb, phrases=[query], store=ps, top_k=5, reduce=args.reduce,
-                                      label_threshold=args.label_threshold)
+                casc = cascade(info, encoder, phrases=[query], store=ps, kb=kb, top_k=5, threshold=args.threshold,
+                               reduce=args.reduce, label_threshold=args.label_threshold)
                 tc = time.perf_counter()
                 n = side * side
                 row = {"size": size, "trial": trial, "target": target, "query": query, "patches": n,
                        "labels": [m.label for m in slow.matches], "used_slow": casc.used_slow,
                        "chance@1": args.plant / n, "chance@5": 5 * args.plant / n / min(5, args.plant),
                        "ms": {"fast": (tf - t) * 1e3, "slow": (ts - tf) * 1e3, "cascade": (tc - ts) * 1e3}}
-                for name, hits in (("fast", fast.hits), ("slow", slow.hits), ("cascade", casc.hits)):
+                for name, hits in (("fast", fast.top(5)), ("slow", slow.hits), ("cascade", casc.top(5))):
                     row[f"{name}@1"], row[f"{name}@5"] = recall(hits, planted, 1), recall(hits, planted, 5)
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k != "ms"}), flush=True)
     summary: dict = {"encoder": encoder.id, "machine": platform.processor() or platform.machine(), "seed": args.seed,
-                     "per_class": args.per_class, "reduce": args.reduce, "label_threshold": args.label_threshold}
+                     "per_class": args.per_class, "reduce": args.reduce, "label_threshold": args.label_threshold,
+                     "threshold": args.threshold}
     for size in args.sizes:
         sel = [r for r in rows if r["size"] == size]
         summary[str(size)] = {k: round(float(np.mean([r[k] for r in sel])), 4) for k in

@@ -48,7 +48,9 @@ def call(name: str, **args: Any) -> AIMessage:
 
 def last_evidence(messages: list[BaseMessage], tool: str | None = None) -> list[str]:
     """Evidence ids of the most recent tool result (of ``tool`` when given)."""
+    from rsrag.agent.results import ToolResult
+
     for m in reversed(messages):
-        if isinstance(m, ToolMessage) and isinstance(m.artifact, dict) and (tool is None or m.name == tool):
-            return list(m.artifact.get("evidence") or [])
+        if isinstance(m, ToolMessage) and (tool is None or m.name == tool) and m.artifact is not None:
+            return ToolResult.of(m).ids
     return []

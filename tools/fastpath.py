@@ -1,15 +1,17 @@
 """The fast path (ImageRAG): key phrases -> text embeddings -> top-k patches of a scene's index -> Hits.
 
 Each key phrase is embedded with every prompt template of ``prompts/fastpath_templates.v1.txt`` and the
-unit embeddings are averaged (then re-normalised), as ImageRAG does. Each phrase retrieves its top patches;
-hits of all phrases are merged, and overlapping hits (the same place at different scales) are merged by
-non-maximum suppression, so a place is returned once.
+unit embeddings are averaged (then re-normalised), as ImageRAG does. Each phrase retrieves its top patches
+through :func:`rsrag.tools.retrieval.search_index` (the one vector search); hits of all phrases are merged,
+and overlapping hits (the same place at different scales) are merged by non-maximum suppression
+(:func:`rsrag.tools.rerank.merge_spatial`), so a place is returned once, unless the caller keeps them apart
+to group them into sites (:func:`rsrag.tools.retrieval.cascade` does).
 
 Confidence (independent of patch count)
     ImageRAG scores a patch by a softmax over all patches, which shrinks as the image grows (a patch that is
     a perfect match gets ~1/N of the mass when N similar patches exist), so one threshold cannot serve
     small and large images. Here the confidence of a patch is a z-score of its cosine score within its own
-    scene, mapped to [0, 1]::
+    scene, mapped to [0, 1] (:class:`rsrag.tools.retrieval.Calibration`)::
 
         z = (s - mean_scene(s)) / sd_scene(s),      confidence = 1 / (1 + exp(-slope * (z - center)))
 
@@ -28,43 +30,31 @@ Confidence (independent of patch count)
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from rsrag.tools.errors import EncoderError, IndexNotFoundError, QueryError
 from rsrag.tools.hit import Hit
-from rsrag.tools.region import PixelBox
-from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, region_from_row
+from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store
 from rsrag.tools.store.patches import EXACT_SEARCH_MAX
 
 if TYPE_CHECKING:
     from rsrag.tools.encoders.base import Encoder
+    from rsrag.tools.pyramid import PyramidIndex, PyramidSearch
+    from rsrag.tools.retrieval import Calibration
 
 TEMPLATES_FILE = "fastpath_templates.v1.txt"
 PROMPT_VERSION = "fastpath_templates.v1"
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_TOP_K = 20
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Mapping of a within-scene z-score to a confidence: ``sigmoid(slope * (z - center))``."""
-
-    center: float = 3.0
-    slope: float = 2.0
-
-    def confidence(self, z: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.slope * (np.asarray(z, dtype=np.float64) - self.center)))
 
 
 @lru_cache(maxsize=4)
@@ -85,15 +75,37 @@ _STOP = frozenset(
     "and or but not no any some all each every many much how what where which who whom whose why when can "
     "could would should will may might must i you we they it its their image picture photo scene shown "
     "visible see seen located situated appear appears present please me us show find locate tell count "
-    "kind type color colour".split()
+    "kind type color colour about regarding then now ok okay thanks evidence anything something everything nothing".split()
 )
+_ORDINAL_TOKEN = re.compile(r"^\d+(?:st|nd|rd|th)$")
+REQUEST_WORDS = frozenset(
+    "big bigger biggest large larger largest huge small smaller smallest tiny size sizes sized extent area wide "
+    "long tall far other others another else elsewhere closer close zoom zoomed more again also too rest remaining "
+    "additional further one ones them first second third fourth fifth sixth seventh eighth ninth tenth last "
+    "previous next north south east west northern southern eastern western northeast northwest southeast "
+    "southwest north-east north-west south-east south-west top bottom left right upper lower corner middle "
+    "centre center number look looks give describe parked placed lying standing built shown depicted site sites "
+    "place places spot spots location locations candidate candidates result results match matches".split()
+)
+"""Words that say what to do with a thing, or which one, not what it is ("how big", "other", "elsewhere",
+"zoom closer", "the second one", "in the north-west"): dropped from key phrases, so a search looks for the
+object only."""
+
+
+def is_content_word(token: str) -> bool:
+    """Whether a lower-case token can be part of a key phrase: not a function word, not a request word
+    (:data:`REQUEST_WORDS`), not an ordinal ("3rd"), not punctuation."""
+    return bool(token) and token[0].isalnum() and token not in _STOP and token not in REQUEST_WORDS \
+        and not _ORDINAL_TOKEN.match(token)
 
 
 def extract_key_phrases(question: str, max_phrases: int = 4) -> list[str]:
     """Fallback key-phrase extractor for a plain question (used when the agent passes no phrases).
 
     Removes the question's lead ("how many", "is there", "where are"...), then splits the rest at function
-    words and punctuation; the remaining runs of content words are the phrases, longest first.
+    words, request words (:data:`REQUEST_WORDS`: "big", "other", "elsewhere", "closer"...) and punctuation;
+    the remaining runs of content words are the phrases, longest first. A question with no content word
+    left (``"zoom closer"``) yields its own text as the only phrase.
 
     Raises:
         QueryError: the question is empty.
@@ -104,7 +116,7 @@ def extract_key_phrases(question: str, max_phrases: int = 4) -> list[str]:
     text = _LEADS.sub("", text.strip(" ?!."))
     runs: list[list[str]] = [[]]
     for token in re.findall(r"[a-z0-9][a-z0-9'\-]*|[,;:?!.()]", text):
-        if token in _STOP or not token[0].isalnum():
+        if not is_content_word(token):
             runs.append([])
         else:
             runs[-1].append(token)
@@ -122,30 +134,6 @@ def embed_phrases(encoder: Encoder, phrases: Sequence[str], templates: Sequence[
     return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def overlap(a: PixelBox, b: PixelBox) -> float:
-    """Intersection over the smaller box's area (1.0 when one box contains the other)."""
-    inter = a.intersection(b)
-    return inter / min(a.area, b.area) if inter else 0.0
-
-
-def merge_hits(hits: Sequence[Hit], max_overlap: float = 0.5) -> list[Hit]:
-    """Non-maximum suppression across phrases and scales.
-
-    Hits are taken by decreasing confidence (then score); a hit whose box overlaps an already kept box by
-    more than ``max_overlap`` of the smaller box is merged into it (its queries are added, ``merged`` grows).
-    """
-    kept: list[Hit] = []
-    for hit in sorted(hits, key=lambda h: (-h.confidence, -h.score)):
-        for i, k in enumerate(kept):
-            if overlap(k.region.box, hit.region.box) > max_overlap:
-                queries = tuple(dict.fromkeys(k.queries + hit.queries))
-                kept[i] = k.model_copy(update={"queries": queries, "merged": k.merged + 1 + hit.merged})
-                break
-        else:
-            kept.append(hit)
-    return kept
-
-
 class FastPathResult(BaseModel):
     """Hits of one fast-path query, with what produced them."""
 
@@ -161,6 +149,9 @@ class FastPathResult(BaseModel):
     prompt_version: str
     text_ms: float
     search_ms: float
+    truncated: bool = False
+    levels: list[str] = Field(default_factory=list)
+    searched_share: float = 1.0
 
     @property
     def confident(self) -> list[Hit]:
@@ -181,7 +172,7 @@ def find_index(patches: PatchStore, scene: str, encoder: str, tiling: str | None
 
 
 def fast_search(
-    index: IndexInfo,
+    index: IndexInfo | PyramidIndex,
     encoder: Encoder,
     *,
     phrases: Sequence[str] | None = None,
@@ -191,8 +182,9 @@ def fast_search(
     threshold: float = DEFAULT_THRESHOLD,
     calibration: Calibration | None = None,
     templates: Sequence[str] | None = None,
-    max_overlap: float = 0.5,
+    max_overlap: float | None = 0.5,
     candidates: int | None = None,
+    complete: bool = False,
 ) -> FastPathResult:
     """Search one scene's patch index with key phrases (or a question's extracted phrases).
 
@@ -202,18 +194,25 @@ def fast_search(
         phrases: key phrases; when empty or ``None`` they are extracted from ``question``.
         question: the analyst's question (used when no phrases are given).
         store: the store holding the index (as for :func:`~rsrag.tools.indexing.index_scene`).
-        top_k: hits returned after merging.
+        top_k: hits returned after merging (with ``complete``: at least, after every confident hit).
         threshold: confidence a hit needs to count as found (see :attr:`FastPathResult.confident`).
         calibration: z-score to confidence mapping.
         templates: prompt templates (default: the versioned file in ``rsrag.prompts``).
-        max_overlap: NMS overlap (intersection over the smaller box) above which hits are merged.
+        max_overlap: overlap (intersection over the smaller box) above which hits are merged
+            (:func:`rsrag.tools.rerank.merge_spatial`); ``None``: only hits of the same box are merged, so
+            overlapping windows stay apart (to be grouped into sites).
         candidates: patches fetched per phrase before merging (default ``4 * top_k``, ``2 * top_k`` for
             indexes searched with the ANN index).
+        complete: return every hit at or above ``threshold`` (the search goes as deep as needed), then the
+            best ``top_k`` below it.
 
     Raises:
         QueryError: no phrase and an empty question, or a non-positive ``top_k``.
         EncoderError: the encoder is not the one the index was built with.
     """
+    from rsrag.tools.rerank import merge_spatial
+    from rsrag.tools.retrieval import MAX_HITS, dedupe_regions, rank_by_confidence, search_index
+
     if top_k <= 0:
         raise QueryError(f"top_k must be positive, got {top_k}")
     if not 0.0 <= threshold <= 1.0:
@@ -224,32 +223,27 @@ def fast_search(
     if encoder.id != index.encoder:
         raise EncoderError(f"index {index.key} was built with encoder {index.encoder!r}, not {encoder.id!r}")
     patches = as_patch_store(store)
-    cal = calibration or Calibration()
+    version_tag = PROMPT_VERSION if templates is None else "custom"
     t0 = time.perf_counter()
     queries = embed_phrases(encoder, clean, templates)
     t1 = time.perf_counter()
-    stats = patches.stats(index)
     # Headroom for NMS merges: 4x on exhaustively searched (small) indexes, where k costs nothing; 2x on
     # large ones, where every candidate is re-ranked with its full vector (refine_factor).
     k = candidates or min(index.n_patches, (4 if index.n_patches < EXACT_SEARCH_MAX else 2) * top_k)
-    hits: list[Hit] = []
-    version = -1
-    for phrase, q in zip(clean, queries):
-        res = patches.search(index, q, k)
-        version = max(version, res.version)
-        z = stats.zscores(q, np.asarray(res.scores))
-        conf = cal.confidence(z)
-        for row, s, zi, ci in zip(res.rows, res.scores, z, conf):
-            hits.append(Hit(
-                region=region_from_row(row), score=float(s), confidence=float(ci), path="fast", query=phrase,
-                queries=(phrase,), z=float(zi) if math.isfinite(zi) else None, index_key=index.key,
-                index_version=res.version, encoder=index.encoder,
-                prompt_version=PROMPT_VERSION if templates is None else "custom", patch=int(row["patch"]),
-            ))
-    merged = merge_hits(hits, max_overlap)[:top_k]
+    searches: list[PyramidSearch] = []
+    lists = search_index(patches, index, queries, clean, k=k, path="fast", calibration=calibration,
+                         min_confidence=threshold if complete else None, prompt_version=version_tag, searches=searches)
+    ranked = rank_by_confidence([h for hits in lists for h in hits])
+    merged = dedupe_regions(ranked) if max_overlap is None else merge_spatial(ranked, max_overlap)
+    n_confident = sum(1 for h in merged if h.confidence >= threshold) if complete else 0
+    kept = merged[:n_confident + top_k] if complete else merged[:top_k]
     t2 = time.perf_counter()
+    versions = [h.index_version for hits in lists for h in hits[:1] if h.index_version is not None]
     return FastPathResult(
-        hits=merged, phrases=clean, threshold=threshold, index_key=index.key, index_version=version,
-        encoder=index.encoder, tiling=index.tiling, prompt_version=PROMPT_VERSION if templates is None else "custom",
+        hits=kept, phrases=clean, threshold=threshold, index_key=index.key, index_version=max(versions, default=-1),
+        encoder=index.encoder, tiling=index.tiling, prompt_version=version_tag,
         text_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3,
+        truncated=complete and any(len(hits) >= MAX_HITS for hits in lists),
+        levels=searches[-1].levels if searches else [index.tiling],
+        searched_share=min((s.finest_share for s in searches), default=1.0),
     )

@@ -109,12 +109,15 @@ def mmr(candidates: Sequence[T], relevance: Sequence[float], similarity: Callabl
     return [candidates[i] for i in picked]
 
 
+def overlap(a: PixelBox, b: PixelBox) -> float:
+    """Intersection over the smaller box's area (1.0 when one box contains the other)."""
+    inter = a.intersection(b)
+    return inter / min(a.area, b.area) if inter else 0.0
+
+
 def spatial_similarity(a: Hit, b: Hit) -> float:
-    """Similarity of two hits' places: IoU-like overlap (intersection over the smaller box), 0 across scenes."""
-    if a.region.scene != b.region.scene:
-        return 0.0
-    inter = a.region.box.intersection(b.region.box)
-    return inter / min(a.region.box.area, b.region.box.area) if inter else 0.0
+    """Similarity of two hits' places: :func:`overlap` of their boxes, 0 across scenes."""
+    return overlap(a.region.box, b.region.box) if a.region.scene == b.region.scene else 0.0
 
 
 def mmr_hits(hits: Sequence[Hit], k: int, lam: float = 0.7, vectors: np.ndarray | None = None) -> list[Hit]:
@@ -133,7 +136,8 @@ def mmr_hits(hits: Sequence[Hit], k: int, lam: float = 0.7, vectors: np.ndarray 
 
 
 def merge_spatial(hits: Sequence[Hit], max_overlap: float = 0.5, mode: str = "keep") -> list[Hit]:
-    """Merge overlapping hits of one scene across scales and paths (hits in rank order).
+    """Merge overlapping hits of one scene across scales, phrases and paths (hits in rank order): the one
+    non-maximum suppression of rsrag (the fast and slow paths call it on hits ranked by confidence).
 
     Args:
         hits: ranked hits.

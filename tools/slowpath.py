@@ -12,12 +12,12 @@ tower cannot place in the image), the slow path takes a detour through labelled 
    z-score calibration as the fast path (:mod:`rsrag.tools.fastpath`), computed for the proxy vector.
 
 Every hit records why it was found: ``extra`` holds the concept ``label``, its ``entry_id``, the label
-match score and the ``proxy`` used. :func:`cascade_search` runs fast then (when needed) slow and fuses them.
+match score and the ``proxy`` used. :func:`rsrag.tools.retrieval.cascade` runs fast then (when needed) slow
+and fuses them; the vector search itself is :func:`rsrag.tools.retrieval.search_index`, as for the fast path.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -27,23 +27,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from rsrag.tools.errors import EncoderError, QueryError
-from rsrag.tools.fastpath import (
-    DEFAULT_THRESHOLD,
-    DEFAULT_TOP_K,
-    Calibration,
-    FastPathResult,
-    embed_phrases,
-    extract_key_phrases,
-    fast_search,
-    merge_hits,
-)
+from rsrag.tools.fastpath import DEFAULT_THRESHOLD, DEFAULT_TOP_K, embed_phrases, extract_key_phrases
 from rsrag.tools.hit import Hit
 from rsrag.tools.knowledge.base import KnowledgeBase
-from rsrag.tools.rerank import merge_spatial, reciprocal_rank_fusion
-from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, region_from_row
+from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store
 
 if TYPE_CHECKING:
     from rsrag.tools.encoders.base import Encoder
+    from rsrag.tools.pyramid import PyramidIndex
+    from rsrag.tools.retrieval import Calibration
 
 Reduce = Literal["mean", "cluster", "topk"]
 DEFAULT_LABEL_THRESHOLD = 0.3
@@ -81,9 +73,11 @@ class SlowPathResult(BaseModel):
     reason: str | None = None
     text_ms: float = 0.0
     search_ms: float = 0.0
+    truncated: bool = False
 
     @property
     def confident(self) -> list[Hit]:
+        """Hits whose confidence reaches the threshold."""
         return [h for h in self.hits if h.confidence >= self.threshold]
 
 
@@ -141,7 +135,7 @@ def match_concepts(kb: KnowledgeBase, phrases: Sequence[str], vectors: np.ndarra
 
 
 def slow_search(
-    index: IndexInfo,
+    index: IndexInfo | PyramidIndex,
     encoder: Encoder,
     kb: KnowledgeBase,
     *,
@@ -156,9 +150,14 @@ def slow_search(
     proxies: int = 3,
     calibration: Calibration | None = None,
     candidates: int | None = None,
-    max_overlap: float = 0.5,
+    max_overlap: float | None = 0.5,
+    complete: bool = False,
 ) -> SlowPathResult:
     """Search one scene's patch index through the concept library (see the module docs).
+
+    ``max_overlap``, ``candidates`` and ``complete`` mean what they mean for
+    :func:`~rsrag.tools.fastpath.fast_search`: merge overlapping hits (``None``: only identical boxes),
+    patches fetched per proxy, every hit at or above ``threshold`` returned.
 
     Raises:
         QueryError: empty question and no phrases, bad ``top_k``/thresholds, unknown ``reduce``.
@@ -171,9 +170,11 @@ def slow_search(
     if encoder.id != index.encoder or kb.encoder.id != index.encoder:
         raise EncoderError(f"index {index.key} was built with encoder {index.encoder!r}; the slow path got encoder "
                            f"{encoder.id!r} and a knowledge base embedded with {kb.encoder.id!r}: use the same for all")
+    from rsrag.tools.rerank import merge_spatial
+    from rsrag.tools.retrieval import MAX_HITS, dedupe_regions, rank_by_confidence, search_index
+
     clean = [p.strip() for p in (phrases or []) if p and p.strip()] or extract_key_phrases(question or "")
     patches = as_patch_store(store)
-    cal = calibration or Calibration()
     t0 = time.perf_counter()
     label_q = _unit(np.asarray(encoder.encode_texts(clean), dtype=np.float32))
     image_q = embed_phrases(encoder, clean) if reduce == "topk" else label_q
@@ -185,65 +186,22 @@ def slow_search(
         why = (f"no concept label reached cosine {label_threshold:g} for {clean}" if kb_version >= 0
                else f"knowledge base {kb.name!r} has no entries for encoder {encoder.id!r}; build a concept library")
         return SlowPathResult(hits=[], index_version=-1, reason=why, text_ms=(t1 - t0) * 1e3, **common)
-    stats = patches.stats(index)
     k = candidates or min(index.n_patches, 4 * top_k)
-    hits: list[Hit] = []
-    version = -1
+    vectors, texts, extras = [], [], []
     for m in matches:
         text_vec = image_q[clean.index(m.phrase)]
         vecs, names = reduce_vectors(kb.image_vectors(m.entry_id), reduce, text_vec, proxies)
         for proxy, pname in zip(vecs, names):
-            res = patches.search(index, proxy, k)
-            version = max(version, res.version)
-            z = stats.zscores(proxy, np.asarray(res.scores))
-            conf = cal.confidence(z)
-            for row, s, zi, ci in zip(res.rows, res.scores, z, conf):
-                hits.append(Hit(
-                    region=region_from_row(row), score=float(s), confidence=float(ci), path="slow", query=m.phrase,
-                    queries=(m.phrase,), z=float(zi) if math.isfinite(zi) else None, index_key=index.key,
-                    index_version=res.version, encoder=index.encoder, patch=int(row["patch"]),
-                    extra={"label": m.label, "entry_id": m.entry_id, "label_score": round(m.score, 4), "proxy": pname},
-                ))
-    merged = merge_hits(hits, max_overlap)[:top_k]
+            vectors.append(proxy)
+            texts.append(m.phrase)
+            extras.append({"label": m.label, "entry_id": m.entry_id, "label_score": round(m.score, 4), "proxy": pname})
+    lists = search_index(patches, index, np.stack(vectors), texts, k=k, path="slow", calibration=calibration,
+                         min_confidence=threshold if complete else None, extras=extras)
+    ranked = rank_by_confidence([h for hits in lists for h in hits])
+    merged = dedupe_regions(ranked) if max_overlap is None else merge_spatial(ranked, max_overlap)
+    n_confident = sum(1 for h in merged if h.confidence >= threshold) if complete else 0
+    kept = merged[:n_confident + top_k] if complete else merged[:top_k]
     t2 = time.perf_counter()
-    return SlowPathResult(hits=merged, index_version=version, text_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3, **common)
-
-
-class CascadeResult(BaseModel):
-    """Fast path, then the slow path when the fast path was not confident, fused."""
-
-    model_config = ConfigDict(frozen=True)
-
-    hits: list[Hit]
-    fast: FastPathResult
-    slow: SlowPathResult | None
-    used_slow: bool
-    reason: str
-
-
-def cascade_search(index: IndexInfo, encoder: Encoder, kb: KnowledgeBase, *, phrases: Sequence[str] | None = None,
-                   question: str | None = None, store: Store | PatchStore | str | os.PathLike[str] | None = None,
-                   top_k: int = DEFAULT_TOP_K, threshold: float = DEFAULT_THRESHOLD, always_slow: bool = False,
-                   max_overlap: float = 0.5, fast_weight: float = 0.5, **slow_options: object) -> CascadeResult:
-    """ImageRAG's cascade: the fast path; if none of its hits reaches ``threshold`` (or ``always_slow``), the
-    slow path too, and the two ranked lists fused by reciprocal rank fusion and spatial merging.
-
-    When the slow path ran because the fast path was not confident, the fast list enters the fusion with
-    weight ``fast_weight`` (the slow list with 1), so the slow path's hits lead and a place found by both
-    paths still gains; with ``always_slow`` and a confident fast path both lists weigh 1.
-
-    ``slow_options`` go to :func:`slow_search` (``label_threshold``, ``max_labels``, ``reduce``, ``proxies``).
-    """
-    patches = as_patch_store(store)
-    fast = fast_search(index, encoder, phrases=phrases, question=question, store=patches, top_k=top_k, threshold=threshold)
-    if fast.confident and not always_slow:
-        return CascadeResult(hits=fast.hits, fast=fast, slow=None, used_slow=False,
-                             reason=f"{len(fast.confident)} fast-path hits reached confidence {threshold:g}")
-    slow = slow_search(index, encoder, kb, phrases=fast.phrases, store=patches, top_k=top_k, threshold=threshold,
-                       max_overlap=max_overlap, **slow_options)  # type: ignore[arg-type]
-    weights = (1.0 if fast.confident else fast_weight, 1.0)
-    fused = merge_spatial(reciprocal_rank_fusion([fast.hits, slow.hits], weights=weights), max_overlap=max_overlap)[:top_k]
-    why = "slow path requested" if always_slow else f"no fast-path hit reached confidence {threshold:g}"
-    if slow.reason:
-        why += f"; slow path: {slow.reason}"
-    return CascadeResult(hits=fused, fast=fast, slow=slow, used_slow=True, reason=why)
+    version = max((h.index_version for hits in lists for h in hits[:1] if h.index_version is not None), default=-1)
+    return SlowPathResult(hits=kept, index_version=version, text_ms=(t1 - t0) * 1e3, search_ms=(t2 - t1) * 1e3,
+                          truncated=complete and any(len(hits) >= MAX_HITS for hits in lists), **common)

@@ -1,22 +1,30 @@
-"""The offline rule policy: a chat model with no VLM that runs the ImageRAG cascade through the tools.
+"""The offline rule policy: a chat model with no VLM that answers an analyst's turns through the tools.
 
 It is a LangChain chat model, so it drives the same graph, tools, budgets and sufficiency check as a real
-VLM. At each step it reads the tool results of the current question and decides:
+VLM. At each step it reads what the analyst asked (:func:`rsrag.agent.models.turns.read_turn`) and the typed
+results of the tool calls so far (:class:`~rsrag.agent.results.ToolResult`, never their text), and decides:
 
-1. search the scene for the question's key phrases (``search_patches``);
-2. if no region is confident and a knowledge tool is available, look the phrases up there (slow path);
-3. zoom on the best regions (the confident ones, else the top ones);
-4. answer, citing the regions it found and zoomed on, with the fast-path confidence.
+* **where / presence / count** ("where are the X?", "is there an X?", "how many X?", several targets in one
+  question): one ``search_patches`` per target (the one retrieval cascade: fast path, slow path when nothing
+  is confident, sites, presence finding), a zoom on the best site(s), then an answer that lists every site
+  found, says ``found`` / ``not_found`` / ``uncertain`` first, and counts *sites found by retrieval*, not
+  objects;
+* **references to earlier evidence** ("the second one", "that one", "zoom closer", "the one in the
+  north-west", "how big is it?"): the place is taken from the last answer's sites (or the last zoom) and
+  zoomed on, closer when asked;
+* **more** ("show me more", "others", "any other X elsewhere?"): the same target searched again with the
+  sites already reported excluded.
 
-It cannot *see*: its answers say that they are retrieval-only, list where the best matches are and how
-confident the retrieval is, and never claim to have verified what a region contains.
+It cannot *see*: its answers read like an analyst's note built from retrieval alone, and say once, briefly,
+that no vision-language model looked at the places.
 """
 
 from __future__ import annotations
 
-import re
+import math
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -26,26 +34,34 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import Field
 
+from rsrag.agent.answering import overall_finding
+from rsrag.agent.evidence import Evidence, find_evidence_ids
+from rsrag.agent.models.turns import Turn, direction_vector, read_turn
+from rsrag.agent.results import ToolResult
 from rsrag.agent.state import is_question
-from rsrag.tools.fastpath import extract_key_phrases
+from rsrag.tools.calibration import Finding
+from rsrag.tools.errors import RsragError
+from rsrag.tools.georef import map_box_to_lonlat
+from rsrag.tools.region import PixelBox
 
-_ROW = re.compile(r"^(E[0-9a-f]{6}) (\w+) bbox=(\[[^\]]*\])")
-_CONFIDENCE = re.compile(r" confidence=([0-9.]+)")
-#: An explicit request to zoom on one evidence record ("zoom on evidence E1a2b3c ...", as ``rsrag chat``'s /zoom sends).
-_ZOOM_REQUEST = re.compile(r"\bzoom (?:in )?(?:on|into) (?:evidence )?(E[0-9a-f]{6})\b", re.IGNORECASE)
-RETRIEVAL_ONLY = "Retrieval-only answer (rule policy, no vision-language model looked at the crops)"
+RETRIEVAL_ONLY = "Retrieval-only: no vision-language model looked at these places."
+MAX_LISTED = 8
+"""Sites named one by one in an answer's text (the rest are counted, and cited up to :data:`MAX_CITED`)."""
+MAX_CITED = 24
+ORDINAL_WORDS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh",
+                 8: "eighth", 9: "ninth", 10: "tenth", -1: "last"}
 
 
 class RulePolicy(BaseChatModel):
     """Deterministic retrieval-only policy (see the module docstring).
 
     Attributes:
-        max_zooms: regions to zoom on before answering.
-        phrase_extractor: question -> key phrases (default: :func:`rsrag.tools.fastpath.extract_key_phrases`).
+        max_zooms: places to zoom on before answering a search question.
+        turn_reader: question -> :class:`~rsrag.agent.models.turns.Turn` (default :func:`read_turn`).
     """
 
     max_zooms: int = 2
-    phrase_extractor: Callable[[str], list[str]] = Field(default=extract_key_phrases, exclude=True)
+    turn_reader: Callable[[str], Turn] = Field(default=read_turn, exclude=True)
     tool_names: tuple[str, ...] = ()
 
     @property
@@ -74,83 +90,441 @@ class RulePolicy(BaseChatModel):
 
     def decide(self, messages: list[BaseMessage]) -> AIMessage:
         """The next step for the conversation ``messages``."""
-        question, turn = _current_turn(messages)
-        calls = {c["id"]: c for m in turn if isinstance(m, AIMessage) for c in m.tool_calls}
-        results = [(calls.get(m.tool_call_id), m) for m in turn if isinstance(m, ToolMessage)]
-        done = {c["name"] for c, _ in results if c}
-        searches = [m for c, m in results if c and c["name"] in ("search_patches", "lookup_knowledge") and m.status != "error"]
-        found = [row for m in searches for row in _parse_rows(m.text)]
-        confident = [r for r in found if r["confident"]]
-        phrases = self.phrase_extractor(question)
+        turns = _turns(messages)
+        now, past = turns[-1], turns[:-1]
+        if not now.question.strip():
+            return _answer("There is no question to answer.", [], 0.0)
+        target = _zoom_request(now.question)
+        if target:
+            return _zoom_on_request(target, now)
+        turn = self.turn_reader(now.question)
+        if turn.refers_back:
+            return self._refer_back(turn, now, past)
+        return self._search_turn(turn, now, past)
 
-        request = _ZOOM_REQUEST.search(question)
-        if request:
-            return _zoom_request(request.group(1), results)
-        if "search_patches" not in done:
-            return _call("search_patches", {"phrases": phrases})
-        if not confident and "lookup_knowledge" in self.tool_names and "lookup_knowledge" not in done:
-            return _call("lookup_knowledge", {"query": ", ".join(phrases)})
-        if "zoom" not in done and found:
-            targets = (confident or found)[: self.max_zooms]
-            return _calls([("zoom", {"evidence_id": r["id"]}) for r in targets])
-        zooms = [m for c, m in results if c and c["name"] == "zoom" and m.status != "error"]
-        zoom_ids = [m.artifact["evidence"][0] for m in zooms if isinstance(m.artifact, dict) and m.artifact.get("evidence")]
-        return _call("answer", _compose(phrases, found, confident, zoom_ids))
+    # --- questions that name what to look for ---------------------------------------------------------
+
+    def _search_turn(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
+        targets = turn.targets or (_last_targets(past) if turn.more else [])
+        if not targets:
+            return _answer(f"I found nothing to look for in {turn.question!r}: name an object, e.g. "
+                           "'where are the storage tanks?'.", [], 0.0)
+        searched = {_target_of(step): step for step in now.steps if step.name == "search_patches"}
+        todo = [t for t in targets if t not in searched]
+        if todo:
+            calls = []
+            for t in todo:
+                args: dict[str, Any] = {"phrases": [t]}
+                exclude = _reported_for(t, past) if turn.more else []
+                if exclude:
+                    args["exclude"] = exclude
+                calls.append(("search_patches", args))
+            return _calls(calls)
+        reports = [_Report(t, searched[t].result, _pick(turn, searched[t].result)) for t in targets]
+        if "zoom" not in {s.name for s in now.steps}:
+            zooms = _zoom_targets(reports, self.max_zooms)
+            if zooms:
+                return _calls([("zoom", {"evidence_id": e.id}) for e in zooms])
+        views = {s.args.get("evidence_id"): s.result.views[0] for s in now.steps
+                 if s.name == "zoom" and s.result.ok and s.result.views}
+        return _compose(turn, reports, views, excluded=turn.more)
+
+    # --- questions that point at earlier evidence -------------------------------------------------------
+
+    def _refer_back(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
+        if turn.more and turn.ordinal is None and turn.direction is None:
+            return self._search_turn(turn, now, past)
+        reported = _reported_sites(past)
+        view, source = _last_view(past)
+        site, why = _referent(turn, reported, view, source, past)
+        if site is None:
+            return _answer(why, [], 0.0)
+        if turn.size and not turn.closer and turn.ordinal is None and turn.direction is None:
+            sites = [site] if turn.this else reported[:3] or [site]
+            text = " ".join(_size_sentence(e) for e in sites)
+            return _answer(f"{text} {RETRIEVAL_ONLY}", [e.id for e in sites], _strength(sites[0]))
+        zooms = [s for s in now.steps if s.name == "zoom"]
+        if not zooms:
+            box = _closer_box(site, view) if turn.closer and view is not None and _same_place(site, view) else None
+            return _call("zoom", {"bbox": list(box.as_tuple())} if box is not None else {"evidence_id": site.id})
+        last = zooms[-1].result
+        if not last.ok or not last.views:
+            return _answer(f"Could not zoom on {site.id}: {last.message}. {RETRIEVAL_ONLY}", [site.id], 0.0)
+        crop = last.views[0]
+        text = (f"{why[:1].upper()}{why[1:]}: {site.id} at {site.bbox}{_query_note(site)}, {_strength_note(site)}; "
+                f"zoomed to {crop.bbox}, crop {crop.id}.")
+        if turn.size:
+            text += " " + _size_sentence(site)
+        return _answer(f"{text} {RETRIEVAL_ONLY}", [site.id, crop.id], _strength(site))
 
 
-def _zoom_request(target: str, results: list[tuple[dict[str, Any] | None, ToolMessage]]) -> AIMessage:
+# --- the conversation, as typed steps ---------------------------------------------------------------
+
+
+@dataclass
+class _Step:
+    name: str
+    args: dict[str, Any]
+    result: ToolResult
+
+
+@dataclass
+class _Turn:
+    question: str
+    steps: list[_Step] = field(default_factory=list)
+    answer: dict[str, Any] | None = None
+
+
+def _turns(messages: list[BaseMessage]) -> list[_Turn]:
+    """The conversation cut into turns (question, tool calls with their typed results, the answer given);
+    the last turn is the current one."""
+    turns = [_Turn("")]
+    calls: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        if is_question(m):
+            turns.append(_Turn(m.text))
+        elif isinstance(m, AIMessage):
+            for c in m.tool_calls:
+                calls[c["id"] or ""] = c
+                if c["name"] == "answer":
+                    turns[-1].answer = dict(c["args"])
+        elif isinstance(m, ToolMessage):
+            call = calls.get(m.tool_call_id) or {}
+            result = ToolResult.of(m)
+            if result.tool != "answer":
+                turns[-1].steps.append(_Step(call.get("name") or result.tool, dict(call.get("args") or {}), result))
+    return turns if len(turns) == 1 else turns[1:] if not turns[0].steps else turns
+
+
+def _target_of(step: _Step) -> str:
+    phrases = step.args.get("phrases") or step.result.phrases
+    return str(phrases[0]) if phrases else ""
+
+
+def _last_targets(past: list[_Turn]) -> list[str]:
+    for turn in reversed(past):
+        targets = list(dict.fromkeys(_target_of(s) for s in turn.steps if s.name == "search_patches"))
+        if targets:
+            return targets
+    return []
+
+
+def _seen(past: list[_Turn]) -> dict[str, Evidence]:
+    out: dict[str, Evidence] = {}
+    for turn in past:
+        for step in turn.steps:
+            out.update({e.id: e for e in step.result.evidence})
+    return out
+
+
+def _reported_sites(past: list[_Turn]) -> list[Evidence]:
+    """The places the most recent answer that cited places cited, in its order (zoom crops left out)."""
+    seen = _seen(past)
+    for turn in reversed(past):
+        ids = list((turn.answer or {}).get("evidence_ids") or [])
+        places = [seen[i] for i in ids if i in seen and seen[i].path in ("fast", "slow", "similar")]
+        if places:
+            return places
+    return []
+
+
+def _reported_for(target: str, past: list[_Turn]) -> list[str]:
+    """Ids of the places of ``target`` that earlier answers cited (what "others" must leave out)."""
+    cited = {i for turn in past for i in (turn.answer or {}).get("evidence_ids") or []}
+    out: list[str] = []
+    for turn in past:
+        for step in turn.steps:
+            if step.name == "search_patches" and _target_of(step) == target:
+                out += [e.id for e in step.result.regions if e.id in cited and e.id not in out]
+    return out
+
+
+def _last_view(past: list[_Turn]) -> tuple[Evidence | None, str | None]:
+    """The most recent zoom crop and the evidence id it zoomed on (if it was given one)."""
+    for turn in reversed(past):
+        for step in reversed(turn.steps):
+            if step.name == "zoom" and step.result.ok and step.result.views:
+                return step.result.views[0], step.args.get("evidence_id") or step.result.extras.get("source")
+    return None, None
+
+
+# --- references --------------------------------------------------------------------------------------
+
+
+def _referent(turn: Turn, reported: list[Evidence], view: Evidence | None, source: str | None,
+              past: list[_Turn]) -> tuple[Evidence | None, str]:
+    """The earlier place a question points at, and how to name it (or ``None`` and why not)."""
+    if not reported and view is None:
+        return None, ("There is no earlier place in this conversation to refer to: ask where something is first "
+                      "(e.g. 'where are the storage tanks?').")
+    if turn.ordinal is not None:
+        if not reported:
+            return None, "The last answer reported no places to count from; ask where something is first."
+        n = turn.ordinal
+        if n == -1 or 1 <= n <= len(reported):
+            word = ORDINAL_WORDS.get(n, f"#{n}")
+            return reported[n - 1 if n > 0 else -1], f"the {word} site of the last answer"
+        listing = ", ".join(e.id for e in reported)
+        return None, f"The last answer reported {len(reported)} site(s) ({listing}); there is no site #{n}."
+    if turn.direction is not None:
+        pool = reported or [e for e in _seen(past).values() if e.path in ("fast", "slow")]
+        size = _scene_size(past)
+        best = max(pool, key=lambda e: _toward(e, turn.direction or "", size), default=None)
+        if best is None:
+            return None, "There is no earlier place to choose from; ask where something is first."
+        return best, f"the site furthest {turn.direction} among those reported"
+    seen = _seen(past)
+    searched_last = bool(past) and any(s.name == "search_patches" for s in past[-1].steps)
+    if source and source in seen and seen[source].path != "zoom" and (not searched_last or not reported):
+        return seen[source], "the place zoomed on last"
+    if len(reported) == 1:
+        return reported[0], "the site of the last answer"
+    if reported:
+        return reported[0], "the strongest site of the last answer"
+    assert view is not None
+    return view, "the last zoom"
+
+
+def _scene_size(past: list[_Turn]) -> tuple[float, float] | None:
+    for turn in reversed(past):
+        for step in reversed(turn.steps):
+            size = step.result.extras.get("scene_size")
+            if size:
+                return float(size[0]), float(size[1])
+    return None
+
+
+def _toward(ev: Evidence, direction: str, size: tuple[float, float] | None) -> float:
+    """How far ``ev`` lies toward ``direction`` (x east, y south) from the scene's centre."""
+    assert ev.region is not None
+    cx, cy = ev.region.box.center
+    w, h = size or (max(1.0, 2 * cx), max(1.0, 2 * cy))
+    x, y = 2 * cx / w - 1, 2 * cy / h - 1
+    dx, dy = direction_vector(direction)
+    if dx == 0 and dy == 0:
+        return -math.hypot(x, y)
+    return x * dx + y * dy
+
+
+def _same_place(site: Evidence, view: Evidence) -> bool:
+    return site.region is not None and view.region is not None and site.region.box.intersection(view.region.box) > 0
+
+
+def _closer_box(site: Evidence, view: Evidence) -> PixelBox:
+    """A finer box than the last zoom on the same place: the site's best window when it is smaller, else the
+    central half of the last zoom (at least 32 px a side)."""
+    assert view.region is not None
+    last = view.region.box
+    if site.members and site.members[0].area < 0.8 * last.area and last.contains(site.members[0]):
+        return site.members[0]
+    cx, cy = last.center
+    half_w, half_h = max(16, last.width // 4), max(16, last.height // 4)
+    return PixelBox(x0=max(0, int(cx - half_w)), y0=max(0, int(cy - half_h)), x1=int(cx + half_w), y1=int(cy + half_h))
+
+
+# --- zoom requests by id -------------------------------------------------------------------------------
+
+
+def _zoom_request(question: str) -> str | None:
+    """The evidence id an explicit zoom request names ("zoom on evidence E1a2b3c", as ``rsrag chat``'s /zoom
+    sends), else ``None``."""
+    ids = find_evidence_ids(question)
+    return ids[0] if ids and "zoom" in question.lower() else None
+
+
+def _zoom_on_request(target: str, now: _Turn) -> AIMessage:
     """Zoom on the requested evidence once, then answer citing the crop (or report the tool's error)."""
-    zooms = [m for c, m in results if c and c["name"] == "zoom"]
+    zooms = [s for s in now.steps if s.name == "zoom"]
     if not zooms:
         return _call("zoom", {"evidence_id": target})
-    last = zooms[-1]
-    ids = last.artifact.get("evidence") if isinstance(last.artifact, dict) else None
-    if last.status == "error" or not ids:
-        text = f"{RETRIEVAL_ONLY}: could not zoom on {target}: {last.text}"
-        return _call("answer", {"text": text, "evidence_ids": [], "confidence": 0.0})
-    text = f"{RETRIEVAL_ONLY}: zoomed on {target}; the crop is {ids[0]} ({last.text.split(';')[0]})."
-    return _call("answer", {"text": text, "evidence_ids": [ids[0]], "confidence": 0.5})
+    last = zooms[-1].result
+    if not last.ok or not last.views:
+        return _answer(f"Could not zoom on {target}: {last.message}. {RETRIEVAL_ONLY}", [], 0.0)
+    view = last.views[0]
+    return _answer(f"Zoomed on {target}: crop {view.id} of {view.bbox}. {RETRIEVAL_ONLY}", [view.id], 0.5)
 
 
-def _current_turn(messages: list[BaseMessage]) -> tuple[str, list[BaseMessage]]:
-    """The current question and the messages after it."""
-    for i in range(len(messages) - 1, -1, -1):
-        if is_question(messages[i]):
-            return messages[i].text, messages[i + 1:]
-    return "", list(messages)
+# --- answers -------------------------------------------------------------------------------------------
 
 
-def _parse_rows(text: str) -> list[dict[str, Any]]:
-    """Evidence rows of a search result: id, path, bbox, confidence, and whether it passed the threshold."""
-    header = text.splitlines()[0] if text else ""
-    threshold = re.search(r"reach confidence ([0-9.]+)", header)
-    level = float(threshold.group(1)) if threshold else 0.5
-    rows = []
-    for line in text.splitlines():
-        match = _ROW.match(line)
-        if match:
-            found = _CONFIDENCE.search(line)
-            conf = float(found.group(1)) if found else 0.0
-            rows.append({"id": match.group(1), "path": match.group(2), "bbox": match.group(3),
-                         "confidence": conf, "confident": conf >= level, "line": line})
-    return rows
+@dataclass
+class _Report:
+    """What one target's search found, for the answer."""
+
+    target: str
+    result: ToolResult
+    picked: Evidence | None = None
+
+    @property
+    def finding(self) -> Finding | None:
+        if not self.result.ok:
+            return None
+        if self.result.finding is not None:
+            return self.result.finding
+        return "found" if self.result.found else "uncertain"
+
+    @property
+    def places(self) -> list[Evidence]:
+        if self.picked is not None:
+            return [self.picked]
+        return self.result.found or self.result.unconfirmed[: self.result.shown or 5]
 
 
-def _compose(phrases: list[str], found: list[dict[str, Any]], confident: list[dict[str, Any]], zoom_ids: list[str]) -> dict[str, Any]:
-    what = ", ".join(f"'{p}'" for p in phrases)
-    if not found:
-        return {"text": f"{RETRIEVAL_ONLY}: no region of the scene matched {what}.", "evidence_ids": [], "confidence": 0.0}
-    best = (confident or found)[:3]
-    places = "; ".join(f"{r['id']} at pixels {r['bbox']} (confidence {r['confidence']:.2f}, {r['path']} path)" for r in best)
-    if confident:
-        lead = f"{RETRIEVAL_ONLY}: the regions that best match {what} are {places}."
-    else:
-        lead = (f"{RETRIEVAL_ONLY}: no region matched {what} with confidence; the closest candidates are "
-                f"{places}. Treat them as unconfirmed.")
-    if zoom_ids:
-        lead += f" Crops of the top regions: {', '.join(zoom_ids)}."
-    confidence = max(r["confidence"] for r in best) if confident else min(0.3, max(r["confidence"] for r in best))
-    return {"text": lead, "evidence_ids": [r["id"] for r in best] + zoom_ids, "confidence": round(confidence, 3)}
+def _pick(turn: Turn, result: ToolResult) -> Evidence | None:
+    """The one site a question with a target and a reference asks for ("the second storage tank", "the
+    church in the top left")."""
+    places = result.found or result.unconfirmed
+    if not places:
+        return None
+    if turn.ordinal is not None:
+        n = turn.ordinal
+        return places[n - 1] if 1 <= n <= len(places) else places[-1] if n == -1 else None
+    if turn.direction is not None:
+        size = result.extras.get("scene_size")
+        wh = (float(size[0]), float(size[1])) if size else None
+        return max(places, key=lambda e: _toward(e, turn.direction or "", wh))
+    return None
+
+
+def _zoom_targets(reports: list[_Report], max_zooms: int) -> list[Evidence]:
+    """The places to look at before answering: the best of each target first, then the next best."""
+    ranked = [r.places for r in reports if r.places]
+    out: list[Evidence] = []
+    depth = 0
+    while len(out) < max_zooms and any(depth < len(p) for p in ranked):
+        out += [p[depth] for p in ranked if depth < len(p)][: max_zooms - len(out)]
+        depth += 1
+    return out
+
+
+def _strength(ev: Evidence) -> float:
+    value = ev.presence if ev.presence is not None else ev.confidence
+    return round(float(value or 0.0), 3)
+
+
+def _strength_note(ev: Evidence) -> str:
+    if ev.presence is not None:
+        return f"presence {ev.presence:.2f}"
+    return f"confidence {(ev.confidence or 0.0):.2f}"
+
+
+def _query_note(ev: Evidence) -> str:
+    return f" ({ev.query})" if ev.query else ""
+
+
+def _lonlat(ev: Evidence) -> str:
+    if ev.region is None or ev.region.map_box is None:
+        return ""
+    try:
+        west, south, east, north = map_box_to_lonlat(ev.region.map_box)
+    except RsragError:
+        return ""
+    return f", lon {(west + east) / 2:.5f} lat {(south + north) / 2:.5f}"
+
+
+def _listing(places: list[Evidence]) -> str:
+    named = ", ".join(f"{e.id} {e.bbox}" for e in places[:MAX_LISTED])
+    rest = len(places) - MAX_LISTED
+    return named + (f" and {rest} more" if rest > 0 else "")
+
+
+def _sites(n: int) -> str:
+    return f"{n} site{'s' if n != 1 else ''}"
+
+
+def _size_sentence(ev: Evidence) -> str:
+    """How big a place is: its box in pixels and, where georeferenced, in metres (approximately)."""
+    assert ev.region is not None
+    box = ev.region.box
+    text = f"{ev.id} spans {box.width} x {box.height} px"
+    if ev.region.map_box is not None:
+        try:
+            west, south, east, north = map_box_to_lonlat(ev.region.map_box)
+        except RsragError:
+            return text + "."
+        lat = math.radians((south + north) / 2)
+        width_m = (east - west) * 111_320 * math.cos(lat)
+        height_m = (north - south) * 110_540
+        text += f" (about {width_m:,.0f} x {height_m:,.0f} m)"
+    return text + " (the extent of the matching windows, not a measured outline)."
+
+
+def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, list[str], float]:
+    """One target's part of the answer: the sentence, the ids it cites, the confidence it supports."""
+    r, name = report.result, report.target
+    cap = name[:1].upper() + name[1:]
+    if not r.ok:
+        return f"Could not search for {name}: {r.message}.", [], 0.0
+    found, places = r.found, report.places
+    finding = report.finding
+    other = "other " if excluded else ""
+    if report.picked is not None and finding != "not_found":
+        e = report.picked
+        n = turn.ordinal
+        which = f"the {ORDINAL_WORDS.get(n, f'#{n}')} one" if n is not None else f"the one furthest {turn.direction}"
+        text = f"{cap}: {which} is {e.id} at {e.bbox} ({_strength_note(e)}{_lonlat(e)})."
+        return text, [e.id], _strength(e)
+    if finding == "found" and found:
+        best = found[0]
+        listing, strongest = _listing(found), f"{best.id} ({_strength_note(best)}{_lonlat(best)})"
+        if turn.kind == "count":
+            text = (f"{cap}: {_sites(len(found))} found by retrieval (a count of places, not of individual "
+                    f"objects): {listing}; the strongest at {strongest}.")
+        elif turn.kind == "presence":
+            text = f"Yes, {other}{name} at {_sites(len(found))}: {listing}; the strongest at {strongest}."
+        else:
+            text = f"{'Other ' + name if excluded else cap} at {_sites(len(found))}: {listing}; the strongest at {strongest}."
+        return text, [e.id for e in found[:MAX_CITED]], _strength(best)
+    if finding == "not_found":
+        already = " beyond the places already reported" if excluded else ""
+        lead = f"Not found: no {other}{name} in this scene by retrieval{already}"
+        if turn.kind == "count":
+            lead = f"Not found: 0 sites of {other}{name} in this scene by retrieval{already}"
+        if places:
+            best = max((e.presence for e in places if e.presence is not None), default=None)
+            lead += (f" (best presence {best:.2f})" if best is not None else "")
+            lead += f". Closest candidates, unconfirmed: {_listing(places)}."
+        else:
+            lead += "."
+        top = max((e.presence for e in places if e.presence is not None), default=None)
+        return lead, [e.id for e in places[:MAX_CITED]], round(1.0 - top, 3) if top is not None else 0.3
+    # uncertain: retrieval has candidates but no calibrated verdict, or a verdict in between
+    if found:
+        text = (f"Uncertain: {other}{name} possibly at {_sites(len(found))} (retrieval confidence at least "
+                f"{(r.threshold or 0.0):.2f}; presence not confirmed): {_listing(found)}")
+        text += " (a count of places, not of objects)." if turn.kind == "count" else "."
+        return text, [e.id for e in found[:MAX_CITED]], min(0.3, _strength(found[0]))
+    if places:
+        text = f"Uncertain: no {other}{name} confirmed; closest candidates, unconfirmed: {_listing(places)}."
+        return text, [e.id for e in places[:MAX_CITED]], min(0.3, _strength(places[0]))
+    return f"Not found: no region of the scene matched {name}.", [], 0.0
+
+
+def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidence], excluded: bool) -> AIMessage:
+    sentences, cited, strengths = [], [], []
+    for report in reports:
+        text, ids, strength = _target_sentence(turn, report, excluded)
+        sentences.append(text)
+        cited += [i for i in ids if i not in cited]
+        strengths.append(strength)
+        if turn.size:
+            sentences += [_size_sentence(e) for e in report.places[:3] if e.region is not None]
+    crops = [(source, v) for source, v in views.items() if source in cited]
+    if crops:
+        sentences.append("Crops: " + ", ".join(f"{v.id} of {source}" for source, v in crops) + ".")
+        cited += [v.id for _, v in crops]
+    findings = {r.target: r.finding for r in reports if r.finding is not None}
+    finding = overall_finding(findings)  # type: ignore[arg-type]
+    confidence = min(strengths) if strengths else 0.0
+    text = " ".join(sentences) + f" {RETRIEVAL_ONLY}"
+    return _answer(text, cited, confidence, finding)
+
+
+def _answer(text: str, evidence_ids: list[str], confidence: float, finding: Finding | None = None) -> AIMessage:
+    args: dict[str, Any] = {"text": text, "evidence_ids": evidence_ids, "confidence": round(float(confidence), 3)}
+    if finding is not None:
+        args["finding"] = finding
+    return _call("answer", args)
 
 
 def _call(name: str, args: dict[str, Any]) -> AIMessage:

@@ -17,12 +17,12 @@ from typing import Any
 
 from PIL import Image
 
+from rsrag.agent.evidence import EVIDENCE_ID, find_evidence_ids
 from rsrag.agent.trace.events import EvidenceRecord, Provenance, TraceEvent
 from rsrag.agent.trace.export import evidence_of, redact_event
 from rsrag.tools.errors import RsragError
 
 OVERVIEW_SIDE = 900
-_ID = re.compile(r"\bE[0-9a-f]{6}\b")
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1f2933;background:#fff}
 h1{font-size:22px}h2{font-size:18px;border-top:2px solid #cbd2d9;padding-top:12px}
@@ -74,7 +74,7 @@ def _overview(prov: Provenance | None, found: dict[str, tuple[EvidenceRecord, Tr
 
 
 def _link_ids(text: str) -> str:
-    return _ID.sub(lambda m: f'<a href="#ev-{m.group(0)}">{m.group(0)}</a>', escape(text))
+    return EVIDENCE_ID.sub(lambda m: f'<a href="#ev-{m.group(0)}">{m.group(0)}</a>', escape(text))
 
 
 def _claims(text: str, cited: list[str]) -> str:
@@ -82,7 +82,7 @@ def _claims(text: str, cited: list[str]) -> str:
     sentences = [s for s in re.split(r"(?<=[.!?;])\s+", text.strip()) if s]
     items = []
     for sentence in sentences:
-        ids = list(dict.fromkeys(_ID.findall(sentence)))
+        ids = find_evidence_ids(sentence)
         refs = ids or cited  # a claim naming no evidence rests on everything the answer cites
         links = " ".join(f'<a class="ref" href="#ev-{i}">[{i}]</a>' for i in refs)
         items.append(f"<li>{_link_ids(sentence)} {links}</li>")

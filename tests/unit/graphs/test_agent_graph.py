@@ -13,6 +13,8 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
 from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.models.policy import RETRIEVAL_ONLY
+from rsrag.agent.results import ToolResult
 from rsrag.agent.context import Budgets
 from tests.rasters import write_raster
 from tests.scripted import ScriptedChatModel, call, last_evidence
@@ -42,7 +44,7 @@ def tool_messages(analyst: Analyst, thread: str) -> list[ToolMessage]:
 def test_search_zoom_and_cited_answer(tmp_path: Path, scene_path: Path) -> None:
     model = ScriptedChatModel(steps=[
         call("search_patches", phrases=["red roofs"], top_k=3),
-        lambda msgs: call("zoom", evidence_id=last_evidence(msgs, "search_patches")[1]),
+        lambda msgs: call("zoom", evidence_id=last_evidence(msgs, "search_patches")[-1]),
         lambda msgs: call("answer", text="The roofs are in the zoomed region.",
                           evidence_ids=last_evidence(msgs, "zoom"), confidence=0.8),
     ])
@@ -53,7 +55,9 @@ def test_search_zoom_and_cited_answer(tmp_path: Path, scene_path: Path) -> None:
         zoomed = answer.evidence[0]
         assert Path(zoomed.crop).is_file()
         assert zoomed.region.map_box is not None and zoomed.region.map_box.crs == "EPSG:32633"
-        assert len(analyst.evidence("t1")) == 4  # three hits and one zoom
+        found = ToolResult.of(next(m for m in tool_messages(analyst, "t1") if m.name == "search_patches"))
+        assert found.regions and len(analyst.evidence("t1")) == len(found.ids) + 1  # every place found, one zoom
+        assert answer.finding == "uncertain"  # the tiny test encoder has no presence calibration
         features = answer.geojson()["features"]
         assert features[0]["id"] == zoomed.id and features[0]["geometry"]["type"] == "Polygon"
     assert model.bound_tools == ["scene_info", "search_patches", "lookup_knowledge", "search_similar", "rerank", "zoom", "answer"]
@@ -179,7 +183,8 @@ def test_cli_ask_json_has_cited_evidence_with_bboxes(tmp_path: Path, scene_path:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
-    assert out["answer"].startswith("Retrieval-only answer")
+    assert out["answer"].endswith(RETRIEVAL_ONLY) and out["supported"]
+    assert out["finding"] == "uncertain" and out["findings"] == {"fields": "uncertain"}  # no presence calibration
     assert out["evidence"] and all(len(e["bbox"]) == 4 for e in out["evidence"])
     assert {e["path"] for e in out["evidence"]} <= {"fast", "zoom"}
     assert out["evidence"][0]["map_box"]["crs"] == "EPSG:32633"

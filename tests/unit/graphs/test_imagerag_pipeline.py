@@ -6,27 +6,23 @@ from pathlib import Path
 
 import numpy as np
 
-from rsrag.agent.context import AgentContext
-from rsrag.agent.workspace import Workspace
+from rsrag.agent.context import AgentContext, Resources
 from rsrag.graphs.imagerag import build_imagerag_graph
+from tests.configured import settings_for
 from tests.rasters import write_raster
 from tests.scripted import ScriptedChatModel
-
-TINY = "rsrag-tiny-test:random"
 
 
 def test_pipeline_builds_cues_and_calls_the_model_once(tmp_path: Path) -> None:
     from langchain_core.messages import AIMessage
 
-    from tests.tiny_encoder import register_tiny_model_config
-
-    register_tiny_model_config()
     rng = np.random.default_rng(1)
     path = write_raster(tmp_path / "s.tif", rng.integers(0, 255, (3, 200, 400), dtype=np.uint8))
     model = ScriptedChatModel(steps=[AIMessage(content="Two fields, see the cues.")])
-    ctx = AgentContext(workspace=Workspace(encoder=TINY, store=tmp_path / "store", tiling="grid:100"),
-                       model=model, crop_dir=tmp_path / "crops", fast_threshold=0.0)
-    out = build_imagerag_graph().invoke({"question": "where are the fields?", "scene": str(path)}, context=ctx)
+    settings = settings_for(tmp_path, **{"store.tiling": "grid:100", "retrieval.fast_threshold": 0.0})
+    resources = Resources(settings, model=model)
+    out = build_imagerag_graph().invoke({"question": "where are the fields?", "scene": str(path)},
+                                        context=AgentContext(settings), config=resources.config())
     answer = out["answer"]
     assert answer.text == "Two fields, see the cues." and answer.supported
     assert 1 <= len(answer.cited) <= 5 and all(Path(e.crop).is_file() for e in answer.evidence)
@@ -39,12 +35,9 @@ def test_pipeline_builds_cues_and_calls_the_model_once(tmp_path: Path) -> None:
 
 
 def test_pipeline_without_confident_hits_says_so(tmp_path: Path) -> None:
-    from tests.tiny_encoder import register_tiny_model_config
-
-    register_tiny_model_config()
     rng = np.random.default_rng(2)
     path = write_raster(tmp_path / "s.tif", rng.integers(0, 255, (3, 200, 200), dtype=np.uint8))
-    ctx = AgentContext(workspace=Workspace(encoder=TINY, store=tmp_path / "store", tiling="grid:100"),
-                       vlm="rule", crop_dir=tmp_path / "crops", fast_threshold=1.0)
-    answer = build_imagerag_graph().invoke({"question": "any ships?", "scene": str(path)}, context=ctx)["answer"]
+    settings = settings_for(tmp_path, **{"store.tiling": "grid:100", "retrieval.fast_threshold": 1.0, "vlm.spec": "rule"})
+    answer = build_imagerag_graph().invoke({"question": "any ships?", "scene": str(path)}, context=AgentContext(settings),
+                                           config=Resources(settings).config())["answer"]
     assert not answer.supported and "no visual cue" in answer.text and answer.cited == []

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 
 from rsrag.tools.errors import EncoderError, IndexNotFoundError, QueryError
-from rsrag.tools.fastpath import (
-    Calibration,
-    embed_phrases,
-    extract_key_phrases,
-    fast_search,
-    find_index,
-    load_templates,
-    merge_hits,
-)
+from rsrag.tools.fastpath import embed_phrases, extract_key_phrases, fast_search, find_index, load_templates
 from rsrag.tools.hit import Hit
 from rsrag.tools.indexing import index_scene
 from rsrag.tools.region import PixelBox, Region
+from rsrag.tools.rerank import merge_spatial
+from rsrag.tools.retrieval import Calibration, rank_by_confidence
 from rsrag.tools.store import IndexInfo, PatchStore, index_key, open_store
 from tests.index_doubles import TinyEncoder
 
@@ -72,7 +66,7 @@ def test_nms_merges_overlaps_across_scales_and_phrases() -> None:
         Hit(region=_box(200, 200, 232, 232, 0), score=0.2, confidence=0.3, path="fast", query="ship", queries=("ship",)),
         Hit(region=_box(40, 0, 72, 32, 0), score=0.2, confidence=0.5, path="fast", query="ship", queries=("ship",)),
     ]
-    merged = merge_hits(hits, max_overlap=0.5)
+    merged = merge_spatial(rank_by_confidence(hits), max_overlap=0.5)
     assert [h.region.box.as_tuple() for h in merged] == [(16, 16, 48, 48), (40, 0, 72, 32), (200, 200, 232, 232)]
     assert merged[0].merged == 1 and set(merged[0].queries) == {"boat", "ship"}
     assert merged[1].merged == 0  # overlaps the 64 px box by 24/32 of its area, but that box was merged away

@@ -12,7 +12,8 @@ from rsrag.tools.errors import DataError, EncoderError, QueryError
 from rsrag.tools.indexing import index_scene
 from rsrag.tools.knowledge import KnowledgeBase, build_concepts
 from rsrag.tools.region import PixelBox
-from rsrag.tools.slowpath import cascade_search, reduce_vectors, slow_search
+from rsrag.tools.retrieval import cascade
+from rsrag.tools.slowpath import reduce_vectors, slow_search
 from rsrag.tools.store import PatchStore, open_store
 from tests.index_doubles import TinyEncoder
 
@@ -80,13 +81,18 @@ def test_no_label_passes_the_threshold(setup) -> None:  # type: ignore[no-untype
 
 def test_cascade_uses_the_slow_path_only_when_needed_and_fuses(setup) -> None:  # type: ignore[no-untyped-def]
     enc, patches, info, kb = setup
-    res = cascade_search(info, enc, kb, phrases=["red"], store=patches, top_k=5)
-    assert not res.used_slow and res.slow is None and res.hits == res.fast.hits
-    fused = cascade_search(info, enc, kb, phrases=["red"], store=patches, top_k=5, always_slow=True)
-    assert fused.used_slow and fused.hits[0].region.box.intersection(RED_AT) > 0
+    res = cascade(info, enc, kb=kb, phrases=["red"], store=patches, top_k=5, threshold=0.5)
+    assert not res.used_slow and res.slow is None and res.hits == res.fast.hits and res.path == "fast"
+    assert res.sites and res.sites[0].region.box.intersection(RED_AT) > 0 and not res.candidates
+    assert all(h in res.hits for s in res.sites for h in s.members)  # every confident window is kept, grouped
+    fused = cascade(info, enc, kb=kb, phrases=["red"], store=patches, top_k=5, threshold=0.5, slow="always")
+    assert fused.used_slow and fused.path == "fast+slow" and fused.hits[0].region.box.intersection(RED_AT) > 0
     assert set(str(fused.hits[0].extra["paths"]).split("+")) == {"fast", "slow"} and "rrf" in fused.hits[0].extra
-    strict = cascade_search(info, enc, kb, phrases=["red"], store=patches, top_k=5, threshold=1.0)
+    strict = cascade(info, enc, kb=kb, phrases=["red"], store=patches, top_k=5, threshold=1.0)
     assert strict.used_slow and "no fast-path hit reached" in strict.reason
+    assert not strict.sites and strict.candidates and strict.candidates[0].confidence < 1.0
+    none = cascade(info, enc, kb=None, phrases=["red"], store=patches, top_k=5, threshold=1.0)
+    assert not none.used_slow and "no visual concept library" in none.reason
 
 
 def test_reduce_functions() -> None:

@@ -1,0 +1,144 @@
+"""What an analyst's question asks, for the rule policy: the targets, the kind of answer, references.
+
+:func:`read_turn` turns a question into a :class:`Turn`:
+
+* ``kind``: ``presence`` ("is there an X?", "are there any X?", "does the scene contain X?"), ``count`` ("how
+  many X?", "count the X", "number of X"), else ``where`` ("where are the X?", "find X", "X").
+* ``targets``: the things asked about, one per object named ("storage tanks and airports" is two), each the
+  object's words only: request words ("big", "other", "elsewhere", "closer"...) and function words are
+  dropped (:func:`rsrag.tools.fastpath.extract_key_phrases`); a clause's context ("next to the terminal
+  building") is not a target.
+* references to earlier evidence: an ``ordinal`` ("the second one", "the 3rd site", "number 2", "the last
+  one"), ``this`` ("that one", "this one", "it" when nothing else is named), a ``direction`` ("the one in
+  the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
+  "any other X", "elsewhere"), ``size`` ("how big is it?").
+
+It reads the analyst's words only (never a tool's output), with word lists, not a language model: it is
+the offline policy's understanding, and says nothing it did not match.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rsrag.agent.evidence import EVIDENCE_ID
+from rsrag.tools.errors import QueryError
+from rsrag.tools.fastpath import extract_key_phrases, is_content_word
+
+TurnKind = Literal["where", "presence", "count"]
+
+_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3, "last": -1,
+}
+_ORDINAL = re.compile(
+    r"\b(?:the\s+)?(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|\d+(?:st|nd|rd|th))"
+    r"(?:\s+(?:one|site|place|region|area|candidate|match|result|location))?\b"
+    r"|\b(?:number|no\.?|site|#)\s*(\d+)\b"
+)
+_THIS = re.compile(r"\b(?:that|this|the same)\s+(?:one|site|place|region|area)\b|\b(?:it|that|this)\b")
+_CLOSER = re.compile(r"\bzoom(?:ed)?\b|\bcloser\b|\benlarge\b|\bmagnify\b|\bmore detail\b|\bclose[- ]up\b")
+_MORE = re.compile(r"\b(?:show\s+me\s+)?more\b|\bothers?\b|\banother\b|\belsewhere\b|\belse\b|\badditional\b|"
+                   r"\bthe rest\b|\bremaining\b")
+_SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
+_PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
+                       r"\s+(?:contain|have|show)\b|^(?:can|could)\s+you\s+see\b|^(?:do|can)\s+(?:i|we)\s+see\b")
+_COUNT = re.compile(r"\bhow\s+many\b|\bcount\b|\bnumber\s+of\b|\bhow\s+much\b")
+_DIRECTIONS: dict[str, tuple[float, float]] = {
+    "north-west": (-1, -1), "north-east": (1, -1), "south-west": (-1, 1), "south-east": (1, 1),
+    "north": (0, -1), "south": (0, 1), "east": (1, 0), "west": (-1, 0),
+    "top-left": (-1, -1), "top-right": (1, -1), "bottom-left": (-1, 1), "bottom-right": (1, 1),
+    "top": (0, -1), "bottom": (0, 1), "left": (-1, 0), "right": (1, 0),
+    "centre": (0, 0), "center": (0, 0), "middle": (0, 0),
+}
+_DIRECTION = re.compile(
+    r"\b(north|south)[\s-]?(east|west)(?:ern)?\b|\b(north|south|east|west)(?:ern)?\b|"
+    r"\b(top|upper|bottom|lower)[\s-]?(left|right)\b|\b(top|bottom|upper|lower|left|right|centre|center|middle)\b"
+)
+_SPLIT = re.compile(r"\s*(?:[,;]|\?|\band\b|\bor\b|\bas well as\b|\bplus\b|\balso\b)\s*")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question, as the rule policy understands it (see the module docstring)."""
+
+    question: str
+    kind: TurnKind = "where"
+    targets: list[str] = field(default_factory=list)
+    ordinal: int | None = None
+    this: bool = False
+    direction: str | None = None
+    closer: bool = False
+    more: bool = False
+    size: bool = False
+
+    @property
+    def refers_back(self) -> bool:
+        """Whether the question points at earlier evidence rather than naming a new target (with a target,
+        an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
+        return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
+                                     or self.closer or self.more or self.size)
+
+
+def _direction(text: str) -> str | None:
+    match = _DIRECTION.search(text)
+    if not match:
+        return None
+    ns, ew, single, tb, lr, word = match.groups()
+    if ns:
+        return f"{ns}-{ew}"
+    if single:
+        return single
+    if tb:
+        return f"{'top' if tb in ('top', 'upper') else 'bottom'}-{lr}"
+    return {"upper": "top", "lower": "bottom"}.get(word, word)
+
+
+def direction_vector(name: str) -> tuple[float, float]:
+    """``(dx, dy)`` of a direction word (x east, y south: image rows grow southwards in north-up scenes)."""
+    return _DIRECTIONS[name]
+
+
+def _targets(question: str) -> list[str]:
+    """The objects named, one phrase each, in the order asked: the first object of each clause (clauses are
+    cut at commas, "and", "or"...). Other words of a clause are its context ("airplanes parked next to the
+    terminal building" asks for airplanes): retrieval cannot check a relation, so it is not searched."""
+    targets: list[str] = []
+    for clause in _SPLIT.split(EVIDENCE_ID.sub(" ", question).lower()):
+        words = re.findall(r"[a-z0-9][a-z0-9'\-]*", clause)
+        if not _has_content(words):  # nothing but function and request words ("show me more", "how big is it")
+            continue
+        phrases = sorted(extract_key_phrases(clause), key=lambda p: (clause.find(p) % (len(clause) + 1), -len(p)))
+        if phrases and phrases[0] not in targets:
+            targets.append(phrases[0])
+    return targets
+
+
+def _has_content(words: list[str]) -> bool:
+    return any(is_content_word(w) and not w.isdigit() for w in words)
+
+
+def read_turn(question: str) -> Turn:
+    """What ``question`` asks (see the module docstring).
+
+    Raises:
+        QueryError: the question is empty.
+    """
+    text = " ".join((question or "").split())
+    if not text.strip(" ?!.,;:"):
+        raise QueryError("the question is empty: ask about something in the image, e.g. 'where are the ships?'")
+    low = text.lower()
+    ordinal = None
+    match = _ORDINAL.search(low)
+    if match:
+        word = match.group(1) or match.group(2)
+        ordinal = _ORDINALS.get(word) if word in _ORDINALS else int(re.sub(r"\D", "", word) or 0) or None
+    targets = _targets(text)
+    kind: TurnKind = "count" if _COUNT.search(low) else "presence" if _PRESENCE.search(low) else "where"
+    return Turn(
+        question=text, kind=kind, targets=targets, ordinal=ordinal, this=bool(_THIS.search(low)),
+        direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(low)),
+        size=bool(_SIZE.search(low)),
+    )

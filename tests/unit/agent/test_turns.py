@@ -1,0 +1,60 @@
+"""What the rule policy understands of a question: the targets (object words only), the kind, references."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsrag.agent.models.turns import read_turn
+from rsrag.tools.errors import QueryError
+from rsrag.tools.fastpath import extract_key_phrases
+
+
+@pytest.mark.parametrize(("question", "targets"), [
+    ("Where are the storage tanks?", ["storage tanks"]),
+    ("Are there any other storage tanks elsewhere?", ["storage tanks"]),  # not "other storage tanks elsewhere"
+    ("is there an airport, and how big is it?", ["airport"]),             # not "big"
+    ("where are the storage tanks and the stadiums?", ["storage tanks", "stadiums"]),
+    ("Can you see any ships or planes?", ["ships", "planes"]),
+    ("How many airplanes are parked next to the terminal building?", ["airplanes"]),  # the context is not a target
+    ("what about the baseball fields?", ["baseball fields"]),
+])
+def test_targets_keep_the_object_and_drop_request_words(question: str, targets: list[str]) -> None:
+    assert read_turn(question).targets == targets
+
+
+def test_kinds() -> None:
+    assert read_turn("Is there a golf course?").kind == "presence"
+    assert read_turn("are there any oil tanks?").kind == "presence"
+    assert read_turn("How many storage tanks are there?").kind == "count"
+    assert read_turn("where is the airport?").kind == "where"
+    assert read_turn("is there an airport, and how big is it?").size
+
+
+@pytest.mark.parametrize(("question", "expected"), [
+    ("zoom closer on the second one", {"ordinal": 2, "closer": True}),
+    ("show me the 3rd site", {"ordinal": 3}),
+    ("and the last one?", {"ordinal": -1}),
+    ("that one", {"this": True}),
+    ("zoom closer", {"closer": True}),
+    ("show me more", {"more": True}),
+    ("others?", {"more": True}),
+    ("the one in the north-west", {"direction": "north-west"}),
+    ("the one at the bottom right", {"direction": "bottom-right"}),
+    ("how big is it?", {"size": True}),
+])
+def test_references_to_earlier_evidence(question: str, expected: dict[str, object]) -> None:
+    turn = read_turn(question)
+    assert turn.targets == [] and turn.refers_back
+    assert {k: getattr(turn, k) for k in expected} == expected
+
+
+def test_a_target_with_a_reference_is_a_new_search_that_picks() -> None:
+    turn = read_turn("Where is the church in the top left?")
+    assert turn.targets == ["church"] and turn.direction == "top-left" and not turn.refers_back
+
+
+def test_key_phrases_drop_request_words_and_empty_questions_fail() -> None:
+    assert extract_key_phrases("Are there any other storage tanks elsewhere?") == ["storage tanks"]
+    assert extract_key_phrases("zoom closer on the big harbour") == ["harbour"]
+    with pytest.raises(QueryError, match="empty"):
+        read_turn("  ?  ")
