@@ -1,9 +1,11 @@
 """Features of the frozen LiT towers, computed once and cached on disk.
 
-Image features are the image trunk's pooled output (before the projection head), text features the text
+Image features are the image trunk's pooled outputs (before the projection head), text features the text
 tower's mean-pooled output (before its head), so training the heads on them is exactly training the model.
-The cache is sharded (``shard_*.npy``), so a killed extraction resumes where it stopped; the key covers
-the tower, input size, view, package version and the files' names, sizes and mtimes.
+The image cache holds every tap of :data:`~rsrag.tools.encoders.lit.TAPS` (all stage outputs and the final
+block, one pass), and a config's taps are sliced from it, so heads reading different blocks train from one
+cache. The cache is sharded (``shard_*.npy``), so a killed extraction resumes where it stopped; the key
+covers the tower, input size, view, package version and the files' names, sizes and mtimes.
 """
 
 from __future__ import annotations
@@ -18,25 +20,30 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rsrag.tools.encoders.lit import LitConfig
+from rsrag.tools.encoders.lit import TAPS, LitConfig, TappedTrunk
 from rsrag.tools.encoders.towers import TEXT_PACKAGE, package_version
 
+T = Image.Transpose
+#: the eight symmetries of the square (aerial images have no "up"): identity, flips, rotations, transposes
 VIEWS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "id": lambda im: im,
-    "hflip": lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-    "rot90": lambda im: im.transpose(Image.Transpose.ROTATE_90),
-    "rot270": lambda im: im.transpose(Image.Transpose.ROTATE_270),
+    "hflip": lambda im: im.transpose(T.FLIP_LEFT_RIGHT),
+    "vflip": lambda im: im.transpose(T.FLIP_TOP_BOTTOM),
+    "rot90": lambda im: im.transpose(T.ROTATE_90),
+    "rot180": lambda im: im.transpose(T.ROTATE_180),
+    "rot270": lambda im: im.transpose(T.ROTATE_270),
+    "transpose": lambda im: im.transpose(T.TRANSPOSE),
+    "transverse": lambda im: im.transpose(T.TRANSVERSE),
 }
 SHARD = 512
 
 
 def lit_transform(cfg: LitConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """The eval transform of a LiT encoder: squash-resize (keeps the whole chip), bicubic, tower normalisation."""
-    import open_clip
+    """The eval transform of a LiT encoder: squash-resize (keeps the whole chip), bicubic, tower normalisation
+    (open_clip's ``image_transform(resize_mode="squash")``, without importing open_clip)."""
+    from rsrag.tools.encoders.lit_model import lit_image_transform
 
-    return open_clip.image_transform(
-        cfg.size, is_train=False, mean=cfg.tower.mean, std=cfg.tower.std, resize_mode="squash", interpolation="bicubic"
-    )
+    return lit_image_transform(cfg.size, cfg.tower.mean, cfg.tower.std)
 
 
 def _key(*parts: object) -> str:
@@ -70,6 +77,14 @@ def _sharded(cache: Path, n: int, compute: Callable[[int, int], np.ndarray], pro
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 0), np.float32)
 
 
+def tap_columns(trunk: TappedTrunk, taps: Sequence[str]) -> np.ndarray:
+    """Column indices of ``taps`` inside features holding every tap of :data:`TAPS` (in ``TAPS`` order)."""
+    full = TappedTrunk(trunk.net, TAPS)
+    starts = np.cumsum([0, *full.tap_dims()])
+    spans = {t: range(starts[i], starts[i + 1]) for i, t in enumerate(full.taps)}
+    return np.asarray([c for t in TAPS if t in taps for c in spans[t]], dtype=np.int64)
+
+
 def image_features(
     model: torch.nn.Module,
     cfg: LitConfig,
@@ -79,10 +94,16 @@ def image_features(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Pooled image-trunk features (n, F) of ``paths`` seen through ``view``, cached under ``cache_dir``."""
-    key = _key("img", cfg.tower.timm_name, cfg.size, view, package_version(cfg.tower.package), _files_key(paths))
+    """Pooled image-trunk features (n, F) of ``paths`` seen through ``view`` at ``cfg.taps``, cached under ``cache_dir``.
+
+    The cache holds all taps (one trunk pass); the columns of ``cfg.taps`` are returned, in trunk order, which
+    is what the model's :class:`~rsrag.tools.encoders.lit.TappedTrunk` feeds its head.
+    """
+    key = _key("img", cfg.tower.timm_name, cfg.size, view, package_version(cfg.tower.package), TAPS, _files_key(paths))
     transform, flip = lit_transform(cfg), VIEWS[view]
-    trunk = model.visual.trunk.eval()
+    tapped = model.visual.trunk
+    trunk = TappedTrunk(tapped.net, TAPS).eval()
+    cols = tap_columns(tapped, cfg.taps)
 
     def load(p: Path) -> torch.Tensor:
         with Image.open(p) as im:
@@ -101,9 +122,10 @@ def image_features(
     # back in the default layout afterwards so a shared encoder model is left as it was
     trunk.to(memory_format=torch.channels_last)
     try:
-        return _sharded(Path(cache_dir) / f"img-{key}", len(paths), compute, progress)
+        feats = _sharded(Path(cache_dir) / f"img-{key}", len(paths), compute, progress)
     finally:
         trunk.to(memory_format=torch.contiguous_format)
+    return feats[:, cols] if len(feats) else feats
 
 
 @torch.inference_mode()

@@ -95,7 +95,8 @@ def lit_encoder_id(spec: EncoderSpec, image_tower: str | None = None) -> str:
         WeightsUnavailableError / CheckpointMismatchError: the heads file is missing or unreadable.
     """
     if spec.weights == "random":
-        return f"rsrag-lit:random#{image_tower or _LIT_DEFAULT_TOWER}-seed0"
+        # "-lm": heads drawn by lit_model's initialisation order (open_clip's gave other random heads)
+        return f"rsrag-lit:random#{image_tower or _LIT_DEFAULT_TOWER}-seed0-lm"
     path = Path(spec.weights) if spec.weights else DEFAULT_HEADS
     if image_tower is None:
         config = read_safetensors_metadata(path).get("config")

