@@ -43,7 +43,6 @@ from rsrag.tools.errors import (
     InvalidRasterError,
     RasterNotFoundError,
     RasterOpenError,
-    RasterReadError,
     WindowError,
 )
 from rsrag.tools.georef import (
@@ -441,8 +440,6 @@ class Scene:
         shape = None
         if out_shape is not None:
             shape = ((len(indexes) if indexes else self.count), out_shape[0], out_shape[1])
-        elif level:
-            shape = ((len(indexes) if indexes else self.count), box.height, box.width)
         try:
             return self._dataset(level).read(indexes, window=window, out_shape=shape, resampling=resampling)
         except RasterioError as exc:

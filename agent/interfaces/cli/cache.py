@@ -18,6 +18,7 @@ from rsrag.agent.interfaces.cli.app import app, console, err_console, state
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import TaskID
 
     from rsrag.tools.scene_cache import ConversionProgress
 
@@ -35,7 +36,7 @@ def conversion_progress(out: Console | None = None, *, enabled: bool = True) -> 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=out or err_console, disable=not enabled, transient=False) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(p: ConversionProgress) -> None:
             key = f"{p.kind}:{p.source}"
