@@ -45,6 +45,8 @@ class Workspace:
         settings: what to open: ``encoder`` (spec, device, batch size), ``store`` (folder, tiling) and the
             knowledge base's name (``knowledge.name``; in the same store, used by lookups and the slow path).
         on_index_progress: called while a scene is being indexed on demand.
+        encoder: an encoder object to use instead of loading the one ``encoder.spec`` names (a host's own
+            encoder, or a test's).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Workspace:
         settings: Settings,
         *,
         on_index_progress: Callable[[IndexProgress], None] | None = None,
+        encoder: Encoder | None = None,
     ) -> None:
         self.settings = settings
         self.encoder_spec = settings.encoder.spec
@@ -73,7 +76,7 @@ class Workspace:
         self._listeners: list[Callable[[IndexProgress], None]] = []
         self._lock = threading.RLock()
         self._patches: PatchStore | None = None
-        self._encoder: Encoder | None = None
+        self._encoder: Encoder | None = encoder
         self._knowledge: KnowledgeBase | None = None
         self._presence: PresenceModel | None = None
 

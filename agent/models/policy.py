@@ -312,13 +312,13 @@ def _same_place(site: Evidence, view: Evidence) -> bool:
 
 def _closer_box(site: Evidence, view: Evidence) -> PixelBox:
     """A finer box than the last zoom on the same place: the site's best window when it is smaller, else the
-    central half of the last zoom (at least 32 px a side)."""
+    central half of the last zoom (at least 16 px a side)."""
     assert view.region is not None
     last = view.region.box
     if site.members and site.members[0].area < 0.8 * last.area and last.contains(site.members[0]):
         return site.members[0]
     cx, cy = last.center
-    half_w, half_h = max(16, last.width // 4), max(16, last.height // 4)
+    half_w, half_h = max(8, last.width // 4), max(8, last.height // 4)
     return PixelBox(x0=max(0, int(cx - half_w)), y0=max(0, int(cy - half_h)), x1=int(cx + half_w), y1=int(cy + half_h))
 
 

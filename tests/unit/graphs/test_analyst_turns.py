@@ -1,0 +1,101 @@
+"""An analyst's turns through the whole graph with the rule policy, on a small generated scene.
+
+The scene is green ground with red roofs at two separate places (a large block and a small one). The encoder
+is the colour test double (``tests/index_doubles.TinyEncoder``: "red" embeds like a red image) with a presence
+calibration fitted on generated colour chips, so findings are real verdicts, not defaults. What a user would
+notice is asserted: the second site is cited, an absent colour is not found (and said first), a count is of
+sites, "the second one" zooms the second site, "others" leaves out what was reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsrag.agent.context import Resources
+from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.models.policy import RETRIEVAL_ONLY
+from rsrag.agent.workspace import Workspace
+from rsrag.tools.calibration import FitConfig, clear_presence_cache, fit_calibration, home_file, save_calibration
+from rsrag.tools.region import PixelBox
+from tests.captioned import make_folder
+from tests.configured import settings_for
+from tests.index_doubles import TinyEncoder
+from tests.rasters import write_raster
+
+COLOURS = {"Red": (220, 30, 30), "Green": (30, 200, 40), "Blue": (30, 40, 220), "Yellow": (230, 220, 20),
+           "White": (250, 250, 250), "Black": (5, 5, 5)}
+BIG = PixelBox(x0=64, y0=64, x1=192, y1=192)      # the larger block of roofs, north-west
+SMALL = PixelBox(x0=448, y0=416, x1=512, y1=480)  # the smaller one, south-east
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    folder = make_folder(tmp_path_factory.mktemp("colours"), COLOURS, n=20)
+    return fit_calibration(TinyEncoder(), folder, config=FitConfig(per_class=8, n_mosaics=40, val_per_class=2,
+                                                                    val_mosaics=20, scenes=100, scene_windows=20))
+
+
+@pytest.fixture
+def analyst(tmp_path: Path, calibration):  # type: ignore[no-untyped-def]
+    clear_presence_cache()
+    save_calibration(calibration, home_file())  # the user's calibration file under the test's RSRAG_HOME
+    settings = settings_for(tmp_path, **{"store.tiling": "grid:64:overlap=0.5", "vlm.spec": "rule",
+                                         "retrieval.top_k": 5})
+    workspace = Workspace(settings, encoder=TinyEncoder())
+    with Analyst(settings, resources=Resources(settings, workspace=workspace)) as a:
+        yield a
+    clear_presence_cache()
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    data = np.clip(np.array(COLOURS["Green"])[:, None, None] + rng.integers(-12, 12, (3, 576, 576)), 0, 255)
+    data = data.astype(np.uint8)
+    for box in (BIG, SMALL):
+        data[:, box.y0:box.y1, box.x0:box.x1] = np.array(COLOURS["Red"], dtype=np.uint8)[:, None, None]
+    return write_raster(tmp_path / "roofs.tif", data)
+
+
+def _sites(answer) -> list:  # type: ignore[no-untyped-def]
+    return [e for e in answer.evidence if e.path in ("fast", "slow")]
+
+
+def test_where_cites_every_site_and_follow_ups_refer_to_them(analyst: Analyst, scene: Path) -> None:
+    answer = analyst.ask(scene, "where are the red roofs?", thread_id="t")
+    sites = _sites(answer)
+    assert answer.finding == "found" and answer.findings == {"red roofs": "found"} and answer.supported
+    assert answer.text.startswith("Red roofs at 2 sites: ") and answer.text.endswith(RETRIEVAL_ONLY)
+    assert len(sites) == 2 and sites[0].region.box.contains(BIG) and sites[1].region.box.contains(SMALL)
+    assert len(sites[0].members) > 1 and sites[0].presence is not None  # overlapping windows are one site
+
+    second = analyst.ask(scene, "zoom closer on the second one", thread_id="t")
+    (crop,) = [e for e in second.evidence if e.path == "zoom"]
+    assert crop.region.box.intersection(SMALL) > 0 and not crop.region.box.intersection(BIG)
+    assert second.cited[0] == sites[1].id and "second site" in second.text
+
+    closer = analyst.ask(scene, "zoom closer", thread_id="t")
+    (finer,) = [e for e in closer.evidence if e.path == "zoom"]
+    assert crop.region.box.contains(finer.region.box) and finer.region.box.area < crop.region.box.area
+
+    others = analyst.ask(scene, "are there any other red roofs elsewhere?", thread_id="t")
+    assert others.text.startswith("Not found: no other red roofs") and others.finding == "not_found"
+    assert not {e.id for e in _sites(others)} & {e.id for e in sites}  # the reported sites are left out
+
+
+def test_an_absent_class_is_not_found_first(analyst: Analyst, scene: Path) -> None:
+    answer = analyst.ask(scene, "is there any blue water?", thread_id="absent")
+    assert answer.finding == "not_found" and answer.supported  # supported: its citations exist; not found all the same
+    assert answer.text.startswith("Not found: no blue water in this scene")
+    assert all(e.presence is not None and e.presence < 0.5 for e in _sites(answer))  # candidates, unconfirmed
+
+
+def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
+    count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
+    assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
+    both = analyst.ask(scene, "where are the red roofs and the yellow cars?", thread_id="both")
+    assert both.findings == {"red roofs": "found", "yellow cars": "not_found"} and both.finding == "uncertain"
+    assert both.text.startswith("Red roofs at 2 sites") and "Not found: no yellow cars" in both.text
