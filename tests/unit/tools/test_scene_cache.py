@@ -209,8 +209,17 @@ CHILD = textwrap.dedent("""
     from rsrag.tools.raster import open_scene
     from rsrag.tools.scene_cache import SceneCache
 
-    source, root, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    source, root, pause = sys.argv[1], sys.argv[2], sys.argv[3]
     events = []
+
+    def wait():
+        if pause.replace(".", "").isdigit():
+            time.sleep(float(pause))
+            return
+        from pathlib import Path
+        deadline = time.time() + 120
+        while not Path(pause).exists() and time.time() < deadline:  # until the test says go
+            time.sleep(0.05)
 
     def progress(p):
         events.append(p)
@@ -218,7 +227,7 @@ CHILD = textwrap.dedent("""
             print("waiting", flush=True)
         elif len([e for e in events if not e.waiting]) == 1:
             print("started", flush=True)
-            time.sleep(pause)
+            wait()
 
     with open_scene(source, cache=SceneCache(root, min_pixels=0), progress=progress) as scene:
         first = scene.read(scene.full_box)[:, :5, :5].tolist()
@@ -227,7 +236,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _child(tmp: Path, source: Path, cache: SceneCache, pause: float = 0.0) -> subprocess.Popen[str]:
+def _child(tmp: Path, source: Path, cache: SceneCache, pause: float | Path = 0.0) -> subprocess.Popen[str]:
     script = tmp / "child.py"
     script.write_text(CHILD)
     return subprocess.Popen([sys.executable, str(script), str(source), str(cache.root), str(pause)], cwd=ROOT,
@@ -269,9 +278,12 @@ def test_a_killed_conversion_leaves_nothing_complete_and_the_next_open_converts_
 
 def test_two_processes_convert_a_source_once(tmp_path: Path, cache: SceneCache) -> None:
     source = write(tmp_path / "a.png", gradient(3, 1600, 900), "PNG")
-    first = _child(tmp_path, source, cache, pause=4)
+    go = tmp_path / "go"
+    first = _child(tmp_path, source, cache, pause=go)  # holds the conversion until `go` exists
     assert first.stdout is not None and first.stdout.readline().strip() == "started"
     second = _child(tmp_path, source, cache)
+    assert second.stdout is not None and second.stdout.readline().strip() == "waiting"
+    go.touch()
     a, b = _result(first), _result(second)
     assert a["converted"] and not b["converted"] and b["waited"] and a["cache"] == b["cache"]
     assert len(cache.entries()) == 1
