@@ -40,8 +40,13 @@ def ask_command(
         if as_json or quiet:
             answer = analyst.ask(image, question, thread_id=thread)
         else:
+            from rsrag.agent.interfaces.cli.cache import conversion_progress
             from rsrag.agent.interfaces.cli.index import index_progress
 
+            with conversion_progress(err_console) as on_convert:  # a PNG, JPEG... is converted into the cache first
+                analyst.workspace.on_convert_progress = on_convert
+                analyst.workspace.scene(image)
+                analyst.workspace.on_convert_progress = None
             answer = None
             # the windows a pyramid search encodes on a fresh scene (or a flat index built first), as progress bars
             with index_progress(err_console, transient=True) as on_progress:
