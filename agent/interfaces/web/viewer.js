@@ -1,7 +1,7 @@
 /* rsrag scene viewer: OpenSeadragon over the server's deep-zoom tiles, with the answer's sites drawn on top.
  *
  * OpenSeadragon (npm package, copied into the package's static folder by `make web`) does the deep-zoom work
- * analysts know: tiles, drag, wheel and keyboard pan/zoom (arrows or WASD pan, + and - zoom, 0 fits), the
+ * analysts know: tiles, drag, wheel and keyboard pan/zoom (arrows or WASD pan, + and - zoom by 1.6x, 0 fits), the
  * minimap (its navigator). This file adds what is rsrag's: the tile source matching
  * rsrag.agent.interfaces.web.tiles.Pyramid (level max_level is full resolution, each level below halves it,
  * 256 px tiles), refitting on resize when the whole image was shown, a scale bar (ground distance where the
@@ -17,6 +17,7 @@ const MARKER_W = 24;
 const MARKER_H = 18;
 const MARKER_GAP = 3;
 const SCALEBAR_PX = 110;
+const KEY_ZOOM = 1.6;
 const EARTH_RADIUS_M = 6371008.8;
 
 class SceneViewer {
@@ -57,6 +58,7 @@ class SceneViewer {
       imageLoaderLimit: 6,
       crossOriginPolicy: false,
       keyboardNavEnabled: true,
+      pixelsPerArrowPress: 100,
     });
     this.layer = document.createElement("div");
     this.layer.className = "sv-overlay";
@@ -95,7 +97,13 @@ class SceneViewer {
     });
     osd.addHandler("canvas-key", (ev) => {
       const e = ev.originalEvent;
-      if (e.key === "Escape") {
+      if (e.key === "+" || e.key === "=" || e.code === "NumpadAdd") {  // one press, one clear step (OSD's is 10%)
+        this.zoomBy(KEY_ZOOM);
+        ev.preventDefaultAction = true;
+      } else if (e.key === "-" || e.key === "_" || e.code === "NumpadSubtract") {
+        this.zoomBy(1 / KEY_ZOOM);
+        ev.preventDefaultAction = true;
+      } else if (e.key === "Escape") {
         if (this.hooks.onEscape) this.hooks.onEscape();
         ev.preventDefaultAction = true;
       } else if (e.code === "KeyR" || e.code === "KeyF" || e.code === "KeyJ" || e.code === "KeyK") {
