@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage, ToolMessage
 from pydantic import BaseModel, ConfigDict, Field
-
 from rsrag.agent.evidence import Evidence
 from rsrag.tools.calibration import Finding
 from rsrag.tools.errors import RsragError
@@ -198,7 +197,7 @@ def _render_search(result: ToolResult) -> list[str]:
         lines = [f"{len(result.sites)} sites found" + (f" (finding: {result.finding})" if result.finding else "")
                  + f", showing {first}-{last}" + (f" ({'; '.join(facts)})" if facts else "")]
     else:
-        lines = [f"no site found" + (f" (finding: {result.finding})" if result.finding else "")
+        lines = ["no site found" + (f" (finding: {result.finding})" if result.finding else "")
                  + f"; closest candidates, unconfirmed, {first}-{last}" + (f" ({'; '.join(facts)})" if facts else "")]
     if result.message:
         lines.append(result.message)

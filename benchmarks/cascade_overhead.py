@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from rsrag.tools.encoders import load_encoder
 from rsrag.tools.region import PixelBox, Region
 from rsrag.tools.retrieval import cascade

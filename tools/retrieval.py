@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-
 from rsrag.tools.calibration import Finding
 from rsrag.tools.errors import QueryError
 from rsrag.tools.fastpath import FastPathResult, fast_search

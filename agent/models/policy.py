@@ -33,7 +33,6 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import Field
-
 from rsrag.agent.answering import overall_finding
 from rsrag.agent.evidence import Evidence, find_evidence_ids
 from rsrag.agent.models.turns import Turn, direction_vector, read_turn

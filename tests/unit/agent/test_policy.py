@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-
 from rsrag.agent.evidence import Evidence, evidence_id
 from rsrag.agent.models.policy import RETRIEVAL_ONLY, RulePolicy
 from rsrag.agent.results import ToolResult, render

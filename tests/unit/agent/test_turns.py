@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rsrag.agent.models.turns import read_turn
 from rsrag.tools.errors import QueryError
 from rsrag.tools.fastpath import extract_key_phrases

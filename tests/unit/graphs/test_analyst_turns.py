@@ -13,13 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rsrag.agent.context import Resources
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.models.policy import RETRIEVAL_ONLY
 from rsrag.agent.workspace import Workspace
-from rsrag.tools.calibration import FitConfig, clear_presence_cache, fit_calibration, home_file, save_calibration
+from rsrag.tools.calibration import (
+    FitConfig,
+    clear_presence_cache,
+    fit_calibration,
+    home_file,
+    save_calibration,
+)
 from rsrag.tools.region import PixelBox
+
 from tests.captioned import make_folder
 from tests.configured import settings_for
 from tests.index_doubles import TinyEncoder

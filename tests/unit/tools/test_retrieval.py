@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rsrag.tools.errors import QueryError
 from rsrag.tools.fastpath import embed_phrases
 from rsrag.tools.indexing import index_scene
 from rsrag.tools.region import PixelBox
 from rsrag.tools.retrieval import Calibration, cascade, search_index
 from rsrag.tools.store import PatchStore, open_store
+
 from tests.index_doubles import TinyEncoder
 
 RED_SITES = [(32, 32), (192, 32), (32, 192), (160, 160)]
