@@ -24,7 +24,7 @@ from typing import Any
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.evidence import Answer, Evidence
 from rsrag.agent.interfaces.web.errors import BadRequestError, ThreadBusyError, http_status
-from rsrag.tools.errors import RsragError
+from rsrag.tools.errors import RsragError, error_kind
 from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.indexing import IndexProgress
 
@@ -229,12 +229,13 @@ async def ask_events(
                         emit({"type": "answer", "answer": answer_json(answer), "t": round(time.monotonic() - started, 3)})
             finally:
                 _close(steps)
-        except RsragError as exc:
-            emit({"type": "error", "error": str(exc), "status": http_status(exc), "kind": type(exc).__name__})
+        except RsragError as exc:  # the same status and kind as a JSON error body (rsrag.tools.errors)
+            emit({"type": "error", "error": str(exc), "status": http_status(exc), "kind": error_kind(exc).value,
+                  "error_type": type(exc).__name__})
         except Exception as exc:  # a bug or a backend failure: report it on the stream, keep the server up
             log.exception("question on thread %s failed", thread)
             emit({"type": "error", "error": f"the agent failed: {type(exc).__name__}: {exc}", "status": 500,
-                  "kind": type(exc).__name__})
+                  "kind": "internal", "error_type": type(exc).__name__})
         finally:
             remove_listener()
             lease.release()
