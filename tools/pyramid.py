@@ -750,6 +750,57 @@ def _distinct(hits: Sequence[Hit], n: int, max_overlap: float = 0.5) -> list[Hit
     return picked
 
 
+CONTRAST_MAX = 4096
+"""Most stored windows of a level ranked by local contrast (the rest by score alone)."""
+
+
+def local_contrast(level: Level, hits: Sequence[Hit]) -> list[Hit]:
+    """Hits of one level re-ranked by *local contrast*: a window's score minus the mean score of the scored
+    windows around it that do not overlap it (the ring two grid steps away: with half-overlapping windows
+    the adjacent ones share half its area, and so its object); its own score when none was scored.
+
+    At coarse levels a small object moves a window's score only a little, while the background class
+    (a quadrant of farmland, a city) moves every window around it; ranking the beam by raw score then spends
+    it all on the background most like the phrase. Contrast with the neighbourhood cancels the background and
+    keeps the window where something differs in the phrase's direction (on planted-target mosaics it doubled
+    the share of sites a descent reaches, see BENCHMARKS.md).
+    """
+    by_patch = {int(h.patch): h.score for h in hits if h.patch is not None}
+    ncols = len(level.xs)
+    ring = max(1, math.ceil(level.window / max(1, level.step)))  # grid steps to the first non-overlapping window
+    keyed: list[tuple[float, int, Hit]] = []
+    for i, h in enumerate(hits):
+        if h.patch is None:
+            keyed.append((0.0, i, h))
+            continue
+        r, c = divmod(int(h.patch), ncols)
+        near = [by_patch[rr * ncols + cc] for rr, cc in _ring(r, c, ring)
+                if 0 <= cc < ncols and rr >= 0 and rr * ncols + cc in by_patch]
+        keyed.append((h.score - (sum(near) / len(near) if near else h.score), i, h))
+    keyed.sort(key=lambda t: (-t[0], t[1]))
+    return [h for _, _, h in keyed]
+
+
+def _ring(r: int, c: int, d: int) -> list[tuple[int, int]]:
+    """Grid cells at Chebyshev distance exactly ``d`` from ``(r, c)``."""
+    return [(r + dr, c + dc) for dr in range(-d, d + 1) for dc in range(-d, d + 1) if max(abs(dr), abs(dc)) == d]
+
+
+def select_regions(level: Level, hits: Sequence[Hit], *, beam: int, expand: int, threshold: float,
+                   contrast: bool = True) -> list[Hit]:
+    """The regions of one level whose children a descent visits, for one query vector: the best ``beam``
+    distinct windows (by local contrast, or by score), then every window at or above ``threshold``, at most
+    ``expand`` in all."""
+    order = local_contrast(level, hits) if contrast else list(hits)
+    above = [h for h in hits if h.confidence >= threshold]
+    picked: dict[tuple[int, int, int, int], Hit] = {}
+    for h in _distinct(order, beam) + above:
+        if len(picked) >= expand:
+            break
+        picked.setdefault(h.region.box.as_tuple(), h)
+    return list(picked.values())
+
+
 def level_extras(pyramid: Pyramid, level: int) -> dict[str, str | float | int]:
     """Provenance every hit of a level carries: its level, the pyramid's depth and the window footprint."""
     lv = pyramid.levels[level]
@@ -771,13 +822,15 @@ def descend(
     prompt_version: str | None = None,
     extras: Sequence[Mapping[str, str | float | int]] | None = None,
     progress: ProgressCallback | None = None,
+    contrast: bool = True,
 ) -> PyramidSearch:
     """Search a pyramid coarse to fine with query vectors, encoding only the windows it visits.
 
     Starts from the finest complete level (encoding level 0 first on a fresh scene); at each level searches
     every stored window with :func:`rsrag.tools.retrieval.search_index`, keeps per query vector the best
-    ``beam`` distinct regions plus every region at or above ``threshold`` (at most ``expand``), encodes
-    their children at the next level and goes on to the finest level, whose hits are the result.
+    ``beam`` distinct regions by local contrast plus every region at or above ``threshold`` (at most
+    ``expand``; :func:`select_regions`), encodes their children at the next level and goes on to the finest
+    level, whose hits (ranked by score and confidence, as a flat search ranks them) are the result.
 
     Args:
         pyramid: the scene's pyramid.
@@ -792,6 +845,7 @@ def descend(
         prompt_version: recorded on the hits.
         extras: provenance per vector, copied into its hits.
         progress: called while windows are encoded.
+        contrast: rank the beam by local contrast (:func:`local_contrast`) rather than by raw score.
 
     Raises:
         QueryError: bad ``k``, ``beam`` or ``expand``, or not one query text per vector.
@@ -807,12 +861,14 @@ def descend(
         raise EncoderError(f"query vectors have {vecs.shape[1]} dimensions, the encoder {pyramid.encoder.id!r} {pyramid.encoder.dim}")
     with pyramid.searching():
         return _descend(pyramid, vecs, queries, path=path, k=k, threshold=threshold, beam=beam, expand=expand,
-                        calibration=calibration, prompt_version=prompt_version, extras=extras, progress=progress)
+                        calibration=calibration, prompt_version=prompt_version, extras=extras, progress=progress,
+                        contrast=contrast)
 
 
 def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path: HitPath, k: int, threshold: float,
              beam: int, expand: int, calibration: Calibration | None, prompt_version: str | None,
-             extras: Sequence[Mapping[str, str | float | int]] | None, progress: ProgressCallback | None) -> PyramidSearch:
+             extras: Sequence[Mapping[str, str | float | int]] | None, progress: ProgressCallback | None,
+             contrast: bool) -> PyramidSearch:
     from rsrag.tools.retrieval import search_index
 
     t0 = time.perf_counter()
@@ -836,7 +892,8 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
         if finest:
             for t in tags:
                 t.update(searched_share=round(scored / lv.count, 6), finest_complete=int(info.complete))
-        want = k if finest else max(4 * beam, 16)
+        # above the finest level every stored window is fetched, so each can be compared with its neighbours
+        want = k if finest else max(4 * beam, 16, min(scored, CONTRAST_MAX))
         lists = search_index(pyramid.patches, info, vecs, list(queries), k=want, path=path, min_confidence=threshold,
                              calibration=calibration, prompt_version=prompt_version, extras=tags)
         if finest:
@@ -850,8 +907,7 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
             )
         parents: dict[tuple[int, int, int, int], PixelBox] = {}
         for hits in lists:
-            above = [h for h in hits if h.confidence >= threshold]
-            for h in (_distinct(hits, beam) + above)[:expand]:
+            for h in select_regions(lv, hits, beam=beam, expand=expand, threshold=threshold, contrast=contrast):
                 parents[h.region.box.as_tuple()] = h.region.box
         child = pyramid.levels[level + 1]
         children = sorted({i for box in parents.values() for i in child.inside(box)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,14 +39,17 @@ def search_command(
     enc = index_cli.load_cli_encoder(settings)
     patches = PatchStore(open_store(store))
     scheme = parse_tiling(settings.store.tiling)
-    with open_scene(image) as scene:
-        fingerprint = scene.fingerprint
-    if not no_index and not patches.find(scene=fingerprint, encoder=enc.id, tiling=scheme.id):
-        if not as_json:
-            console.print(f"{image.name} is not indexed for this encoder and tiling yet; indexing it first")
-        index_cli.run_index(image, enc, scheme.id, store, settings.encoder.batch_size, 2, wait=True, show_progress=not as_json)
-    index = find_index(patches, fingerprint, enc.id, scheme.id)
-    result = fast_search(index, enc, phrases=phrase or None, question=text, store=patches, top_k=top_k, threshold=threshold)
+    if getattr(scheme, "is_pyramid", False):
+        result = _search_pyramid(image, text, phrase, enc, scheme, patches, settings, top_k, threshold, no_index, as_json)
+    else:
+        with open_scene(image) as scene:
+            fingerprint = scene.fingerprint
+        if not no_index and not patches.find(scene=fingerprint, encoder=enc.id, tiling=scheme.id):
+            if not as_json:
+                console.print(f"{image.name} is not indexed for this encoder and tiling yet; indexing it first")
+            index_cli.run_index(image, enc, scheme.id, store, settings.encoder.batch_size, 2, wait=True, show_progress=not as_json)
+        index = find_index(patches, fingerprint, enc.id, scheme.id)
+        result = fast_search(index, enc, phrases=phrase or None, question=text, store=patches, top_k=top_k, threshold=threshold)
     if as_json:
         print(result.model_dump_json())
         return
@@ -61,3 +65,29 @@ def search_command(
     console.print(table)
     console.print(f"text encoding {result.text_ms:.1f} ms, search {result.search_ms:.1f} ms; encoder {result.encoder}, "
                   f"prompts {result.prompt_version}")
+
+
+def _search_pyramid(image: Path, text: str, phrase: list[str], enc: Any, scheme: Any, patches: Any, settings: Any,
+                    top_k: int, threshold: float, no_index: bool, as_json: bool) -> Any:
+    """The fast path over the scene's pyramid: the search encodes the windows it visits (progress shown)."""
+    from rsrag.tools.errors import IndexNotFoundError
+    from rsrag.tools.fastpath import fast_search
+    from rsrag.tools.pyramid import Pyramid, PyramidIndex
+    from rsrag.tools.raster import open_scene
+
+    with open_scene(image) as scene:
+        p = settings.pyramid
+        pyramid = Pyramid(scene, enc, scheme, patches, sample=p.sample, batch_size=settings.encoder.batch_size)
+        if no_index and not pyramid.complete(0):
+            raise IndexNotFoundError(f"{image.name} has no pyramid level encoded yet for encoder {enc.id!r}; run "
+                                     "`rsrag index IMAGE` or search without --no-index (a search encodes what it visits)")
+        with index_cli.index_progress(enabled=not as_json, transient=True, label=image.name) as on_progress:
+            index = PyramidIndex(pyramid, beam=p.beam, expand=p.expand, progress=on_progress)
+            result = fast_search(index, enc, phrases=phrase or None, question=text, store=patches, top_k=top_k,
+                                 threshold=threshold)
+        if not as_json:
+            shares = [h.extra.get("searched_share") for h in result.hits[:1]]
+            if shares and shares[0] is not None and float(shares[0]) < 1.0:
+                console.print(f"searched {100 * float(shares[0]):.1f}% of the finest level's windows "
+                              f"({pyramid.finest.window} px); `rsrag index` fills the rest")
+        return result

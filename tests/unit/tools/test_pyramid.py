@@ -157,10 +157,9 @@ def test_descent_finds_a_target_visible_only_at_the_finer_levels(make_raster, tm
         best = result.hits[0][0]
         assert best.region.box.intersection(target) > 0 and best.confidence >= 0.5
         assert best.extra["level"] == 4 and best.region.scale == 0 and best.extra["window"] == 16
-        # at levels 0 and 1 the 24 px target is a speck in a 256 / 128 px window: nothing passes the threshold
-        for level in (0, 1):
-            (coarse,) = search_index(pyr.patches, pyr.info(level), query, ["red"], k=50, path="fast")
-            assert max(h.confidence for h in coarse) < 0.5
+        # at level 0 the 24 px target is a speck in a 256 px window: nothing there passes the threshold
+        (coarse,) = search_index(pyr.patches, pyr.info(0), query, ["red"], k=9, path="fast")
+        assert max(h.confidence for h in coarse) < 0.5
         # only what was visited was encoded: a few windows per level, not the 1,000s of the finest level
         total = sum(lv.count for lv in pyr.levels)
         assert enc.windows == result.encoded < total / 20

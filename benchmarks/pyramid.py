@@ -1,0 +1,499 @@
+"""Benchmark: the first answer on a fresh UHR scene from the pyramid index, against a full flat index.
+
+Two kinds of scene, built once and cached under ``benchmarks/out/pyramid/``:
+
+* ``mosaic``: ``--sizes`` px square mosaics of 150 px AID chips from the encoder's validation split (never
+  trained on): four land-cover quadrants (as the analyst benchmark's scenes) and ``--targets`` target classes
+  planted at ``--sites`` sites each (alternately one chip and a 2 x 2 block), sites at least a cell apart.
+  Tiled DEFLATE GeoTIFFs with overviews, written strip by strip (bounded memory at any size).
+* ``cog``: a ``--side`` px (default 100,000) sparse GeoTIFF with overviews as the raster benchmark builds it
+  (about 1% of 512 px blocks carry drawn structures, the rest is nodata), with real content planted at known
+  places: for each site a 3 x 3 block of land-cover chips with the target chip (or a 2 x 2 target block) in it.
+
+Each measurement runs in a fresh process (so its peak RSS, VmHWM, is its own), loads the encoder first
+(not timed; the same in every mode), then times what a user's first question costs on a fresh store:
+
+* ``pyramid``: the cascade the agent runs (:func:`rsrag.tools.retrieval.cascade`, fast path, ``slow="never"``)
+  over the scene's :class:`~rsrag.tools.pyramid.PyramidIndex`: it encodes level 0 and the windows it visits.
+  Then every target class in turn (later queries reuse what the first encoded). With ``--fill`` the finest
+  level is then completed (``Pyramid.fill``) and every query re-run: that is the *full index* (a flat search
+  of the finest level, the limit the pyramid converges to), the recall reference.
+* ``flat``: ``index_scene`` with a flat tiling (``--flat``, default ``vit:448``, today's default before the
+  pyramid) and the same cascade: the first answer waits for the whole index.
+
+Metrics per query: time, windows encoded; *site recall*: planted sites covered by at least half by the union
+box of a confident site (confidence >= 0.5); *needle recall@k*: planted sites among the top-k places (all hits
+grouped into sites, ranked by confidence; a place hits a planted site when their boxes overlap by at least
+half of the smaller) / min(k, planted sites).
+
+``sweep`` replays first queries on a scene whose whole pyramid is encoded (``rsrag index`` into ``--store``)
+for several beams and level-0 sizes without encoding anything (how the defaults were chosen).
+
+Run:  .venv/bin/python benchmarks/pyramid.py mosaic --sizes 10000 20000 [--fill] [--flat vit:448]
+      .venv/bin/python benchmarks/pyramid.py cog --side 100000
+      .venv/bin/python benchmarks/pyramid.py sweep --scene SCENE.tif --store FULL_STORE [--beams 4 8 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out" / "pyramid"
+DATA = ROOT.parent / "shared" / "data" / "aid-rsicd"
+CELL = 150
+TARGETS = ["StorageTanks", "Airport", "Stadium", "BaseballField", "Playground", "Port", "Bridge", "Church",
+           "Pond", "Parking", "RailwayStation", "Viaduct"]
+BACKGROUNDS = ["Farmland", "Forest", "Meadow", "DenseResidential", "MediumResidential", "SparseResidential",
+               "BareLand", "Desert", "Mountain", "Industrial", "Commercial"]
+OVERVIEWS = (2, 4, 8, 16, 32, 64, 128)
+EXCLUSIVE = ({"Bridge", "Viaduct"}, {"Playground", "Stadium"})
+"""Classes too alike at chip scale to be asked for in one scene (a "viaduct" found on a bridge is no miss)."""
+
+
+def _targets(rng: random.Random, n: int) -> list[str]:
+    for _ in range(1000):
+        picked = rng.sample(TARGETS, n)
+        if all(len(group & set(picked)) <= 1 for group in EXCLUSIVE):
+            return picked
+    raise RuntimeError("no compatible target set")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- scenes ---------------------------------------------------------------------------------------------
+
+
+def _chip_arrays(labels: set[str]) -> dict[str, list[np.ndarray]]:
+    """Decoded 150 px validation-split chips of the given classes."""
+    from PIL import Image
+
+    from rsrag.tools.captioned import read_chips, select_split
+
+    out: dict[str, list[np.ndarray]] = {}
+    for chip in select_split(read_chips(DATA), "val"):
+        if chip.label in labels:
+            with Image.open(chip.image) as im:
+                out.setdefault(chip.label, []).append(np.asarray(im.convert("RGB").resize((CELL, CELL))))
+    return out
+
+
+def _place(rng: random.Random, cells: int, n: int, taken: set[tuple[int, int]], size: int) -> tuple[int, int]:
+    for _ in range(100_000):
+        r, c = rng.randrange(1, cells - size - 1), rng.randrange(1, cells - size - 1)
+        block = {(r + dr, c + dc) for dr in range(-1, size + 1) for dc in range(-1, size + 1)}
+        if not block & taken:
+            taken.update(block)
+            return r, c
+    raise RuntimeError("no room for another site")
+
+
+def build_mosaic(path: Path, side: int, seed: int, n_targets: int, n_sites: int) -> dict[str, Any]:
+    """Write a quadrant mosaic with planted multi-site targets (strip by strip); return its truth."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = random.Random(seed)
+    backgrounds = rng.sample(BACKGROUNDS, 4)
+    targets = _targets(rng, n_targets)
+    chips = _chip_arrays(set(backgrounds) | set(targets))
+    cells = side // CELL
+    size_px = cells * CELL
+    taken: set[tuple[int, int]] = set()
+    planted: dict[tuple[int, int], np.ndarray] = {}
+    truth: dict[str, list[list[int]]] = {}
+    for t in targets:
+        pool = list(chips[t])
+        rng.shuffle(pool)
+        for i in range(n_sites):
+            size = 1 if i % 2 == 0 else 2
+            r, c = _place(rng, cells, n_sites, taken, size)
+            for dr in range(size):
+                for dc in range(size):
+                    planted[(r + dr, c + dc)] = pool[(i * 4 + dr * 2 + dc) % len(pool)]
+            truth.setdefault(t, []).append([c * CELL, r * CELL, (c + size) * CELL, (r + size) * CELL])
+    profile = {"driver": "GTiff", "width": size_px, "height": size_px, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": from_origin(500000.0, 5000000.0, 0.5, 0.5), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "photometric": "RGB", "bigtiff": "yes"}
+    tmp = path.with_suffix(".partial.tif")
+    half = cells // 2
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r in range(cells):
+            strip = np.empty((CELL, size_px, 3), np.uint8)
+            for c in range(cells):
+                chip = planted.get((r, c))
+                if chip is None:
+                    back = chips[backgrounds[(r >= half) * 2 + (c >= half)]]
+                    chip = np.rot90(back[rng.randrange(len(back))], rng.randrange(4))
+                    if rng.random() < 0.5:
+                        chip = chip[:, ::-1]
+                strip[:, c * CELL:(c + 1) * CELL] = chip
+            dst.write(strip.transpose(2, 0, 1), window=Window(0, r * CELL, size_px, CELL))
+    with rasterio.open(tmp, "r+") as dst:
+        dst.build_overviews([f for f in OVERVIEWS if size_px // f >= 256], Resampling.average)
+    tmp.rename(path)
+    info = {"side": size_px, "seed": seed, "backgrounds": backgrounds, "targets": truth, "kind": "mosaic"}
+    path.with_suffix(".truth.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def build_cog(path: Path, side: int, seed: int, n_targets: int, n_sites: int) -> dict[str, Any]:
+    """The raster benchmark's sparse image with real chips planted at known places; return its truth."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    block = 512
+    per_side = -(-side // block)
+    n_content = max(4, int(per_side ** 2 * 0.01))
+    picks = nrng.choice(per_side ** 2, size=n_content, replace=False)
+    targets = _targets(rng, n_targets)
+    backgrounds = rng.sample(BACKGROUNDS, 4)
+    chips = _chip_arrays(set(targets) | set(backgrounds))
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": from_origin(500000.0, 5000000.0, 0.3, 0.3), "tiled": True,
+               "blockxsize": block, "blockysize": block, "compress": "deflate", "sparse_ok": True,
+               "bigtiff": "yes", "nodata": 0}
+    tmp = path.with_suffix(".partial.tif")
+    truth: dict[str, list[list[int]]] = {}
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for i in picks:  # the raster benchmark's content: blocks of drawn "buildings"
+            col, row = int(i % per_side), int(i // per_side)
+            w, h = min(block, side - col * block), min(block, side - row * block)
+            tile = np.full((3, h, w), 40, dtype=np.uint8)
+            for _ in range(6):
+                x0, y0 = nrng.integers(0, w - 8), nrng.integers(0, h - 8)
+                x1, y1 = x0 + nrng.integers(8, w // 2), y0 + nrng.integers(8, h // 2)
+                tile[:, y0:y1, x0:x1] = nrng.integers(60, 255, size=(3, 1, 1))
+            dst.write(tile, window=Window(col * block, row * block, w, h))
+        for t in targets:  # real content: a 3 x 3 (or 4 x 4) block of land-cover chips around each target site
+            for s in range(n_sites):
+                size = 1 if s % 2 == 0 else 2
+                n = size + 2
+                x0 = rng.randrange(0, side - n * CELL) // CELL * CELL
+                y0 = rng.randrange(0, side - n * CELL) // CELL * CELL
+                back = chips[rng.choice(backgrounds)]
+                patch = np.empty((n * CELL, n * CELL, 3), np.uint8)
+                for r in range(n):
+                    for c in range(n):
+                        patch[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = back[rng.randrange(len(back))]
+                pool = chips[t]
+                for dr in range(size):
+                    for dc in range(size):
+                        patch[(1 + dr) * CELL:(2 + dr) * CELL, (1 + dc) * CELL:(2 + dc) * CELL] = pool[rng.randrange(len(pool))]
+                patch = np.maximum(patch, 1)  # 0 is nodata
+                dst.write(patch.transpose(2, 0, 1), window=Window(x0, y0, n * CELL, n * CELL))
+                truth.setdefault(t, []).append([x0 + CELL, y0 + CELL, x0 + (1 + size) * CELL, y0 + (1 + size) * CELL])
+    with rasterio.open(tmp, "r+") as dst:
+        dst.build_overviews([f for f in OVERVIEWS if side // f >= 256], Resampling.average)
+    tmp.rename(path)
+    info = {"side": side, "seed": seed, "backgrounds": backgrounds, "targets": truth, "kind": "cog"}
+    path.with_suffix(".truth.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+def _overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+
+
+def evaluate(result: Any, truth: list[list[int]], threshold: float) -> dict[str, Any]:
+    """Site recall and needle recall@1/@5 of one query's result against the planted sites."""
+    from rsrag.tools.sites import group_sites
+
+    confident = [s.region.box.as_tuple() for s in result.sites]
+    covered = sum(1 for t in truth if any(_area_in(t, s) >= 0.5 for s in confident))
+    ranked = [s.region.box.as_tuple() for s in group_sites(result.hits)]
+    out: dict[str, Any] = {"site_recall": covered / len(truth), "sites": len(confident),
+                           "confident_hits": len([h for h in result.hits if h.confidence >= threshold])}
+    for k in (1, 5):
+        hit = {i for i, t in enumerate(truth) for s in ranked[:k] if _overlap(s, t) >= 0.5}
+        out[f"r@{k}"] = len(hit) / min(k, len(truth))
+    return out
+
+
+def _area_in(truth: list[int], box: tuple[int, ...]) -> float:
+    """Share of the planted site's area inside ``box``."""
+    w = min(truth[2], box[2]) - max(truth[0], box[0])
+    h = min(truth[3], box[3]) - max(truth[1], box[1])
+    return max(0, w) * max(0, h) / ((truth[2] - truth[0]) * (truth[3] - truth[1]))
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """One run in this (fresh) process: ``args.mode`` is ``pyramid`` or ``flat``."""
+    import torch
+
+    from rsrag.tools.captioned import class_phrase
+    from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.fastpath import embed_phrases
+    from rsrag.tools.indexing import index_scene
+    from rsrag.tools.pyramid import Pyramid, PyramidIndex
+    from rsrag.tools.raster import open_scene
+    from rsrag.tools.retrieval import cascade
+    from rsrag.tools.store import PatchStore, open_store
+
+    torch.set_num_threads(args.threads)
+    scene_path = Path(args.scene)
+    truth = json.loads(scene_path.with_suffix(".truth.json").read_text())
+    store_dir = Path(args.store)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    enc = load_encoder(args.encoder)
+    embed_phrases(enc, ["warm-up"])  # both modes start with a loaded, warm encoder
+    counted = {"n": 0}
+    original = enc.encode_image_tensors
+
+    def counting(batch: Any) -> np.ndarray:
+        counted["n"] += int(batch.shape[0])
+        return original(batch)
+
+    enc.encode_image_tensors = counting  # type: ignore[method-assign]
+    rss_loaded = peak_rss_mib()
+    patches = PatchStore(open_store(store_dir))
+    out: dict[str, Any] = {"mode": args.mode, "scene": scene_path.name, "side": truth["side"], "queries": [],
+                           "encoder": enc.id, "rss_loaded_mib": rss_loaded}
+    with open_scene(scene_path) as scene:
+        t0 = time.perf_counter()
+        if args.mode == "flat":
+            report = index_scene(scene, enc, args.flat, patches, batch_size=32)
+            index: Any = report.info
+            out.update(index_s=time.perf_counter() - t0, windows=report.info.n_patches, tiling=args.flat)
+        else:
+            pyr = Pyramid(scene, enc, args.tiling, patches, sample=args.sample, batch_size=32)
+            index = PyramidIndex(pyr, beam=args.beam, expand=args.expand)
+            out.update(tiling=pyr.id, levels=[(lv.level, lv.window, lv.count) for lv in pyr.levels],
+                       windows=sum(lv.count for lv in pyr.levels), finest_windows=pyr.finest.count)
+
+        def run(tag: str) -> None:
+            for label, sites in truth["targets"].items():
+                before = counted["n"]
+                tq = time.perf_counter()
+                result = cascade(index, enc, phrases=[class_phrase(label)], store=patches, kb=None, top_k=5,
+                                 threshold=args.threshold, slow="never")
+                q = {"run": tag, "class": label, "s": time.perf_counter() - tq, "encoded": counted["n"] - before,
+                     "since_start_s": time.perf_counter() - t0, **evaluate(result, sites, args.threshold)}
+                extra = result.hits[0].extra if result.hits else {}
+                q["searched_share"] = extra.get("searched_share", 1.0)
+                out["queries"].append(q)
+                print(json.dumps(q), file=sys.stderr, flush=True)
+
+        run("first")
+        out["first_answer_s"] = out["queries"][0]["since_start_s"]
+        out["first_encoded"] = out["queries"][0]["encoded"] if args.mode == "pyramid" else counted["n"]
+        out["all_queries_s"] = time.perf_counter() - t0
+        out["encoded_after_queries"] = counted["n"]
+        out["rss_after_queries_mib"] = peak_rss_mib()
+        if args.mode == "pyramid" and args.fill:
+            tf = time.perf_counter()
+            pyr.fill(pyr.n_levels - 1)
+            out["fill_s"] = time.perf_counter() - tf
+            out["encoded_total"] = counted["n"]
+            run("full")
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Replay descents on a scene whose pyramid is fully encoded (``--store``), for several beams and level-0
+    caps, without encoding: each level's candidates are what a fresh descent would have encoded (the visited
+    children plus the statistics sample, scored with the sample's statistics), so recall and windows encoded
+    are exactly those of a first query on a fresh store. Prints one line per setting."""
+    from rsrag.tools.captioned import class_phrase
+    from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.fastpath import embed_phrases
+    from rsrag.tools.hit import Hit
+    from rsrag.tools.pyramid import PyramidTiling, select_regions
+    from rsrag.tools.raster import open_scene
+    from rsrag.tools.region import Region
+    from rsrag.tools.retrieval import Calibration
+    from rsrag.tools.store import PatchStore, SceneStats, open_store
+    from rsrag.tools.tiling import parse_tiling
+
+    scene_path = Path(args.scene)
+    truth = json.loads(scene_path.with_suffix(".truth.json").read_text())
+    enc = load_encoder(args.encoder)
+    patches = PatchStore(open_store(Path(args.store)))
+    cal = Calibration()
+    with open_scene(scene_path) as scene:
+        spec = parse_tiling(args.tiling)
+        assert isinstance(spec, PyramidTiling)
+        levels = spec.resolve(enc.image_size).levels(scene.width, scene.height)
+        fp = scene.fingerprint
+    from rsrag.tools.store import index_key
+
+    vectors: list[np.ndarray] = []
+    for lv in levels:
+        info = patches.info(index_key(fp, lv.tiling_id, enc.id))
+        assert info is not None and info.complete, f"level {lv.level} is not complete in {args.store}"
+        table = patches.store.open_table(patches.patch_table(info).schema)
+        arr = np.zeros((lv.count, info.dim), np.float32)
+        for batch in table.scan(where={"index_key": info.key}, fields=["patch", "vector"]):
+            arr[np.asarray(batch["patch"])] = np.asarray(batch["vector"]).reshape(-1, info.dim)
+        vectors.append(arr)
+
+    def stats(level: int, members: np.ndarray) -> SceneStats:
+        v = vectors[level][members].astype(np.float64)
+        mean = v.mean(axis=0)
+        return SceneStats(n=len(v), mean=mean, cov=(v.T @ v) / len(v) - np.outer(mean, mean))
+
+    def hits(level: int, members: np.ndarray, q: np.ndarray, st: SceneStats) -> list[Hit]:
+        scores = vectors[level][members] @ q
+        conf = cal.confidence(st.zscores(q, scores))
+        order = np.argsort(-scores)
+        lv = levels[level]
+        return [Hit(region=Region(scene=fp, box=lv.box(int(members[i])), scale=lv.scale), score=float(scores[i]),
+                    confidence=float(conf[i]), path="fast", query="q", patch=int(members[i])) for i in order]
+
+    class _R:  # what evaluate() reads from a result
+        def __init__(self, hs: list[Hit], threshold: float) -> None:
+            from rsrag.tools.sites import group_sites
+
+            self.hits = [h for h in hs if h.confidence >= threshold] + [h for h in hs if h.confidence < threshold][:5]
+            self.sites = group_sites([h for h in hs if h.confidence >= threshold])
+
+    queries = {label: embed_phrases(enc, [class_phrase(label)])[0] for label in truth["targets"]}
+    finest = len(levels) - 1
+    full = {label: evaluate(_R(hits(finest, np.arange(levels[finest].count), q, stats(finest, np.arange(levels[finest].count))),
+                               args.threshold), truth["targets"][label], args.threshold) for label, q in queries.items()}
+    ref = {k: float(np.mean([v[k] for v in full.values()])) for k in ("site_recall", "r@1", "r@5")}
+    print(json.dumps({"setting": "full finest level", "windows": levels[finest].count, **ref}))
+    for start, beam, n_sample in [(a, b, c) for a in range(len(levels)) for b in args.beams for c in args.samples]:
+        if True:
+            res, cost = [], []
+            for label, q in queries.items():
+                encoded = levels[start].count
+                members = np.arange(levels[start].count)
+                st = stats(start, members)
+                for level in range(start, len(levels)):
+                    ranked = hits(level, members, q, st)
+                    if level == finest:
+                        break
+                    parents = select_regions(levels[level], ranked, beam=beam, expand=max(args.expand, beam),
+                                             threshold=args.threshold, contrast=args.rank == "contrast")
+                    nxt = levels[level + 1]
+                    sample = np.asarray(nxt.sample(n_sample))
+                    kids = sorted({i for h in parents for i in nxt.inside(h.region.box)})
+                    members = np.unique(np.concatenate([sample, np.asarray(kids, dtype=int)]))
+                    encoded += len(members)
+                    st = stats(level + 1, sample)
+                res.append(evaluate(_R(ranked, args.threshold), truth["targets"][label], args.threshold))
+                cost.append(encoded)
+            got = {k: float(np.mean([v[k] for v in res])) for k in ("site_recall", "r@1", "r@5")}
+            print(json.dumps({"rank": args.rank, "top_level_window": levels[start].window, "top_windows": levels[start].count,
+                              "beam": beam, "sample": n_sample, "encoded_mean": float(np.mean(cost)), **got,
+                              **{f"{k}_vs_full": round(got[k] / ref[k], 3) if ref[k] else None for k in got}}))
+
+
+def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: bool) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "measure", "--mode", mode, "--scene", str(scene), "--store", str(store),
+           "--encoder", args.encoder, "--tiling", args.tiling, "--flat", args.flat, "--beam", str(args.beam),
+           "--expand", str(args.expand), "--sample", str(args.sample), "--threshold", str(args.threshold),
+           "--threads", str(args.threads)] + (["--fill"] if fill else [])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    sys.stderr.write(proc.stderr[-4000:])
+    if proc.returncode:
+        raise SystemExit(f"measurement failed ({mode}, {scene.name})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict[str, Any]], tag: str) -> dict[str, float]:
+    qs = [q for r in runs for q in r["queries"] if q["run"] == tag]
+    return {k: float(np.mean([q[k] for q in qs])) for k in ("site_recall", "r@1", "r@5")} if qs else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000])
+    parser.add_argument("--side", type=int, default=100_000)
+    parser.add_argument("--scenes", type=int, default=1, help="mosaics per size (seeds 0..N-1)")
+    parser.add_argument("--targets", type=int, default=4)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--encoder", default="rsrag-lit")
+    parser.add_argument("--tiling", default="pyramid")
+    parser.add_argument("--flat", default="vit:448")
+    parser.add_argument("--beam", type=int, default=8)
+    parser.add_argument("--beams", type=int, nargs="+", default=[4, 8, 16, 32], help="sweep: beams to replay")
+    parser.add_argument("--samples", type=int, nargs="+", default=[36], help="sweep: statistics samples to replay")
+    parser.add_argument("--rank", choices=["score", "contrast"], default="contrast", help="sweep: how the beam is ranked")
+    parser.add_argument("--expand", type=int, default=32)
+    parser.add_argument("--sample", type=int, default=36)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
+    parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")
+    parser.add_argument("--mode", default="pyramid")
+    parser.add_argument("--scene")
+    parser.add_argument("--store")
+    args = parser.parse_args()
+    if args.kind == "measure":
+        print(json.dumps(measure(args)))
+        return
+    if args.kind == "sweep":
+        sweep(args)
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; encoder {args.encoder}",
+          file=sys.stderr)
+    results: list[dict[str, Any]] = []
+    sizes = args.sizes if args.kind == "mosaic" else [args.side]
+    for side in sizes:
+        for seed in range(args.scenes):
+            scene = OUT / f"{args.kind}_{side}_s{seed}.tif"
+            if not scene.exists():
+                t0 = time.perf_counter()
+                build = build_mosaic if args.kind == "mosaic" else build_cog
+                build(scene, side, seed, args.targets, args.sites)
+                print(f"built {scene} ({scene.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t0:.0f} s",
+                      file=sys.stderr)
+            runs = {"pyramid": child(args, "pyramid", scene, OUT / f"store_p_{side}_s{seed}", args.fill)}
+            if args.kind == "mosaic" and not args.no_flat:
+                runs["flat"] = child(args, "flat", scene, OUT / f"store_f_{side}_s{seed}", False)
+            results.append({"side": side, "seed": seed, **runs})
+            (OUT / f"result_{args.kind}_{side}_s{seed}.json").write_text(json.dumps(results[-1], indent=1))
+    for r in results:
+        p, f = r["pyramid"], r.get("flat")
+        line = {"side": r["side"], "seed": r["seed"], "pyramid_first_s": round(p["first_answer_s"], 1),
+                "pyramid_first_encoded": p["first_encoded"], "pyramid_all_queries_s": round(p["all_queries_s"], 1),
+                "pyramid_encoded": p["encoded_after_queries"], "pyramid_peak_rss_mib": round(p["peak_rss_mib"]),
+                "pyramid": summarise([p], "first"), "levels": p["levels"]}
+        if "fill_s" in p:
+            line.update(full_fill_s=round(p["fill_s"], 1), full=summarise([p], "full"))
+        if f:
+            line.update(flat_first_s=round(f["first_answer_s"], 1), flat_windows=f["windows"], flat=summarise([f], "first"),
+                        ratio=round(p["first_answer_s"] / f["first_answer_s"], 3), flat_peak_rss_mib=round(f["peak_rss_mib"]))
+        print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()
