@@ -417,7 +417,7 @@ class TraceStore:
         for ev in events:
             by_run.setdefault(ev.run_id, []).append(ev)
         seen = set()
-        for run_id, thread_id, scene_path, fingerprint, question, answer, n_events in runs:
+        for run_id, _thread_id, scene_path, fingerprint, question, answer, n_events in runs:
             seen.add(run_id)
             own = by_run.get(run_id)
             if not own:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,8 +183,8 @@ def check_geometry(geometry: Any, field: str = "geometry") -> None:
     if kind == "Point":
         _position(coords, field, where)
     elif kind in ("MultiPoint", "LineString"):
-        _positions(coords, field, where)
-        if kind == "LineString" and len(coords) < 2:
+        positions = _positions(coords, field, where)
+        if kind == "LineString" and len(positions) < 2:
             raise _Bad(field, f"{where}: a LineString needs at least 2 positions")
     elif kind == "MultiLineString":
         if not isinstance(coords, list) or not coords:
@@ -449,7 +448,7 @@ def _csv(text: str) -> Iterator[tuple[int, Any, str | None]]:
         if len(row) > len(header):
             yield start, None, f"{len(row) - len(header)} more values than header columns"
             continue
-        yield start, dict(zip(header, row + [""] * (len(header) - len(row)))), None
+        yield start, dict(zip(header, row + [""] * (len(header) - len(row)), strict=True)), None
 
 
 def _geojson(text: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from rsrag.agent.interfaces.api import Analyst
 from rsrag.agent.interfaces.web import create_app
 from rsrag.agent.interfaces.web.app import MAX_ASK_BODY_BYTES
-from tests.rasters import gradient, write_raster
+from tests.rasters import write_raster
 from tests.web_server import tiny_analyst
 
 
