@@ -25,6 +25,7 @@ from rsrag.agent.context import AgentContext, resources_for
 from rsrag.agent.evidence import Answer, Evidence, evidence_from_hit
 from rsrag.agent.models.policy import RETRIEVAL_ONLY, RulePolicy
 from rsrag.prompts import load_prompt
+from rsrag.tools.calibration import Finding
 from rsrag.tools.fastpath import extract_key_phrases
 from rsrag.tools.rerank import merge_spatial
 from rsrag.tools.raster import Scene
@@ -45,6 +46,7 @@ class PipelineState(PipelineInput, total=False):
     evidence: dict[str, Evidence]
     cues: list[str]
     path_used: str
+    finding: Finding | None
     answer: Answer | None
     started_at: float
 
@@ -61,7 +63,8 @@ def retrieve(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, 
     scene = workspace.scene(state["scene"])
     result = workspace.retrieve(scene, state["phrases"], MAX_CUES, ctx.fast_threshold)
     evidence = [evidence_from_hit(h, "retrieve", "pipeline") for h in merge_spatial(result.confident)[:MAX_CUES]]
-    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": result.path}
+    return {"evidence": {e.id: e for e in evidence}, "cues": [e.id for e in evidence], "path_used": result.path,
+            "finding": result.finding}
 
 
 def visual_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -118,8 +121,10 @@ def answer_with_cues(state: PipelineState, runtime: Runtime[AgentContext]) -> di
                 blocks.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
         text = model.invoke([HumanMessage(content=blocks)]).text
     confidence = max((ev.confidence or 0.0) for ev in cues) if cues else 0.0
+    finding = state.get("finding")
     answer = Answer(
         text=text, cited=[ev.id for ev in cues], confidence=confidence, supported=bool(cues),
+        finding=finding, findings={", ".join(state.get("phrases") or []): finding} if finding else {},
         missing=None if cues else "no visual cue passed the threshold", evidence=cues, backend=resources_for(ctx).backend,
         steps=1, seconds=time.time() - float(state.get("started_at") or time.time()),
     )

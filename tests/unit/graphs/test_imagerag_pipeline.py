@@ -25,6 +25,7 @@ def test_pipeline_builds_cues_and_calls_the_model_once(tmp_path: Path) -> None:
                                         context=AgentContext(settings), config=resources.config())
     answer = out["answer"]
     assert answer.text == "Two fields, see the cues." and answer.supported
+    assert answer.finding == "uncertain" and answer.findings == {"fields": "uncertain"}  # the tiny encoder: no calibration
     assert 1 <= len(answer.cited) <= 5 and all(Path(e.crop).is_file() for e in answer.evidence)
     (prompt,) = model.prompts
     text = prompt[0].content[0]["text"]
