@@ -1,5 +1,5 @@
 # Two commands for a newcomer (see README.md):
-#   make demo   set everything up, then run the main job on the sample scene
+#   make demo   set everything up, then run the main job on an analyst scene
 #   make test   set everything up, then run the test suite
 # Both create .venv when it is missing and install the pinned dependencies into it.
 
@@ -9,7 +9,6 @@ BIN    := $(VENV)/bin
 # torch and torchvision must always be pinned together in every pip command (see README).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
-SAMPLE ?= ../shared/data/geotiff/RGB.byte.tif
 OUT    ?= demo-output
 
 # Nothing may try the network for model weights; a hub miss would otherwise retry for minutes.
@@ -42,17 +41,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet $(TORCH) -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
-QUESTION ?= where are the clouds?
-# 128 px windows with overlap: the 791 x 718 px sample gives ~140 patches (a 448 px grid would give 4)
-TILING ?= grid:128:overlap=0.5
+# The main job (demo/analyst_demo.py): without SAMPLE, an analyst scene built once from the validation chips of
+# ../shared/data/aid-rsicd (storage tanks at 3 sites, an airport at 2), described, indexed and asked a short
+# conversation; answers in $(OUT)/answers.json, the audit trace in $(OUT)/trace.html.
+# Any image and question: make demo SAMPLE=scene.tif QUESTION="where are the storage tanks?" [TILING=vit:448]
+SAMPLE   ?=
+QUESTION ?=
+TILING   ?=
 
 demo: setup
-	mkdir -p $(OUT)
-	$(BIN)/rsrag describe $(SAMPLE) --thumbnail $(OUT)/thumbnail.png
-	$(BIN)/rsrag index $(SAMPLE) --store $(OUT)/store --tiling $(TILING)
-	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store --tiling $(TILING)
-	$(BIN)/rsrag ask $(SAMPLE) "$(QUESTION)" --store $(OUT)/store --tiling $(TILING) --json > $(OUT)/answer.json
-	@echo "answer with cited evidence: $(OUT)/answer.json"
+	$(BIN)/python demo/analyst_demo.py --out $(OUT) $(if $(SAMPLE),--image "$(SAMPLE)") \
+	  $(if $(QUESTION),--question "$(QUESTION)") $(if $(TILING),--tiling "$(TILING)")
 
 # Browser tests drive Debian's chromium; install it when missing and possible (they skip, saying why, if not).
 browser:

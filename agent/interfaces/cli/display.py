@@ -81,11 +81,17 @@ class Place:
 
 def places(evidence: Sequence[Evidence]) -> list[Place]:
     """Group records by what they point at (scene and pixel box; a knowledge entry; a scene), in first-seen
-    order; a place's primary record is its first non-zoom record (what found it)."""
+    order; a zoom inside a place found earlier joins it. A place's primary record is its first non-zoom
+    record (what found it)."""
     groups: dict[tuple[object, ...], Place] = {}
     for ev in evidence:
         if ev.region is not None and ev.kind == "region":
             key: tuple[object, ...] = ("region", ev.region.scene, ev.region.box.as_tuple())
+            if ev.path == "zoom" and key not in groups:  # a closer look inside a place found earlier is that place
+                home = next((k for k, p in groups.items() if k[0] == "region" and k[1] == ev.region.scene
+                             and p.primary.path != "zoom" and p.primary.region is not None
+                             and p.primary.region.box.contains(ev.region.box)), None)
+                key = home or key
         elif ev.kind == "knowledge":
             key = ("knowledge", ev.knowledge_id)
         else:

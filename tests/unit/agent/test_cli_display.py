@@ -31,6 +31,7 @@ LEDGER = [
     ev("Ea00001", "fast", (1792, 896, 2048, 1152), 0.99),
     ev("Ea00002", "zoom", (1792, 896, 2048, 1152), 0.99),  # the zoom on it: the same place
     ev("Ea00003", "fast", (10240, 20480, 10752, 20992), 0.41),
+    ev("Ea00004", "zoom", (10300, 20500, 10400, 20600), None),  # a closer look inside it: still that place
     Evidence(id="Ek00001", kind="knowledge", path="knowledge", knowledge_id="tank-farm", title="[Tank farm]"),
 ]
 
@@ -43,7 +44,7 @@ def render(table: object, width: int) -> str:
 
 def test_places_group_records_of_one_box() -> None:
     found = places(LEDGER)
-    assert [p.ids for p in found] == [["Ea00001", "Ea00002"], ["Ea00003"], ["Ek00001"]]
+    assert [p.ids for p in found] == [["Ea00001", "Ea00002"], ["Ea00003", "Ea00004"], ["Ek00001"]]
     assert found[0].primary.path == "fast" and found[0].paths == ["fast", "zoom"] and found[0].confidence == 0.99
 
 
@@ -59,7 +60,7 @@ def test_places_table_wraps_and_never_cuts() -> None:
         boxes = column(out, 4)
         assert "1792,896,2048,1152" in boxes and "10240,20480,10752,20992" in boxes, (width, out)
         assert "[Tankfarm]" in boxes  # data, not rich markup
-        assert "Ea00001Ea00002" in column(out, 2) and "0.990.41" in column(out, 6)
+        assert "Ea00001Ea00002" in column(out, 2) and "Ea00003Ea00004" in column(out, 2) and "0.990.41" in column(out, 6)
         assert re.search(r"15\.\d{6},48\.\d{6}", column(out, 5))  # lon/lat with fixed 6 decimals
         if width >= 80:
             assert sum("Ea00001" in line for line in out.splitlines()) == 1  # one row per place
