@@ -181,22 +181,38 @@ class TraceStore:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False,
                                        isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("BEGIN IMMEDIATE")  # one schema set-up at a time, across processes
-            try:
-                for statement in _SCHEMA.split(";\n"):
-                    if statement.strip():
-                        self._db.execute(statement)
-                columns = {row[1] for row in self._db.execute("PRAGMA table_info(rsrag_trace_heads)")}
-                if "signature" not in columns:  # files written before heads were signed
-                    self._db.execute("ALTER TABLE rsrag_trace_heads ADD COLUMN signature TEXT")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            if not self._schema_complete():  # a reader of a set-up file never needs the write lock
+                self._set_up()
         except sqlite3.DatabaseError as exc:
             raise TraceError(f"{self.path}: cannot open the trace tables ({exc})") from exc
         self._lock = threading.Lock()
+
+    def _schema_complete(self) -> bool:
+        names = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE name LIKE 'rsrag_trace_%'")}
+        needed = {"rsrag_trace_events", "rsrag_trace_heads", "rsrag_trace_runs", "rsrag_trace_events_no_update",
+                  "rsrag_trace_events_no_delete"}
+        if not needed <= names:
+            return False
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(rsrag_trace_heads)")}
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        return "signature" in columns and str(mode).lower() == "wal"
+
+    def _set_up(self) -> None:
+        """Create the tables (and migrate older files), once, in one write transaction."""
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("BEGIN IMMEDIATE")  # one schema set-up at a time, across processes
+        try:
+            for statement in _SCHEMA.split(";\n"):
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(rsrag_trace_heads)")}
+            if "signature" not in columns:  # files written before heads were signed
+                self._db.execute("ALTER TABLE rsrag_trace_heads ADD COLUMN signature TEXT")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -177,3 +177,20 @@ def test_the_cli_exports_and_verifies_against_the_head(tmp_path: Path, capsys: p
     assert "is tampered" in err and "Traceback" not in err
     assert main(["trace", "verify", "t1", "--head", "nope", "--db", str(db)]) == 2
     assert "is not a chain head" in capsys.readouterr().err
+
+
+def test_a_reader_opens_while_a_writer_holds_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rsrag.agent.trace.store as store_module
+
+    db = tmp_path / "s.sqlite"
+    _record(db).close()
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # e.g. a server appending a step
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        started = time.monotonic()
+        reader = TraceStore(db)  # `rsrag trace verify` meanwhile: no write lock needed for a set-up file
+        assert reader.verify("t1").ok and time.monotonic() - started < 5
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
