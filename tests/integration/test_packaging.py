@@ -50,3 +50,12 @@ def test_wheel_declares_the_console_script(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         entry_points = next(n for n in zf.namelist() if n.endswith("entry_points.txt"))
         assert "rsrag = rsrag.agent.interfaces.cli:main" in zf.read(entry_points).decode()
+
+
+def test_wheel_bundles_the_viewer_library(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = "rsrag/agent/interfaces/web"
+    for page_file in ("index.html", "app.js", "viewer.js", "style.css", "favicon.svg"):
+        assert f"{web}/{page_file}" in names
+    assert f"{web}/static/openseadragon.min.js" in names, "the viewer library is missing: `make web` copies it in"
+    assert f"{web}/static/openseadragon.LICENSE.txt" in names
