@@ -96,6 +96,26 @@ def test_pyramid_levels_filled_like_in_process(tmp_path: Path, local_ray: None) 
         assert ray_patches.count(ray_info) == level.windows
 
 
+def test_cli_index_catalog_on_ray(tmp_path: Path, local_ray: None) -> None:
+    from typer.testing import CliRunner
+
+    from rsrag.agent.interfaces.cli import app
+
+    sources = _scenes(tmp_path / "scenes", n=2)
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(app, ["catalog", "add", str(tmp_path / "scenes"), "--store", store]).exit_code == 0
+    done = runner.invoke(app, ["index", "--catalog", "default", "--ray", "auto", "--workers", "1", "--tiling", TILING,
+                               "--store", store, "--json"])
+    assert done.exit_code == 0, done.output
+    import json
+
+    listed = json.loads(runner.invoke(app, ["catalog", "list", "--store", store, "--json"]).stdout)
+    assert [r["index"].split(",")[0] for r in listed] == ["indexed (grid:64:overlap=0:scales=1"] * 2
+    again = runner.invoke(app, ["index", *sources, "--tiling", TILING, "--store", store])  # in process: a no-op
+    assert again.exit_code == 0 and again.stdout.count("already indexed") == 2
+
+
 def test_two_node_cluster(tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 

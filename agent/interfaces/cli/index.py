@@ -95,21 +95,75 @@ def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, ba
 
 @app.command("index")
 def index_command(
-    image: Path = typer.Argument(..., help="Image file (GeoTIFF, COG, VRT, JPEG, PNG...) or URL (https://, s3://, gs://, az://)."),
+    images: list[Path] = typer.Argument(None, help="Image files (GeoTIFF, COG, VRT, JPEG, PNG...) or URLs (https://, s3://, gs://, az://)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
     tiling: str | None = typer.Option(None, "--tiling", help="pyramid (default: settings, store.tiling) or a flat tiling, e.g. vit:448, grid:512:overlap=0.25:scales=1,2, cc."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store or the user data dir)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Patches per encoder call (default: settings, 32)."),
     readers: int | None = typer.Option(None, "--readers", min=1, help="Reader threads decoding patches (default: half the cores, 1-4)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is indexing this image, wait for it."),
+    catalog: str | None = typer.Option(None, "--catalog", "-c", help="Index every scene of this catalog (see `rsrag catalog`)."),
+    ray: str | None = typer.Option(None, "--ray", help="Index on Ray: 'auto' (a running cluster, else a local instance), 'local', or a cluster address."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="With --ray: encoder actors (default: one per CPU of the cluster)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (no progress bar)."),
 ) -> None:
-    """Fill a scene's index ahead of time: every pyramid level, or a flat tiling (resumable; no-op when done)."""
+    """Fill scenes' indexes ahead of time: every pyramid level, or a flat tiling (resumable; no-op when done).
+    Several images, or a whole catalog, can be given; ``--ray`` spreads the work over a Ray cluster."""
+    from rsrag.tools.errors import QueryError
+
     settings = state.settings(**{"encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
                                  "encoder.batch_size": batch_size})
+    sources = [str(i) for i in images or []]
+    if catalog is not None:
+        from rsrag.agent.interfaces.cli.catalog import open_catalog
+
+        sources += [s.source for s in open_catalog(store, catalog).scenes()]
+    if not sources:
+        raise QueryError("name the images to index (or --catalog NAME for every scene of a catalog)")
+    if workers is not None and ray is None:
+        raise QueryError("--workers needs --ray (the in-process indexer uses --readers threads)")
+    if ray is not None:
+        _index_on_ray(sources, ray, workers, settings, as_json)
+        return
     enc = load_cli_encoder(settings)
-    report = run_index(image, enc, settings.store.tiling, settings.store_path, settings.encoder.batch_size, readers, wait,
-                       show_progress=not as_json, sample=settings.pyramid.sample, cache=settings.scene_cache())
+    for source in sources:
+        report = run_index(Path(source), enc, settings.store.tiling, settings.store_path, settings.encoder.batch_size,
+                           readers, wait, show_progress=not as_json, sample=settings.pyramid.sample,
+                           cache=settings.scene_cache())
+        _print_report(report, as_json)
+
+
+def _index_on_ray(sources: list[str], address: str, workers: int | None, settings: Settings, as_json: bool) -> None:
+    """``rsrag index --ray``: every scene's index filled by encoder actors on a Ray cluster, one bar for all."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from rsrag.tools.ray_indexing import index_on_ray, start_ray
+
+    how = start_ray(address)
+    if not as_json:
+        from rsrag.agent.interfaces.cli.app import err_console
+
+        err_console.print(f"ray: {how}", highlight=False)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[scenes]}"), TextColumn("{task.fields[rate]:.1f} windows/s"), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=as_json) as bar:
+        task = bar.add_task(f"indexing {len(sources)} scenes on Ray", total=None, scenes="", rate=0.0)
+        reports = index_on_ray(
+            sources, store=settings.store_path, encoder=settings.encoder.spec, tiling=settings.store.tiling,
+            device=settings.encoder.device, batch_size=settings.encoder.batch_size, workers=workers,
+            progress=lambda p: bar.update(task, completed=p.done, total=p.total, rate=p.rate,
+                                          scenes=f"{p.scenes_done}/{p.scenes} scenes"),
+        )
+    for source, report in zip(sources, reports):
+        if as_json:
+            print(json.dumps({"source": source, **report.model_dump(mode="json")}))
+        else:
+            what = "already indexed" if report.no_op else f"indexed {report.encoded} windows"
+            console.print(f"{Path(source).name}: {what} ({report.info.tiling}, {report.info.encoder})", highlight=False)
+
+
+def _print_report(report: IndexReport | PyramidReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.model_dump(mode="json")))
         return
