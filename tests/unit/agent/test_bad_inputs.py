@@ -9,6 +9,7 @@ an answer); ``tests/integration/test_bad_inputs_process.py`` runs a sample as re
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ def _write_bad_files(folder: Path) -> None:
     (folder / "loop-a.tif").symlink_to(folder / "loop-b.tif")
     (folder / "loop-b.tif").symlink_to(folder / "loop-a.tif")
     (folder / "dangling.tif").symlink_to(folder / "gone.tif")
+    os.mkfifo(folder / "stream.tif")  # a file that cannot be read like one (it would block forever)
     write_raster(folder / "one-pixel.tif", np.zeros((3, 1, 1), dtype=np.uint8))
     write_raster(folder / "small.tif", np.random.default_rng(2).integers(0, 255, (3, 256, 256), dtype=np.uint8))
     (folder / "missing-source.vrt").write_text(
@@ -122,6 +124,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("truncated tiff", ["search", f"{F}/truncated.tif", "roofs"], "truncated.tif"),
     ("symlink loop", ["describe", f"{F}/loop-a.tif"], "loops back on itself"),
     ("dangling symlink", ["describe", f"{F}/dangling.tif"], "which does not exist"),
+    ("a FIFO, not a file", ["describe", f"{F}/stream.tif"], "stream.tif"),
     ("vrt over a missing file", ["search", f"{F}/missing-source.vrt", "roofs"], "missing-source.vrt: could not read"),
     ("1 px image asked", ["ask", f"{F}/one-pixel.tif", "where are the roofs?", "--quiet"], "cannot be indexed"),
     ("256 px with vit:448 asked", ["ask", f"{F}/small.tif", "roofs?", "--tiling", "vit:448", "--quiet"],
