@@ -127,3 +127,75 @@ def export_command(
     tmp.write_text(json.dumps(doc))
     tmp.replace(out)
     console.print(f"wrote {len(doc['features'])} scenes to {out}", highlight=False)
+
+
+def _floats(text: str | None, n: int, what: str) -> list[float] | None:
+    from rsrag.tools.errors import QueryError
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise QueryError(f"{what} needs {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+@catalog_app.command("search")
+def search_command(
+    text: str = typer.Argument(..., help="A key phrase or a plain question, e.g. 'storage tanks'."),
+    phrase: list[str] = typer.Option([], "--phrase", help="Key phrase (repeatable); overrides extraction from TEXT."),
+    bbox: str | None = typer.Option(None, "--bbox", help="Only scenes intersecting WEST,SOUTH,EAST,NORTH (degrees)."),
+    near: str | None = typer.Option(None, "--near", help="Only scenes within --radius-km of LON,LAT (degrees)."),
+    radius_km: float = typer.Option(0.0, "--radius-km", min=0.0, help="Radius around --near, in km (0: scenes containing the point)."),
+    since: str | None = typer.Option(None, "--since", help="Only scenes acquired at or after this ISO 8601 time."),
+    until: str | None = typer.Option(None, "--until", help="Only scenes acquired at or before this ISO 8601 time."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="Sites shown per scene (default: settings, retrieval.top_k)."),
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
+    store: Path | None = _STORE, name: str = _NAME, as_json: bool = _JSON,
+) -> None:
+    """Search every indexed scene of the catalog (the retrieval cascade per scene); scenes ranked by their best
+    site, each site with its scene's source and fingerprint. Unindexed scenes are listed, not indexed."""
+    from rsrag.agent.interfaces.cli import index as index_cli
+    from rsrag.tools.calibration import load_presence
+    from rsrag.tools.catalog_search import search_catalog
+    from rsrag.tools.store import PatchStore
+
+    settings = state.settings(**{"encoder.spec": encoder, "store.path": store, "retrieval.top_k": top_k})
+    catalog = open_catalog(store, name)
+    point = _floats(near, 2, "--near")
+    box = _floats(bbox, 4, "--bbox")
+    scenes = catalog.find(bbox=box, point=point, radius_km=radius_km, start=since, end=until)
+    if not scenes:
+        console.print(f"no scene of catalog {name!r} matches the place and time given")
+        return
+    enc = index_cli.load_cli_encoder(settings)
+    result = search_catalog(catalog, PatchStore(catalog.store), enc, phrases=phrase or None, question=text, scenes=scenes,
+                            top_k=settings.retrieval.top_k, threshold=settings.retrieval.fast_threshold,
+                            presence=load_presence(enc))
+    if as_json:
+        print(json.dumps({
+            "phrases": result.phrases, "threshold": result.threshold, "skipped": result.skipped,
+            "scenes": [{"id": s.scene.id, "source": s.scene.source, "fingerprint": s.scene.fingerprint, "found": s.found,
+                        "finding": s.result.finding, "best": round(s.best, 4),
+                        "sites": [{"bbox": list(site.region.box.as_tuple()), "confidence": round(site.confidence, 4),
+                                   "presence": site.presence, "windows": len(site.members)}
+                                  for site in s.result.all_sites[: settings.retrieval.top_k]]}
+                       for s in result.scenes]}))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{', '.join(result.phrases)} across {len(result.scenes)} indexed scenes of {name!r}")
+    for col in ("scene", "finding", "sites (bbox px: confidence)", "source"):
+        table.add_column(col, overflow="fold")
+    for s in result.scenes:
+        shown = s.result.all_sites[: settings.retrieval.top_k]
+        sites = "; ".join("[{}, {}, {}, {}]".format(*site.region.box.as_tuple()) + f": {site.confidence:.2f}" for site in shown)
+        label = s.result.finding or ("sites above threshold" if s.found else "none above threshold")
+        table.add_row(s.scene.id, label, sites or "-", s.scene.source)
+    console.print(table)
+    if result.skipped:
+        err_console.print(f"not indexed (skipped): {', '.join(result.skipped)}; index them with "
+                          f"`rsrag index --catalog {name}` (add --ray auto for a cluster)", highlight=False)

@@ -1,0 +1,136 @@
+"""Search every indexed scene of a catalog at once: the retrieval cascade per scene, sites per scene.
+
+:func:`search_catalog` runs :func:`rsrag.tools.retrieval.cascade` on each scene's index (the finest complete
+index of the scene for the encoder: a flat tiling or a complete pyramid level) and ranks the scenes by their
+best site. Scenes that have no complete index for the encoder are listed as skipped, never indexed here (an
+archive is indexed ahead of time with ``rsrag index`` or ``rsrag index --ray``). Every hit's region names its
+scene fingerprint, and each result names the scene's source, so evidence from several scenes stays apart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rsrag.tools.catalog import Catalog, CatalogScene
+from rsrag.tools.errors import QueryError
+from rsrag.tools.retrieval import RetrievalResult, cascade
+from rsrag.tools.store import IndexInfo, PatchStore
+
+if TYPE_CHECKING:
+    from rsrag.tools.calibration import PresenceModel
+    from rsrag.tools.encoders.base import Encoder
+    from rsrag.tools.knowledge.base import KnowledgeBase
+
+__all__ = ["CatalogSearchResult", "SceneResult", "scene_index", "search_catalog"]
+
+
+class SceneResult(BaseModel):
+    """One scene's share of a catalog search."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scene: CatalogScene
+    result: RetrievalResult
+
+    @property
+    def best(self) -> float:
+        """The scene's best site: its calibrated presence where there is one (comparable across scenes),
+        else its within-scene confidence."""
+        sites = self.result.all_sites
+        return max(((s.presence if s.presence is not None else s.confidence) for s in sites), default=0.0)
+
+    @property
+    def found(self) -> bool:
+        """Whether the target was found in this scene: the calibrated finding where there is one, else any
+        site at or above the threshold."""
+        if self.result.finding is not None and self.result.presence_note is None:
+            return self.result.finding == "found"
+        return bool(self.result.sites)
+
+
+class CatalogSearchResult(BaseModel):
+    """What a search across a catalog found, scenes ranked by their best site."""
+
+    model_config = ConfigDict(frozen=True)
+
+    phrases: list[str]
+    threshold: float
+    scenes: list[SceneResult]
+    """Searched scenes: those where the target was found first, each group by its best site."""
+    skipped: list[str] = Field(default_factory=list)
+    """Ids of scenes with no complete index for the encoder (index them to include them)."""
+    ms: float = 0.0
+
+    @property
+    def matching(self) -> list[SceneResult]:
+        """Scenes with at least one site at or above the threshold."""
+        return [s for s in self.scenes if s.found]
+
+
+def scene_index(patches: PatchStore, fingerprint: str, encoder_id: str, tiling: str | None = None) -> IndexInfo | None:
+    """The index a catalog search uses for a scene: among its complete indexes for the encoder (and tiling,
+    when given), the finest (most windows); ``None`` when there is none."""
+    infos = patches.find(scene=fingerprint, encoder=encoder_id)
+    if tiling is not None:
+        infos = [i for i in infos if i.tiling == tiling or i.tiling.startswith(tiling + ":")]
+    return max(infos, key=lambda i: (i.n_patches, i.updated), default=None)
+
+
+def search_catalog(
+    catalog: Catalog,
+    patches: PatchStore,
+    encoder: Encoder,
+    *,
+    phrases: Sequence[str] | None = None,
+    question: str | None = None,
+    scenes: Sequence[CatalogScene] | None = None,
+    top_k: int,
+    threshold: float,
+    kb: KnowledgeBase | None = None,
+    presence: PresenceModel | None = None,
+    tiling: str | None = None,
+) -> CatalogSearchResult:
+    """Run the retrieval cascade over every indexed scene of ``catalog`` (or of ``scenes``, e.g. the result
+    of :meth:`Catalog.find`) and rank the scenes.
+
+    Args:
+        catalog: the catalog whose scenes are searched.
+        patches: the patch store holding their indexes.
+        encoder: the encoder the indexes were built with.
+        phrases / question: what to look for (key phrases, or a question they are extracted from).
+        scenes: a subset of the catalog's scenes (default: all).
+        top_k: sites shown per scene (all confident sites are kept).
+        threshold: confidence a site needs to count as found.
+        kb: knowledge base for the slow path (a scene's cascade runs it when its fast path is not confident).
+        presence: the encoder's presence calibration: each scene gets a finding, and scenes are ranked by
+            calibrated presence, which (unlike the within-scene confidence) means the same in every scene.
+        tiling: only use indexes of this tiling id (default: each scene's finest complete index).
+
+    Raises:
+        QueryError: no phrases and no question, or the catalog is empty.
+    """
+    if not phrases and not (question and question.strip()):
+        raise QueryError("give key phrases or a question to search the catalog for")
+    pool = list(scenes) if scenes is not None else catalog.scenes()
+    if not pool:
+        raise QueryError(f"catalog {catalog.name!r} has no scenes: add some with `rsrag catalog add`")
+    t0 = time.perf_counter()
+    found: list[SceneResult] = []
+    skipped: list[str] = []
+    searched_phrases: list[str] = list(phrases or [])
+    for scene in pool:
+        info = scene_index(patches, scene.fingerprint, encoder.id, tiling)
+        if info is None:
+            skipped.append(scene.id)
+            continue
+        result = cascade(info, encoder, phrases=phrases, question=question, store=patches, kb=kb, top_k=top_k,
+                         threshold=threshold, presence=presence)
+        searched_phrases = result.phrases
+        found.append(SceneResult(scene=scene, result=result))
+    found.sort(key=lambda s: (not s.found, -s.best, s.scene.id))
+    return CatalogSearchResult(phrases=searched_phrases, threshold=threshold, scenes=found, skipped=skipped,
+                               ms=(time.perf_counter() - t0) * 1e3)
