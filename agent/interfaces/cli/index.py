@@ -46,7 +46,8 @@ def index_progress(out: Console | None = None, *, enabled: bool = True, transien
     """A rich progress display for indexing progress events; yields the callback to give the indexer.
 
     One bar per (stage, pyramid level): ``indexing L2 896px`` for ``rsrag index``, ``search encodes L3
-    448px`` for the windows a search visits, ``background fill L4 224px`` for a fill. Thread-safe.
+    448px`` for the windows a search visits, ``background fill L4 224px`` for a fill. Thread-safe. Nothing
+    is drawn until there is work: a level already complete gets no bar, a no-op run prints no bar at all.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -54,19 +55,30 @@ def index_progress(out: Console | None = None, *, enabled: bool = True, transien
                TextColumn("{task.fields[rate]:.1f} windows/s"), TimeElapsedColumn(), TextColumn("eta"),
                TimeRemainingColumn())
     lock = threading.Lock()
-    with Progress(*columns, console=out or console, disable=not enabled, transient=transient) as bar:
-        tasks: dict[tuple[str, int | None], int] = {}
+    bar = Progress(*columns, console=out or console, disable=not enabled, transient=transient)
+    tasks: dict[tuple[str, int | None], int] = {}
+    started = False
 
-        def on_progress(p: IndexProgress) -> None:
-            key = (p.stage, p.level)
-            with lock:
-                if key not in tasks:
-                    where = f" L{p.level}/{p.levels}" if p.level is not None else ""
-                    name = f"{STAGES.get(p.stage, p.stage)}{where} {label}".rstrip()
-                    tasks[key] = bar.add_task(name, total=p.total, rate=0.0)
-                bar.update(tasks[key], completed=p.done, total=p.total, rate=p.rate)
+    def on_progress(p: IndexProgress) -> None:
+        nonlocal started
+        key = (p.stage, p.level)
+        with lock:
+            if key not in tasks:
+                if p.encoded == 0 and p.done >= p.total:
+                    return  # this stage and level has nothing left to do: no bar (a no-op draws nothing)
+                if not started:
+                    bar.start()
+                    started = True
+                where = f" L{p.level}/{p.levels}" if p.level is not None else ""
+                name = f"{STAGES.get(p.stage, p.stage)}{where} {label}".rstrip()
+                tasks[key] = bar.add_task(name, total=p.total, rate=0.0)
+            bar.update(tasks[key], completed=p.done, total=p.total, rate=p.rate)
 
+    try:
         yield on_progress
+    finally:
+        if started:
+            bar.stop()
 
 
 def run_index(image: Path, encoder: Encoder, tiling: str, store: Path | None, batch_size: int, readers: int | None,
