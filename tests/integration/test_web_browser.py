@@ -7,7 +7,7 @@ one box per site with numbered markers that never overlap, the finding's colour,
 clicked site, the same finding/confidences as the answer's JSON, the question box cleared, indexing
 progress. With the project's default encoder, an analyst scene (several sites of two classes, see
 rsrag.tools.mosaic) is asked where its storage tanks are: the best site is a planted one, and the answer
-view is saved as a screenshot (docs/workspace.png is a copy of it). Screenshots go to the folder printed
+view is saved as a screenshot (docs/workspace.jpg is a copy of it). Screenshots go to the folder printed
 at the start.
 """
 
@@ -425,7 +425,7 @@ def test_analyst_scene_with_the_default_encoder(browser: Any, analyst_scene: Any
             running(create_app(analyst, [analyst_scene.path])) as url:
         with Page(browser, url) as page:
             result = ask(page, "where are the storage tanks?")
-            page.screenshot(path=str(artifacts / "answer-default-encoder.png"))
+            page.screenshot(path=str(artifacts / "answer-default-encoder.jpg"), type="jpeg", quality=85)
             boxes = {b["id"]: b for b in drawn(page, ".sv-box.site")}
             markers = drawn(page, ".sv-marker")
     sites = result["sites"]
