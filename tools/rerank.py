@@ -58,8 +58,10 @@ def reciprocal_rank_fusion(lists: Sequence[Sequence[Hit]], k: int = RRF_K, top: 
     ``weights`` (one per list, default all 1) let a more trusted list lead: e.g. the slow path's hits when
     the fast path found nothing confident.
 
-    The fused hit is the best-ranked original (its ``path`` and ``query``), with ``extra["rrf"]`` (the fused
-    score), ``extra["paths"]`` (every path that found the region, ``+``-joined) and the union of queries.
+    The fused hit is the most confident original (its ``path``, ``query``, ``score`` and ``confidence``; the
+    best-ranked one among equally confident), with ``extra["rrf"]`` (the fused score), ``extra["paths"]``
+    (every path that found the region, ``+``-joined) and the union of queries: a place the slow path found
+    confidently stays confident when the fast path also listed it below the threshold.
     """
     if k <= 0:
         raise QueryError(f"the RRF constant must be positive, got {k}")
@@ -75,7 +77,7 @@ def reciprocal_rank_fusion(lists: Sequence[Sequence[Hit]], k: int = RRF_K, top: 
         for rank, hit in enumerate(hits, 1):
             key = region_key(hit)
             score[key] = score.get(key, 0.0) + w / (k + rank)
-            if key not in best or rank < best[key][0]:
+            if key not in best or (hit.confidence, -rank) > (best[key][1].confidence, -best[key][0]):
                 best[key] = (rank, hit)
             extras.setdefault(key, {}).update({n: v for n, v in hit.extra.items() if n not in extras.get(key, {})})
             queries.setdefault(key, []).extend(hit.queries or (hit.query,))

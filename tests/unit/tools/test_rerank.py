@@ -75,3 +75,13 @@ def test_weighted_rrf_lets_the_trusted_list_lead() -> None:
     assert [h.region.box.x0 for h in fused] == [100, 200, 0]
     with pytest.raises(QueryError):
         reciprocal_rank_fusion([fast, slow], weights=[1.0])
+
+
+def test_fusion_keeps_the_most_confident_paths_verdict() -> None:
+    """A place the slow path found confidently stays confident when the fast path listed it below the threshold."""
+    weak = _hit(0, 0, path="fast").model_copy(update={"confidence": 0.2})
+    strong = _hit(0, 0, path="slow").model_copy(update={"confidence": 0.9, "extra": {"label": "tank"}})
+    other = _hit(300, 0, path="fast")
+    (first, *_) = reciprocal_rank_fusion([[weak, other], [strong]], weights=[0.5, 1.0])
+    assert first.region == weak.region and first.confidence == 0.9 and first.path == "slow"
+    assert first.extra["paths"] == "fast+slow" and first.extra["label"] == "tank"
