@@ -382,6 +382,51 @@ def build_mcp_server(
             return json_reply(out)
 
     @server.tool()
+    def search_catalog(
+        phrases: Annotated[list[str], Field(description=(
+            '1-4 short noun phrases naming one kind of thing to look for, e.g. ["airport", "runway"]'))],
+        catalog: Annotated[str, Field(description="name of a scene catalog on the server (see `rsrag catalog list`)")] = "default",
+        lonlat_bbox: Annotated[list[float] | None, Field(description="only scenes intersecting [west, south, east, north], in degrees")] = None,
+        top_k: Annotated[int | None, Field(description="sites shown per scene, a count (default: the server's retrieval.top_k)")] = None,
+    ) -> CallToolResult:
+        """Search every indexed scene of a catalog at once. Scenes come back ranked by their best site, each
+        with its image path (pass it as `image` to zoom or ask), fingerprint, finding (found / not_found /
+        uncertain) and sites: bbox [x0, y0, x1, y1] in that scene's full-resolution pixels, confidence and
+        presence in 0-1. Only scenes this server may open are searched; unindexed ones are listed as skipped."""
+        from rsrag.tools.catalog import Catalog
+        from rsrag.tools.catalog_search import search_catalog as run_search
+
+        try:
+            tools.validate(phrases=phrases, top_k=top_k, **({"lonlat_bbox": lonlat_bbox} if lonlat_bbox else {}))
+            workspace = tools.analyst.workspace
+            cat = Catalog(workspace.patches.store, name=catalog)
+            allowed = []
+            for scene in cat.find(bbox=lonlat_bbox):
+                try:
+                    tools.sandbox.resolve(scene.source)
+                except RsragError:
+                    continue  # outside this server's folders or URL prefixes: never searched nor named
+                allowed.append(scene)
+            k = top_k or tools.settings.retrieval.top_k
+            found = run_search(cat, workspace.patches, workspace.encoder, phrases=phrases, scenes=allowed, top_k=k,
+                               threshold=tools.settings.retrieval.fast_threshold, presence=workspace.presence)
+        except RsragError as exc:
+            raise _tool_error(exc) from None
+        scenes = [{"image": s.scene.source, "id": s.scene.id, "fingerprint": s.scene.fingerprint, "found": s.found,
+                   "finding": s.result.finding,
+                   "sites": [{"bbox": list(site.region.box.as_tuple()), "confidence": rounded(site.confidence),
+                              "presence": rounded(site.presence), "windows": len(site.members)}
+                             for site in s.result.all_sites[:k]]}
+                  for s in found.scenes]
+        reply: dict[str, Any] = {"phrases": found.phrases, "threshold": found.threshold, "scenes": scenes}
+        if found.skipped:
+            reply["skipped"] = found.skipped
+            reply["hint"] = f"skipped scenes have no index yet: `rsrag index --catalog {catalog}` fills them"
+        if not allowed:
+            reply["hint"] = f"catalog {catalog!r} has no scene this server may open (rsrag catalog add, --images)"
+        return json_reply(reply)
+
+    @server.tool()
     def ask(
         image: ImagePath,
         question: Annotated[str, Field(description='the question, e.g. "where are the storage tanks?"')],

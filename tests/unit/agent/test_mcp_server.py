@@ -59,7 +59,7 @@ def test_tools_listed_with_schemas(analyst: Analyst, settings: Settings) -> None
             return {t.name: t.input_schema for t in (await client.list_tools()).tools}
 
     tools = run(main)
-    assert set(tools) == {"scene_info", "search_patches", "zoom", "lookup_knowledge", "ask"}
+    assert set(tools) == {"scene_info", "search_patches", "zoom", "lookup_knowledge", "search_catalog", "ask"}
     assert tools["search_patches"]["required"] == ["image", "phrases"]
     assert {"evidence_id", "bbox", "map_bbox", "lonlat_bbox", "max_side"} <= set(tools["zoom"]["properties"])
 
@@ -245,3 +245,28 @@ def test_every_parameter_documents_its_units(analyst: Analyst, settings: Setting
             if param in ("bbox", "map_bbox", "lonlat_bbox", "max_side", "top_k", "k", "image"):
                 assert any(u in schema["description"] for u in units), f"{name}.{param}: {schema['description']}"
         assert "pixels" in tool.description or name == "lookup_knowledge" and "0-1" in tool.description, name
+
+
+def test_search_catalog_only_sees_allowed_scenes(analyst: Analyst, settings: Settings, scene_path: Path,
+                                                 tmp_path: Path) -> None:
+    from rsrag.tools.catalog import Catalog
+    from rsrag.tools.indexing import index_scene
+
+    outside = write_raster(tmp_path / "outside.tif", np.random.default_rng(8).integers(0, 255, (3, 128, 128), dtype=np.uint8))
+    unindexed = write_raster(scene_path.parent / "later.tif", np.random.default_rng(9).integers(0, 255, (3, 128, 128), dtype=np.uint8))
+    workspace = analyst.workspace
+    catalog = Catalog(workspace.patches.store, name="archive")
+    catalog.add([str(scene_path), str(outside), str(unindexed)])
+    for path in (scene_path, outside):
+        index_scene(str(path), workspace.encoder, "grid:64", workspace.patches)
+
+    async def main() -> dict:
+        server = build_mcp_server(analyst, settings, image_roots=[scene_path.parent])
+        async with Client(server) as client:
+            reply = await client.call_tool("search_catalog", {"phrases": ["red roofs"], "catalog": "archive", "top_k": 2})
+            return reply.structured_content
+
+    reply = run(main)
+    assert [s["image"] for s in reply["scenes"]] == [str(scene_path.resolve())]  # the outside scene is never named
+    assert reply["skipped"] == ["later"] and "rsrag index --catalog archive" in reply["hint"]
+    assert all(len(s["sites"]) <= 2 and len(s["sites"][0]["bbox"]) == 4 for s in reply["scenes"])
