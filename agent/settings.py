@@ -30,7 +30,7 @@ Example settings file::
     tiling = "pyramid"                    # the default; a flat tiling: "vit:448", "grid:256:overlap=0.5"
 
     [pyramid]
-    beam = 8                              # regions a search expands per phrase at each level
+    beam = 16                             # regions a search expands per phrase at each level
     background_fill = "serve"             # fill the finest level in the background: serve | always | never
 
     [vlm]
@@ -101,7 +101,7 @@ OTHER_VARIABLES: dict[str, str] = {
 REDACTABLE = ("prompts", "answers")
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 
-_file_data: ContextVar[dict[str, Any]] = ContextVar("rsrag_settings_file_data", default={})
+_file_data: ContextVar[dict[str, Any] | None] = ContextVar("rsrag_settings_file_data", default=None)
 
 
 class _Section(BaseModel):
@@ -207,7 +207,7 @@ class PyramidSettings(_Section):
     windows sampled to estimate an incomplete level's statistics, and when the finest level is filled in
     the background: ``serve`` (only by ``rsrag serve``), ``always`` (also ``ask``/``chat``) or ``never``."""
 
-    beam: int = Field(8, ge=1)
+    beam: int = Field(16, ge=1)
     expand: int = Field(32, ge=1)
     sample: int = Field(36, ge=4)
     background_fill: Literal["serve", "always", "never"] = "serve"
@@ -286,7 +286,7 @@ class _FileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_file_data.get())
+        return dict(_file_data.get() or {})
 
 
 class Settings(BaseSettings):

@@ -4,7 +4,7 @@ A flat index must encode every window of a scene before the first question is an
 for a 100,000 x 100,000 px image on two CPU cores at ``vit:448``), and one window size dilutes small objects
 and cuts large ones. The pyramid instead holds the scene at several footprints:
 
-* **Levels.** Level 0, the coarsest, covers the scene with at most ``top`` windows (default 256) read
+* **Levels.** Level 0, the coarsest, covers the scene with at most ``top`` windows (default 512) read
   decimated to the encoder's input (GDAL reads them from overviews where the file has them). Each level
   below halves the window side, down to the finest level whose windows are about the encoder's input size
   at full resolution (``pyramid:SIZE`` sets that size; half the encoder's input adds one finer level for
@@ -60,11 +60,11 @@ if TYPE_CHECKING:
     from rsrag.tools.retrieval import Calibration
 
 DEFAULT_OVERLAP = 0.5
-DEFAULT_TOP = 256
+DEFAULT_TOP = 512
 """Most windows of level 0 (the coarsest level covers the scene with at most this many)."""
 DEFAULT_SAMPLE = 36
 """Windows of an incomplete level encoded to estimate its statistics (a spread 6 x 6 lattice)."""
-DEFAULT_BEAM = 8
+DEFAULT_BEAM = 16
 """Distinct regions per query vector kept at each level and expanded into the next."""
 DEFAULT_EXPAND = 32
 """Most regions per query vector expanded at each level (the beam plus those above the threshold)."""
@@ -181,7 +181,7 @@ class PyramidTiling(TilingScheme):
     """The spec of a pyramid index: ``pyramid[:SIZE][:overlap=F][:top=N][:max=N]``.
 
     ``SIZE`` is the finest window side (default ``auto``: the encoder's input size), ``overlap`` the overlap
-    of neighbouring windows at every level (default 0.5), ``top`` the most windows of level 0 (default 256)
+    of neighbouring windows at every level (default 0.5), ``top`` the most windows of level 0 (default 512)
     and ``max`` the most windows :func:`build_index` will encode to fill every level (default 500,000; a
     search only encodes what it visits, whatever the size).
     """
@@ -328,7 +328,7 @@ class Pyramid:
 
     @property
     def id(self) -> str:
-        """The pyramid's spec with its size resolved (``pyramid:224:overlap=0.5:top=256``)."""
+        """The pyramid's spec with its size resolved (``pyramid:224:overlap=0.5:top=512``)."""
         return self.tiling.id
 
     @property

@@ -19,7 +19,7 @@ Schemes:
     ImageRAG's ``grid`` scheme: the image split into ``n x n`` equal cells for every ``n = 1 .. N``.
 ``pyramid[:SIZE][:overlap=F][:top=N]``
     The pyramid index (the default, see :mod:`rsrag.tools.pyramid`): levels from at most ``top`` windows
-    (default 256) down to ``SIZE`` px windows at full resolution (default ``auto``: the encoder's input),
+    (default 512) down to ``SIZE`` px windows at full resolution (default ``auto``: the encoder's input),
     each level its own index, filled on demand and searched coarse to fine. Not a flat list of patches:
     :meth:`TilingScheme.patches` refuses it.
 
