@@ -15,7 +15,7 @@ OUT    ?= demo-output
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup web demo test test-all browser clean
+.PHONY: setup web demo test test-all lint browser clean
 
 setup: $(STAMP) web
 
@@ -58,6 +58,15 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) ; } || \
 	  echo "note: chromium is not installed; browser tests will be skipped"
+
+# ruff (rules in pyproject.toml) and mypy; mypy checks the rsrag.* packages through links in build/typecheck/rsrag
+# (pyproject maps the folders to rsrag.* with package-dir, which mypy cannot follow)
+TYPECHECK := build/typecheck
+lint: $(STAMP)
+	$(BIN)/ruff check agent tools graphs prompts tests benchmarks
+	mkdir -p $(TYPECHECK)/rsrag
+	for p in agent tools graphs prompts; do ln -sfn ../../../$$p $(TYPECHECK)/rsrag/$$p; done
+	cd $(TYPECHECK) && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p rsrag.agent -p rsrag.tools -p rsrag.graphs -p rsrag.prompts
 
 test: setup browser
 	$(BIN)/python -m pytest -q

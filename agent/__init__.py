@@ -149,7 +149,7 @@ def open_analyst(
     return settings.analyst(model=model)
 
 
-def agent_graph(*, messages: Literal["answer", "all"] = "answer") -> CompiledStateGraph:
+def agent_graph(*, messages: Literal["answer", "all"] = "answer") -> CompiledStateGraph[Any, Any, Any, Any]:
     """The analyst graph for embedding, compiled without a checkpointer (the host graph's is used).
 
     Args:
@@ -161,14 +161,14 @@ def agent_graph(*, messages: Literal["answer", "all"] = "answer") -> CompiledSta
     return build_agent_graph(messages=messages)
 
 
-def imagerag_graph() -> CompiledStateGraph:
+def imagerag_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """The fixed ImageRAG baseline pipeline graph (key phrases -> fast path -> slow path -> cues -> answer)."""
     from rsrag.graphs.imagerag import build_imagerag_graph
 
     return build_imagerag_graph()
 
 
-def indexer_graph() -> CompiledStateGraph:
+def indexer_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
     """The one-node indexer graph (index a scene's patches; resumable)."""
     from rsrag.graphs.indexer import build_indexer_graph
 

@@ -1,4 +1,4 @@
-"""The analyst graph: the chat model and the tools in a loop until an answer is accepted.
+r"""The analyst graph: the chat model and the tools in a loop until an answer is accepted.
 
     START -> prepare -> model --(tool calls)--> tools --(no answer yet)--> model
                           |  \--(plain text)--> finalize --(rejected once)--> model
@@ -25,7 +25,7 @@ from rsrag.agent.toolkit import analyst_tools, tool_error_message
 
 
 def build_agent_graph(checkpointer: BaseCheckpointSaver | None = None, *,
-                      messages: Literal["all", "answer"] = "all") -> CompiledStateGraph:
+                      messages: Literal["all", "answer"] = "all") -> CompiledStateGraph[AgentState, AgentContext, InputState, OutputState]:
     """Compile the analyst graph, with an optional checkpointer for chat sessions.
 
     Args:

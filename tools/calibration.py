@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -73,26 +72,45 @@ FEATURES: tuple[str, ...] = ("score", "margin", "logit", "rank", "ref_z")
 
 @dataclass(frozen=True)
 class Window:
-    """A labelled calibration window: chips laid out in a ``grid x grid`` mosaic and the classes it shows.
+    """A labelled calibration window: a crop of a mosaic of chips, and which classes it shows.
 
     Attributes:
-        cells: the chip image of each cell, row-major (``grid * grid`` paths).
-        grid: cells per side (1: a single chip).
-        labels: the classes present (each covers at least one cell).
+        cells: the chip image of each mosaic cell, row-major (``grid * grid`` paths, 150 px each).
+        grid: mosaic cells per side (1: a single chip).
+        crop: the window in mosaic pixels ``(x0, y0, x1, y1)``.
+        labels: classes the window shows clearly: at least half a chip, or half the window.
+        partial: classes visible in the window but less than that (neither present nor absent for fitting).
     """
 
     cells: tuple[Path, ...]
     grid: int
+    crop: tuple[int, int, int, int]
     labels: frozenset[str]
+    partial: frozenset[str] = frozenset()
+
+
+def _label_crop(cells: Sequence[str], grid: int, crop: tuple[int, int, int, int]) -> tuple[set[str], set[str]]:
+    x0, y0, x1, y1 = crop
+    area: dict[str, int] = {}
+    for k, label in enumerate(cells):
+        r, c = divmod(k, grid)
+        w = min(x1, (c + 1) * CHIP_PX) - max(x0, c * CHIP_PX)
+        h = min(y1, (r + 1) * CHIP_PX) - max(y0, r * CHIP_PX)
+        if w > 0 and h > 0:
+            area[label] = area.get(label, 0) + w * h
+    need = min(0.5 * CHIP_PX * CHIP_PX, 0.5 * (x1 - x0) * (y1 - y0))
+    clear = {c for c, a in area.items() if a >= need}
+    return clear, set(area) - clear
 
 
 def build_windows(chips: Sequence[Chip], *, per_class: int, n_mosaics: int, seed: int) -> list[Window]:
-    """Labelled windows: up to ``per_class`` single chips of each class plus ``n_mosaics`` 2 x 2 and 3 x 3
-    mosaics (half each).
+    """Labelled windows as retrieval sees them: up to ``per_class`` single chips of each class, plus
+    ``n_mosaics`` windows cut from 4 x 4 chip mosaics.
 
-    A mosaic is filled with one background class (30% of them: two, split along a row or column), and 70%
-    get one other class planted in a cell (3 x 3: a 2 x 2 block in 40% of those), as retrieval windows see a
-    site among land cover. Deterministic for a given chip list and seed.
+    A mosaic is one background class (30%: two, split along a row or column) with one or two other classes
+    planted (a chip or a 2 x 2 block each). Its window is a square of 150-450 px at a random position (60%
+    of them around a planted class), so windows straddle chips as tiling windows do. Deterministic for a
+    given chip list and seed.
     """
     by_class: dict[str, list[Path]] = {}
     for c in chips:
@@ -102,55 +120,71 @@ def build_windows(chips: Sequence[Chip], *, per_class: int, n_mosaics: int, seed
         raise DataError(f"presence calibration needs chips of at least 3 classes, got {len(by_class)}")
     rng = random.Random(seed)
     classes = sorted(by_class)
-    out: list[Window] = []
     for label in classes:
-        pool = sorted(by_class[label])
-        for path in rng.sample(pool, min(per_class, len(pool))):
-            out.append(Window(cells=(path,), grid=1, labels=frozenset({label})))
-    for i in range(n_mosaics):
-        grid = 2 if i % 2 == 0 else 3
+        by_class[label].sort()
+    out: list[Window] = []
+    full = (0, 0, CHIP_PX, CHIP_PX)
+    for label in classes:
+        for path in rng.sample(by_class[label], min(per_class, len(by_class[label]))):
+            out.append(Window(cells=(path,), grid=1, crop=full, labels=frozenset({label})))
+    grid = 4
+    side = grid * CHIP_PX
+    for _ in range(n_mosaics):
         back = rng.choice(classes)
-        cells = [rng.choice(by_class[back]) for _ in range(grid * grid)]
-        labels = {back}
+        names = [back] * (grid * grid)
         if rng.random() < 0.3:
             second = rng.choice([c for c in classes if c != back])
             horizontal, cut = rng.random() < 0.5, rng.randrange(1, grid)
             for k in range(grid * grid):
                 r, col = divmod(k, grid)
                 if (r if horizontal else col) >= cut:
-                    cells[k] = rng.choice(by_class[second])
-            labels.add(second)
-        if rng.random() < 0.7:
-            target = rng.choice([c for c in classes if c not in labels])
-            block = 2 if grid == 3 and rng.random() < 0.4 else 1
+                    names[k] = second
+        planted: list[tuple[int, int, int]] = []
+        for _ in range(1 if rng.random() < 0.6 else 2):
+            target = rng.choice([c for c in classes if c not in names])
+            block = 2 if rng.random() < 0.4 else 1
             r0, c0 = rng.randrange(grid - block + 1), rng.randrange(grid - block + 1)
             for r in range(r0, r0 + block):
                 for col in range(c0, c0 + block):
-                    cells[r * grid + col] = rng.choice(by_class[target])
-            labels.add(target)
-        out.append(Window(cells=tuple(cells), grid=grid, labels=frozenset(labels)))
+                    names[r * grid + col] = target
+            planted.append((r0, c0, block))
+        size = rng.randint(CHIP_PX, 3 * CHIP_PX)
+        if rng.random() < 0.6:
+            r0, c0, block = rng.choice(planted)
+            cx = c0 * CHIP_PX + rng.randint(0, block * CHIP_PX)
+            cy = r0 * CHIP_PX + rng.randint(0, block * CHIP_PX)
+            x0 = min(max(0, cx - rng.randint(0, size)), side - size)
+            y0 = min(max(0, cy - rng.randint(0, size)), side - size)
+        else:
+            x0, y0 = rng.randint(0, side - size), rng.randint(0, side - size)
+        crop = (x0, y0, x0 + size, y0 + size)
+        clear, partial = _label_crop(names, grid, crop)
+        cells = tuple(rng.choice(by_class[n]) for n in names)
+        out.append(Window(cells=cells, grid=grid, crop=crop, labels=frozenset(clear), partial=frozenset(partial)))
     return out
 
 
 def render_window(window: Window) -> np.ndarray:
-    """The window's pixels (``grid * 150`` px square, HxWx3 uint8)."""
+    """The window's pixels (HxWx3 uint8, the crop of its mosaic)."""
     from PIL import Image
 
-    side = window.grid * CHIP_PX
-    canvas = np.zeros((side, side, 3), np.uint8)
+    x0, y0, x1, y1 = window.crop
+    canvas = np.zeros((window.grid * CHIP_PX, window.grid * CHIP_PX, 3), np.uint8)
     for k, path in enumerate(window.cells):
         r, c = divmod(k, window.grid)
+        if (c + 1) * CHIP_PX <= x0 or c * CHIP_PX >= x1 or (r + 1) * CHIP_PX <= y0 or r * CHIP_PX >= y1:
+            continue
         with Image.open(path) as im:
             rgb_im = im.convert("RGB")
             rgb = np.asarray(rgb_im if rgb_im.size == (CHIP_PX, CHIP_PX) else rgb_im.resize((CHIP_PX, CHIP_PX)))
         canvas[r * CHIP_PX:(r + 1) * CHIP_PX, c * CHIP_PX:(c + 1) * CHIP_PX] = rgb
-    return canvas
+    return np.ascontiguousarray(canvas[y0:y1, x0:x1])
 
 
 def _windows_digest(windows: Sequence[Window]) -> str:
     h = hashlib.sha1()
     for w in windows:
-        h.update(f"{w.grid}|{'|'.join(p.name for p in w.cells)}\n".encode())
+        h.update(f"{w.grid}|{w.crop}|{'|'.join(p.name for p in w.cells)}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -404,31 +438,33 @@ def _prompt_version() -> str:
     return PROMPT_VERSION
 
 
-def _simulate_scenes(presence: np.ndarray, labels: list[frozenset[str]], classes: list[str], cfg: FitConfig,
+def _simulate_scenes(presence: np.ndarray, windows: Sequence[Window], classes: list[str], cfg: FitConfig,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Best presence of present and of absent classes over simulated scenes.
 
     A simulated scene has 4 background classes, 2 present and 2 absent classes (all distinct; fewer with
-    fewer than 8 classes). Its candidate
-    windows are ``scene_windows`` windows showing only scene classes, plus 2-4 windows of each present class
-    (its sites). ``presence`` is (n_classes, n_windows).
+    fewer than 8 classes). Its candidate windows are ``scene_windows`` windows showing only scene classes,
+    plus 2-4 windows clearly showing each present class (its sites). ``presence`` is (n_classes, n_windows).
     """
     rng = np.random.default_rng(seed)
     n_pick = min(8, len(classes))            # fewer than 8 classes: fewer backgrounds and targets
     n_targets = min(4, n_pick - 1)
     n_present = (n_targets + 1) // 2
     n_back = n_pick - n_targets
+    shown = [w.labels | w.partial for w in windows]
     present_best, absent_best = [], []
     for _ in range(cfg.scenes):
         pick = rng.choice(len(classes), n_pick, replace=False)
         backs, present, absent = pick[:n_back], pick[n_back:n_back + n_present], pick[n_back + n_present:]
         allowed = {classes[i] for i in (*backs, *present)}
-        pool = np.array([j for j, lab in enumerate(labels) if lab <= allowed])
+        pool = np.array([j for j, lab in enumerate(shown) if lab <= allowed])
         if len(pool) == 0:
             continue
         cand = rng.choice(pool, min(cfg.scene_windows, len(pool)), replace=False)
         for p in present:
-            own = np.array([j for j, lab in enumerate(labels) if classes[p] in lab])
+            own = np.array([j for j, w in enumerate(windows) if classes[p] in w.labels])
+            if len(own) == 0:
+                continue
             sites = rng.choice(own, min(len(own), int(rng.integers(2, 5))), replace=False)
             present_best.append(max(presence[p, cand].max(), presence[p, sites].max()))
         for a in absent:
@@ -489,6 +525,19 @@ def fit_calibration(
 
     v_train = encode_windows(encoder, train_w, cache, stage("training windows", len(train_w)))
     v_val = encode_windows(encoder, val_w, cache, stage("validation windows", len(val_w)))
+    data_info: dict[str, str | int | float] = {
+        "folder": folder.name, "chips": len(chips), "train_chips": len(train), "val_chips": len(val)}
+    return fit_from_windows(encoder, classes, train_w, v_train, val_w, v_val, config=cfg, data=data_info)
+
+
+def fit_from_windows(
+    encoder: Encoder, classes: Sequence[str], train_w: Sequence[Window], v_train: np.ndarray,
+    val_w: Sequence[Window], v_val: np.ndarray, *, config: FitConfig | None = None,
+    data: dict[str, str | int | float] | None = None,
+) -> PresenceCalibration:
+    """The fit of :func:`fit_calibration` from windows already encoded (``v_train``, ``v_val``)."""
+    cfg = config or FitConfig()
+    classes = sorted(classes)
     vocabulary = vocabulary_for(classes)
     vocab = _embed(encoder, vocabulary)
     queries = vocab[: len(classes)]  # the class phrases come first in the vocabulary
@@ -496,9 +545,11 @@ def fit_calibration(
     f_train = compute_features(queries, vocab, v_train, reference, same_concept=cfg.same_concept,
                                temperature=cfg.temperature)
     y_train = np.array([[c in w.labels for w in train_w] for c in classes], np.float64)
-    x = f_train.reshape(-1, len(FEATURES))
+    # a class only partly in a window is neither present nor absent there: left out of the fit
+    keep = ~np.array([[c in w.partial for w in train_w] for c in classes]).reshape(-1)
+    x = f_train.reshape(-1, len(FEATURES))[keep]
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-    coef, intercept = fit_logistic((x - mean) / scale, y_train.reshape(-1))
+    coef, intercept = fit_logistic((x - mean) / scale, y_train.reshape(-1)[keep])
 
     def presence(feats: np.ndarray) -> np.ndarray:
         return _sigmoid(((feats - mean) / scale) @ coef + intercept)
@@ -508,12 +559,13 @@ def fit_calibration(
                              temperature=cfg.temperature)
     p_val = presence(f_val)
     y_val = np.array([[c in w.labels for w in val_w] for c in classes], np.float64)
-    tp, ta = _simulate_scenes(p_train, [w.labels for w in train_w], classes, cfg, cfg.seed)
+    keep_val = ~np.array([[c in w.partial for w in val_w] for c in classes])
+    tp, ta = _simulate_scenes(p_train, train_w, list(classes), cfg, cfg.seed)
     found_at, not_found_below = _choose_thresholds(tp, ta)
-    vp, va = _simulate_scenes(p_val, [w.labels for w in val_w], classes, cfg, cfg.seed + 1)
+    vp, va = _simulate_scenes(p_val, val_w, list(classes), cfg, cfg.seed + 1)
     metrics = {
-        "train_window_auroc": auroc(p_train.reshape(-1), y_train.reshape(-1)),
-        "val_window_auroc": auroc(p_val.reshape(-1), y_val.reshape(-1)),
+        "train_window_auroc": auroc(p_train.reshape(-1)[keep], y_train.reshape(-1)[keep]),
+        "val_window_auroc": auroc(p_val[keep_val], y_val[keep_val]),
         "val_window_auroc_single_chips": auroc(
             p_val[:, [w.grid == 1 for w in val_w]].reshape(-1), y_val[:, [w.grid == 1 for w in val_w]].reshape(-1)),
         "train_scene_present_found": float((tp >= found_at).mean()),
@@ -529,8 +581,7 @@ def fit_calibration(
         mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
         coef=tuple(float(v) for v in coef), intercept=intercept, found_at=found_at,
         not_found_below=not_found_below, reference=reference,
-        data={"folder": folder.name, "chips": len(chips), "train_chips": len(train), "val_chips": len(val),
-              "classes": len(classes), "train_windows": len(train_w), "val_windows": len(val_w),
+        data={**(data or {}), "classes": len(classes), "train_windows": len(train_w), "val_windows": len(val_w),
               "seed": cfg.seed, "scene_windows": cfg.scene_windows},
         metrics={k: round(float(v), 4) for k, v in metrics.items()},
         created=round(time.time(), 1),

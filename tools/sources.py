@@ -417,7 +417,7 @@ def _http_get(url: str, kind: SourceKind, headers: dict[str, str]):  # type: ign
         raise status_error(url, kind, exc.code, str(exc.reason or "")) from None
     except urllib.error.URLError as exc:
         raise _network_error(url, exc.reason) from None
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise _network_error(url, exc) from None
     except ConnectionError as exc:
         raise _network_error(url, exc) from None
@@ -441,7 +441,7 @@ def _network_error(url: str, reason: object) -> RsragError:
 def _read_body(response, url: str, limit: int) -> bytes:  # type: ignore[no-untyped-def]
     try:
         return bytes(response.read(limit))
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise _network_error(url, exc) from None
     except (ConnectionError, OSError) as exc:
         raise _network_error(url, exc) from None

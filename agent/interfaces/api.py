@@ -33,7 +33,10 @@ from rsrag.tools.sources import source_key
 from rsrag.tools.store import IndexInfo
 
 if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+
     from rsrag.agent.workspace import Workspace
+    from rsrag.tools.pyramid import PyramidIndex
 
 __all__ = ["CHECKPOINT_TYPES", "Analyst", "Step", "checkpoint_serializer", "describe_update", "merge_updates"]
 
@@ -87,7 +90,7 @@ class Analyst:
         self.sessions_path = self.settings.sessions_path
         self.sessions_path.parent.mkdir(parents=True, exist_ok=True)
         self._connection, saver = open_checkpointer(self.sessions_path, serde=checkpoint_serializer())  # WAL, set up once
-        self.graph: CompiledStateGraph = build_agent_graph(saver)
+        self.graph: CompiledStateGraph[Any, Any, Any, Any] = build_agent_graph(saver)
         self.context = AgentContext(self.settings)
         self.resources = resources if resources is not None else Resources(self.settings, model=model)
         self.tracer = Tracer(self.settings.sessions_path, self.settings.trace, graph=self.graph)
@@ -172,7 +175,7 @@ class Analyst:
         """The messages of a thread."""
         return list(self.graph.get_state(self._config(thread_id)).values.get("messages") or [])
 
-    def index(self, image: str | os.PathLike[str]) -> IndexInfo:
+    def index(self, image: str | os.PathLike[str]) -> IndexInfo | PyramidIndex:
         """Open ``image`` and build (or reuse, or resume) its patch index for this analyst's encoder and tiling."""
         workspace = self.workspace
         return workspace.index(workspace.scene(image))
@@ -202,8 +205,8 @@ class Analyst:
     def _input(self, image: str | os.PathLike[str], question: str) -> dict[str, Any]:
         return {"messages": [HumanMessage(content=question)], "scene": source_key(image)}
 
-    def _config(self, thread: str) -> dict[str, Any]:
-        return dict(self.resources.config({"configurable": {"thread_id": thread}, "recursion_limit": 200}))
+    def _config(self, thread: str) -> RunnableConfig:
+        return self.resources.config({"configurable": {"thread_id": thread}, "recursion_limit": 200})
 
 
 def merge_updates(parts: list[dict[str, Any]]) -> dict[str, Any]:

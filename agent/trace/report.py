@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ def render_html(events: list[TraceEvent], redact: set[str] | None = None, head: 
         prov = start.provenance if start else None
         found, cited = evidence_of(run_events)
         answer = end.answer if end and end.answer else next((e.answer for e in run_events if e.answer), None)
-        when = datetime.fromtimestamp(run_events[0].time, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        when = datetime.fromtimestamp(run_events[0].time, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         body.append(f"<h2>Run {n}: {escape(start.question or '') if start else ''}</h2>"
                     f'<p class="muted">run {run_id} &middot; {when} &middot; status {escape(end.result or "") if end else "unfinished (no run_end: crashed or still running)"}</p>')
         if answer is not None:

@@ -18,7 +18,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rsrag.agent.context import AgentContext, Resources
 from rsrag.agent.settings import TraceSettings
@@ -27,6 +27,9 @@ from rsrag.agent.trace.events import AnswerRecord, TraceEvent
 from rsrag.agent.trace.provenance import collect_provenance
 from rsrag.agent.trace.recorder import TraceRecorder
 from rsrag.agent.trace.store import TraceStore
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
 _STORE_LOCK = threading.Lock()
 
@@ -125,7 +128,7 @@ class TraceRun:
         self.recorder = TraceRecorder(self._write, self.run_id, self.thread_id, self.resources)
         return self
 
-    def config(self, config: dict[str, Any]) -> dict[str, Any]:
+    def config(self, config: RunnableConfig) -> RunnableConfig:
         """``config`` with the recorder added to its callbacks."""
         if self.recorder is None:
             return config
@@ -138,7 +141,7 @@ class TraceRun:
         else:  # a callback manager
             merged = callbacks.copy()
             merged.add_handler(self.recorder, inherit=True)
-        return {**config, "callbacks": merged}
+        return cast("RunnableConfig", {**config, "callbacks": merged})
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

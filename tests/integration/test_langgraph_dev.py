@@ -64,7 +64,7 @@ def test_analyst_and_pipeline_answer_over_http(server, shared_data: Path, tmp_pa
     url, home = server
     mosaic = make_mosaic(shared_data / "aid-rsicd" / "images", tmp_path / "m.tif", background="Forest", target="Airport",
                          grid=(4, 4), target_cell=(2, 1), cell=256)
-    context = {"vlm": "rule", "store": str(home / "store"), "tiling": "grid:256"}
+    context = {"settings": {"vlm": {"spec": "rule"}, "store": {"path": str(home / "store"), "tiling": "grid:256"}}}
     thread = _post(f"{url}/threads", {})["thread_id"]
     state = _post(f"{url}/threads/{thread}/runs/wait", {
         "assistant_id": "analyst", "context": context,

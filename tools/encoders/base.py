@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -11,7 +11,7 @@ from PIL import Image
 if TYPE_CHECKING:
     import torch
 
-ImageLike = Union[np.ndarray, Image.Image]
+ImageLike = np.ndarray | Image.Image
 
 
 @runtime_checkable
@@ -24,9 +24,14 @@ class Encoder(Protocol):
         image_size: side in pixels of the model input.
     """
 
-    id: str
-    dim: int
-    image_size: int
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def image_size(self) -> int: ...
 
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """Turn an HxWx3 uint8 array or a PIL image into a CHW float tensor (CPU; thread-safe)."""

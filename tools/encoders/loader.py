@@ -84,6 +84,7 @@ def _tag_file(spec: EncoderSpec) -> tuple[Path, dict]:
         return Path(cfg["file"]), cfg
     hub = cfg.get("hf_hub", "")
     if hub:
+        names: tuple[str, ...]
         if hub.endswith("/"):  # open_clip's convention: repo only, default file names
             repo, names = hub.rstrip("/"), ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
         else:
@@ -121,7 +122,7 @@ def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClip
         weights, ident = str(path), f"{spec.text}#{fingerprint(path)}"
     elif weights == "random":
         weights, ident = None, f"{spec.text}#seed0"
-    elif Path(weights or "").is_file():
+    elif weights is not None and Path(weights).is_file():
         ident = f"{spec.arch}:file#{fingerprint(Path(weights))}"
     else:
         path, tag_cfg = _tag_file(spec)

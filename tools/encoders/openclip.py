@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class OpenClipEncoder:
     def __init__(
         self,
         model: torch.nn.Module,
-        transform: Callable[[object], torch.Tensor],
+        transform: Callable[[Any], torch.Tensor],
         tokenizer: Callable[[list[str]], torch.Tensor],
         *,
         encoder_id: str,

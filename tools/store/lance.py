@@ -15,7 +15,6 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np

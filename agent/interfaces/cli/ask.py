@@ -57,7 +57,7 @@ def ask_command(
                         answer = step.update.get("answer") or answer
                 finally:
                     remove()
-            assert answer is not None
+    assert answer is not None  # the last streamed step carries the answer
     if as_json:
         print(json.dumps(answer.to_json()))
         return

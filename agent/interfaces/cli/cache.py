@@ -118,7 +118,7 @@ def _size(n: int | None) -> str:
     if n < 1024:
         return f"{n} B"
     value, unit = float(n), "B"
-    for unit in ("KiB", "MiB", "GiB"):
+    for unit in ("KiB", "MiB", "GiB"):  # noqa: B007  (the unit the loop stops at is printed after it)
         value /= 1024
         if value < 1024:
             break

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from rich.console import Console
 from rich.markup import escape
 
@@ -203,7 +204,7 @@ class ChatSession:
     # --- sessions ------------------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        config = {"configurable": {"thread_id": self.thread}}
+        config: RunnableConfig = {"configurable": {"thread_id": self.thread}}
         values = self.analyst.graph.get_state(config).values
         messages = values.get("messages") or []
         if not messages:
@@ -217,7 +218,7 @@ class ChatSession:
 
     def _close_dangling_calls(self) -> None:
         """After Ctrl-C, answer the tool calls that never ran, so the thread's history stays well-formed."""
-        config = {"configurable": {"thread_id": self.thread}}
+        config: RunnableConfig = {"configurable": {"thread_id": self.thread}}
         messages = self.analyst.graph.get_state(config).values.get("messages") or []
         answered = {m.tool_call_id for m in messages if isinstance(m, ToolMessage)}
         last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)

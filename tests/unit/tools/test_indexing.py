@@ -23,14 +23,14 @@ from tests.rasters import gradient
 
 TILING = "grid:16:overlap=0.5:scales=1,2"
 
-_CHILD = """
+_CHILD = f"""
 import sys
 from rsrag.tools.indexing import index_scene
 from tests.index_doubles import TinyEncoder
 image, store, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
-index_scene(image, TinyEncoder(delay=delay), {tiling!r}, store, batch_size=10, chunk_size=20, readers=2)
+index_scene(image, TinyEncoder(delay=delay), {TILING!r}, store, batch_size=10, chunk_size=20, readers=2)
 print("finished", flush=True)
-""".format(tiling=TILING)
+"""
 
 
 def _child(image: Path, store: Path, delay: float) -> subprocess.Popen[str]:
