@@ -8,6 +8,7 @@ into an error message the model can correct (see :func:`tool_error_message`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -89,6 +90,8 @@ def resolve_box(
     values = bbox or map_bbox or lonlat_bbox
     if values is None or len(values) != 4:
         raise WindowError(f"{given[0]} needs four numbers [x0, y0, x1, y1] / [left, bottom, right, top], got {values}")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise WindowError(f"{given[0]} needs four finite numbers, got {values}")
     if bbox:
         return scene.check_box(PixelBox(x0=int(bbox[0]), y0=int(bbox[1]), x1=int(round(bbox[2])), y1=int(round(bbox[3]))))
     if map_bbox:

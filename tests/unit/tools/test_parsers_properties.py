@@ -149,9 +149,6 @@ def test_tool_boxes_from_the_model_are_checked(values: list) -> None:
     assert 0 <= box.x0 < box.x1 <= 1000 and 0 <= box.y0 < box.y1 <= 800
 
 
-@pytest.mark.xfail(strict=True, reason="agent/toolkit.py resolve_box turns NaN/inf into int() and raises ValueError/"
-                   "OverflowError, which the tool node does not catch (owner: toolkit helper; pydantic float lets "
-                   "NaN through from a model's JSON)")
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_box_numbers_are_argument_errors(bad: float) -> None:
     from rsrag.agent.toolkit import resolve_box
