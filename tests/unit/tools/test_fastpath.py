@@ -141,7 +141,7 @@ def test_geotiff_end_to_end_from_the_cli(shared_data: Path, tmp_path: Path, monk
     import rsrag.agent.interfaces.cli.index as index_cli
     from rsrag.agent.interfaces.cli import main
 
-    monkeypatch.setattr(index_cli, "load_cli_encoder", lambda spec, batch_size: TinyEncoder())
+    monkeypatch.setattr(index_cli, "load_cli_encoder", lambda settings: TinyEncoder())
     image, store = shared_data / "geotiff" / "RGB.byte.tif", str(tmp_path / "store")
     assert main(["index", str(image), "--tiling", "grid:128:overlap=0.25:scales=1,2", "--store", store, "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
@@ -154,4 +154,4 @@ def test_geotiff_end_to_end_from_the_cli(shared_data: Path, tmp_path: Path, monk
     assert len(out["hits"]) == 3 and out["phrases"] == ["blue water"]
     assert out["hits"][0]["region"]["map_box"]["crs"] == "EPSG:32618"
     assert main(["search", str(image), "   ", "--store", store, "--tiling", "grid:128:overlap=0.25:scales=1,2"]) == 2
-    assert "empty" in capsys.readouterr().out
+    assert "empty" in capsys.readouterr().err  # bad input: one line on stderr
