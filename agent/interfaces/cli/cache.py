@@ -35,21 +35,27 @@ def conversion_progress(out: Console | None = None, *, enabled: bool = True) -> 
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=out or err_console, disable=not enabled, transient=False) as bar:
-        tasks: dict[str, TaskID] = {}
+    bar = Progress(*columns, console=out or err_console, disable=not enabled, transient=False)
+    tasks: dict[str, TaskID] = {}
 
-        def on_progress(p: ConversionProgress) -> None:
-            key = f"{p.kind}:{p.source}"
-            name = p.source.rsplit("/", 1)[-1]
-            if key not in tasks:
-                verb = "caching overviews of" if p.kind == "overviews" else "converting"
-                tasks[key] = bar.add_task(f"{verb} {name}", total=p.total or None)
-            if p.waiting:
-                bar.update(tasks[key], description=f"waiting for another process converting {name}")
-            else:
-                bar.update(tasks[key], completed=p.done, total=p.total)
+    def on_progress(p: ConversionProgress) -> None:
+        key = f"{p.kind}:{p.source}"
+        name = p.source.rsplit("/", 1)[-1]
+        if key not in tasks:
+            if not tasks:
+                bar.start()  # only now: a scene that needs no conversion draws nothing (not even an empty line)
+            verb = "caching overviews of" if p.kind == "overviews" else "converting"
+            tasks[key] = bar.add_task(f"{verb} {name}", total=p.total or None)
+        if p.waiting:
+            bar.update(tasks[key], description=f"waiting for another process converting {name}")
+        else:
+            bar.update(tasks[key], completed=p.done, total=p.total)
 
+    try:
         yield on_progress
+    finally:
+        if tasks:
+            bar.stop()
 
 
 @cache_app.command("list")

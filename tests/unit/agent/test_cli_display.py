@@ -89,3 +89,26 @@ def test_describe_prints_fixed_precision_that_fits_60_columns(shared_data: Path,
     assert "e+" not in out and "…" not in out and max(len(line) for line in out.splitlines()) <= 60
     assert "2826915.00" in out and "-78.958650" in out  # map bounds in CRS units (2 decimals), degrees (6)
     assert "[uint8, uint8, uint8]" in out  # list values are data, not rich markup
+
+
+
+def test_a_no_op_index_draws_no_bar(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.rasters import write_raster
+
+    scene = write_raster(tmp_path / "scene.tif", np.random.default_rng(1).integers(0, 255, (3, 96, 128), dtype=np.uint8))
+    args = ["--encoder", "rsrag-tiny-test:random", "index", str(scene), "--tiling", "grid:32"]
+    script = (
+        "import sys\nfrom tests.tiny_encoder import register_tiny_model_config\nregister_tiny_model_config()\n"
+        "from rsrag.agent.interfaces.cli import main\n"
+        f"assert main({args!r}) == 0\nprint('=== again ===', flush=True)\nsys.exit(main({args!r}))\n"
+    )
+    env = {**os.environ, "RSRAG_HOME": str(tmp_path / "home"), "COLUMNS": "100"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = proc.stdout.split("=== again ===\n")
+    assert "12/12" in first and "indexed 12 patches" in first  # the first run shows its bar
+    assert second.startswith("already indexed: 12 patches") and "/s" not in second, repr(second)  # no bar, no blank line
+    assert "nothing to" in second and "\n\n" not in second
