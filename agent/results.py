@@ -189,6 +189,9 @@ def _render_search(result: ToolResult) -> list[str]:
     facts = [f"phrases: {', '.join(result.phrases)}"] if result.phrases else []
     if result.path:
         facts.append(f"{result.path} path")
+    share = result.extras.get("searched_share")
+    if isinstance(share, (int, float)) and share < 1.0:
+        facts.append(f"{100 * share:.0f}% of the finest level searched")
     if result.extras.get("index_version") is not None:
         facts.append(f"index v{result.extras['index_version']}")
     shown = result.visible
