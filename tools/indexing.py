@@ -204,7 +204,7 @@ def index_scene(
     if batch_size <= 0 or chunk_size <= 0 or readers <= 0:
         raise ValueError("batch_size, chunk_size and readers must be positive")
     own_scene = not isinstance(scene, Scene)
-    sc = open_scene(Path(scene)) if own_scene else scene  # type: ignore[arg-type]
+    sc = scene if isinstance(scene, Scene) else open_scene(Path(scene))
     scheme = parse_tiling(tiling) if isinstance(tiling, str) else tiling
     if getattr(scheme, "is_pyramid", False):
         raise TilingError(f"tiling {scheme.id!r} is a pyramid: fill it with rsrag.tools.pyramid.build_index")

@@ -173,8 +173,8 @@ class LevelTiling(TilingScheme):
     def count(self, width: int, height: int) -> int:
         return self.level.count
 
-    def patches(self, width: int, height: int) -> Iterable[PatchSpec]:  # type: ignore[override]
-        return self.level.specs(self.level.finest)
+    def patches(self, width: int, height: int) -> Iterator[PatchSpec]:
+        return iter(self.level.specs(self.level.finest))
 
 
 class PyramidTiling(TilingScheme):
@@ -234,7 +234,7 @@ class PyramidTiling(TilingScheme):
         """Windows in every level together (the size of the full index)."""
         return sum(lv.count for lv in self.levels(width, height))
 
-    def patches(self, width: int, height: int) -> Iterable[PatchSpec]:  # type: ignore[override]
+    def patches(self, width: int, height: int) -> Iterator[PatchSpec]:
         raise TilingError(f"{self.id!r} is a pyramid: its levels are separate indexes (see rsrag.tools.pyramid)")
 
 
@@ -567,7 +567,7 @@ def build_index(scene: Scene | str | os.PathLike[str], encoder: Encoder, tiling:
         IndexBusyError / StoreError: as for :func:`~rsrag.tools.indexing.index_scene`.
     """
     own = not isinstance(scene, Scene)
-    sc = open_scene(Path(scene)) if own else scene  # type: ignore[arg-type]
+    sc = scene if isinstance(scene, Scene) else open_scene(Path(scene))
     try:
         pyr = Pyramid(sc, encoder, tiling, store, sample=sample, batch_size=batch_size, readers=readers)
         before = pyr.status()
