@@ -269,6 +269,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(store_dir, ignore_errors=True)
     enc = load_encoder(args.encoder)
     embed_phrases(enc, ["warm-up"])  # both modes start with a loaded, warm encoder
+    # the encoder alone on pre-decoded tensors, just before the run: the machine's speed at that moment
+    probe = torch.stack([enc.preprocess(np.full((enc.image_size, enc.image_size, 3), v, np.uint8))
+                         for v in range(0, 256, 4)])
+    enc.encode_image_tensors(probe[:8])
+    tp = time.perf_counter()
+    enc.encode_image_tensors(probe)
+    encoder_rate = len(probe) / (time.perf_counter() - tp)
     counted = {"n": 0}
     original = enc.encode_image_tensors
 
@@ -280,7 +287,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
     out: dict[str, Any] = {"mode": args.mode, "scene": scene_path.name, "side": truth["side"], "queries": [],
-                           "encoder": enc.id, "rss_loaded_mib": rss_loaded}
+                           "encoder": enc.id, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
         t0 = time.perf_counter()
         if args.mode == "flat":
@@ -442,7 +449,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="rsrag-lit")
     parser.add_argument("--tiling", default="pyramid")
     parser.add_argument("--flat", default="vit:448")
-    parser.add_argument("--beam", type=int, default=8)
+    parser.add_argument("--beam", type=int, default=16)
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 8, 16, 32], help="sweep: beams to replay")
     parser.add_argument("--samples", type=int, nargs="+", default=[36], help="sweep: statistics samples to replay")
     parser.add_argument("--rank", choices=["score", "contrast"], default="contrast", help="sweep: how the beam is ranked")
