@@ -120,7 +120,9 @@ def test_provenance_is_recorded_once_per_run(tmp_path: Path, scene_path: Path) -
     assert prov.encoder_spec == TINY and prov.encoder_id.startswith(TINY) and "#" in prov.encoder_id
     assert isinstance(prov.index_version, int) and prov.index_table.startswith("patches_") and prov.index_key
     assert prov.prompts["agent_system"] == "agent_system.v1" and prov.package_version
-    assert prov.settings["tiling"] == "grid:64" and prov.settings["budgets"]["max_steps"] == 10
+    # every setting is recorded (secrets masked), by section, with the chat model backend's name
+    assert prov.settings["store"]["tiling"] == "grid:64" and prov.settings["budgets"]["max_steps"] == 10
+    assert prov.settings["encoder"]["spec"] == TINY and prov.settings["backend"]
     assert prov.knowledge_table and isinstance(prov.knowledge_version, int) and prov.notes == []
     store.close()
     # without the setting, no full-file hash is computed
