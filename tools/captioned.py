@@ -1,4 +1,5 @@
-"""Captioned or class-labelled image chips in the shared format, and the fixed validation split.
+"""Captioned or class-labelled image chips in the shared format, the fixed validation split, k-fold splits
+for cross-validation, and a content fingerprint of a folder's images.
 
 A data folder holds ``captions.jsonl``; each line is ``{"image": <path relative to the folder>, "class":
 <label or null>, "captions": [<text>, ...]}``. Either ``class`` or ``captions`` may be missing, not both.
@@ -12,6 +13,10 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from collections.abc import Sequence
+
+import numpy as np
 
 from rsrag.tools.errors import DataError
 
@@ -114,3 +119,93 @@ def select_split(chips: list[Chip], split: str, val_fraction: float = 0.1) -> li
         raise DataError(f"the {split} split is empty ({len(chips)} chips, val_fraction={val_fraction})")
     return chosen
 
+
+
+def normalise_caption(text: str) -> str:
+    """Lower-case words only: captions that differ only in case, punctuation or spacing are one template."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def caption_groups(chips: Sequence[Chip]) -> list[int]:
+    """Group id per chip: chips connected through a shared (normalised) caption are one group.
+
+    RSICD-style captions repeat across images ("many planes are parked in an airport"); a fold built from
+    whole groups holds out every caption template it tests on. Chips without captions are their own group.
+    """
+    parent = list(range(len(chips)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, chip in enumerate(chips):
+        for cap in {normalise_caption(c) for c in chip.captions}:
+            if cap in owner:
+                parent[find(i)] = find(owner[cap])
+            else:
+                owner[cap] = i
+    roots: dict[int, int] = {}
+    return [roots.setdefault(find(i), len(roots)) for i in range(len(chips))]
+
+
+def kfold(chips: Sequence[Chip], k: int, by: str = "images", seed: int = 0) -> list[list[int]]:
+    """Split chip indices into ``k`` disjoint test folds (their union is every chip).
+
+    Args:
+        chips: the chips.
+        k: number of folds (>= 2).
+        by: ``"images"``: every image is its own group (stratified by class: each fold gets about 1/k of
+            every class); ``"templates"``: whole :func:`caption_groups` (no caption of a test fold appears in
+            its training folds), largest groups first into the fold with the fewest chips.
+        seed: order of the chips within a class (``images``) or of equal-sized groups (``templates``).
+
+    Returns:
+        ``k`` lists of chip indices, each sorted.
+
+    Raises:
+        DataError: ``k`` out of range or an unknown ``by``.
+    """
+    if not 2 <= k <= len(chips):
+        raise DataError(f"k must be between 2 and the number of chips ({len(chips)}), got {k}")
+    rng = np.random.default_rng(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    if by == "images":
+        by_class: dict[str | None, list[int]] = defaultdict(list)
+        for i, chip in enumerate(chips):
+            by_class[chip.label].append(i)
+        offset = 0
+        for label in sorted(by_class, key=str):
+            members = [by_class[label][j] for j in rng.permutation(len(by_class[label]))]
+            for j, i in enumerate(members):
+                folds[(j + offset) % k].append(i)
+            offset += len(members)
+    elif by == "templates":
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, g in enumerate(caption_groups(chips)):
+            groups[g].append(i)
+        order = sorted(groups.values(), key=lambda m: (-len(m), float(rng.random())))
+        for members in order:
+            min(folds, key=len).extend(members)
+    else:
+        raise DataError(f"unknown fold grouping {by!r}; use images or templates")
+    return [sorted(f) for f in folds]
+
+
+def image_fingerprints(chips: Sequence[Chip]) -> list[str]:
+    """SHA-1 of each chip's image bytes (what identifies an image wherever its folder is copied)."""
+    out = []
+    for chip in chips:
+        with open(chip.image, "rb") as fh:
+            out.append(hashlib.sha1(fh.read()).hexdigest())
+    return out
+
+
+def folder_fingerprint(chips: Sequence[Chip]) -> str:
+    """Content fingerprint of a data folder: a hash of its images' hashes, independent of order and location."""
+    h = hashlib.sha256()
+    for digest in sorted(image_fingerprints(chips)):
+        h.update(digest.encode())
+    return h.hexdigest()[:16]

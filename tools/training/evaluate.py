@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from rsrag.tools.encoders.base import Encoder
-from rsrag.tools.captioned import Chip, class_prompts
+from rsrag.tools.captioned import Chip, class_prompts, folder_fingerprint, image_fingerprints, select_split
 from rsrag.tools.errors import DataError
+
+#: length of the image-hash prefixes a heads file records for the images it was trained on
+SKETCH_CHARS = 8
 
 KS: tuple[int, ...] = (1, 5, 10)
 
@@ -155,3 +160,107 @@ def evaluate(encoder: Encoder, chips: Sequence[Chip], progress=None) -> Retrieva
     labels = [c.label for c in chips]
     class_emb = class_embeddings(encoder.encode_texts, labels) if all(labels) else None
     return evaluate_embeddings(image_emb, chips, text_emb, class_emb, encoder.id)
+
+
+class TrainingRecord(BaseModel):
+    """What a heads file says about its training data (written by ``rsrag encoder train``).
+
+    Attributes:
+        fingerprint: :func:`~rsrag.tools.captioned.folder_fingerprint` of the whole training folder.
+        val_fraction: share of that folder held out as the ``val`` split (never trained on).
+        n_train: images trained on.
+        sketch: the first :data:`SKETCH_CHARS` hex digits of each trained image's SHA-1 (to count overlaps).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    fingerprint: str
+    val_fraction: float
+    n_train: int
+    sketch: frozenset[str] = frozenset()
+
+    def to_metadata(self) -> dict[str, str]:
+        """String metadata for a safetensors header."""
+        return {"train_fingerprint": self.fingerprint, "train_val_fraction": repr(self.val_fraction),
+                "n_train": str(self.n_train), "train_image_sketch": ",".join(sorted(self.sketch))}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> TrainingRecord | None:
+        """Parse :meth:`to_metadata`; None for heads trained before fingerprints were recorded."""
+        if "train_fingerprint" not in meta:
+            return None
+        sketch = frozenset(x for x in meta.get("train_image_sketch", "").split(",") if x)
+        return cls(fingerprint=meta["train_fingerprint"], val_fraction=float(meta.get("train_val_fraction", "0.1")),
+                   n_train=int(meta.get("n_train", "0")), sketch=sketch)
+
+    @classmethod
+    def of(cls, chips: Sequence[Chip], train: Sequence[Chip], val_fraction: float) -> TrainingRecord:
+        """The record of heads trained on ``train``, a split of the folder ``chips``."""
+        digests = dict(zip([c.image for c in chips], image_fingerprints(chips), strict=True))
+        return cls(fingerprint=folder_fingerprint(chips), val_fraction=val_fraction, n_train=len(train),
+                   sketch=frozenset(digests[c.image][:SKETCH_CHARS] for c in train))
+
+
+def training_record(spec: str | None) -> TrainingRecord | None:
+    """The training record of the heads an encoder spec loads; None for other encoders or unrecorded heads."""
+    from rsrag.tools.encoders.lit import DEFAULT_HEADS, read_heads
+    from rsrag.tools.encoders.spec import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.kind != "lit" or parsed.weights == "random":
+        return None
+    _, _, meta = read_heads(Path(parsed.weights) if parsed.weights else DEFAULT_HEADS)
+    return TrainingRecord.from_metadata(meta)
+
+
+class EvalSelection(BaseModel):
+    """Which chips of a folder an evaluation scores, and why.
+
+    Attributes:
+        split: ``all``, ``val`` or ``train``.
+        reason: one line saying why this split (the default depends on the heads' training data).
+        training_folder: DATA is the folder the encoder's heads were trained on.
+        seen: how many of the selected images the heads were trained on (0 when unknown).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    split: str
+    chips: tuple[Chip, ...]
+    reason: str
+    training_folder: bool
+    seen: int
+
+
+def select_for_eval(chips: Sequence[Chip], record: TrainingRecord | None, split: str | None = None,
+                    val_fraction: float | None = None) -> EvalSelection:
+    """Pick the chips to evaluate.
+
+    Default (``split`` None): the held-out ``val`` split when ``chips`` is the folder the heads were trained on
+    (same content fingerprint, same ``val_fraction`` as in training), otherwise the whole folder.
+
+    Args:
+        chips: every chip of DATA.
+        record: the heads' training record (None: not a LiT encoder, or heads without a record).
+        split: ``all``, ``val``, ``train`` or None for the default.
+        val_fraction: held-out share for ``val``/``train``; None uses the one the heads were trained with.
+    """
+    digests = image_fingerprints(chips) if record is not None else []
+    is_training = record is not None and folder_fingerprint(chips) == record.fingerprint
+    frac = val_fraction if val_fraction is not None else (record.val_fraction if record is not None else 0.1)
+    if split is None:
+        split = "val" if is_training else "all"
+        if is_training:
+            reason = "DATA is the folder the encoder's heads were trained on: its held-out val split"
+        elif record is None:
+            reason = "the encoder records no training data: the whole folder"
+        else:
+            reason = "DATA is not the folder the encoder's heads were trained on: the whole folder"
+    else:
+        reason = f"--split {split}"
+    chosen = select_split(list(chips), split, frac)
+    seen = 0
+    if record is not None and record.sketch:
+        by_path = dict(zip([c.image for c in chips], digests, strict=True))
+        seen = sum(by_path[c.image][:SKETCH_CHARS] in record.sketch for c in chosen)
+    return EvalSelection(split=split, chips=tuple(chosen), reason=reason, training_folder=is_training, seen=seen)

@@ -5,14 +5,17 @@ training runs on cached features: an epoch over ~8,000 chips takes seconds on tw
 Loss: symmetric InfoNCE with a learnable temperature (open_clip's ``logit_scale``). Each step pairs every
 image with one of its texts (a caption, or with probability ``class_prompt_prob`` a class prompt); when
 several images in a batch drew the same text, all of them count as positives for it (soft targets), so
-repeated captions and class prompts are not treated as negatives.
+repeated captions and class prompts are not treated as negatives. Optional, for generalisation: each image
+is seen through a random one of several cached views (flips, rotations) or their mean, dropout on the
+frozen features the heads read, and a class-supervised term (``class_weight``): every image classified
+against all class-prompt embeddings, with the same temperature.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from rsrag.tools.captioned import Chip, class_prompts
-from rsrag.tools.training.evaluate import RetrievalReport, class_embeddings_from, evaluate_embeddings
+from rsrag.tools.training.evaluate import RetrievalReport, TrainingRecord, class_embeddings_from, evaluate_embeddings
 from rsrag.tools.encoders.features import image_features, text_features
-from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, save_heads
+from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, head_state, save_heads
 from rsrag.tools.encoders.towers import text_tower_dir
 from rsrag.tools.errors import DataError
 
@@ -37,8 +40,22 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup_epochs: int = 2
     class_prompt_prob: float = 0.2
-    views: tuple[str, ...] = ("id",)
+    views: tuple[str, ...] = ("id", "rot90")
+    view_mode: str = "sample"
+    image_dropout: float = 0.2
+    text_dropout: float = 0.1
+    class_weight: float = 0.5
+    soup: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.view_mode not in ("sample", "mean"):
+            raise DataError(f"view_mode must be 'sample' or 'mean', got {self.view_mode!r}")
+        if self.soup < 1:
+            raise DataError(f"soup must be >= 1, got {self.soup}")
+        for name in ("image_dropout", "text_dropout", "class_prompt_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise DataError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
 @dataclass
@@ -51,6 +68,7 @@ class FeatureSet:
     text: np.ndarray  # (n_texts, F_txt)
     chip_texts: list[list[int]] = field(default_factory=list)  # caption text ids per chip
     chip_prompts: list[list[int]] = field(default_factory=list)  # class-prompt text ids per chip
+    views: tuple[str, ...] = ("id",)  # the view of each row of ``image`` (``id`` first)
 
 
 def corpus_texts(chips: list[Chip]) -> list[str]:
@@ -72,6 +90,7 @@ def compute_features(
     tokenizer = LitTokenizer(text_tower_dir(), cfg.context_length)
     txt = text_features(model, tokenizer, texts, cache_dir, cfg.context_length, progress=progress)
     paths = [c.image for c in chips]
+    views = ("id", *[v for v in views if v != "id"])  # evaluation reads the identity view, row 0
     img = np.stack([image_features(model, cfg, paths, cache_dir, view=v, progress=progress) for v in views])
     return FeatureSet(
         chips=chips,
@@ -80,6 +99,7 @@ def compute_features(
         text=txt,
         chip_texts=[[index[t] for t in c.captions] for c in chips],
         chip_prompts=[[index[p] for p in class_prompts(c.label)] if c.label else [] for c in chips],
+        views=views,
     )
 
 
@@ -123,7 +143,7 @@ def train_heads(
         lit_cfg: architecture.
         cfg: optimisation settings.
         model: a model from :func:`build_lit_model` to train in place (built when None).
-        progress: called after each epoch with (epoch, mean loss).
+        progress: called after each epoch with (epoch, mean loss); epochs count on across a soup's members.
 
     Returns:
         The model (eval mode) with trained heads.
@@ -133,6 +153,23 @@ def train_heads(
     if all(not fs.chip_texts[i] and not fs.chip_prompts[i] for i in train_rows):
         raise DataError("training chips have neither captions nor class labels")
     model = model if model is not None else build_lit_model(lit_cfg, seed=cfg.seed)
+    if cfg.soup == 1:
+        return _train_once(fs, train_rows, cfg, model, progress)
+    # a "soup": the same initial heads trained with soup different seeds (data order, text draws, dropout),
+    # then their weights averaged (one head's size and cost at run time)
+    init = {k: v.clone() for k, v in head_state(model).items()}
+    states = []
+    for j in range(cfg.soup):
+        model.load_state_dict(init, strict=False)
+        shifted = None if progress is None else (lambda e, loss, j=j: progress(j * cfg.epochs + e, loss))
+        _train_once(fs, train_rows, replace(cfg, seed=cfg.seed + j, soup=1), model, shifted)
+        states.append({k: v.clone() for k, v in head_state(model).items()})
+    model.load_state_dict({k: torch.stack([s[k] for s in states]).mean(0) for k in states[0]}, strict=False)
+    return model.eval()
+
+
+def _train_once(fs: FeatureSet, train_rows: list[int], cfg: TrainConfig, model: torch.nn.Module,
+                progress: Callable[[int, float], None] | None) -> torch.nn.Module:
     vhead, thead, scale = _heads(model)
     params = [p for m in (vhead, thead) for p in m.parameters()]
     decay = [p for p in params if p.ndim > 1]
@@ -145,8 +182,19 @@ def train_heads(
     rows = np.asarray(train_rows)
     steps_per_epoch = max(1, math.ceil(len(rows) / cfg.batch_size))
     total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    img_all = torch.from_numpy(fs.image)
+    view_rows = [fs.views.index(v) for v in cfg.views if v in fs.views] if cfg.views else [0]
+    if len(view_rows) != len(cfg.views):
+        raise DataError(f"views {cfg.views} not all in the feature set ({fs.views})")
+    img_all = torch.from_numpy(fs.image[view_rows])
+    if cfg.view_mode == "mean":
+        img_all = img_all.mean(dim=0, keepdim=True)
     txt_all = torch.from_numpy(fs.text)
+    classes = sorted({fs.chips[i].label for i in train_rows if fs.chip_prompts[i]})
+    use_classes = cfg.class_weight > 0 and len(classes) > 1
+    if use_classes:
+        class_of = {c: j for j, c in enumerate(classes)}
+        prompt_ids = torch.tensor([next(fs.chip_prompts[i] for i in train_rows if fs.chips[i].label == c) for c in classes])
+        labels_all = torch.tensor([class_of.get(c.label, -100) for c in fs.chips])  # type: ignore[arg-type]
     vhead.train(), thead.train()
     step = 0
     for epoch in range(cfg.epochs):
@@ -161,12 +209,18 @@ def train_heads(
             lr = cfg.lr * (step + 1) / warm if step < warm else 0.5 * cfg.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            img = F.normalize(vhead(img_all[torch.from_numpy(views), torch.from_numpy(batch)]), dim=-1)
-            txt = F.normalize(thead(txt_all[torch.from_numpy(tids)]), dim=-1)
+            img_in = F.dropout(img_all[torch.from_numpy(views), torch.from_numpy(batch)], cfg.image_dropout)
+            img = F.normalize(vhead(img_in), dim=-1)
+            txt = F.normalize(thead(F.dropout(txt_all[torch.from_numpy(tids)], cfg.text_dropout)), dim=-1)
             logits = scale.exp() * img @ txt.T
             same = torch.from_numpy(tids[:, None] == tids[None, :]).float()
             target = same / same.sum(dim=1, keepdim=True)
             loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+            if use_classes:
+                # class prompts through the text head, averaged over the templates as in zero-shot use
+                protos = F.normalize(thead(txt_all[prompt_ids.flatten()]), dim=-1).view(*prompt_ids.shape, -1).mean(1)
+                class_logits = scale.exp() * img @ F.normalize(protos, dim=-1).T
+                loss = loss + cfg.class_weight * F.cross_entropy(class_logits, labels_all[torch.from_numpy(batch)], ignore_index=-100)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -187,9 +241,19 @@ def _pick_text(fs: FeatureSet, row: int, prompt_prob: float, gen: np.random.Gene
 
 
 def save_trained(path: Path, model: torch.nn.Module, lit_cfg: LitConfig, cfg: TrainConfig, data: Path,
-                 n_train: int, report: RetrievalReport | None) -> Path:
-    """Write the trained heads with a record of how they were trained."""
-    info = {"data": str(data), "n_train": str(n_train), "train_config": repr(cfg)}
+                 record: TrainingRecord, report: RetrievalReport | None) -> Path:
+    """Write the trained heads with a record of how, and on what data, they were trained.
+
+    Args:
+        path: destination file.
+        model: the trained model.
+        lit_cfg: its architecture.
+        cfg: the optimisation settings used.
+        data: the training folder (recorded for people; the fingerprint in ``record`` is what tools compare).
+        record: fingerprint of the folder and of the trained images (``rsrag eval retrieval`` reads it).
+        report: validation metrics, recorded when given.
+    """
+    info = {"data": str(data), "train_config": repr(cfg), **record.to_metadata()}
     if report is not None:
         info["val_metrics"] = repr({k: round(v, 2) for k, v in report.metrics.items()})
     return save_heads(path, model, lit_cfg, info)

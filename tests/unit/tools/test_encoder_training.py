@@ -31,10 +31,10 @@ def test_library_training_reduces_loss(data: Path, tmp_path: Path) -> None:
     model = build_lit_model(cfg, seed=1)
     chips = read_chips(data)
     fs = compute_features(model, cfg, chips, tmp_path / "cache")
-    assert fs.image.shape == (1, 12, 1280) and fs.text.shape[1] == 384
+    assert fs.image.shape == (1, 12, model.visual.trunk.num_features) and fs.text.shape[1] == 384
     assert list((tmp_path / "cache").iterdir())  # cached on disk
     losses: list[float] = []
-    train_heads(fs, list(range(12)), cfg, TrainConfig(epochs=30, batch_size=12, lr=1e-2, warmup_epochs=1, seed=1),
+    train_heads(fs, list(range(12)), cfg, TrainConfig(epochs=30, batch_size=12, lr=1e-2, warmup_epochs=1, views=("id",), seed=1),
                 model, progress=lambda e, loss: losses.append(loss))
     assert len(losses) == 30 and losses[-1] < losses[0] * 0.8
 
@@ -76,3 +76,97 @@ def test_heads_that_do_not_fit(data: Path, tmp_path: Path) -> None:
     save_file({"x": torch.zeros(2)}, str(other))
     with pytest.raises(CheckpointMismatchError, match="not an rsrag LiT"):
         load_encoder(str(other))
+
+
+def test_tapped_trunk_matches_the_plain_trunk_and_reads_earlier_stages() -> None:
+    import torch
+
+    from rsrag.tools.encoders.lit import TAPS, TappedTrunk
+    from rsrag.tools.encoders.towers import IMAGE_TOWERS, build_image_trunk
+
+    plain = build_image_trunk(IMAGE_TOWERS["effnet-lite0"])
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        np.testing.assert_allclose(TappedTrunk(plain, ("head",))(x).numpy(), plain(x).numpy(), atol=1e-5)
+        full = TappedTrunk(plain, TAPS)
+        assert full.tap_dims() == [40, 80, 112, 192, 320, 1280] and full(x).shape == (2, 2024)
+        early = TappedTrunk(plain, ("s6", "s4"))  # kept in trunk order whatever order they are given in
+        assert early.taps == ("s4", "s6") and early(x).shape == (2, 112 + 320)
+        np.testing.assert_allclose(early(x).numpy(), full(x)[:, 40 + 80 : 40 + 80 + 112 + 192 + 320][:, [*range(112), *range(304, 624)]].numpy(), atol=1e-5)
+    with pytest.raises(Exception, match="unknown image-trunk taps"):
+        TappedTrunk(plain, ("s9",))
+
+
+def test_multi_view_multi_tap_training_encodes_like_its_cached_features(tmp_path: Path) -> None:
+    """Heads trained on cached multi-tap features give the same image vectors through the runtime encoder."""
+    from rsrag.tools.encoders.lit import save_heads
+    from rsrag.tools.training.train import project
+
+    from PIL import Image
+
+    cfg = LitConfig(embed_dim=32, taps=("s5", "head"))
+    model = build_lit_model(cfg, seed=2)
+    folder = make_folder(tmp_path / "chips", CLASSES, n=4)
+    chips = read_chips(folder)
+    for c in chips:  # flat colours look the same in every view: give each chip a direction
+        arr = np.asarray(Image.open(c.image).convert("RGB")).copy()
+        arr[:, : arr.shape[1] // 3] //= 3
+        Image.fromarray(arr).save(c.image)
+    fs = compute_features(model, cfg, chips, tmp_path / "cache", views=("rot90", "hflip"))
+    assert fs.views == ("id", "rot90", "hflip") and fs.image.shape == (3, 12, 192 + 1280)
+    assert not np.allclose(fs.image[0], fs.image[1])  # a rotated chip is another view
+    # one cache per view holds every tap: a head reading other taps reuses it
+    n_dirs = len(list((tmp_path / "cache").iterdir()))
+    compute_features(build_lit_model(LitConfig(embed_dim=32, taps=("s3",))), LitConfig(embed_dim=32, taps=("s3",)), chips,
+                     tmp_path / "cache", views=("rot90",))
+    assert len(list((tmp_path / "cache").iterdir())) == n_dirs
+    losses: list[float] = []
+    tcfg = TrainConfig(epochs=15, batch_size=12, lr=1e-2, warmup_epochs=1, views=("id", "rot90", "hflip"),
+                       image_dropout=0.1, text_dropout=0.1, class_weight=0.5, seed=2)
+    train_heads(fs, list(range(12)), cfg, tcfg, model, progress=lambda e, loss: losses.append(loss))
+    assert losses[-1] < losses[0] * 0.8
+    path = save_heads(tmp_path / "tapped.safetensors", model, cfg)
+    enc = load_encoder(f"rsrag-lit:{path}")
+    runtime = enc.encode_images([Image.open(c.image).convert("RGB") for c in chips])
+    cached, _ = project(model, fs.image[0], None)
+    assert runtime.shape == (12, 32)
+    cos = np.sum(runtime * cached, axis=1)
+    assert cos.min() > 0.999, cos  # float16 heads and cache, otherwise the same computation
+
+
+def test_training_options_are_validated_and_old_configs_read() -> None:
+    from rsrag.tools.errors import DataError
+
+    with pytest.raises(DataError, match="view_mode"):
+        TrainConfig(view_mode="max")
+    with pytest.raises(DataError, match="image_dropout"):
+        TrainConfig(image_dropout=1.0)
+    old = '{"context_length": 64, "embed_dim": 256, "image_proj": "mlp", "image_size": 0, "image_tower": "effnet-lite0", "text_proj": "mlp"}'
+    assert LitConfig.from_json(old).taps == ("head",)  # heads written before taps read the last block only
+    cfg = LitConfig(taps=("s4", "head"))
+    assert LitConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_soup_averages_heads_trained_from_one_init_with_successive_seeds(data: Path, tmp_path: Path) -> None:
+    import torch
+
+    from rsrag.tools.encoders.lit import head_state
+
+    cfg = LitConfig(embed_dim=16)
+    chips = read_chips(data)
+    model = build_lit_model(cfg, seed=5)
+    fs = compute_features(model, cfg, chips, tmp_path / "cache")
+    init = {k: v.clone() for k, v in head_state(model).items()}
+    base = dict(epochs=3, batch_size=6, lr=1e-2, warmup_epochs=1, views=("id",))
+    members = []
+    for seed in (7, 8):
+        model.load_state_dict(init, strict=False)
+        train_heads(fs, list(range(12)), cfg, TrainConfig(**base, seed=seed), model)
+        members.append({k: v.clone() for k, v in head_state(model).items()})
+    assert not torch.equal(members[0]["visual.head.mlp.fc1.weight"], members[1]["visual.head.mlp.fc1.weight"])
+    model.load_state_dict(init, strict=False)
+    epochs: list[int] = []
+    train_heads(fs, list(range(12)), cfg, TrainConfig(**base, seed=7, soup=2), model, progress=lambda e, _: epochs.append(e))
+    assert epochs == [1, 2, 3, 4, 5, 6]
+    for key, value in head_state(model).items():
+        torch.testing.assert_close(value, (members[0][key] + members[1][key]) / 2)

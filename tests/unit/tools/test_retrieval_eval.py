@@ -120,5 +120,104 @@ def test_eval_cli_table_and_errors(tmp_path: Path, tiny_encoder: object, capsys:
     assert main(["eval", "retrieval", str(folder), "--encoder", "rsrag-tiny-test:random", "--split", "all"]) == 0
     assert "mR" in capsys.readouterr().out
     assert main(["eval", "retrieval", str(tmp_path), "--encoder", "rsrag-tiny-test:random"]) == 2
-    assert "captions.jsonl" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert "captions.jsonl" in err and len(err.strip().splitlines()) == 1  # one line on stderr, no traceback
     assert main(["eval", "retrieval", str(folder), "--encoder", "no-such-encoder"]) == 2
+
+
+def test_kfold_by_images_is_stratified_and_covers_every_chip() -> None:
+    from rsrag.tools.captioned import kfold
+
+    chips = _chips({"Airport": 40, "Beach": 30, "Pond": 7})
+    folds = kfold(chips, 5, seed=3)
+    flat = [i for f in folds for i in f]
+    assert sorted(flat) == list(range(len(chips)))  # disjoint and complete
+    for f in folds:
+        assert sum(chips[i].label == "Airport" for i in f) == 8 and sum(chips[i].label == "Beach" for i in f) == 6
+    assert kfold(chips, 5, seed=3) == folds and kfold(chips, 5, seed=4) != folds
+    with pytest.raises(DataError):
+        kfold(chips, 1)
+    with pytest.raises(DataError):
+        kfold(chips, 3, by="classes")
+
+
+def test_kfold_by_templates_holds_out_every_caption_it_tests() -> None:
+    from rsrag.tools.captioned import caption_groups, kfold, normalise_caption
+
+    templates = ["Many planes are parked in an airport.", "a beach with waves", "a pond", "green trees", "a road"]
+    chips = [
+        Chip(Path(f"/x/{i}.jpg"), "A" if i % 2 else "B",
+             # a shared template (case/punctuation varies) plus a caption of the image's own
+             (templates[i % 5].upper() if i % 3 == 0 else templates[i % 5], f"image number {i}"))
+        for i in range(40)
+    ]
+    chips.append(Chip(Path("/x/alone.jpg"), "A", ("nothing like the others",)))
+    groups = caption_groups(chips)
+    assert len(set(groups)) == 6 and groups[0] == groups[5] == groups[10] and groups[0] != groups[1]
+    folds = kfold(chips, 3, by="templates")
+    assert sorted(i for f in folds for i in f) == list(range(len(chips)))
+    for f in folds:
+        test = {normalise_caption(c) for i in f for c in chips[i].captions}
+        train = {normalise_caption(c) for i in range(len(chips)) if i not in f for c in chips[i].captions}
+        assert f and not test & train
+
+
+def test_eval_selection_follows_the_training_record(tmp_path: Path) -> None:
+    from rsrag.tools.training.evaluate import TrainingRecord, select_for_eval
+
+    folder = make_folder(tmp_path / "a", {"Forest": (20, 120, 30), "Beach": (220, 200, 150)}, n=10)
+    chips = read_chips(folder)
+    train, val = split_chips(chips, 0.2)
+    record = TrainingRecord.from_metadata(TrainingRecord.of(chips, train, 0.2).to_metadata())
+    assert record is not None and record.n_train == 16 and len(record.sketch) == 16
+    same = select_for_eval(chips, record)
+    assert same.split == "val" and same.training_folder and [c.image for c in same.chips] == [c.image for c in val]
+    assert same.seen == 0
+    assert select_for_eval(chips, record, "all").seen == 16  # the trained images are recognised by content
+    # a folder that is not the training folder is evaluated whole, however it overlaps
+    part = chips[:12]
+    other = select_for_eval(part, record)
+    assert other.split == "all" and len(other.chips) == 12 and not other.training_folder
+    assert other.seen == sum(c.image in {t.image for t in train} for c in part)
+    assert select_for_eval(chips, None).split == "all"  # no record (another encoder)
+    assert TrainingRecord.from_metadata({"format": "rsrag-lit/1"}) is None
+
+
+def test_eval_cli_defaults_to_the_whole_folder_unless_it_trained_the_heads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Heads record their training folder: eval on it scores the held-out val split, elsewhere every image."""
+    import shutil
+
+    from rsrag.agent.interfaces.cli import main
+
+    trained = make_folder(tmp_path / "trained", {"Forest": (20, 120, 30), "Beach": (220, 200, 150), "Pond": (30, 60, 160)}, n=4)
+    heads = tmp_path / "heads.safetensors"
+    assert main(["encoder", "train", str(trained), "--out", str(heads), "--dim", "32", "--epochs", "2", "--batch-size", "8",
+                 "--val-fraction", "0.25", "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
+    capsys.readouterr()
+    spec = f"rsrag-lit:{heads}"
+
+    def run(folder: Path, *extra: str) -> dict:
+        assert main(["eval", "retrieval", str(folder), "--encoder", spec, "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    own = run(trained)
+    assert list(own)[:2] == ["split", "n_images"]  # named first
+    assert own["split"] == "val" and own["n_images"] == 3 and own["seen_in_training"] == 0
+    assert run(trained, "--split", "all")["seen_in_training"] == 9
+
+    other = make_folder(tmp_path / "other", {"Forest": (60, 160, 60), "Beach": (180, 170, 120)}, n=5)
+    result = run(other)
+    assert result["split"] == "all" and result["n_images"] == 10 and result["seen_in_training"] == 0
+
+    # a copy of part of the training folder is another folder (evaluated whole), with its overlap reported
+    part = tmp_path / "part"
+    shutil.copytree(trained, part)
+    lines = (part / "captions.jsonl").read_text().splitlines()
+    (part / "captions.jsonl").write_text("\n".join(lines[2:]) + "\n")
+    assert main(["eval", "retrieval", str(part), "--encoder", spec]) == 0
+    out = capsys.readouterr().out
+    first = out.strip().splitlines()[0]
+    assert first.startswith("split all: 10 images") and "not the folder" in first
+    assert "were used to train the encoder's heads" in out and "mR" in out
