@@ -37,7 +37,7 @@ from needle import BACKGROUND_POOL, SYNONYMS, TARGETS  # noqa: E402  (the knowle
 
 from rsrag.agent.context import AgentContext  # noqa: E402
 from rsrag.agent.interfaces.api import Analyst  # noqa: E402
-from rsrag.agent.settings import load_settings  # noqa: E402
+from rsrag.agent.settings import load_settings  # noqa: E402  (imported after the sys.path set-up above)
 from rsrag.graphs.imagerag import build_imagerag_graph  # noqa: E402
 from rsrag.tools.captioned import class_phrase, read_chips, split_chips  # noqa: E402
 from rsrag.tools.knowledge import build_concepts  # noqa: E402
