@@ -11,7 +11,8 @@ each arm in a fresh process (its own peak RSS, VmHWM), with the same encoder and
 3. the same PNG read in place (no cache): seconds per patch window, and the index time that implies;
 4. ``remote``: ``index_scene`` on the COG served by a real HTTP server on 127.0.0.1 (tests/range_server.py,
    a Python ``http.server`` with range support, in its own process), plus zoom reads (1024 px windows and a
-   whole-scene overview), against the same reads of the local file; bytes the server sent;
+   whole-scene overview), against the same reads of the local file; bytes the server sent; the zooms again
+   with GDAL's default parallel multi-range reads instead of rsrag's ``GDAL_HTTP_MULTIRANGE=SERIAL``;
 5. ``--striped``: striped TIFFs (16-row DEFLATE strips, sparse content: 1% of 512 px blocks carry drawn
    structures, the rest nodata) of each given side converted into the cache: time and peak RSS per size
    (memory must stay flat with size);
@@ -40,6 +41,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "data" / "geotiff" / "RGB.byte.tif"
 BLOCK = 512
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process, all threads (less sensitive than wall time to other jobs on the machine)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def peak_rss_mib() -> float:
@@ -148,13 +155,14 @@ def arm_index(args: dict[str, Any]) -> dict[str, Any]:
         register_tiny_model_config()
     encoder = load_encoder(args["encoder"], batch_size=32)
     cache = SceneCache(args["cache"]) if args.get("cache") else None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     scene = open_scene(args["image"], cache=cache)
-    convert_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    convert_s, convert_cpu = time.perf_counter() - t0, cpu_s() - c0
+    t1, c1 = time.perf_counter(), cpu_s()
     report = index_scene(scene, encoder, args["tiling"], args["store"])
-    index_s = time.perf_counter() - t1
-    out = {"convert_s": convert_s, "index_s": index_s, "total_s": convert_s + index_s, "patches": report.info.n_patches,
+    index_s, index_cpu = time.perf_counter() - t1, cpu_s() - c1
+    out = {"convert_s": convert_s, "index_s": index_s, "total_s": convert_s + index_s, "convert_cpu_s": convert_cpu,
+           "index_cpu_s": index_cpu, "total_cpu_s": convert_cpu + index_cpu, "patches": report.info.n_patches,
            "cached": scene.info.cache is not None, "peak_rss_mib": peak_rss_mib()}
     scene.close()
     return out
@@ -165,11 +173,11 @@ def arm_convert(args: dict[str, Any]) -> dict[str, Any]:
     from rsrag.tools.scene_cache import SceneCache
 
     cache = SceneCache(args["cache"])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     with open_scene(args["image"], cache=cache) as scene:
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, cpu_s() - c0
         entry = cache.entries()[0]
-        return {"convert_s": seconds, "peak_rss_mib": peak_rss_mib(), "cache_bytes": entry.bytes,
+        return {"convert_s": seconds, "convert_cpu_s": cpu, "peak_rss_mib": peak_rss_mib(), "cache_bytes": entry.bytes,
                 "levels": len(entry.levels), "width": scene.width, "source_bytes": Path(args["image"]).stat().st_size}
 
 
@@ -221,22 +229,23 @@ def arm_gdal_overviews(args: dict[str, Any]) -> dict[str, Any]:
     _bound_gdal_cache()
     work = Path(args["copy"])
     shutil.copy(args["level0"], work)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     with rasterio.open(work, "r+") as ds:
         factors = [2 ** k for k in range(1, 12) if max(ds.width, ds.height) / 2 ** (k - 1) > 512]
         ds.build_overviews(factors, Resampling.average)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, cpu_s() - c0
     work.unlink()
-    return {"gdal_overviews_s": seconds, "factors": factors, "peak_rss_mib": peak_rss_mib()}
+    return {"gdal_overviews_s": seconds, "gdal_overviews_cpu_s": cpu, "factors": factors, "peak_rss_mib": peak_rss_mib()}
 
 
 ARMS = {"index": arm_index, "convert": arm_convert, "windows": arm_windows, "zoom": arm_zoom,
         "gdal_overviews": arm_gdal_overviews}
 
 
-def run_arm(name: str, **args: Any) -> dict[str, Any]:
+def run_arm(name: str, env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, "--arm", name, "--arm-args", json.dumps(args, default=str)],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     if proc.returncode != 0:
         raise RuntimeError(f"arm {name} failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -264,6 +273,7 @@ def main() -> None:
     parser.add_argument("--no-remote", action="store_true")
     parser.add_argument("--in-place-windows", type=int, default=6)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "input_formats")
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--arm-args", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -288,8 +298,11 @@ def main() -> None:
         results["cog_after"] = run_arm("index", image=images["cog"], store=fresh(work / "store"), **common)
         base = (results["cog_before"]["index_s"] + results["cog_after"]["index_s"]) / 2
         results["baseline_index_s"] = base
+        base_cpu = (results["cog_before"]["index_cpu_s"] + results["cog_after"]["index_cpu_s"]) / 2
+        results["baseline_index_cpu_s"] = base_cpu
         for fmt in formats:
             results[f"{fmt}_ratio"] = results[fmt]["total_s"] / base
+            results[f"{fmt}_ratio_cpu"] = results[fmt]["total_cpu_s"] / base_cpu
         if args.in_place_windows and "png" in formats:
             w = run_arm("windows", image=images["png"], n=args.in_place_windows)
             results["png_in_place"] = {**w, "implied_index_s": w["window_s"] * results["png"]["patches"]}
@@ -302,6 +315,8 @@ def main() -> None:
         results["gdal_overviews"] = run_arm("gdal_overviews", level0=level0, copy=work / "l0-copy.tif")
         results["gdal_overviews_vs_conversion"] = (results["gdal_overviews"]["gdal_overviews_s"]
                                                    / results["png_convert_only"]["convert_s"])
+        results["gdal_overviews_vs_conversion_cpu"] = (results["gdal_overviews"].get("gdal_overviews_cpu_s", 0.0)
+                                                       / results["png_convert_only"].get("convert_cpu_s", 1.0))
 
     if not args.no_remote:
         sys.path.insert(0, str(ROOT))
@@ -313,12 +328,16 @@ def main() -> None:
             server.reset()
             results["zoom_remote"] = run_arm("zoom", image=url, n=20)
             results["zoom_remote"]["bytes_fetched"] = server.stats()["bytes_sent"]
+            server.reset()  # GDAL's own default, parallel multi-range reads (rsrag sets SERIAL)
+            results["zoom_remote_parallel"] = run_arm("zoom", env={"GDAL_HTTP_MULTIRANGE": "YES"}, image=url, n=20)
+            results["zoom_remote_parallel"]["bytes_fetched"] = server.stats()["bytes_sent"]
             if not args.no_index:
                 local = run_arm("index", image=images["cog"], store=fresh(work / "store"), **common)
                 server.reset()
                 remote = run_arm("index", image=url, store=fresh(work / "store"), **common)
                 stats = server.stats()
                 results["remote_index"] = {"local": local, "remote": remote, "ratio": remote["index_s"] / local["index_s"],
+                                           "ratio_cpu": remote["index_cpu_s"] / local["index_cpu_s"],
                                            "bytes_fetched": stats["bytes_sent"], "requests": stats["requests"],
                                            "file_bytes": images["cog"].stat().st_size}
 
@@ -327,7 +346,7 @@ def main() -> None:
         results[f"striped_{side}"] = run_arm("convert", image=source, cache=fresh(work / f"cache_striped_{side}"))
         shutil.rmtree(work / f"cache_striped_{side}", ignore_errors=True)  # large: do not keep it
 
-    name = f"results-{args.side}{'-striped' if args.striped else ''}.json"
+    name = f"results-{args.side}{'-striped' if args.striped else ''}{'-' + args.tag if args.tag else ''}.json"
     (out / name).write_text(json.dumps(results, indent=1, default=str))
     print(json.dumps(results, indent=1, default=str))
 
