@@ -108,7 +108,7 @@ def build_windows(chips: Sequence[Chip], *, per_class: int, n_mosaics: int, seed
     ``n_mosaics`` windows cut from 4 x 4 chip mosaics.
 
     A mosaic is one background class (30%: two, split along a row or column) with one or two other classes
-    planted (a chip or a 2 x 2 block each). Its window is a square of 150-450 px at a random position (60%
+    planted (a chip or a 2 x 2 block each). Its window is a square of 96-450 px at a random position (60%
     of them around a planted class), so windows straddle chips as tiling windows do. Deterministic for a
     given chip list and seed.
     """
@@ -148,7 +148,7 @@ def build_windows(chips: Sequence[Chip], *, per_class: int, n_mosaics: int, seed
                 for col in range(c0, c0 + block):
                     names[r * grid + col] = target
             planted.append((r0, c0, block))
-        size = rng.randint(CHIP_PX, 3 * CHIP_PX)
+        size = rng.randint(96, 3 * CHIP_PX)
         if rng.random() < 0.6:
             r0, c0, block = rng.choice(planted)
             cx = c0 * CHIP_PX + rng.randint(0, block * CHIP_PX)
@@ -282,8 +282,10 @@ class PresenceCalibration(BaseModel):
         same_concept: profile correlation at or above which a vocabulary concept counts as the phrase itself.
         temperature: softmax temperature of the ``logit`` feature.
         features: feature names; mean/scale: their standardisation; coef/intercept: the logistic model.
-        found_at: presence at or above which a site counts as found (and a target with one such site is
-            ``found``); not_found_below: a target whose best presence is below it is ``not_found``.
+        found_at: presence at or above which a target is ``found`` (its best site reaches it);
+            site_at: once a target is found, presence at or above which another of its sites counts as found
+            too (at most ``found_at``); not_found_below: a target whose best presence is below it is
+            ``not_found``.
         reference: the reference score distribution (for ``ref_z`` and ``same_concept``).
         data: what it was fitted on; metrics: its checks on the training and validation windows.
     """
@@ -302,6 +304,7 @@ class PresenceCalibration(BaseModel):
     coef: tuple[float, ...]
     intercept: float
     found_at: float = Field(ge=0.0, le=1.0)
+    site_at: float = Field(ge=0.0, le=1.0)
     not_found_below: float = Field(ge=0.0, le=1.0)
     reference: Reference
     data: dict[str, str | int | float]
@@ -403,7 +406,8 @@ class FitConfig:
         val_per_class, val_mosaics: the same for the validation check.
         same_concept: profile correlation from which a vocabulary concept is the phrase itself.
         temperature: softmax temperature of the ``logit`` feature.
-        scene_windows: candidate windows per simulated scene when choosing the finding thresholds.
+        scene_windows: candidate windows per simulated scene when choosing the thresholds (about the
+            windows of a scene's finest level).
         scenes: simulated scenes for the thresholds.
         seed: seed of windows and simulated scenes.
         val_fraction: the chip folder's validation share (as the encoder's training used).
@@ -415,7 +419,7 @@ class FitConfig:
     val_mosaics: int = 600
     same_concept: float = 0.6
     temperature: float = 0.03
-    scene_windows: int = 100
+    scene_windows: int = 300
     scenes: int = 600
     seed: int = 0
     val_fraction: float = 0.1
@@ -438,13 +442,25 @@ def _prompt_version() -> str:
     return PROMPT_VERSION
 
 
+@dataclass(frozen=True)
+class _Simulation:
+    """Simulated scenes: best presence per present and absent class, and per present class the best
+    presence of each of its sites and the presence of its candidate windows elsewhere."""
+
+    present_best: np.ndarray
+    absent_best: np.ndarray
+    site_best: list[np.ndarray]
+    elsewhere: list[np.ndarray]
+
+
 def _simulate_scenes(presence: np.ndarray, windows: Sequence[Window], classes: list[str], cfg: FitConfig,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best presence of present and of absent classes over simulated scenes.
+                     seed: int) -> _Simulation:
+    """Simulated scenes from labelled windows.
 
     A simulated scene has 4 background classes, 2 present and 2 absent classes (all distinct; fewer with
-    fewer than 8 classes). Its candidate windows are ``scene_windows`` windows showing only scene classes,
-    plus 2-4 windows clearly showing each present class (its sites). ``presence`` is (n_classes, n_windows).
+    fewer than 8 classes). Its candidate windows are ``scene_windows`` windows showing only scene classes;
+    each present class has 2-4 sites, each seen by up to 3 windows that clearly show the class.
+    ``presence`` is (n_classes, n_windows).
     """
     rng = np.random.default_rng(seed)
     n_pick = min(8, len(classes))            # fewer than 8 classes: fewer backgrounds and targets
@@ -452,7 +468,8 @@ def _simulate_scenes(presence: np.ndarray, windows: Sequence[Window], classes: l
     n_present = (n_targets + 1) // 2
     n_back = n_pick - n_targets
     shown = [w.labels | w.partial for w in windows]
-    present_best, absent_best = [], []
+    own = {i: np.array([j for j, w in enumerate(windows) if c in w.labels]) for i, c in enumerate(classes)}
+    present_best, absent_best, site_best, elsewhere = [], [], [], []
     for _ in range(cfg.scenes):
         pick = rng.choice(len(classes), n_pick, replace=False)
         backs, present, absent = pick[:n_back], pick[n_back:n_back + n_present], pick[n_back + n_present:]
@@ -462,27 +479,53 @@ def _simulate_scenes(presence: np.ndarray, windows: Sequence[Window], classes: l
             continue
         cand = rng.choice(pool, min(cfg.scene_windows, len(pool)), replace=False)
         for p in present:
-            own = np.array([j for j, w in enumerate(windows) if classes[p] in w.labels])
-            if len(own) == 0:
+            if len(own[p]) == 0:
                 continue
-            sites = rng.choice(own, min(len(own), int(rng.integers(2, 5))), replace=False)
-            present_best.append(max(presence[p, cand].max(), presence[p, sites].max()))
+            sites = [presence[p, rng.choice(own[p], min(len(own[p]), 3), replace=False)].max()
+                     for _ in range(int(rng.integers(2, 5)))]
+            not_here = cand[[classes[p] not in shown[j] for j in cand]]
+            site_best.append(np.array(sites))
+            elsewhere.append(presence[p, not_here])
+            present_best.append(max(presence[p, not_here].max(initial=0.0), max(sites)))
         for a in absent:
             absent_best.append(presence[a, cand].max())
-    return np.array(present_best), np.array(absent_best)
+    return _Simulation(np.array(present_best), np.array(absent_best), site_best, elsewhere)
 
 
-def _choose_thresholds(present_best: np.ndarray, absent_best: np.ndarray) -> tuple[float, float]:
-    """``found_at`` maximising (found rate on present + not-found rate on absent), and ``not_found_below``
-    under which at most 2% of present classes fall (never above ``found_at``)."""
+def _choose_thresholds(sim: _Simulation) -> tuple[float, float, float]:
+    """``found_at`` maximising (found rate on present + not-found rate on absent); ``not_found_below``
+    under which at most 2% of present classes fall (never above ``found_at``); ``site_at``, the lowest
+    presence (not above ``found_at``) at which the sites of found classes keep a precision of 0.9."""
+    present_best, absent_best = sim.present_best, sim.absent_best
     grid = np.unique(np.concatenate([present_best, absent_best]))
-    best_t, best_j = 0.5, -1.0
+    found_at, best_j = 0.5, -1.0
     for t in grid:
         j = (present_best >= t).mean() + (absent_best < t).mean()
         if j > best_j + 1e-12:
-            best_t, best_j = float(t), float(j)
-    lower = float(np.quantile(present_best, 0.02))
-    return best_t, min(lower, best_t)
+            found_at, best_j = float(t), float(j)
+    not_found_below = min(float(np.quantile(present_best, 0.02)), found_at)
+    site_at = found_at
+    for t in np.linspace(found_at, 0.05, 60):
+        tp = fp = 0
+        for sites, other in zip(sim.site_best, sim.elsewhere):
+            if max(sites.max(), other.max(initial=0.0)) >= found_at:
+                tp += int((sites >= t).sum())
+                fp += int((other >= t).sum())
+        if tp + fp and tp / (tp + fp) >= 0.9:
+            site_at = float(t)
+        else:
+            break
+    return found_at, not_found_below, site_at
+
+
+def _site_rates(sim: _Simulation, found_at: float, site_at: float) -> tuple[float, float]:
+    tp = fp = n = 0
+    for sites, other in zip(sim.site_best, sim.elsewhere):
+        n += len(sites)
+        if max(sites.max(), other.max(initial=0.0)) >= found_at:
+            tp += int((sites >= site_at).sum())
+            fp += int((other >= site_at).sum())
+    return tp / max(1, n), tp / max(1, tp + fp)
 
 
 def fit_calibration(
@@ -560,9 +603,11 @@ def fit_from_windows(
     p_val = presence(f_val)
     y_val = np.array([[c in w.labels for w in val_w] for c in classes], np.float64)
     keep_val = ~np.array([[c in w.partial for w in val_w] for c in classes])
-    tp, ta = _simulate_scenes(p_train, train_w, list(classes), cfg, cfg.seed)
-    found_at, not_found_below = _choose_thresholds(tp, ta)
-    vp, va = _simulate_scenes(p_val, val_w, list(classes), cfg, cfg.seed + 1)
+    sim_train = _simulate_scenes(p_train, train_w, list(classes), cfg, cfg.seed)
+    found_at, not_found_below, site_at = _choose_thresholds(sim_train)
+    sim_val = _simulate_scenes(p_val, val_w, list(classes), cfg, cfg.seed + 1)
+    tp, ta, vp, va = sim_train.present_best, sim_train.absent_best, sim_val.present_best, sim_val.absent_best
+    val_recall, val_precision = _site_rates(sim_val, found_at, site_at)
     metrics = {
         "train_window_auroc": auroc(p_train.reshape(-1)[keep], y_train.reshape(-1)[keep]),
         "val_window_auroc": auroc(p_val[keep_val], y_val[keep_val]),
@@ -573,13 +618,15 @@ def fit_from_windows(
         "val_scene_present_found": float((vp >= found_at).mean()),
         "val_scene_absent_not_found": float((va < found_at).mean()),
         "val_scene_absent_uncertain": float(((va >= not_found_below) & (va < found_at)).mean()),
+        "val_site_recall": val_recall,
+        "val_site_precision": val_precision,
         "val_scene_auroc": auroc(np.concatenate([vp, va]), np.r_[np.ones(len(vp)), np.zeros(len(va))]),
     }
     return PresenceCalibration(
         encoder=encoder.id, prompt_version=_prompt_version(), vocabulary=vocabulary,
         same_concept=cfg.same_concept, temperature=cfg.temperature, features=FEATURES,
         mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
-        coef=tuple(float(v) for v in coef), intercept=intercept, found_at=found_at,
+        coef=tuple(float(v) for v in coef), intercept=intercept, found_at=found_at, site_at=site_at,
         not_found_below=not_found_below, reference=reference,
         data={**(data or {}), "classes": len(classes), "train_windows": len(train_w), "val_windows": len(val_w),
               "seed": cfg.seed, "scene_windows": cfg.scene_windows},
@@ -657,8 +704,13 @@ class PresenceModel:
 
     @property
     def found_at(self) -> float | None:
-        """Presence from which a site is found (``None`` when uncalibrated)."""
+        """Presence from which a target is found (``None`` when uncalibrated)."""
         return self.calibration.found_at if self.calibration else None
+
+    @property
+    def site_at(self) -> float | None:
+        """Presence from which another site of a found target is found too (``None`` when uncalibrated)."""
+        return self.calibration.site_at if self.calibration else None
 
     def _vocabulary(self) -> np.ndarray:
         if self._vocab is None:
@@ -753,8 +805,30 @@ class PresenceModel:
         return "not_found" if best < cal.not_found_below else "uncertain"
 
     def site_found(self, site: Site) -> bool:
-        """Whether a calibrated site counts as a found place of its target."""
+        """Whether a calibrated site is strong enough on its own to make its target ``found``."""
         return self.calibration is not None and site.presence is not None and site.presence >= self.calibration.found_at
+
+    def found_sites(self, sites: Sequence[Site]) -> list[Site]:
+        """The found places of one target among its calibrated sites: none unless one reaches ``found_at``;
+        then every site reaching ``site_at`` (a second, weaker site of a target already found), best first."""
+        cal = self.calibration
+        if cal is None:
+            return []
+        known = [s for s in sites if s.presence is not None]
+        if not any(s.presence >= cal.found_at for s in known):  # type: ignore[operator]
+            return []
+        found = [s for s in known if s.presence >= cal.site_at]  # type: ignore[operator]
+        return sorted(found, key=lambda s: (-(s.presence or 0.0), -s.confidence, -s.score))
+
+    def window_found(self, presences: np.ndarray) -> np.ndarray:
+        """Which windows (presences of one target) belong to found sites: none unless one reaches
+        ``found_at``, then those reaching ``site_at``. Group the selected windows with
+        :func:`rsrag.tools.sites.group_sites`."""
+        p = np.asarray(presences, np.float64)
+        cal = self.calibration
+        if cal is None or p.size == 0 or p.max() < cal.found_at:
+            return np.zeros(p.shape, bool)
+        return p >= cal.site_at
 
 
 _LOADED: dict[tuple[str, str, str], PresenceModel] = {}

@@ -187,3 +187,22 @@ def test_logistic_fit_and_auroc() -> None:
     assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
     assert auroc(np.array([1.0, 1.0]), np.array([0, 1])) == pytest.approx(0.5)
     assert np.isnan(auroc(np.array([1.0]), np.array([1])))
+
+
+def test_a_weaker_second_site_is_found_only_once_the_target_is(fitted) -> None:  # type: ignore[no-untyped-def]
+    enc, cal, _ = fitted
+    cal = cal.model_copy(update={"found_at": 0.8, "site_at": 0.5, "not_found_below": 0.3})
+    model = PresenceModel(cal, enc)
+
+    def site(x: int, presence: float):  # type: ignore[no-untyped-def]
+        hit = Hit(region=Region(scene="s", box=PixelBox(x0=x, y0=0, x1=x + 10, y1=10)), score=0.1,
+                  confidence=0.6, path="fast", query="red")
+        return group_sites([hit])[0].with_presence(presence)
+
+    strong, weak, faint = site(0, 0.9), site(100, 0.6), site(200, 0.2)
+    assert [s.presence for s in model.found_sites([weak, strong, faint])] == [0.9, 0.6]
+    assert model.found_sites([weak, faint]) == []  # no site strong enough: nothing is found
+    assert model.finding_for([0.6, 0.2]) == "uncertain" and model.finding_for([0.2]) == "not_found"
+    assert model.window_found(np.array([0.9, 0.6, 0.2])).tolist() == [True, True, False]
+    assert model.window_found(np.array([0.6, 0.2])).tolist() == [False, False]
+    assert PresenceModel(None, enc, "x").found_sites([strong]) == []
