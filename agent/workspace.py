@@ -224,6 +224,8 @@ class Workspace:
     def close(self) -> None:
         self.stop_filling()
         with self._lock:
+            for pyramid in self._pyramids.values():
+                pyramid.close()
             for scene in self._scenes.values():
                 scene.close()
             self._scenes.clear()

@@ -22,6 +22,7 @@ is left for the next run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -277,6 +278,7 @@ def encode_units(
     stage: str = "index",
     level: int | None = None,
     levels: int | None = None,
+    executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
 ) -> EncodeRun:
     """Read, encode and commit windows of index ``info``, one atomic write per unit.
 
@@ -300,6 +302,8 @@ def encode_units(
         done_before: windows of the index already stored (for progress).
         total: windows the progress counts towards (default: the index's).
         stage / level / levels: reported in the progress.
+        executors: (readers, writer) thread pools to use instead of new ones (a caller that encodes many
+            small sets keeps its threads, and so the allocator's per-thread arenas, from one call to the next).
     """
     ahead = prefetch if prefetch is not None else readers + 1
     batches = _unit_batches(units, batch_size)
@@ -311,8 +315,12 @@ def encode_units(
     acc_ids: list[int] = []
     acc_regions: list[Region] = []
     acc_vecs: list[np.ndarray] = []
-    with ThreadPoolExecutor(readers, thread_name_prefix="rsrag-read") as pool, \
-            ThreadPoolExecutor(1, thread_name_prefix="rsrag-write") as writer:
+    with contextlib.ExitStack() as stack:
+        if executors is None:
+            pool = stack.enter_context(ThreadPoolExecutor(readers, thread_name_prefix="rsrag-read"))
+            writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="rsrag-write"))
+        else:
+            pool, writer = executors
         inflight: deque[tuple[Sequence[int], bool, list[PatchSpec], Future[tuple[torch.Tensor, list[Region]]]]] = deque()
         writes: deque[Future[int]] = deque()
 

@@ -39,6 +39,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,6 +323,7 @@ class Pyramid:
         self._urgent = 0
         self._urgent_lock = threading.Condition()
         self._searches = 0
+        self._executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
 
     def __repr__(self) -> str:
         return f"Pyramid({self.scene.path.name!r}, {self.tiling.id!r}, {len(self.levels)} levels)"
@@ -397,6 +399,21 @@ class Pyramid:
 
     # --- encoding ---------------------------------------------------------------------------------------
 
+    def _threads(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        """The reader and writer threads, kept for the pyramid's life: many small encodes reuse them (new
+        threads each time would each leave a malloc arena of freed image buffers behind)."""
+        if self._executors is None:
+            self._executors = (ThreadPoolExecutor(self.readers, thread_name_prefix="rsrag-pyr-read"),
+                               ThreadPoolExecutor(1, thread_name_prefix="rsrag-pyr-write"))
+        return self._executors
+
+    def close(self) -> None:
+        """Release the reader and writer threads (the pyramid can still be used; they start again)."""
+        executors, self._executors = self._executors, None
+        if executors is not None:
+            for ex in executors:
+                ex.shutdown(wait=True)
+
     def _exclusive(self, level: int, urgent: bool) -> _LevelLock:
         return _LevelLock(self, level, urgent)
 
@@ -429,8 +446,10 @@ class Pyramid:
                          for group in _groups(missing, COMMIT_WINDOWS))
                 run = encode_units(self.scene, self.encoder, self.patches, info, units, batch_size=self.batch_size,
                                    readers=self.readers, progress=progress, stop=stop, done_before=before,
-                                   total=lv.count, stage=stage, level=level, levels=self.n_levels)
+                                   total=lv.count, stage=stage, level=level, levels=self.n_levels,
+                                   executors=self._threads())
                 encoded = run.encoded
+                release_freed_memory()
             stored = self.patches.count(info)
             if stored >= lv.count:
                 self._infos[level] = self.patches.finish(info)
@@ -527,6 +546,24 @@ class _LevelLock:
         finally:
             self.p._locks[self.level].release()
             self._done_urgent()
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the allocator back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so the
+    decoded windows and activations of one encode do not raise the resident size of the next."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if callable(_TRIM):
+        _TRIM(0)
+
+
+_TRIM: Callable[[int], int] | bool | None = None
 
 
 def _groups(items: Sequence[int], size: int) -> Iterable[list[int]]:
