@@ -1,6 +1,6 @@
 """Optional OpenTelemetry spans for traced runs (GenAI semantic conventions).
 
-Spans are made only when an exporter is configured: ``RSRAG_TRACE_OTEL=console|otlp`` (the OTLP/HTTP
+Spans are made only when an exporter is configured: ``RSRAG_TRACE__OTEL=console|otlp`` (the OTLP/HTTP
 exporter reads the standard ``OTEL_EXPORTER_OTLP_*`` variables), the standard ``OTEL_TRACES_EXPORTER``, or
 a tracer provider handed to :class:`~rsrag.agent.trace.tracer.Tracer`. opentelemetry-sdk is imported
 only then (``pip install 'rsrag[otel]'``).

@@ -80,7 +80,7 @@ def test_redaction_blanks_prompts_and_answers(recorded: Path, capsys: pytest.Cap
     assert rows[0]["redacted"] == ["question"] and rows[-1]["answer"]["cited"]
     code, out = run_cli(["trace", "export", "t1", "--redact", "answers", "--db", str(recorded)], capsys)
     assert QUESTION in out and answer_text not in out
-    monkeypatch.setenv("RSRAG_TRACE_REDACT", "prompts")  # the setting applies when --redact is not given
+    monkeypatch.setenv("RSRAG_TRACE__REDACT", "prompts")  # the setting applies when --redact is not given
     code, out = run_cli(["trace", "export", "t1", "-f", "html", "--db", str(recorded)], capsys)
     assert code == 0 and QUESTION not in out and answer_text.split(" at ")[0] in out
     code, out = run_cli(["trace", "export", "t1", "--redact", "secrets", "--db", str(recorded)], capsys)
