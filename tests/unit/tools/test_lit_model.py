@@ -30,6 +30,16 @@ def models() -> tuple[torch.nn.Module, torch.nn.Module, object]:
     load_heads_into(ours, tensors, str(DEFAULT_HEADS))
     ref = open_clip.CustomTextCLIP(**open_clip_config(cfg))
     ref.visual.trunk.load_state_dict(build_image_trunk(cfg.tower).state_dict(), strict=False)
+    if cfg.taps != ("head",):  # the head reads several trunk stages: wrap open_clip's trunk the same way
+        from collections import OrderedDict
+
+        from timm.layers import Mlp
+
+        from rsrag.tools.encoders.lit import TappedTrunk, tap_width
+
+        ref.visual.trunk = TappedTrunk(ref.visual.trunk, cfg.taps)
+        head = Mlp(tap_width(cfg), 2 * cfg.embed_dim, cfg.embed_dim, drop=(0.0, 0.0), bias=(True, False))  # open_clip's "mlp"
+        ref.visual.head = torch.nn.Sequential(OrderedDict(mlp=head))
     load_heads_into(ref, tensors, str(DEFAULT_HEADS))
     return ours, ref.eval(), cfg
 
