@@ -130,7 +130,10 @@ def test_ask_streams_steps_then_the_answer(client: TestClient) -> None:
         crop = client.get(f"/api/threads/t-1/evidence/{ev['id']}/crop")
         assert crop.status_code == 200, crop.text
         x0, y0, x1, y1 = ev["bbox"]
-        assert Image.open(io.BytesIO(crop.content)).size == (x1 - x0, y1 - y0)  # saved zooms and cut hits alike
+        w, h = Image.open(io.BytesIO(crop.content)).size
+        # saved zooms and cut hits alike show the evidence's box: its aspect, never enlarged, at most 1024 px
+        assert w <= min(x1 - x0, 1024) and h <= min(y1 - y0, 1024) and max(w, h) >= min(512, max(x1 - x0, y1 - y0))
+        assert abs(w / h - (x1 - x0) / (y1 - y0)) < 0.02 * (x1 - x0) / (y1 - y0) + 1 / h
     assert client.get("/api/threads/t-1/evidence/Edeadbe/crop").status_code == 404
 
     trace = client.get("/api/threads/t-1/trace").json()
@@ -181,7 +184,7 @@ def test_serve_command_registers_images_and_refuses_bad_ones(scene: Path, tmp_pa
     served: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
     assert main(["serve", str(tmp_path / "missing.tif")]) == 2
-    assert "no such file" in capsys.readouterr().out and not served
+    assert "no such file" in capsys.readouterr().err and not served
     code = main(["serve", str(scene), "--port", "9123", "--encoder", "rsrag-tiny-test:random", "--tiling", "vit:256",
                  "--store", str(tmp_path / "store"), "--max-upload-mb", "0.1", "--upload-dir", str(tmp_path / "up")])
     assert code == 0 and served["host"] == "127.0.0.1" and served["port"] == 9123
