@@ -324,12 +324,14 @@ def cascade(
         if presence is not None:  # uncalibrated: never a silent verdict, and the note says how to fit one
             finding, note = "uncertain", presence.message
     versions = [fast.index_version] + ([slow_result.index_version] if slow_result is not None else [])
+    # a pyramid's hits say what share of its finest level was encoded (and so ranked) when they were found
+    shares = [float(h.extra["searched_share"]) for h in hits if "searched_share" in h.extra]
     return RetrievalResult(
         hits=hits, sites=sites, candidates=candidates, phrases=fast.phrases, threshold=threshold, top_k=top_k,
         finding=finding, presence_note=note, path=path, used_slow=slow_result is not None, reason=reason, fast=fast,
         slow=slow_result, index_key=index.key, index_version=max(versions), encoder=index.encoder,
         levels=[index.tiling], truncated=fast.truncated or bool(slow_result is not None and slow_result.truncated),
-        ms=(time.perf_counter() - t0) * 1e3,
+        searched_share=min(1.0, max(shares)) if shares else 1.0, ms=(time.perf_counter() - t0) * 1e3,
     )
 
 

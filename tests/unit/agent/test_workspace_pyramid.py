@@ -43,6 +43,7 @@ def test_pyramid_index_is_ready_at_once_and_a_search_encodes_only_what_it_visits
         result = workspace.retrieve(scene, ["red roofs"], top_k=3, threshold=0.5, slow="never")
         assert result.hits and all(h.extra["level"] == index.pyramid.n_levels - 1 for h in result.hits)
         assert 0 < result.hits[0].extra["searched_share"] < 1
+        assert result.searched_share == max(h.extra["searched_share"] for h in result.hits) < 1  # the result says so
         assert seen and {p.stage for p in seen} == {"descend"} and all(p.scene == scene.fingerprint for p in seen)
         assert workspace.filling(scene) is None  # background fill is off outside serve by default
     finally:
