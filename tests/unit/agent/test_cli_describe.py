@@ -43,7 +43,8 @@ def test_bad_input_gives_one_line_and_no_traceback(tmp_path: Path, make_path, me
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
-    assert message in proc.stdout
+    assert message in proc.stderr and not proc.stdout  # errors on stderr, one line
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
