@@ -192,7 +192,8 @@ class RetrievalResult(BaseModel):
         truncated: a query stopped at :data:`MAX_HITS` hits above the threshold.
 
     With a calibrated presence model a window belongs to a found site when its presence reaches the
-    calibration's ``found_at``; the within-scene confidence then only decides which windows are scored (all
+    calibration's ``site_at`` and some window of the target reaches ``found_at``
+    (:meth:`~rsrag.tools.calibration.PresenceModel.window_found`); the within-scene confidence then only decides which windows are scored (all
     those at or above the threshold, plus the :data:`PRESENCE_POOL` strongest below it). Without one, a
     window belongs to a site when its confidence reaches the threshold.
     """
@@ -370,14 +371,15 @@ def _presence_sites(
     known = [p for p in per_phrase if p is not None]
     prob = np.max(np.stack(known), axis=0) if known else np.zeros(len(scored))
     p_of = {id(h): float(p) for h, p in zip(scored, prob)}
-    found_at = presence.found_at if presence.found_at is not None else 1.0
+    # windows of found sites: none unless one reaches found_at; then every window reaching site_at
+    found = presence.window_found(prob)
 
     def with_presence(sites: list[Site]) -> list[Site]:
         # a site's presence is its best member's (as PresenceModel.site_presence defines it)
         out = [s.with_presence(max(p_of.get(id(m), 0.0) for m in s.members)) for s in sites]
         return sorted(out, key=lambda s: (-(s.presence or 0.0), -s.confidence, -s.score))
 
-    sites = with_presence(group_sites([h for h in scored if p_of[id(h)] >= found_at], touch_px=touch_px))
+    sites = with_presence(group_sites([h for h, f in zip(scored, found) if f], touch_px=touch_px))
     by_presence = sorted(scored, key=lambda h: (-p_of[id(h)], -h.confidence))
     candidates = [] if sites else with_presence(group_sites(by_presence[:top_k], touch_px=touch_px))
     finding = presence.finding_for([s.presence for s in (sites or candidates)[:top_k]])

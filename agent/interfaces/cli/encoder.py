@@ -141,6 +141,8 @@ def calibrate(
     bundled: bool = typer.Option(False, "--bundled", help="Write the calibration shipped with rsrag (tools/encoders/weights/presence.json) instead of the user's file under RSRAG_HOME."),
     out: Path | None = typer.Option(None, "--out", help="Calibration file to write (wins over --bundled)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Where window embeddings are cached (default: RSRAG_HOME/calibration/cache)."),
+    per_class: int = typer.Option(60, "--per-class", min=1, help="Training chips per class used as single-chip windows."),
+    mosaics: int = typer.Option(1600, "--mosaics", min=0, help="Training windows cut from chip mosaics."),
     as_json: bool = typer.Option(False, "--json", help="Print the stored record's thresholds and metrics as one JSON object."),
 ) -> None:
     """Fit the encoder's presence calibration (what `finding` found / not_found / uncertain is judged by).
@@ -148,16 +150,17 @@ def calibrate(
     Deterministic for a folder and an encoder: rerun it whenever the encoder's weights change (a
     calibration is keyed by encoder id; a stale one makes every finding 'uncertain').
     """
-    from rsrag.tools.calibration import BUNDLED_FILE, clear_presence_cache, fit_calibration, home_file, save_calibration
-    from rsrag.tools.encoders import load_encoder
-    from rsrag.tools.encoders.spec import DEFAULT_SPEC
+    from rsrag.tools.calibration import (
+        BUNDLED_FILE, FitConfig, clear_presence_cache, fit_calibration, home_file, save_calibration,
+    )
+    from rsrag.agent.interfaces.cli.index import load_cli_encoder
 
-    settings = state.settings(**{"encoder.spec": spec})
-    enc_settings = settings.encoder
-    encoder = load_encoder(enc_settings.spec or DEFAULT_SPEC, device=enc_settings.device, batch_size=enc_settings.batch_size)
+    encoder = load_cli_encoder(state.settings(**{"encoder.spec": spec}))
     target = out or (BUNDLED_FILE if bundled else home_file())
     cache = cache_dir or home_file().parent / "cache"
-    with _progress() as bar:
+    bar = _progress()
+    bar.disable = as_json  # stdout carries only the JSON object
+    with bar:
         tasks: dict[str, object] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -165,15 +168,17 @@ def calibrate(
                 tasks[stage] = bar.add_task(stage, total=total, info="(cached per encoder)")
             bar.update(tasks[stage], completed=done)  # type: ignore[arg-type]
 
-        record = fit_calibration(encoder, data, cache_dir=cache, progress=progress)
+        config = FitConfig(per_class=per_class, n_mosaics=mosaics, val_mosaics=min(FitConfig().val_mosaics, mosaics))
+        record = fit_calibration(encoder, data, config=config, cache_dir=cache, progress=progress)
     path = save_calibration(record, target)
     clear_presence_cache()
     summary = {"file": str(path), "encoder": record.encoder, "found_at": round(record.found_at, 4),
-               "not_found_below": round(record.not_found_below, 4), **record.metrics}
+               "site_at": round(record.site_at, 4), "not_found_below": round(record.not_found_below, 4),
+               **record.metrics}
     if as_json:
         print(json.dumps(summary))
         return
-    console.print(f"presence calibration for {record.encoder}: found at >= {record.found_at:.3f}, "
-                  f"not found below {record.not_found_below:.3f}")
+    console.print(f"presence calibration for {record.encoder}: found at >= {record.found_at:.3f} "
+                  f"(further sites >= {record.site_at:.3f}), not found below {record.not_found_below:.3f}")
     console.print("checks: " + ", ".join(f"{k} {v:.3f}" for k, v in record.metrics.items()))
     console.print(f"wrote {path}")
