@@ -90,8 +90,10 @@ def test_remote_open_options_disable_listing_and_side_cars() -> None:
 
 
 def test_remote_defaults_never_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rasterio._env import del_gdal_config
     from rasterio.env import get_gdal_config
 
+    del_gdal_config("GDAL_HTTP_TIMEOUT")  # an earlier test in this process may have applied the defaults
     monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "7")
     monkeypatch.setattr(sources, "_defaults_applied", False)
     sources.apply_remote_defaults()
