@@ -31,7 +31,7 @@ for several beams and level-0 sizes without encoding anything (how the defaults 
 
 Run:  .venv/bin/python benchmarks/pyramid.py mosaic --sizes 10000 20000 [--fill] [--flat vit:448]
       .venv/bin/python benchmarks/pyramid.py cog --side 100000
-      .venv/bin/python benchmarks/pyramid.py sweep --scene SCENE.tif --store FULL_STORE [--beams 4 8 16]
+      .venv/bin/python benchmarks/pyramid.py sweep --tiling pyramid:top=128 --scenes-stores SCENE.tif STORE ...
 """
 
 from __future__ import annotations
@@ -330,10 +330,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    """Replay descents on a scene whose pyramid is fully encoded (``--store``), for several beams and level-0
-    caps, without encoding: each level's candidates are what a fresh descent would have encoded (the visited
-    children plus the statistics sample, scored with the sample's statistics), so recall and windows encoded
-    are exactly those of a first query on a fresh store. Prints one line per setting."""
+    """Replay descents on scenes whose pyramids are fully encoded (``--scenes-stores SCENE STORE ...``), for
+    several beams, level-0 sizes and rankings, without encoding: each level's candidates are what a fresh
+    descent would have encoded (the visited children plus the statistics sample, scored with the sample's
+    statistics), so recall and windows encoded are exactly those of a first query on a fresh store. Prints
+    one line per setting: the mean over every planted class of every scene, and its ratio to a flat search
+    of the complete finest level (the full index)."""
     from rsrag.tools.captioned import class_phrase
     from rsrag.tools.encoders import load_encoder
     from rsrag.tools.fastpath import embed_phrases
@@ -342,82 +344,89 @@ def sweep(args: argparse.Namespace) -> None:
     from rsrag.tools.raster import open_scene
     from rsrag.tools.region import Region
     from rsrag.tools.retrieval import Calibration
-    from rsrag.tools.store import PatchStore, SceneStats, open_store
+    from rsrag.tools.sites import group_sites
+    from rsrag.tools.store import PatchStore, SceneStats, index_key, open_store
     from rsrag.tools.tiling import parse_tiling
 
-    scene_path = Path(args.scene)
-    truth = json.loads(scene_path.with_suffix(".truth.json").read_text())
     enc = load_encoder(args.encoder)
-    patches = PatchStore(open_store(Path(args.store)))
     cal = Calibration()
-    with open_scene(scene_path) as scene:
-        spec = parse_tiling(args.tiling)
-        assert isinstance(spec, PyramidTiling)
-        levels = spec.resolve(enc.image_size).levels(scene.width, scene.height)
-        fp = scene.fingerprint
-    from rsrag.tools.store import index_key
-
-    vectors: list[np.ndarray] = []
-    for lv in levels:
-        info = patches.info(index_key(fp, lv.tiling_id, enc.id))
-        assert info is not None and info.complete, f"level {lv.level} is not complete in {args.store}"
-        table = patches.store.open_table(patches.patch_table(info).schema)
-        arr = np.zeros((lv.count, info.dim), np.float32)
-        for batch in table.scan(where={"index_key": info.key}, fields=["patch", "vector"]):
-            arr[np.asarray(batch["patch"])] = np.asarray(batch["vector"]).reshape(-1, info.dim)
-        vectors.append(arr)
-
-    def stats(level: int, members: np.ndarray) -> SceneStats:
-        v = vectors[level][members].astype(np.float64)
-        mean = v.mean(axis=0)
-        return SceneStats(n=len(v), mean=mean, cov=(v.T @ v) / len(v) - np.outer(mean, mean))
-
-    def hits(level: int, members: np.ndarray, q: np.ndarray, st: SceneStats) -> list[Hit]:
-        scores = vectors[level][members] @ q
-        conf = cal.confidence(st.zscores(q, scores))
-        order = np.argsort(-scores)
-        lv = levels[level]
-        return [Hit(region=Region(scene=fp, box=lv.box(int(members[i])), scale=lv.scale), score=float(scores[i]),
-                    confidence=float(conf[i]), path="fast", query="q", patch=int(members[i])) for i in order]
+    spec = parse_tiling(args.tiling)
+    assert isinstance(spec, PyramidTiling)
+    pairs = list(zip(args.scenes_stores[::2], args.scenes_stores[1::2]))
+    table: dict[tuple[Any, ...], list[tuple[dict[str, Any], float, float]]] = {}
+    full_all: list[dict[str, Any]] = []
+    metrics = ("site_recall", "r@1", "r@5")
 
     class _R:  # what evaluate() reads from a result
         def __init__(self, hs: list[Hit], threshold: float) -> None:
-            from rsrag.tools.sites import group_sites
-
             self.hits = [h for h in hs if h.confidence >= threshold] + [h for h in hs if h.confidence < threshold][:5]
             self.sites = group_sites([h for h in hs if h.confidence >= threshold])
 
-    queries = {label: embed_phrases(enc, [class_phrase(label)])[0] for label in truth["targets"]}
-    finest = len(levels) - 1
-    full = {label: evaluate(_R(hits(finest, np.arange(levels[finest].count), q, stats(finest, np.arange(levels[finest].count))),
-                               args.threshold), truth["targets"][label], args.threshold) for label, q in queries.items()}
-    ref = {k: float(np.mean([v[k] for v in full.values()])) for k in ("site_recall", "r@1", "r@5")}
-    print(json.dumps({"setting": "full finest level", "windows": levels[finest].count, **ref}))
-    for start, beam, n_sample in [(a, b, c) for a in range(len(levels)) for b in args.beams for c in args.samples]:
-        if True:
-            res, cost = [], []
-            for label, q in queries.items():
+    for scene_name, store_name in pairs:
+        scene_path = Path(scene_name)
+        truth = json.loads(scene_path.with_suffix(".truth.json").read_text())
+        patches = PatchStore(open_store(Path(store_name)))
+        with open_scene(scene_path) as scene:
+            levels = spec.resolve(enc.image_size).levels(scene.width, scene.height)
+            fp = scene.fingerprint
+        vectors: list[np.ndarray] = []
+        for lv in levels:
+            info = patches.info(index_key(fp, lv.tiling_id, enc.id))
+            assert info is not None and info.complete, f"level {lv.level} of {scene_name} is not complete in {store_name}"
+            tab = patches.store.open_table(patches.patch_table(info).schema)
+            arr = np.zeros((lv.count, info.dim), np.float32)
+            for batch in tab.scan(where={"index_key": info.key}, fields=["patch", "vector"]):
+                arr[np.asarray(batch["patch"])] = np.asarray(batch["vector"]).reshape(-1, info.dim)
+            vectors.append(arr)
+
+        def stats(level: int, members: np.ndarray) -> SceneStats:
+            v = vectors[level][members].astype(np.float64)
+            mean = v.mean(axis=0)
+            return SceneStats(n=len(v), mean=mean, cov=(v.T @ v) / len(v) - np.outer(mean, mean))
+
+        def hits(level: int, members: np.ndarray, q: np.ndarray, st: SceneStats) -> list[Hit]:
+            scores = vectors[level][members] @ q
+            conf = cal.confidence(st.zscores(q, scores))
+            order = np.argsort(-scores)
+            lv = levels[level]
+            return [Hit(region=Region(scene=fp, box=lv.box(int(members[i])), scale=lv.scale), score=float(scores[i]),
+                        confidence=float(conf[i]), path="fast", query="q", patch=int(members[i])) for i in order]
+
+        finest = len(levels) - 1
+        everything = np.arange(levels[finest].count)
+        exact = [stats(lv.level, np.arange(lv.count)) for lv in levels]
+        for label, sites in truth["targets"].items():
+            q = embed_phrases(enc, [class_phrase(label)])[0]
+            full_all.append(evaluate(_R(hits(finest, everything, q, exact[finest]), args.threshold), sites, args.threshold))
+            for start, beam, n_sample, rank in [(a, b, c, r) for a in range(len(levels)) for b in args.beams
+                                                for c in args.samples for r in args.ranks]:
                 encoded = levels[start].count
                 members = np.arange(levels[start].count)
-                st = stats(start, members)
+                st = exact[start]
                 for level in range(start, len(levels)):
                     ranked = hits(level, members, q, st)
                     if level == finest:
                         break
                     parents = select_regions(levels[level], ranked, beam=beam, expand=max(args.expand, beam),
-                                             threshold=args.threshold, contrast=args.rank == "contrast")
+                                             threshold=args.threshold, contrast=rank == "contrast")
                     nxt = levels[level + 1]
                     sample = np.asarray(nxt.sample(n_sample))
                     kids = sorted({i for h in parents for i in nxt.inside(h.region.box)})
                     members = np.unique(np.concatenate([sample, np.asarray(kids, dtype=int)]))
                     encoded += len(members)
-                    st = stats(level + 1, sample)
-                res.append(evaluate(_R(ranked, args.threshold), truth["targets"][label], args.threshold))
-                cost.append(encoded)
-            got = {k: float(np.mean([v[k] for v in res])) for k in ("site_recall", "r@1", "r@5")}
-            print(json.dumps({"rank": args.rank, "top_level_window": levels[start].window, "top_windows": levels[start].count,
-                              "beam": beam, "sample": n_sample, "encoded_mean": float(np.mean(cost)), **got,
-                              **{f"{k}_vs_full": round(got[k] / ref[k], 3) if ref[k] else None for k in got}}))
+                    st = exact[level + 1] if args.exact_stats else stats(level + 1, sample)
+                key = (rank, levels[start].window, beam, n_sample)
+                table.setdefault(key, []).append((evaluate(_R(ranked, args.threshold), sites, args.threshold), encoded,
+                                                  encoded / levels[finest].count))
+    ref = {k: float(np.mean([v[k] for v in full_all])) for k in metrics}
+    print(json.dumps({"setting": "full finest level", "queries": len(full_all), **ref}))
+    for (rank, window, beam, n_sample), rows in sorted(table.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], kv[0][3])):
+        got = {k: float(np.mean([r[0][k] for r in rows])) for k in metrics}
+        print(json.dumps({"rank": rank, "top_level_window": window, "beam": beam, "sample": n_sample, "queries": len(rows),
+                          "encoded_mean": round(float(np.mean([r[1] for r in rows])), 1),
+                          "share_of_finest": round(float(np.mean([r[2] for r in rows])), 4),
+                          **{k: round(v, 3) for k, v in got.items()},
+                          **{f"{k}_vs_full": round(got[k] / ref[k], 3) if ref[k] else None for k in got}}))
 
 
 def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: bool) -> dict[str, Any]:
@@ -452,7 +461,9 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=16)
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 8, 16, 32], help="sweep: beams to replay")
     parser.add_argument("--samples", type=int, nargs="+", default=[36], help="sweep: statistics samples to replay")
-    parser.add_argument("--rank", choices=["score", "contrast"], default="contrast", help="sweep: how the beam is ranked")
+    parser.add_argument("--ranks", nargs="+", default=["contrast", "score"], help="sweep: how the beam is ranked")
+    parser.add_argument("--exact-stats", action="store_true", help="sweep: exact statistics at every level (diagnosis)")
+    parser.add_argument("--scenes-stores", nargs="+", default=[], help="sweep: SCENE STORE pairs")
     parser.add_argument("--expand", type=int, default=32)
     parser.add_argument("--sample", type=int, default=36)
     parser.add_argument("--threshold", type=float, default=0.5)
