@@ -236,6 +236,11 @@ def evaluate(result: Any, truth: list[list[int]], threshold: float) -> dict[str,
     ranked = [s.region.box.as_tuple() for s in group_sites(result.hits)]
     out: dict[str, Any] = {"site_recall": covered / len(truth), "sites": len(confident),
                            "confident_hits": len([h for h in result.hits if h.confidence >= threshold])}
+    for name, pick in (("one_chip", lambda t: t[2] - t[0] <= CELL), ("block", lambda t: t[2] - t[0] > CELL)):
+        group = [t for t in truth if pick(t)]
+        if group:  # site recall by site size: single 150 px chips, and 2 x 2 blocks
+            out[f"site_recall_{name}"] = sum(1 for t in group if any(_area_in(t, s) >= 0.5 for s in confident)) / len(group)
+            out[f"ranked5_{name}"] = sum(1 for t in group if any(_overlap(s, t) >= 0.5 for s in ranked[:5])) / len(group)
     for k in (1, 5):
         hit = {i for i, t in enumerate(truth) for s in ranked[:k] if _overlap(s, t) >= 0.5}
         out[f"r@{k}"] = len(hit) / min(k, len(truth))
@@ -355,7 +360,7 @@ def sweep(args: argparse.Namespace) -> None:
     pairs = list(zip(args.scenes_stores[::2], args.scenes_stores[1::2]))
     table: dict[tuple[Any, ...], list[tuple[dict[str, Any], float, float]]] = {}
     full_all: list[dict[str, Any]] = []
-    metrics = ("site_recall", "r@1", "r@5")
+    metrics = ("site_recall", "r@1", "r@5", "site_recall_one_chip", "site_recall_block", "ranked5_one_chip", "ranked5_block")
 
     class _R:  # what evaluate() reads from a result
         def __init__(self, hs: list[Hit], threshold: float) -> None:
@@ -418,10 +423,10 @@ def sweep(args: argparse.Namespace) -> None:
                 key = (rank, levels[start].window, beam, n_sample)
                 table.setdefault(key, []).append((evaluate(_R(ranked, args.threshold), sites, args.threshold), encoded,
                                                   encoded / levels[finest].count))
-    ref = {k: float(np.mean([v[k] for v in full_all])) for k in metrics}
+    ref = {k: float(np.mean([v[k] for v in full_all if k in v])) for k in metrics}
     print(json.dumps({"setting": "full finest level", "queries": len(full_all), **ref}))
     for (rank, window, beam, n_sample), rows in sorted(table.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2], kv[0][3])):
-        got = {k: float(np.mean([r[0][k] for r in rows])) for k in metrics}
+        got = {k: float(np.mean([r[0][k] for r in rows if k in r[0]])) for k in metrics}
         print(json.dumps({"rank": rank, "top_level_window": window, "beam": beam, "sample": n_sample, "queries": len(rows),
                           "encoded_mean": round(float(np.mean([r[1] for r in rows])), 1),
                           "share_of_finest": round(float(np.mean([r[2] for r in rows])), 4),
@@ -444,7 +449,8 @@ def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: b
 
 def summarise(runs: list[dict[str, Any]], tag: str) -> dict[str, float]:
     qs = [q for r in runs for q in r["queries"] if q["run"] == tag]
-    return {k: float(np.mean([q[k] for q in qs])) for k in ("site_recall", "r@1", "r@5")} if qs else {}
+    keys = ("site_recall", "r@1", "r@5", "site_recall_one_chip", "site_recall_block")
+    return {k: float(np.mean([q[k] for q in qs if k in q])) for k in keys} if qs else {}
 
 
 def main() -> None:
