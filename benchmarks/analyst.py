@@ -91,6 +91,7 @@ KINDS = ("where", "is_there", "how_many")
 BASELINE_TILING = "vit:448"
 BASELINE_TOP_K = 5
 BASELINE_CITED = 3
+CELL = 150
 
 
 def phrase_for(label: str, use_synonym: bool) -> str:
@@ -116,9 +117,12 @@ def on_site(region: PixelBox, sites: tuple[PixelBox, ...]) -> bool:
 def score_answer(regions: list[PixelBox], found: bool, presence: float, sites: tuple[PixelBox, ...]) -> dict[str, Any]:
     """What one answer got right: covered sites, cited regions on a site, found, the count it implies."""
     confirmed = regions if found else []
+    hit = [any(covers_site(r, s) for r in confirmed) for s in sites]
+    small = [s.width <= CELL for s in sites]  # one-chip sites (the others are 2 x 2 chips)
     return {
         "found": found, "presence": presence, "count": len(confirmed) if found else 0,
-        "covered": sum(any(covers_site(r, s) for r in confirmed) for s in sites), "sites": len(sites),
+        "covered": sum(hit), "sites": len(sites),
+        "covered_1chip": sum(h for h, sm in zip(hit, small) if sm), "sites_1chip": sum(small),
         "cited": len(confirmed), "on_site": sum(on_site(r, sites) for r in confirmed),
     }
 
@@ -190,6 +194,10 @@ def summarise(rows: list[dict[str, Any]], system: str) -> dict[str, Any]:
     ratio = lambda a, b: round(a / b, 4) if b else float("nan")  # noqa: E731
     return {
         "site_recall": ratio(sum(r["covered"] for r in where_present), sum(r["sites"] for r in where_present)),
+        "site_recall_1chip": ratio(sum(r["covered_1chip"] for r in where_present),
+                                   sum(r["sites_1chip"] for r in where_present)),
+        "site_recall_2x2": ratio(sum(r["covered"] - r["covered_1chip"] for r in where_present),
+                                 sum(r["sites"] - r["sites_1chip"] for r in where_present)),
         "precision": ratio(sum(r["on_site"] for r in where_all), cited),
         "precision_present_only": ratio(sum(r["on_site"] for r in where_present), sum(r["cited"] for r in where_present)),
         "present_found": ratio(sum(r["found"] for r in present), len(present)),
