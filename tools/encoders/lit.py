@@ -305,22 +305,15 @@ class LitTokenizer:
 
     open_clip's ``HFTokenizer`` always pads to the full context length; the text tower masks padding
     (mean pooling over non-pad tokens), so padding only to the longest text gives the same vectors at a
-    fraction of the cost for short phrases and captions. It reads the tower's ``tokenizer.json`` with the
-    ``tokenizers`` library (the same ids as transformers' fast tokenizer, without importing transformers).
+    fraction of the cost for short phrases and captions. The ids are
+    :class:`rsrag.tools.encoders.lit_text.TextTokenizer`'s (the numpy text tower's), as a torch tensor.
     """
 
     def __init__(self, path: Path, context_length: int) -> None:
-        from tokenizers import Tokenizer
+        from rsrag.tools.encoders.lit_text import TextTokenizer
 
         self.context_length = context_length
-        tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
-        tok.enable_truncation(max_length=context_length)
-        pad = tok.token_to_id("[PAD]")
-        tok.enable_padding(pad_id=0 if pad is None else pad, pad_token="[PAD]")  # to the longest text of the batch
-        self._tok = tok
+        self._tok = TextTokenizer(path, context_length)
 
     def __call__(self, texts: list[str] | str) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = [" ".join(t.split()) for t in texts]
-        return torch.tensor([e.ids for e in self._tok.encode_batch(texts)], dtype=torch.long)
+        return torch.from_numpy(self._tok.ids(texts))

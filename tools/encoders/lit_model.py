@@ -11,7 +11,6 @@ load into the other, and ``tests/unit/tools/test_lit_model.py`` checks that both
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections import OrderedDict
@@ -24,27 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rsrag.tools.encoders.lit_text import BertConfig
+
 __all__ = ["BertConfig", "LitModel", "MiniLM", "Mlp", "lit_image_transform"]
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    """The shape of a BERT encoder (the fields of its ``config.json`` that the forward pass uses)."""
-
-    vocab_size: int
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    max_position_embeddings: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    pad_token_id: int
-
-    @classmethod
-    def read(cls, folder: Path) -> BertConfig:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rsrag.tools.encoders.identity import DEFAULT_HEADS, fingerprint, known_encoder_facts, lit_encoder_id
-from rsrag.tools.encoders.spec import EncoderSpec, parse_spec
+from rsrag.tools.encoders.spec import EncoderSpec, check_spec, parse_spec
 from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -220,6 +220,11 @@ class LazyEncoder:
         self._id = self._facts.id if self._facts is not None else None
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
+        parsed = check_spec(spec)
+        self._text_heads: Path | None = None
+        """A LiT heads file whose texts are encoded by the numpy text tower (:mod:`.lit_text`), on CPU."""
+        if parsed.kind == "lit" and parsed.weights != "random" and device.strip().lower() == "cpu":
+            self._text_heads = Path(parsed.weights) if parsed.weights else DEFAULT_HEADS
 
     @property
     def loaded(self) -> bool:
@@ -269,7 +274,15 @@ class LazyEncoder:
         return self.load().encode_images(images)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """See :meth:`rsrag.tools.encoders.base.Encoder.encode_texts`."""
+        """See :meth:`rsrag.tools.encoders.base.Encoder.encode_texts`.
+
+        A LiT heads file on CPU (the bundled encoder) encodes texts with its numpy text tower
+        (:func:`rsrag.tools.encoders.lit_text.lit_text_encoder`): no torch is imported and no model is loaded
+        for a text query; the vectors are the torch tower's to a cosine above 0.99999."""
+        if self._text_heads is not None:
+            from rsrag.tools.encoders.lit_text import lit_text_encoder
+
+            return lit_text_encoder(self._text_heads, batch_size=self.batch_size).encode_texts(texts, self.batch_size)
         return self.load().encode_texts(texts)
 
     def with_batch_size(self, batch_size: int) -> Any:

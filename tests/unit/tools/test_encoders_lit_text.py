@@ -1,0 +1,87 @@
+"""The numpy text tower of the bundled encoder gives the torch tower's vectors, and a text query through the
+lazy encoder imports no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rsrag.tools.encoders.identity import DEFAULT_HEADS
+from rsrag.tools.encoders.lit_text import LitTextEncoder, TextTokenizer, lit_text_encoder
+from rsrag.tools.encoders.towers import text_tower_dir
+from rsrag.tools.errors import CheckpointMismatchError, WeightsUnavailableError
+
+PHRASES = [
+    "storage tanks", "airport", "clouds", "where are the clouds?", "  two   spaces ", "a", "",
+    "a dense residential area with many houses, roads and a few green trees along the river",
+    "baseball field next to a parking lot with many cars", "ships in a harbour", "bare land", "a runway",
+    "many white storage tanks of an oil refinery " * 8,  # longer than the 64-token context: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    from rsrag.tools.encoders import load_encoder
+
+    return load_encoder(None).encode_texts(PHRASES)
+
+
+def test_same_vectors_as_the_torch_text_tower(torch_vectors: np.ndarray) -> None:
+    ours = LitTextEncoder(DEFAULT_HEADS).encode_texts(PHRASES)
+    assert ours.shape == torch_vectors.shape == (len(PHRASES), 256) and ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    cosine = (ours * torch_vectors).sum(axis=1)
+    assert cosine.min() >= 0.9999, dict(zip(PHRASES, cosine.round(6)))
+
+
+def test_batches_give_the_vectors_of_one_text_at_a_time() -> None:
+    """Padding to the longest text of a batch changes nothing (padding is masked)."""
+    enc = lit_text_encoder(DEFAULT_HEADS)
+    together = enc.encode_texts(PHRASES, batch_size=5)
+    alone = np.concatenate([enc.encode_texts([p]) for p in PHRASES])
+    np.testing.assert_allclose(together, alone, atol=2e-6)
+    assert enc.encode_texts([]).shape == (0, 256)
+
+
+def test_tokenizer_matches_the_torch_tokenizer() -> None:
+    from rsrag.tools.encoders.lit import LitTokenizer
+
+    ids = TextTokenizer(text_tower_dir(), 64).ids(PHRASES)
+    assert ids.shape[1] == 64 and ids.dtype == np.int64  # the long phrase is truncated to the context
+    assert np.array_equal(LitTokenizer(text_tower_dir(), 64)(PHRASES).numpy(), ids)
+
+
+def test_bad_heads_files_fail_with_the_file_named(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match="not found"):
+        LitTextEncoder(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(CheckpointMismatchError, match="junk.safetensors"):
+        LitTextEncoder(junk)
+
+
+def test_a_text_query_imports_no_torch(torch_vectors: np.ndarray) -> None:
+    """``lazy_encoder(None).encode_texts`` (what a search does) runs without torch, and gives the torch
+    tower's vectors."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        from rsrag.tools.encoders import lazy_encoder
+        enc = lazy_encoder(None)
+        vecs = enc.encode_texts({PHRASES[:4]!r})
+        heavy = [m for m in ("torch", "open_clip", "transformers", "timm", "torchvision") if m in sys.modules]
+        print(json.dumps({{"heavy": heavy, "loaded": enc.loaded, "vecs": vecs.tolist()}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == [] and report["loaded"] is False
+    cosine = (np.asarray(report["vecs"]) * torch_vectors[:4]).sum(axis=1)
+    assert cosine.min() >= 0.9999
