@@ -48,8 +48,8 @@ Embedding rsrag in your own agent system, three ways (see :mod:`rsrag.agent.embe
 >>> sorted(graph.get_graph().nodes)[:3], "publish" in graph.get_graph().nodes
 (['__end__', '__start__', 'finalize'], True)
 >>> [t.name for t in analyst_tools()]
-['scene_info', 'search_patches', 'lookup_knowledge', 'search_similar', 'rerank', 'zoom', 'answer']
->>> {"messages", "scene", "evidence", "zoomed_pixels"} <= set(AgentState.__annotations__)
+['scene_info', 'find_scenes', 'search_catalog', 'search_patches', 'lookup_knowledge', 'search_similar', 'rerank', 'zoom', 'answer']
+>>> {"messages", "scene", "catalog", "evidence", "zoomed_pixels"} <= set(AgentState.__annotations__)
 True
 """
 

@@ -48,6 +48,9 @@ class Evidence(BaseModel):
         crop: path of a saved crop image (a reference; pixels never enter graph state).
         knowledge_id / title / snippet: the cited knowledge entry, for knowledge evidence.
         tool / tool_call_id: the tool call that produced it.
+        scene_source: the path or URL of the scene the evidence is in (its fingerprint is ``region.scene``),
+            so evidence from several scenes of a catalog stays apart; scene_id: the catalog's id of that
+            scene, where the evidence came from a catalog search.
         provenance: index key and version, encoder id, prompt version... whatever the tool reported.
     """
 
@@ -69,7 +72,23 @@ class Evidence(BaseModel):
     snippet: str | None = None
     tool: str = ""
     tool_call_id: str = ""
+    scene_source: str | None = None
+    scene_id: str | None = None
     provenance: dict[str, str | int | float | None] = Field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The fingerprint of the scene the evidence is in (``None`` for knowledge evidence)."""
+        return self.region.scene if self.region is not None else None
+
+    @property
+    def scene_name(self) -> str | None:
+        """How an answer names the evidence's scene: its catalog id, else its file name (``None`` if unknown)."""
+        if self.scene_id:
+            return self.scene_id
+        if self.scene_source:
+            return self.scene_source.rstrip("/").rsplit("/", 1)[-1]
+        return None
 
     @property
     def bbox(self) -> list[int] | None:
@@ -79,6 +98,8 @@ class Evidence(BaseModel):
     def summary(self) -> str:
         """One line for the model: id, where, how it was found and how strongly."""
         parts = [self.id, self.path]
+        if self.scene_id:
+            parts.append(f"scene={self.scene_id}")
         if self.region is not None:
             parts.append(f"bbox={self.bbox}")
         if self.title:
@@ -103,6 +124,11 @@ class Evidence(BaseModel):
         if self.region is not None:
             out["bbox"] = self.bbox
             out["scene"] = self.region.scene
+            out["scene_fingerprint"] = self.region.scene
+            if self.scene_source is not None:
+                out["scene_source"] = self.scene_source
+            if self.scene_id is not None:
+                out["scene_id"] = self.scene_id
             if self.region.map_box is not None:
                 out["map_box"] = {"crs": self.region.map_box.crs, "bounds": list(self.region.map_box.as_tuple())}
         if self.members:
@@ -132,28 +158,32 @@ def footprint(hit: Hit) -> dict[str, str | int | float | None]:
     return {k: hit.extra[k] for k in FOOTPRINT_KEYS if k in hit.extra}
 
 
-def evidence_from_hit(hit: Hit, tool: str, tool_call_id: str) -> Evidence:
-    """Evidence for a retrieval hit (fast, slow or similar path)."""
+def evidence_from_hit(hit: Hit, tool: str, tool_call_id: str, source: str | None = None,
+                      scene_id: str | None = None) -> Evidence:
+    """Evidence for a retrieval hit (fast, slow or similar path) in the scene read from ``source`` (its path or
+    URL; ``scene_id``: its catalog id, for a catalog search)."""
     return Evidence(
         id=evidence_id(hit.region.scene, hit.region.box.as_tuple(), hit.path, hit.query),
         kind="region", path=hit.path, region=hit.region, score=hit.score, confidence=hit.confidence,
         query=hit.query, why=hit_reason(hit),
-        tool=tool, tool_call_id=tool_call_id,
+        tool=tool, tool_call_id=tool_call_id, scene_source=source, scene_id=scene_id,
         provenance={"index_key": hit.index_key, "index_version": hit.index_version, "encoder": hit.encoder,
                     "prompt_version": hit.prompt_version, **footprint(hit)},
     )
 
 
-def evidence_from_site(site: Site, tool: str, tool_call_id: str) -> Evidence:
+def evidence_from_site(site: Site, tool: str, tool_call_id: str, source: str | None = None,
+                       scene_id: str | None = None) -> Evidence:
     """Evidence for a site (overlapping or touching windows grouped): its union box, its best window's scores
-    and provenance, its member windows. A site of one window has that window's evidence id."""
+    and provenance, its member windows. A site of one window has that window's evidence id. ``source`` /
+    ``scene_id``: the scene's path or URL and catalog id (see :func:`evidence_from_hit`)."""
     best = site.best
     return Evidence(
         id=evidence_id(site.region.scene, site.region.box.as_tuple(), best.path, best.query),
         kind="region", path=best.path, region=site.region,
         members=tuple(m.region.box for m in site.members) if len(site.members) > 1 else (),
         score=site.score, confidence=site.confidence, presence=site.presence, query=best.query,
-        why=hit_reason(best), tool=tool, tool_call_id=tool_call_id,
+        why=hit_reason(best), tool=tool, tool_call_id=tool_call_id, scene_source=source, scene_id=scene_id,
         provenance={"index_key": best.index_key, "index_version": best.index_version, "encoder": best.encoder,
                     "prompt_version": best.prompt_version, **footprint(best)},
     )
@@ -220,6 +250,16 @@ class Answer(BaseModel):
     seconds: float = 0.0
     thread_id: str | None = None
 
+    @property
+    def scenes(self) -> list[dict[str, str | None]]:
+        """The scenes of the cited evidence, in order of first citation: ``source`` (path or URL),
+        ``fingerprint`` and catalog ``id`` (``None`` where the scene did not come from a catalog)."""
+        out: dict[str, dict[str, str | None]] = {}
+        for ev in self.evidence:
+            if ev.fingerprint is not None and ev.fingerprint not in out:
+                out[ev.fingerprint] = {"source": ev.scene_source, "fingerprint": ev.fingerprint, "id": ev.scene_id}
+        return list(out.values())
+
     def geojson(self) -> dict[str, Any]:
         """The cited regions of georeferenced scenes as a GeoJSON FeatureCollection (lon/lat, RFC 7946)."""
         features = []
@@ -233,7 +273,8 @@ class Answer(BaseModel):
                 "id": ev.id,
                 "geometry": {"type": "Polygon", "coordinates": [ring]},
                 "properties": {"bbox_px": ev.bbox, "path": ev.path, "confidence": ev.confidence, "presence": ev.presence,
-                               "map_crs": ev.region.map_box.crs, "map_bounds": list(ev.region.map_box.as_tuple())},
+                               "map_crs": ev.region.map_box.crs, "map_bounds": list(ev.region.map_box.as_tuple()),
+                               "scene": ev.region.scene, "scene_source": ev.scene_source, "scene_id": ev.scene_id},
             })
         return {"type": "FeatureCollection", "features": features}
 
@@ -241,6 +282,7 @@ class Answer(BaseModel):
         return {
             "answer": self.text, "cited": self.cited, "confidence": self.confidence, "finding": self.finding,
             "findings": dict(self.findings), "supported": self.supported,
-            "missing": self.missing, "evidence": [e.to_json() for e in self.evidence], "geojson": self.geojson(),
+            "missing": self.missing, "evidence": [e.to_json() for e in self.evidence], "scenes": self.scenes,
+            "geojson": self.geojson(),
             "backend": self.backend, "steps": self.steps, "seconds": round(self.seconds, 3), "thread_id": self.thread_id,
         }

@@ -21,6 +21,8 @@ from rsrag.prompts import load_prompt
 #: Crops of the current question shown to the model at each step (the most recent ones).
 MAX_VISUALS = 3
 SYSTEM_PROMPT = "agent_system"
+CATALOG_PROMPT = "agent_catalog"
+"""The system prompt of a thread on a catalog of scenes."""
 
 
 def prepare(state: AgentState) -> dict[str, Any]:
@@ -44,7 +46,8 @@ def call_model(state: AgentState, runtime: Runtime[AgentContext]) -> dict[str, A
     if elapsed >= ctx.budgets.max_seconds:
         return {"answer": budget_answer(state, f"{elapsed:.0f} s of {ctx.budgets.max_seconds:.0f} s used",
                                         resources.backend)}
-    prompt = [SystemMessage(content=system_prompt(state, ctx))] + with_visuals(state)
+    system = SystemMessage(content=system_prompt(state, ctx), additional_kwargs={"rsrag_scope": scope(state)})
+    prompt = [system] + with_visuals(state)
     try:
         response = model.bind_tools(analyst_tools()).invoke(prompt)
     except Exception as exc:  # a server that cannot be reached is an unavailable resource, not a crash
@@ -114,19 +117,43 @@ def last_ai_message(state: AgentState) -> AIMessage | None:
 
 
 def system_prompt(state: AgentState, ctx: AgentContext) -> str:
-    """The system prompt for this step: scene, rules, remaining budget, and the known evidence ids."""
-    scene = resources_for(ctx).workspace.scene(state["scene"])
+    """The system prompt for this step: scene (or catalog), rules, remaining budget, and the known evidence ids."""
+    ws = resources_for(ctx).workspace
     ledger = state.get("evidence") or {}
     evidence_block = ""
     if ledger:
         lines = [e.summary() for e in list(ledger.values())[-30:]]
         evidence_block = "\nEvidence gathered so far in this session (cite by id):\n" + "\n".join(lines)
-    crs_line = f"CRS {scene.crs}" if scene.crs else "not georeferenced"
     steps = int(state.get("steps") or 0)
+    budget = {"max_steps": ctx.budgets.max_steps, "steps_left": max(0, ctx.budgets.max_steps - steps),
+              "evidence_block": evidence_block}
+    source, catalog = state.get("scene") or None, state.get("catalog") or None
+    if catalog:
+        from rsrag.tools.catalog import Catalog
+
+        scenes = Catalog(ws.patches.store, name=catalog).scenes()
+        open_line = ""
+        if source:
+            scene = ws.scene(source)
+            open_line = f"; open now: {scene.path.name}, {scene.width} x {scene.height} px"
+        return load_prompt(CATALOG_PROMPT).format(catalog_name=catalog, n_scenes=len(scenes), open_line=open_line,
+                                                  **budget)
+    if not source:
+        from rsrag.tools.errors import QueryError
+
+        raise QueryError("the graph needs a scene (its path or URL) or a catalog (its name) in its input")
+    scene = ws.scene(source)
+    crs_line = f"CRS {scene.crs}" if scene.crs else "not georeferenced"
     return load_prompt(SYSTEM_PROMPT).format(
         scene_name=scene.path.name, width=scene.width, height=scene.height, bands=scene.count, crs_line=crs_line,
-        max_steps=ctx.budgets.max_steps, steps_left=max(0, ctx.budgets.max_steps - steps), evidence_block=evidence_block,
+        **budget,
     )
+
+
+def scope(state: AgentState) -> dict[str, str | None]:
+    """What the thread works on, for a chat model that reads it from the system message's
+    ``additional_kwargs["rsrag_scope"]`` (the rule policy): the open scene's source and the catalog's name."""
+    return {"scene": state.get("scene") or None, "catalog": state.get("catalog") or None}
 
 
 def with_visuals(state: AgentState) -> list[AnyMessage]:

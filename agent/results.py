@@ -234,8 +234,64 @@ def _render_zoom(result: ToolResult) -> list[str]:
     ev = result.views[0]
     out_w, out_h = result.extras["out_size"]
     assert ev.region is not None
-    return [f"{ev.id}: zoom on {_where(ev)}; crop {out_w} x {out_h} px attached "
+    scene = f" of scene {result.extras['scene']}" if result.extras.get("scene") and ev.scene_id else ""
+    return [f"{ev.id}: zoom{scene} on {_where(ev)}; crop {out_w} x {out_h} px attached "
             f"(1 px = {ev.region.box.width / out_w:.2f} scene px)"]
+
+
+def _scene_line(facts: dict[str, Any]) -> str:
+    parts = [f"scene {facts['id']} ({facts['source']})"]
+    if facts.get("bbox"):
+        west, south, east, north = facts["bbox"]
+        parts.append(f"lonlat=[{west:.5f}, {south:.5f}, {east:.5f}, {north:.5f}]")
+    if facts.get("datetime"):
+        parts.append(f"time {facts['datetime']}")
+    if facts.get("size"):
+        parts.append(f"{facts['size'][0]} x {facts['size'][1]} px")
+    if "indexed" in facts:
+        parts.append("indexed" if facts["indexed"] else "not indexed")
+    return " ".join(parts)
+
+
+def _render_find_scenes(result: ToolResult) -> list[str]:
+    facts = result.extras
+    scenes = facts.get("scenes") or []
+    filters = ", ".join(f"{k}={v}" for k, v in (facts.get("filters") or {}).items()) or "no conditions"
+    lines = [f"{len(scenes)} of {facts.get('total', len(scenes))} scenes of catalog {facts.get('catalog')!r} match "
+             f"({filters})"]
+    lines += [_scene_line(f) for f in scenes]
+    if scenes:
+        lines.append("search them with search_catalog(phrases, scenes=[ids]); open one with scene_info(scene=ID)")
+    return lines
+
+
+def _render_catalog(result: ToolResult) -> list[str]:
+    facts = result.extras
+    scenes = facts.get("scenes") or []
+    matching = [f for f in scenes if f.get("found")]
+    by_id = {e.id: e for e in result.evidence}
+    head = (f"found in {len(matching)} of {len(scenes)} scenes searched"
+            + (f" (finding: {result.finding})" if result.finding else "")
+            + (f" (phrases: {', '.join(result.phrases)}; {result.path} path)" if result.phrases else ""))
+    lines = [head]
+    shown = result.shown or 5
+    for f in scenes:
+        ids = [i for i in f.get("ids") or [] if i in by_id]
+        if f.get("found"):
+            lines.append(f"{_scene_line(f)}: found, {f.get('n_sites', len(ids))} site(s)")
+            lines += ["    " + by_id[i].summary() for i in ids[:shown]]
+            if len(ids) > shown:
+                lines.append(f"    {len(ids) - shown} more sites in this scene not shown")
+        else:
+            best = f" (closest: {by_id[ids[0]].summary()})" if ids else ""
+            lines.append(f"{_scene_line(f)}: not found, finding {f.get('finding')}{best}")
+    skipped = facts.get("skipped") or []
+    if skipped:
+        lines.append(f"{len(skipped)} scene(s) have no complete index and were not searched: {', '.join(skipped)} "
+                     "(index them with `rsrag index`)")
+    if matching:
+        lines.append("zoom on a site's id to open its scene and look at it")
+    return lines
 
 
 def render(result: ToolResult) -> str:
@@ -254,6 +310,10 @@ def render(result: ToolResult) -> str:
         lines = [f"{len(result.hits)} regions similar to {result.extras.get('example')}"] + [e.summary() for e in result.hits]
     elif result.tool == "answer":
         lines = ["answer recorded"]
+    elif result.tool == "find_scenes":
+        lines = _render_find_scenes(result)
+    elif result.tool == "search_catalog":
+        lines = _render_catalog(result)
     else:
         lines = _render_search(result)
     return "\n".join(lines)

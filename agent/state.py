@@ -6,8 +6,12 @@ are paths plus fingerprints, evidence is a ledger of small records.
 A host graph that runs rsrag's tools in its own ``ToolNode`` uses :class:`AgentState` as its state (or a
 subclass of it): the tools write ``evidence`` and ``zoomed_pixels`` through the reducers declared here, and
 read ``scene`` and the counters. A host that embeds the analyst graph as a subgraph gives it
-:class:`InputState` (``messages``, ``scene``, and the ``evidence`` of earlier questions, so follow-ups can
-cite or zoom into it) and gets :class:`OutputState` back.
+:class:`InputState` (``messages``, ``scene`` and/or ``catalog``, and the ``evidence`` of earlier questions, so
+follow-ups can cite or zoom into it) and gets :class:`OutputState` back.
+
+A thread can start from a catalog of scenes (``catalog``: its name, no ``scene``): ``find_scenes`` and
+``search_catalog`` work across it, and ``scene_info(scene=...)`` or a ``zoom`` on evidence of another scene
+sets ``scene`` (the path or URL of the scene now open), which the other tools then work on.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from typing_extensions import TypedDict
 from rsrag.agent.evidence import Answer, Evidence, merge_ledger
 
 
+def latest(left: str | None, right: str | None) -> str:
+    """Reducer of the open scene and catalog: the latest value wins (several tools of one step may set it)."""
+    return right if right is not None else (left or "")
+
+
 def add_or_reset(left: int | None, right: int | None) -> int:
     """Reducer of counters: add ``right``; a negative ``right`` resets the counter to 0 (a new question)."""
     if right is None:
@@ -28,15 +37,17 @@ def add_or_reset(left: int | None, right: int | None) -> int:
     return 0 if right < 0 else (left or 0) + right
 
 
-__all__ = ["AgentState", "InputState", "OutputState", "add_or_reset", "is_question"]
+__all__ = ["AgentState", "InputState", "OutputState", "add_or_reset", "is_question", "latest"]
 
 
 class InputState(TypedDict):
-    """What a caller gives: the conversation so far (a new question appended), the scene's path, and
-    optionally the evidence ledger of earlier questions (merged by id)."""
+    """What a caller gives: the conversation so far (a new question appended), the scene's path or URL
+    and/or the name of a catalog of scenes (in the workspace's store), and optionally the evidence ledger of
+    earlier questions (merged by id)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    scene: str
+    scene: NotRequired[Annotated[str, latest]]
+    catalog: NotRequired[Annotated[str, latest]]
     evidence: NotRequired[Annotated[dict[str, Evidence], merge_ledger]]
 
 

@@ -25,10 +25,12 @@ from rsrag.agent.evidence import Evidence, evidence_from_hit, evidence_from_site
 from rsrag.agent.evidence import evidence_id as make_evidence_id
 from rsrag.agent.results import ToolResult, render
 from rsrag.tools.calibration import Finding
+from rsrag.tools.catalog import Catalog, CatalogScene
 from rsrag.tools.errors import BudgetExceededError, QueryError, RsragError, StoreError, WindowError
 from rsrag.tools.hit import Hit
 from rsrag.tools.raster import Scene
 from rsrag.tools.region import MapBox, PixelBox
+from rsrag.tools.sources import source_key
 
 if TYPE_CHECKING:
     from rsrag.agent.workspace import Workspace
@@ -53,12 +55,32 @@ def _workspace(runtime: Runtime) -> Workspace:
     return _resources(runtime).workspace
 
 
+def _source(runtime: Runtime) -> str | None:
+    """The path or URL of the scene the thread has open (``None``: a thread on a catalog, no scene chosen yet)."""
+    return runtime.state.get("scene") or None
+
+
 def _scene(runtime: Runtime) -> Scene:
-    return _workspace(runtime).scene(runtime.state["scene"])
+    source = _source(runtime)
+    if source is None:
+        where = f" of catalog {runtime.state['catalog']!r}" if runtime.state.get("catalog") else ""
+        raise QueryError(f"no scene is open: search the scenes{where} with find_scenes or search_catalog, then open "
+                         "one with scene_info(scene=ID) or zoom on evidence of that scene")
+    return _workspace(runtime).scene(source)
 
 
-def _reply(runtime: Runtime, result: ToolResult) -> Command:
-    """The tool's message (text rendered from ``result``, which rides along as the artifact) and its evidence."""
+def _catalog(runtime: Runtime) -> Catalog:
+    """The thread's catalog of scenes (in the workspace's store)."""
+    name = runtime.state.get("catalog")
+    if not name:
+        raise QueryError("this thread has no catalog of scenes: ask with a catalog (e.g. `rsrag ask --catalog NAME`) "
+                         "to search across scenes")
+    return Catalog(_workspace(runtime).patches.store, name=str(name))
+
+
+def _reply(runtime: Runtime, result: ToolResult, scene: str | None = None) -> Command:
+    """The tool's message (text rendered from ``result``, which rides along as the artifact) and its evidence;
+    ``scene``: the scene the thread switches to (a catalog scene opened, a zoom on evidence of another scene)."""
     message = ToolMessage(
         content=render(result), name=result.tool, tool_call_id=runtime.tool_call_id or "", artifact=result,
         status="error" if result.status == "error" else "success",
@@ -66,6 +88,8 @@ def _reply(runtime: Runtime, result: ToolResult) -> Command:
     update: dict[str, Any] = {"messages": [message], "evidence": {e.id: e for e in result.evidence}}
     if result.zoomed_pixels:
         update["zoomed_pixels"] = result.zoomed_pixels
+    if scene is not None and scene != _source(runtime):
+        update["scene"] = scene
     return Command(update=update)
 
 
@@ -102,21 +126,162 @@ def resolve_box(
 
 
 @tool(parse_docstring=True)
-def scene_info(runtime: Runtime) -> Command:
-    """Describe the scene: size, bands, CRS, ground sample distance, footprint, and show an overview image."""
-    ctx, scene = _context(runtime), _scene(runtime)
-    info = scene.info
-    out = scene.full_box.fit_within(THUMBNAIL_SIDE)
-    ev_id = make_evidence_id(scene.fingerprint, "scene")
+def scene_info(runtime: Runtime, scene: str | None = None) -> Command:
+    """Describe the scene: size, bands, CRS, ground sample distance, footprint, and show an overview image.
+    With a catalog, ``scene`` opens one of its scenes (by id): the other tools then work on it.
+
+    Args:
+        scene: id of a catalog scene to open (from find_scenes or search_catalog); default: the open scene.
+    """
+    ctx = _context(runtime)
+    source = _catalog(runtime).get(scene.strip()).source if scene and scene.strip() else None
+    opened = _workspace(runtime).scene(source) if source is not None else _scene(runtime)
+    source = source or _source(runtime)
+    info = opened.info
+    out = opened.full_box.fit_within(THUMBNAIL_SIDE)
+    ev_id = make_evidence_id(opened.fingerprint, "scene")
     crop = _crop_path(ctx, runtime, ev_id)
-    Image.fromarray(scene.read_display(scene.full_box, out_size=out)).save(crop)
-    ev = Evidence(id=ev_id, kind="scene", path="scene", region=scene.region(scene.full_box), crop=str(crop),
-                  tool="scene_info", tool_call_id=runtime.tool_call_id or "", provenance={"fingerprint": scene.fingerprint})
-    facts = {"name": scene.path.name, "width": scene.width, "height": scene.height, "bands": scene.count,
+    Image.fromarray(opened.read_display(opened.full_box, out_size=out)).save(crop)
+    ev = Evidence(id=ev_id, kind="scene", path="scene", region=opened.region(opened.full_box), crop=str(crop),
+                  tool="scene_info", tool_call_id=runtime.tool_call_id or "", scene_source=source,
+                  scene_id=_catalog_id(runtime, opened.fingerprint), provenance={"fingerprint": opened.fingerprint})
+    facts = {"name": opened.path.name, "width": opened.width, "height": opened.height, "bands": opened.count,
              "dtype": info.dtypes[0], "nodata": info.nodata, "overview_size": [out[1], out[0]],
-             "crs": str(info.crs) if scene.georeferenced and info.gsd else None,
-             "gsd": list(info.gsd) if scene.georeferenced and info.gsd else None}
-    return _reply(runtime, ToolResult(tool="scene_info", views=[ev], crop=str(crop), extras=facts))
+             "crs": str(info.crs) if opened.georeferenced and info.gsd else None,
+             "gsd": list(info.gsd) if opened.georeferenced and info.gsd else None,
+             "scene": ev.scene_id}
+    return _reply(runtime, ToolResult(tool="scene_info", views=[ev], crop=str(crop), extras=facts), scene=source)
+
+
+def _catalog_id(runtime: Runtime, fingerprint: str) -> str | None:
+    """The catalog's id of the scene with ``fingerprint``, when the thread has a catalog that holds it."""
+    if not runtime.state.get("catalog"):
+        return None
+    return next((s.id for s in _catalog(runtime).scenes() if s.fingerprint == fingerprint), None)
+
+
+def _evidence_scene(runtime: Runtime, ledger: dict[str, Evidence], evidence_id: str | None) -> str | None:
+    """The source of the scene evidence ``evidence_id`` lies in, when that is not the open scene (a zoom on it
+    opens it); ``None`` when it is the open scene or no id is given.
+
+    Raises:
+        WindowError: the evidence is in another scene whose source it does not record.
+    """
+    ev = ledger.get(evidence_id.strip()) if evidence_id else None
+    if ev is None or ev.region is None:
+        return None
+    current = _source(runtime)
+    if ev.scene_source is not None:
+        if current is not None and source_key(ev.scene_source) == source_key(current):
+            return None
+        if current is not None and _workspace(runtime).scene(current).fingerprint == ev.fingerprint:
+            return None
+        return ev.scene_source
+    if current is None:
+        raise WindowError(f"evidence {ev.id} does not say which scene it is in and no scene is open")
+    return None
+
+
+def _scene_facts(scene: CatalogScene, indexed: bool | None = None) -> dict[str, Any]:
+    facts: dict[str, Any] = {"id": scene.id, "source": scene.source, "fingerprint": scene.fingerprint,
+                             "size": [scene.width, scene.height], "bbox": list(scene.bbox) if scene.bbox else None,
+                             "datetime": scene.datetime, "gsd": scene.gsd}
+    if indexed is not None:
+        facts["indexed"] = indexed
+    return facts
+
+
+@tool(parse_docstring=True)
+def find_scenes(
+    runtime: Runtime,
+    lonlat_bbox: list[float] | None = None,
+    point: list[float] | None = None,
+    radius_km: float = 0.0,
+    start: str | None = None,
+    end: str | None = None,
+    where: dict[str, Any] | None = None,
+) -> Command:
+    """Find the scenes of the catalog by place, time or property (every scene when no condition is given).
+
+    Args:
+        lonlat_bbox: [west, south, east, north] in degrees: scenes whose footprint intersects it.
+        point: [lon, lat] in degrees: scenes within radius_km of it (0: scenes that contain it), nearest first.
+        radius_km: search radius around point, in kilometres.
+        start: earliest acquisition time (ISO 8601, e.g. "2024-01-01").
+        end: latest acquisition time (ISO 8601).
+        where: property -> value the scene must have (e.g. {"platform": "sentinel-2"}, {"crs": "EPSG:32631"}).
+    """
+    from rsrag.tools.catalog_search import scene_index
+
+    catalog, ws = _catalog(runtime), _workspace(runtime)
+    scenes = catalog.find(bbox=lonlat_bbox, point=point, radius_km=radius_km, start=start, end=end, where=where)
+    encoder_id = ws.encoder.id
+    listed = [_scene_facts(s, scene_index(ws.patches, s.fingerprint, encoder_id) is not None) for s in scenes]
+    filters = {k: v for k, v in {"lonlat_bbox": lonlat_bbox, "point": point, "radius_km": radius_km if point else None,
+                                 "start": start, "end": end, "where": where}.items() if v}
+    result = ToolResult(tool="find_scenes", status="ok" if scenes else "empty",
+                        extras={"catalog": catalog.name, "scenes": listed, "filters": filters,
+                                "total": len(catalog.scenes())})
+    return _reply(runtime, result)
+
+
+@tool(parse_docstring=True)
+def search_catalog(
+    phrases: list[str],
+    runtime: Runtime,
+    scenes: list[str] | None = None,
+    top_k: int | None = None,
+) -> Command:
+    """Search every indexed scene of the catalog at once for short key phrases naming ONE kind of thing (the
+    same cascade as search_patches, per scene). Scenes come back ranked, those where it was found first; every
+    site names its scene. Zoom on a site's id to open its scene.
+
+    Args:
+        phrases: 1-4 short noun phrases naming one kind of thing (synonyms), e.g. ["storage tanks", "oil tanks"].
+        scenes: ids of the scenes to search (e.g. from find_scenes); default: every scene of the catalog.
+        top_k: sites shown per scene (default from settings); every site found is kept as evidence.
+    """
+    from rsrag.tools.catalog_search import search_catalog as run_search
+
+    ctx, ws, catalog = _context(runtime), _workspace(runtime), _catalog(runtime)
+    clean = [p.strip() for p in phrases if p and p.strip()]
+    if not clean:
+        raise QueryError("phrases is empty: pass 1-4 short phrases naming what to look for")
+    pool = [catalog.get(ref.strip()) for ref in scenes] if scenes else None
+    k = top_k or ctx.top_k
+    kb = ws.knowledge if ws.has_concepts() else None
+    found = run_search(catalog, ws.patches, ws.encoder, phrases=clean[:4], scenes=pool, top_k=k,
+                       threshold=ctx.fast_threshold, kb=kb, presence=ws.presence)
+    call_id = runtime.tool_call_id or ""
+    sites: list[Evidence] = []
+    candidates: list[Evidence] = []
+    listed: list[dict[str, Any]] = []
+    for part in found.scenes:
+        src, sid = part.scene.source, part.scene.id
+        if part.found:
+            mine = [evidence_from_site(s, "search_catalog", call_id, src, sid) for s in part.result.all_sites]
+            sites += mine
+        else:
+            mine = [evidence_from_site(s, "search_catalog", call_id, src, sid) for s in part.result.all_sites[:k]]
+            candidates += mine[:1]
+        listed.append({**_scene_facts(part.scene), "found": part.found, "finding": part.result.finding,
+                       "best": round(part.best, 4), "ids": [e.id for e in mine], "n_sites": len(part.result.sites)})
+    findings = {s.result.finding for s in found.scenes}
+    finding: Finding | None
+    if found.matching:
+        finding = "found"
+    elif not found.scenes or None in findings:
+        finding = None
+    else:
+        finding = "not_found" if findings == {"not_found"} else "uncertain"
+    result = ToolResult(
+        tool="search_catalog", status="ok" if sites or candidates else "empty", sites=sites, candidates=candidates,
+        threshold=found.threshold, path="fast+slow" if any(p.result.used_slow for p in found.scenes) else "fast",
+        finding=finding, phrases=found.phrases, shown=k,
+        extras={"catalog": catalog.name, "scenes": listed, "skipped": list(found.skipped),
+                "searched": len(found.scenes), "ms": round(found.ms, 1)},
+    )
+    return _reply(runtime, result)
 
 
 @tool(parse_docstring=True)
@@ -152,8 +317,9 @@ def search_patches(
     boxes = [ledger[i].region.box for i in exclude or [] if ledger[i].region is not None]  # type: ignore[union-attr]
     found = _workspace(runtime).retrieve(scene, clean[:4], k, ctx.fast_threshold, exclude=boxes)
     call_id = runtime.tool_call_id or ""
-    sites = [evidence_from_site(s, "search_patches", call_id) for s in found.sites]
-    candidates = [evidence_from_site(s, "search_patches", call_id) for s in found.candidates]
+    source, scene_id = _source(runtime), _catalog_id(runtime, scene.fingerprint)
+    sites = [evidence_from_site(s, "search_patches", call_id, source, scene_id) for s in found.sites]
+    candidates = [evidence_from_site(s, "search_patches", call_id, source, scene_id) for s in found.candidates]
     notes = [f"slow path: {found.slow.reason}"] if found.slow is not None and found.slow.reason else []
     if found.presence_note:
         notes.append(found.presence_note)
@@ -198,7 +364,8 @@ def lookup_knowledge(query: str, runtime: Runtime, category: str | None = None, 
                  tool_call_id=call_id, provenance={"kb_table": found.table, "kb_version": found.version})
         for hit in found.hits
     ]
-    regions = [evidence_from_hit(h, "lookup_knowledge", call_id) for h in (slow.hits if slow else [])]
+    regions = [evidence_from_hit(h, "lookup_knowledge", call_id, _source(runtime), _catalog_id(runtime, scene.fingerprint))
+               for h in (slow.hits if slow else [])]
     result = ToolResult(
         tool="lookup_knowledge", status="ok" if entries or regions else "empty", entries=entries, hits=regions,
         threshold=slow.threshold if slow else None, path="slow" if slow else None, phrases=[query],
@@ -274,7 +441,8 @@ def search_similar(
     ctx, scene = _context(runtime), _scene(runtime)
     box = resolve_box(scene, runtime.state.get("evidence") or {}, evidence_id, bbox, None, None)
     hits = _workspace(runtime).search_similar(scene, box, top_k or ctx.top_k)
-    evidence = [evidence_from_hit(h, "search_similar", runtime.tool_call_id or "") for h in hits]
+    source, scene_id = _source(runtime), _catalog_id(runtime, scene.fingerprint)
+    evidence = [evidence_from_hit(h, "search_similar", runtime.tool_call_id or "", source, scene_id) for h in hits]
     result = ToolResult(tool="search_similar", status="ok" if evidence else "empty", hits=evidence, path="similar",
                         extras={"example": list(box.as_tuple())})
     return _reply(runtime, result)
@@ -289,7 +457,8 @@ def zoom(
     lonlat_bbox: list[float] | None = None,
     max_side: int | None = None,
 ) -> Command:
-    """Look at a region of the scene; the crop is shown to you as an image.
+    """Look at a region of the scene; the crop is shown to you as an image. Zooming on evidence of another
+    scene (from search_catalog) opens that scene.
 
     Args:
         evidence_id: id of a region evidence to zoom on.
@@ -298,8 +467,11 @@ def zoom(
         lonlat_bbox: or [west, south, east, north] in degrees.
         max_side: longest side of the crop in pixels (default from settings; smaller is cheaper).
     """
-    ctx, scene = _context(runtime), _scene(runtime)
+    ctx = _context(runtime)
     ledger = runtime.state.get("evidence") or {}
+    source = _evidence_scene(runtime, ledger, evidence_id)
+    scene = _workspace(runtime).scene(source) if source is not None else _scene(runtime)
+    source = source or _source(runtime)
     box = resolve_box(scene, ledger, evidence_id, bbox, map_bbox, lonlat_bbox)
     used = int(runtime.state.get("zoomed_pixels") or 0)
     budget = ctx.budgets.max_zoom_pixels
@@ -310,18 +482,20 @@ def zoom(
         )
     side = max(16, min(max_side or ctx.budgets.max_zoom_side, ctx.budgets.max_zoom_side))
     out = box.fit_within(side)
-    source = ledger.get(evidence_id) if evidence_id else None
+    origin = ledger.get(evidence_id.strip()) if evidence_id else None
     ev_id = make_evidence_id(scene.fingerprint, box.as_tuple(), "zoom")
     crop = _crop_path(ctx, runtime, ev_id)
     Image.fromarray(scene.read_display(box, out_size=out)).save(crop)
     ev = Evidence(
         id=ev_id, kind="region", path="zoom", region=scene.region(box), crop=str(crop),
-        confidence=source.confidence if source else None, query=source.query if source else None,
-        why=f"zoom on {source.id}" if source else None, tool="zoom", tool_call_id=runtime.tool_call_id or "",
+        confidence=origin.confidence if origin else None, query=origin.query if origin else None,
+        why=f"zoom on {origin.id}" if origin else None, tool="zoom", tool_call_id=runtime.tool_call_id or "",
+        scene_source=source, scene_id=origin.scene_id if origin else _catalog_id(runtime, scene.fingerprint),
     )
     result = ToolResult(tool="zoom", views=[ev], crop=str(crop), zoomed_pixels=box.area,
-                        extras={"out_size": [out[1], out[0]], "source": source.id if source else None})
-    return _reply(runtime, result)
+                        extras={"out_size": [out[1], out[0]], "source": origin.id if origin else None,
+                                "scene": ev.scene_name})
+    return _reply(runtime, result, scene=source)
 
 
 @tool(parse_docstring=True)
@@ -377,4 +551,5 @@ tool_error_message.__annotations__ = {"error": Union[RsragError, ValidationError
 
 def analyst_tools() -> list[BaseTool]:
     """The tools of the analyst graph, in the order the system prompt lists them."""
-    return [scene_info, search_patches, lookup_knowledge, search_similar, rerank, zoom, answer]
+    return [scene_info, find_scenes, search_catalog, search_patches, lookup_knowledge, search_similar, rerank, zoom,
+            answer]

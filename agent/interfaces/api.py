@@ -1,4 +1,4 @@
-"""The Python API: ask questions about a scene, continue a thread, read its evidence.
+"""The Python API: ask questions about a scene or across a catalog of scenes, continue a thread, read its evidence.
 
 Example:
     >>> from rsrag.agent.interfaces.api import Analyst                            # doctest: +SKIP
@@ -7,6 +7,7 @@ Example:
     ...     answer = analyst.ask("scene.tif", "where are the storage tanks?", thread_id="t1")
     ...     print(answer.text, [e.bbox for e in answer.evidence])
     ...     follow_up = analyst.ask("scene.tif", "zoom closer on the second one", thread_id="t1")
+    ...     across = analyst.ask(None, "which scenes show storage tanks?", catalog="harbours")
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
 
     from rsrag.agent.workspace import Workspace
+    from rsrag.tools.catalog import CatalogScene
     from rsrag.tools.pyramid import PyramidIndex
 
 __all__ = ["CHECKPOINT_TYPES", "Analyst", "Step", "checkpoint_serializer", "describe_update", "merge_updates"]
@@ -113,30 +115,71 @@ class Analyst:
 
     # --- asking -------------------------------------------------------------------------------------
 
-    def ask(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Answer:
-        """Answer one question about ``image``; the thread keeps the conversation and its evidence."""
+    def ask(self, image: str | os.PathLike[str] | None, question: str, thread_id: str | None = None, *,
+            catalog: str | None = None) -> Answer:
+        """Answer one question about ``image``, or across the scenes of ``catalog`` (its name in the store;
+        ``image`` may then be ``None``: the agent finds the scenes, and a zoom opens one); the thread keeps
+        the conversation, its evidence, and the scene it has open."""
         thread = thread_id or uuid.uuid4().hex
-        self._check_scene(image, question)  # fail fast, with a clear error: bad path, unindexable image, no question
-        with self.tracer.run(self.context, self.resources, thread, image, question) as run:
-            result = self.graph.invoke(self._input(image, question), run.config(self._config(thread)), context=self.context)
+        self._check_input(image, question, catalog)  # fail fast, with a clear error: bad path, no catalog, no question
+        with self.tracer.run(self.context, self.resources, thread, image, question, catalog=catalog) as run:
+            result = self.graph.invoke(self._input(image, question, catalog), run.config(self._config(thread)),
+                                       context=self.context)
             answer: Answer = result["answer"]
             run.answered(answer)
         return answer.model_copy(update={"thread_id": thread})
 
-    async def aask(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Answer:
+    async def aask(self, image: str | os.PathLike[str] | None, question: str, thread_id: str | None = None, *,
+                   catalog: str | None = None) -> Answer:
         """Async :meth:`ask` (runs the graph in a worker thread)."""
-        return await asyncio.to_thread(self.ask, image, question, thread_id)
+        return await asyncio.to_thread(self.ask, image, question, thread_id, catalog=catalog)
 
-    def stream(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> Iterator[Step]:
+    def stream(self, image: str | os.PathLike[str] | None, question: str, thread_id: str | None = None, *,
+               catalog: str | None = None) -> Iterator[Step]:
         """Run a question and yield each step as it happens; the last step carries the answer."""
         thread = thread_id or uuid.uuid4().hex
-        self._check_scene(image, question)
-        with self.tracer.run(self.context, self.resources, thread, image, question) as run:
-            for chunk in self.graph.stream(self._input(image, question), run.config(self._config(thread)),
+        self._check_input(image, question, catalog)
+        with self.tracer.run(self.context, self.resources, thread, image, question, catalog=catalog) as run:
+            for chunk in self.graph.stream(self._input(image, question, catalog), run.config(self._config(thread)),
                                            context=self.context, stream_mode="updates"):
                 for node, update in chunk.items():
                     merged = merge_updates(update) if isinstance(update, list) else (update or {})
                     yield Step(node=node, text=describe_update(node, merged), update=merged)
+
+    def _check_input(self, image: str | os.PathLike[str] | None, question: str, catalog: str | None) -> None:
+        """Check a question's scene (:meth:`_check_scene`) or catalog (:meth:`catalog_scenes`) and its text."""
+        if image is None and catalog is None:
+            from rsrag.tools.errors import QueryError
+
+            raise QueryError("give an image (a path or URL) or a catalog name to ask about")
+        if catalog is not None:
+            self.catalog_scenes(catalog)
+        if image is not None:
+            self._check_scene(image, question)
+        else:
+            self._check_scene_question(question)
+
+    def catalog_scenes(self, catalog: str) -> list[CatalogScene]:
+        """The scenes of the catalog ``catalog`` in this analyst's store.
+
+        Raises:
+            QueryError: the catalog has no scenes (or its name is not valid).
+        """
+        from rsrag.tools.catalog import Catalog
+        from rsrag.tools.errors import QueryError
+
+        scenes = Catalog(self.workspace.patches.store, name=catalog).scenes()
+        if not scenes:
+            raise QueryError(f"catalog {catalog!r} has no scenes in the store {self.settings.store_path}: add some "
+                             "with `rsrag catalog add`")
+        return scenes
+
+    @staticmethod
+    def _check_scene_question(question: str | None) -> None:
+        from rsrag.tools.errors import QueryError
+
+        if not isinstance(question, str) or not question.strip():
+            raise QueryError("the question is empty: ask about something in the scenes, e.g. 'which scenes show ships?'")
 
     def _check_scene(self, image: str | os.PathLike[str], question: str | None = None) -> None:
         """Open ``image`` and check it can be indexed, so that a question about an image no search can cover
@@ -180,7 +223,8 @@ class Analyst:
         workspace = self.workspace
         return workspace.index(workspace.scene(image))
 
-    async def astream(self, image: str | os.PathLike[str], question: str, thread_id: str | None = None) -> AsyncIterator[Step]:
+    async def astream(self, image: str | os.PathLike[str] | None, question: str, thread_id: str | None = None, *,
+                      catalog: str | None = None) -> AsyncIterator[Step]:
         """Async :meth:`stream`: yields each step as it happens (the graph runs in a worker thread, which
         finishes the question even if the caller stops iterating)."""
         loop = asyncio.get_running_loop()
@@ -188,7 +232,7 @@ class Analyst:
 
         def run() -> None:
             try:
-                for step in self.stream(image, question, thread_id):
+                for step in self.stream(image, question, thread_id, catalog=catalog):
                     loop.call_soon_threadsafe(queue.put_nowait, step)
             except BaseException as exc:  # handed to the caller, re-raised there
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -202,8 +246,13 @@ class Analyst:
             yield item
         await worker
 
-    def _input(self, image: str | os.PathLike[str], question: str) -> dict[str, Any]:
-        return {"messages": [HumanMessage(content=question)], "scene": source_key(image)}
+    def _input(self, image: str | os.PathLike[str] | None, question: str, catalog: str | None = None) -> dict[str, Any]:
+        values: dict[str, Any] = {"messages": [HumanMessage(content=question)]}
+        if image is not None:
+            values["scene"] = source_key(image)
+        if catalog is not None:
+            values["catalog"] = catalog
+        return values
 
     def _config(self, thread: str) -> RunnableConfig:
         return self.resources.config({"configurable": {"thread_id": thread}, "recursion_limit": 200})

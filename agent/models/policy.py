@@ -97,9 +97,26 @@ class RulePolicy(BaseChatModel):
         if target:
             return _zoom_on_request(target, now)
         turn = self.turn_reader(now.question)
+        if self._across_catalog(messages, turn):
+            from rsrag.agent.models.catalog_policy import catalog_turn
+
+            return catalog_turn(self, now.question, now)
         if turn.refers_back:
             return self._refer_back(turn, now, past)
         return self._search_turn(turn, now, past)
+
+    @staticmethod
+    def _across_catalog(messages: list[BaseMessage], turn: Turn) -> bool:
+        """Whether a question goes to the catalog (see :mod:`rsrag.agent.models.catalog_policy`): the thread has
+        a catalog and either no open scene, or the question asks about scenes; references to earlier places
+        stay with them."""
+        from rsrag.agent.models.catalog_policy import asks_across, scope_of
+
+        scope = scope_of(messages)
+        if not scope.get("catalog") or (turn.refers_back and not (turn.more and turn.ordinal is None
+                                                                  and turn.direction is None)):
+            return False
+        return not scope.get("scene") or asks_across(turn.question)
 
     # --- questions that name what to look for ---------------------------------------------------------
 

@@ -36,6 +36,10 @@ class EvidenceRecord(BaseModel):
     path: str
     bbox: list[int] | None = None
     scene: str | None = None
+    scene_source: str | None = None
+    """The path or URL of the evidence's scene (``scene`` is its fingerprint)."""
+    scene_id: str | None = None
+    """The catalog's id of that scene, for evidence from a catalog search."""
     map_crs: str | None = None
     map_bounds: list[float] | None = None
     score: float | None = None
@@ -53,6 +57,7 @@ class EvidenceRecord(BaseModel):
         version = ev.provenance.get("index_version")
         return cls(
             id=ev.id, kind=ev.kind, path=ev.path, bbox=ev.bbox, scene=region.scene if region else None,
+            scene_source=ev.scene_source, scene_id=ev.scene_id,
             map_crs=region.map_box.crs if region and region.map_box else None,
             map_bounds=list(region.map_box.as_tuple()) if region and region.map_box else None,
             score=ev.score, confidence=ev.confidence, query=ev.query, crop=ev.crop,
@@ -83,7 +88,9 @@ class Provenance(BaseModel):
     """What produced a run's results, recorded once at its start.
 
     Attributes:
-        scene_path / scene_fingerprint / scene_sha256: the image (the full SHA-256 only on request).
+        scene_path / scene_fingerprint / scene_sha256: the image (the full SHA-256 only on request); empty
+            for a run across a catalog that started with no scene open (the scenes it used are on ``run_end``).
+        catalog: the catalog of scenes the run worked across, if any.
         scene_size: ``[width, height]`` in pixels; scene_crs: its CRS, if georeferenced.
         encoder_spec / encoder_id: the encoder asked for and the one loaded (its id includes a weights hash).
         index_key / index_table / index_version / tiling: the scene's patch index and its table version.
@@ -98,6 +105,7 @@ class Provenance(BaseModel):
     scene_sha256: str | None = None
     scene_size: list[int] = Field(default_factory=list)
     scene_crs: str | None = None
+    catalog: str | None = None
     encoder_spec: str | None = None
     encoder_id: str | None = None
     index_key: str | None = None
@@ -163,13 +171,15 @@ class TraceEvent(BaseModel):
     provenance: Provenance | None = None
     answer: AnswerRecord | None = None
     checkpoints: dict[str, str] | None = None
+    scenes: list[dict[str, str | None]] | None = None
+    """On ``run_end``: every scene the run's evidence lies in (``source``, ``fingerprint``, catalog ``id``)."""
     prev_hash: str = ""
     hash: str = ""
 
     def canonical(self) -> str:
         """The JSON text that is hashed: sorted keys, no whitespace, without ``hash`` and ``seq``."""
-        return json.dumps(self.model_dump(mode="json", exclude={"hash", "seq"}), sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=False)
+        data = _without_unset_additions(self.model_dump(mode="json", exclude={"hash", "seq"}))
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def compute_hash(self) -> str:
         """SHA-256 (hex) of :meth:`canonical`."""
@@ -180,6 +190,19 @@ class TraceEvent(BaseModel):
         what = self.tool or self.node or ""
         step = f" step {self.step}" if self.step is not None else ""
         return f"event #{self.index} ({self.kind}{' ' + what if what else ''}{step}, run {self.run_id[:8]})"
+
+
+ADDED_FIELDS = {"scenes", "catalog", "scene_source", "scene_id"}
+"""Fields added after traces were first written (scenes across a catalog): left out of the hashed JSON while
+unset, so events written before them keep their hashes."""
+
+
+def _without_unset_additions(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _without_unset_additions(v) for k, v in data.items() if not (k in ADDED_FIELDS and v is None)}
+    if isinstance(data, list):
+        return [_without_unset_additions(v) for v in data]
+    return data
 
 
 def clip(text: str | None, limit: int = RESULT_CHARS) -> str | None:

@@ -30,8 +30,10 @@ def run_settings(context: AgentContext, resources: Resources) -> dict[str, Any]:
     return {**settings, "backend": resources.backend}
 
 
-def collect_provenance(context: AgentContext, resources: Resources, scene_path: str, sha256: bool = False) -> Provenance:
-    """Provenance of a run on ``scene_path``.
+def collect_provenance(context: AgentContext, resources: Resources, scene_path: str | None, sha256: bool = False,
+                       catalog: str | None = None) -> Provenance:
+    """Provenance of a run on ``scene_path`` (``None``: a run across ``catalog`` with no scene open; its scenes
+    are named by its evidence and listed on its ``run_end`` event).
 
     Resolves the encoder and the scene's patch index through the workspace (the run's first search would
     do the same; both are cached). Failures to resolve one part are recorded as notes, never raised, so a
@@ -47,8 +49,16 @@ def collect_provenance(context: AgentContext, resources: Resources, scene_path: 
     from rsrag.tools.fastpath import PROMPT_VERSION
 
     ws = resources.workspace
+    if scene_path is None:
+        across = Provenance(scene_path="", scene_fingerprint="", catalog=catalog, encoder_spec=ws.encoder_spec,
+                            tiling=ws.tiling, settings=run_settings(context, resources), package_version=_version("rsrag"),
+                            versions={"python": sys.version.split()[0], **{lib: _version(lib) for lib in LIBRARIES}},
+                            prompts={name: load_prompt(name).version for name in (*GRAPH_PROMPTS, "agent_catalog")},
+                            notes=[f"a run across catalog {catalog!r}: each evidence names its scene"])
+        across.prompts["fastpath_templates"] = PROMPT_VERSION
+        return across
     scene = ws.scene(scene_path)
-    prov = Provenance(
+    prov = Provenance(catalog=catalog,
         scene_path=str(scene.path), scene_fingerprint=scene.fingerprint, scene_size=[scene.width, scene.height],
         scene_crs=scene.crs, scene_sha256=scene.sha256() if sha256 else None, encoder_spec=ws.encoder_spec,
         tiling=ws.tiling, settings=run_settings(context, resources), package_version=_version("rsrag"),
@@ -60,8 +70,8 @@ def collect_provenance(context: AgentContext, resources: Resources, scene_path: 
         prov.encoder_id = ws.encoder.id
         info = ws.index(scene)
         prov.index_key, prov.tiling = info.key, info.tiling
-        table = ws.patches.patch_table(info)
-        prov.index_table, prov.index_version = table.name, table.version()
+        # the patch table's version, read from the store folder where it can be (no database opened)
+        prov.index_table, prov.index_version = ws.patches.table_version(info.encoder, info.dim)
     except RsragError as exc:
         prov.notes.append(f"encoder/index not resolved: {exc}")
     try:

@@ -83,10 +83,12 @@ class Tracer:
                 self._provider = tracer_provider_from_settings(self.settings.otel)
         return self._provider
 
-    def run(self, context: AgentContext, resources: Resources, thread_id: str, scene: str | os.PathLike[str],
-            question: str) -> TraceRun:
-        """A context manager tracing one question on ``thread_id`` (a no-op when tracing is off)."""
-        return TraceRun(self, context, resources, thread_id, source_key(scene), question)
+    def run(self, context: AgentContext, resources: Resources, thread_id: str, scene: str | os.PathLike[str] | None,
+            question: str, catalog: str | None = None) -> TraceRun:
+        """A context manager tracing one question on ``thread_id`` about ``scene`` or across ``catalog`` (a
+        no-op when tracing is off)."""
+        return TraceRun(self, context, resources, thread_id, source_key(scene) if scene is not None else None, question,
+                        catalog=catalog)
 
     def close(self) -> None:
         if self._store is not None:
@@ -100,10 +102,10 @@ class Tracer:
 class TraceRun:
     """The trace of one question (see the module docstring)."""
 
-    def __init__(self, tracer: Tracer, context: AgentContext, resources: Resources, thread_id: str, scene: str,
-                 question: str) -> None:
+    def __init__(self, tracer: Tracer, context: AgentContext, resources: Resources, thread_id: str, scene: str | None,
+                 question: str, catalog: str | None = None) -> None:
         self.tracer, self.context, self.resources = tracer, context, resources
-        self.thread_id, self.scene, self.question = thread_id, scene, question
+        self.thread_id, self.scene, self.question, self.catalog = thread_id, scene, question, catalog
         self.run_id = uuid.uuid4().hex
         self.enabled = tracer.settings.enabled
         self.recorder: TraceRecorder | None = None
@@ -122,7 +124,8 @@ class TraceRun:
             from rsrag.agent.trace.otel import SpanEmitter
 
             self._spans = SpanEmitter(self.tracer.provider, self.thread_id, self.run_id, self._started)
-        provenance = collect_provenance(self.context, self.resources, self.scene, sha256=self.tracer.settings.sha256)
+        provenance = collect_provenance(self.context, self.resources, self.scene, sha256=self.tracer.settings.sha256,
+                                        catalog=self.catalog)
         self._write(TraceEvent(run_id=self.run_id, thread_id=self.thread_id, time=time.time(), kind="run_start",
                                question=self.question, provenance=provenance), self._started)
         self.recorder = TraceRecorder(self._write, self.run_id, self.thread_id, self.resources)
@@ -159,6 +162,7 @@ class TraceRun:
         end = TraceEvent(run_id=self.run_id, thread_id=self.thread_id, time=time.time(), kind="run_end",
                          status="ok" if status == "ok" else "error", result=status, error=error, answer=self.answer,
                          cited=list(self.answer.cited) if self.answer else [], checkpoints=self._checkpoints(),
+                         scenes=self._scenes(),
                          latency_ms=round((time.time() - self._started) * 1000, 3))
         if self.recorder.failures:
             end.error = "; ".join(filter(None, [error, f"{len(self.recorder.failures)} trace event(s) not written"]))
@@ -177,6 +181,21 @@ class TraceRun:
         self.events.append(stored)
         if self._spans is not None:
             self._spans.event(stored, started)
+
+    def _scenes(self) -> list[dict[str, str | None]]:
+        """Every scene the evidence of this run lies in, in order of first use (its source where recorded)."""
+        out: dict[str, dict[str, str | None]] = {}
+        for event in self.events:
+            for record in event.evidence:
+                if record.scene is None:
+                    continue
+                known = out.setdefault(record.scene, {"source": None, "fingerprint": record.scene, "id": None})
+                known["source"] = known["source"] or record.scene_source
+                known["id"] = known["id"] or record.scene_id
+        if not out and self.scene is not None and self.events and self.events[0].provenance is not None:
+            prov = self.events[0].provenance
+            out[prov.scene_fingerprint] = {"source": self.scene, "fingerprint": prov.scene_fingerprint, "id": None}
+        return list(out.values())
 
     def _checkpoints(self) -> dict[str, str]:
         """Step -> id of the checkpoint written after it, for the steps of this run."""

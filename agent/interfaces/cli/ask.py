@@ -1,4 +1,5 @@
-"""``rsrag ask IMAGE "question"``: run the analyst agent once and print its cited answer."""
+"""``rsrag ask IMAGE "question"`` (or ``rsrag ask --catalog NAME "question"``, across the scenes of a catalog):
+run the analyst agent once and print its cited answer."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
 
 @app.command("ask")
 def ask_command(
-    image: Path = typer.Argument(..., help="Image file: GeoTIFF, COG, VRT, JPEG or PNG."),
-    question: str = typer.Argument(..., help="The question, e.g. 'where are the storage tanks?'."),
+    image: str = typer.Argument(..., help="Image file or URL: GeoTIFF, COG, VRT, JPEG or PNG (with --catalog: the question).", show_default=False),
+    question: str | None = typer.Argument(None, help="The question, e.g. 'where are the storage tanks?'.", show_default=False),
+    catalog: str | None = typer.Option(None, "--catalog", help="Ask across the scenes of this catalog (see `rsrag catalog list`); the image is then optional."),
     vlm: str | None = typer.Option(None, "--vlm", help="Chat model: rule | openai:MODEL@URL | transformers:PATH (default: settings, rule)."),
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
     tiling: str | None = typer.Option(None, "--tiling", help="Tiling used if the scene must be indexed first (default: settings, store.tiling)."),
@@ -32,27 +34,39 @@ def ask_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer, evidence with bbox, GeoJSON)."),
     quiet: bool = typer.Option(False, "--quiet", help="Do not print the steps as they happen."),
 ) -> None:
-    """Ask a question about a scene; the answer cites evidence with pixel and map coordinates."""
+    """Ask a question about a scene, or across a catalog's scenes; the answer cites evidence with pixel and map
+    coordinates (and, across a catalog, the scene of each piece of evidence)."""
+    from rsrag.tools.errors import QueryError
+
+    if question is None:
+        if catalog is None:
+            raise QueryError("give the image and the question (rsrag ask IMAGE \"question\"), or a catalog "
+                             "(rsrag ask --catalog NAME \"question\")")
+        image_ref: str | None = None
+        question = image
+    else:
+        image_ref = image
     settings = state.settings(**{"vlm.spec": vlm, "encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
                                  "budgets.max_steps": max_steps, "retrieval.top_k": top_k,
                                  "retrieval.fast_threshold": threshold})
     with settings.analyst() as analyst:
         if as_json or quiet:
-            answer = analyst.ask(image, question, thread_id=thread)
+            answer = analyst.ask(image_ref, question, thread_id=thread, catalog=catalog)
         else:
             from rsrag.agent.interfaces.cli.cache import conversion_progress
             from rsrag.agent.interfaces.cli.index import index_progress
 
-            with conversion_progress(err_console) as on_convert:  # a PNG, JPEG... is converted into the cache first
-                analyst.workspace.on_convert_progress = on_convert
-                analyst.workspace.scene(image)
-                analyst.workspace.on_convert_progress = None
+            if image_ref is not None:
+                with conversion_progress(err_console) as on_convert:  # a PNG, JPEG... is converted into the cache first
+                    analyst.workspace.on_convert_progress = on_convert
+                    analyst.workspace.scene(image_ref)
+                    analyst.workspace.on_convert_progress = None
             answer = None
             # the windows a pyramid search encodes on a fresh scene (or a flat index built first), as progress bars
             with index_progress(err_console, transient=True) as on_progress:
                 remove = analyst.workspace.add_index_listener(on_progress)
                 try:
-                    for step in analyst.stream(image, question, thread_id=thread):
+                    for step in analyst.stream(image_ref, question, thread_id=thread, catalog=catalog):
                         err_console.print(f"[dim]{step.node:>8}[/] {step.text}", highlight=False, soft_wrap=True)
                         answer = step.update.get("answer") or answer
                 finally:

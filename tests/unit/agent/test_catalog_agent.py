@@ -1,0 +1,136 @@
+"""The analyst across a catalog of scenes, with the rule policy and the bundled encoder on real chips.
+
+Storage tanks are planted in scene ``b`` only (see :mod:`tests.catalog_scenes`): a question across the
+catalog must name ``b``, cite sites on the planted cells of ``b``, and open ``b`` when it zooms.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rsrag.agent.interfaces.api import Analyst
+from rsrag.agent.results import ToolResult
+from tests.catalog_scenes import CATALOG, PLANTED, TILING, Archive, build_archive
+from tests.configured import settings_for
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "aid-rsicd").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return build_archive(tmp_path_factory.mktemp("archive"), SHARED_DATA)
+
+
+def _analyst(archive: Archive, folder: Path, **extra: object) -> Analyst:
+    return Analyst(settings_for(folder, **{"encoder.spec": None, "store.path": archive.store, "store.tiling": TILING,
+                                          "vlm.spec": "rule", **extra}))
+
+
+def _results(analyst: Analyst, thread: str, tool: str) -> list[ToolResult]:
+    return [ToolResult.of(m) for m in analyst.history(thread) if m.type == "tool" and m.name == tool]
+
+
+def _on_planted(bbox: list[int], scene: str) -> bool:
+    return any(bbox[0] <= x < bbox[2] and bbox[1] <= y < bbox[3] for x, y in PLANTED[scene])
+
+
+def test_cross_scene_question_names_the_one_scene_with_the_target(archive: Archive, tmp_path: Path) -> None:
+    with _analyst(archive, tmp_path) as analyst:
+        answer = analyst.ask(None, "which scenes show storage tanks?", thread_id="t1", catalog=CATALOG)
+        assert answer.supported and answer.finding == "found", answer.text
+        assert "scene b" in answer.text and "scene a (" not in answer.text
+        sites = [e for e in answer.evidence if e.path in ("fast", "slow")]
+        assert sites and {e.scene_id for e in sites} == {"b"}
+        assert {e.scene_source for e in sites} == {archive.sources["b"]}
+        assert all(_on_planted(e.bbox or [], "b") for e in sites)  # every cited site lies on a planted cell of b
+        searched = _results(analyst, "t1", "search_catalog")[0]
+        assert [s["id"] for s in searched.extras["scenes"] if s["found"]] == ["b"]
+        assert sorted(s["id"] for s in searched.extras["scenes"]) == ["a", "b", "c"]
+
+        # the zoom on the best site opened scene b: its crop names b, and the thread now has b open
+        crops = [e for e in answer.evidence if e.path == "zoom"]
+        assert crops and crops[0].scene_id == "b" and crops[0].scene_source == archive.sources["b"]
+        state = analyst.graph.get_state(analyst._config("t1")).values
+        assert state["scene"] == archive.sources["b"] and state["catalog"] == CATALOG
+
+        # the answer's JSON and GeoJSON name the scene of every piece of evidence (source and fingerprint)
+        doc = answer.to_json()
+        fingerprint = sites[0].fingerprint
+        assert doc["scenes"] == [{"source": archive.sources["b"], "fingerprint": fingerprint, "id": "b"}]
+        assert all(e["scene_source"] == archive.sources["b"] and e["scene_fingerprint"] == fingerprint
+                   for e in doc["evidence"])
+        props = [f["properties"] for f in doc["geojson"]["features"]]
+        assert props and {p["scene_id"] for p in props} == {"b"} and {p["scene"] for p in props} == {fingerprint}
+
+
+def test_find_scenes_by_time_and_box_narrows_the_search(archive: Archive, tmp_path: Path) -> None:
+    from rsrag.tools.catalog import Catalog
+    from rsrag.tools.store import open_store
+
+    with _analyst(archive, tmp_path) as analyst:
+        later = analyst.ask(None, "which scenes acquired between 2024-04-01 and 2024-12-31 show storage tanks?",
+                            thread_id="t2", catalog=CATALOG)
+        found = _results(analyst, "t2", "find_scenes")[0]
+        assert [s["id"] for s in found.extras["scenes"]] == ["b", "c"] and all(s["indexed"] for s in found.extras["scenes"])
+        assert sorted(s["id"] for s in _results(analyst, "t2", "search_catalog")[0].extras["scenes"]) == ["b", "c"]
+        assert later.finding == "found" and "scene b" in later.text
+
+        # a box around scene a only: tanks are not there
+        west, south, east, north = Catalog(open_store(archive.store), name=CATALOG).get("a").bbox or (0, 0, 0, 0)
+        box = f"[{west + 0.001:.5f}, {south + 0.001:.5f}, {east - 0.001:.5f}, {north - 0.001:.5f}]"
+        inside = analyst.ask(None, f"which scenes in {box} show storage tanks?", thread_id="t3", catalog=CATALOG)
+        assert [s["id"] for s in _results(analyst, "t3", "find_scenes")[0].extras["scenes"]] == ["a"]
+        assert inside.finding == "not_found" and "scene b" not in inside.text, inside.text
+
+        nothing = analyst.ask(None, "which scenes acquired in 2023 show storage tanks?", thread_id="t4", catalog=CATALOG)
+        assert "No scene of catalog" in nothing.text and not _results(analyst, "t4", "search_catalog")
+
+
+def test_zoom_on_evidence_of_another_scene_opens_that_scene(archive: Archive, tmp_path: Path) -> None:
+    with _analyst(archive, tmp_path) as analyst:
+        first = analyst.ask(None, "which scenes show storage tanks?", thread_id="t5", catalog=CATALOG)
+        site = next(e for e in first.evidence if e.path in ("fast", "slow"))
+        # a question on scene a in the same thread: then a zoom on the site of b opens b again
+        analyst.ask(archive.sources["a"], "where are the fields?", thread_id="t5", catalog=CATALOG)
+        assert analyst.graph.get_state(analyst._config("t5")).values["scene"] == archive.sources["a"]
+        zoomed = analyst.ask(archive.sources["a"], f"zoom on evidence {site.id}", thread_id="t5", catalog=CATALOG)
+        crop = next(e for e in zoomed.evidence if e.path == "zoom")
+        assert crop.scene_source == archive.sources["b"] and crop.scene_id == "b"
+        assert crop.region is not None and crop.region.scene == site.fingerprint and crop.bbox == site.bbox
+        assert analyst.graph.get_state(analyst._config("t5")).values["scene"] == archive.sources["b"]
+
+
+def test_trace_names_every_scene_used(archive: Archive, tmp_path: Path) -> None:
+    with _analyst(archive, tmp_path, **{"trace.enabled": True}) as analyst:
+        analyst.ask(None, "which scenes show storage tanks?", thread_id="t6", catalog=CATALOG)
+        runs = analyst.tracer.store.runs(thread="t6")
+        events = analyst.tracer.store.events("t6", run_id=runs[-1].run_id)
+        start, end = events[0], events[-1]
+        assert start.provenance is not None and start.provenance.catalog == CATALOG and start.provenance.scene_path == ""
+        assert end.kind == "run_end" and end.scenes is not None
+        assert {s["id"] for s in end.scenes} == {"a", "b", "c"}  # the search saw all three; the answer cites b
+        assert {s["source"] for s in end.scenes} == set(archive.sources.values())
+        records = [r for e in events if e.tool == "search_catalog" for r in e.evidence]
+        assert records and all(r.scene_source == archive.sources[r.scene_id or ""] for r in records)
+        assert analyst.tracer.store.verify("t6").ok  # the events with their scenes hash into the chain
+
+
+def test_ask_catalog_cli_json(archive: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rsrag.agent.interfaces.cli import app, main
+
+    out = CliRunner().invoke(app, ["ask", "--catalog", CATALOG, "which scenes show storage tanks?", "--json",
+                                   "--store", str(archive.store), "--vlm", "rule"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["finding"] == "found" and [s["id"] for s in doc["scenes"]] == ["b"]
+    assert doc["scenes"][0]["source"] == archive.sources["b"]
+
+    assert main(["ask", "--catalog", "nosuch", "which scenes show storage tanks?", "--store", str(archive.store)]) == 2
+    err = capsys.readouterr().err
+    assert "catalog 'nosuch' has no scenes" in err and "Traceback" not in err
