@@ -169,6 +169,26 @@ class SceneTools:
                                         "questions about images outside its folders); start a new thread") from None
         return thread_id
 
+    def check_catalog(self, name: str) -> None:
+        """Check that every scene of catalog ``name`` may be opened here (a question across it can open any).
+
+        Raises:
+            QueryError: the name is not valid, or the catalog has no scenes.
+            AccessDeniedError: some of its scenes are outside this server's folders or URL prefixes.
+        """
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise QueryError("catalog must be a non-empty name of at most 64 characters")
+        refused = 0
+        for scene in self.analyst.catalog_scenes(name):
+            try:
+                self.sandbox.resolve(scene.source)
+            except RsragError:
+                refused += 1
+        if refused:
+            raise AccessDeniedError(f"catalog {name!r} holds {refused} scene(s) this server may not open, so a "
+                                    "question across it cannot run here; ask about its scenes one by one, or "
+                                    "serve their folders (--images)")
+
     def run(self, tool: BaseTool, image: str, **args: Any) -> tuple[str, ToolResult]:
         """Run one of the analyst's tools outside the graph: the text the model would read, and its typed result."""
         self.validate(**args)
@@ -428,17 +448,27 @@ def build_mcp_server(
 
     @server.tool()
     def ask(
-        image: ImagePath,
         question: Annotated[str, Field(description='the question, e.g. "where are the storage tanks?"')],
+        image: Annotated[str | None, Field(description=(
+            "path of the image file on the server (GeoTIFF, COG, VRT, JPEG, PNG); optional with a catalog"))] = None,
         thread_id: Annotated[str | None, Field(description="a thread to continue (default: a new one)")] = None,
+        catalog: Annotated[str | None, Field(description=(
+            "ask across the scenes of this catalog on the server (see `rsrag catalog list`), e.g. "
+            '"which scenes show storage tanks?"'))] = None,
     ) -> CallToolResult:
-        """Ask the rsrag analyst agent a question about a scene; it searches, zooms and answers with cited
-        evidence: finding (found / not_found / uncertain), each evidence's bbox [x0, y0, x1, y1] in
-        full-resolution pixels, map_box in the scene's CRS units, confidence and presence in 0-1, and the cited
-        regions as GeoJSON (lon/lat degrees). Pass the returned thread_id to ask a follow-up."""
+        """Ask the rsrag analyst agent a question about a scene, or across the scenes of a catalog; it searches,
+        zooms and answers with cited evidence: finding (found / not_found / uncertain), each evidence's bbox
+        [x0, y0, x1, y1] in full-resolution pixels of its scene (scene_source: the scene's path, scene_id: its
+        catalog id), map_box in the scene's CRS units, confidence and presence in 0-1, the scenes cited, and
+        the cited regions as GeoJSON (lon/lat degrees). Pass the returned thread_id to ask a follow-up."""
         try:
             tools.validate(question=question)
-            answer = tools.analyst.ask(tools.scene_path(image), question, thread_id=tools.check_thread(thread_id))
+            if image is None and catalog is None:
+                raise QueryError("give an image (a path on the server) or a catalog name to ask about")
+            if catalog is not None:
+                tools.check_catalog(catalog)
+            path = tools.scene_path(image) if image is not None else None
+            answer = tools.analyst.ask(path, question, thread_id=tools.check_thread(thread_id), catalog=catalog)
         except RsragError as exc:
             raise _tool_error(exc) from None
         reply = answer.to_json()

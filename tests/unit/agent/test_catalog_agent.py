@@ -134,3 +134,42 @@ def test_ask_catalog_cli_json(archive: Archive, tmp_path: Path, capsys: pytest.C
     assert main(["ask", "--catalog", "nosuch", "which scenes show storage tanks?", "--store", str(archive.store)]) == 2
     err = capsys.readouterr().err
     assert "catalog 'nosuch' has no scenes" in err and "Traceback" not in err
+
+
+def test_mcp_ask_across_a_catalog(archive: Archive, tmp_path: Path) -> None:
+    import anyio
+    from mcp import Client
+
+    from rsrag.agent.interfaces.mcp import build_mcp_server
+
+    with _analyst(archive, tmp_path) as analyst:
+        async def main():  # noqa: ANN202
+            async with Client(build_mcp_server(analyst, image_roots=[archive.folder])) as client:
+                tools = {t.name: t for t in (await client.list_tools()).tools}
+                asked = await client.call_tool("ask", {"question": "which scenes show storage tanks?", "catalog": CATALOG})
+                neither = await client.call_tool("ask", {"question": "which scenes show storage tanks?"})
+            async with Client(build_mcp_server(analyst, image_roots=[tmp_path])) as client:
+                denied = await client.call_tool("ask", {"question": "which scenes show storage tanks?", "catalog": CATALOG})
+            return tools, asked, neither, denied
+
+        tools, asked, neither, denied = anyio.run(main)
+    assert "catalog" in tools["ask"].input_schema["properties"] and "image" not in tools["ask"].input_schema.get("required", [])
+    reply = asked.structured_content
+    assert not asked.is_error and reply["finding"] == "found" and [s["id"] for s in reply["scenes"]] == ["b"]
+    assert all(e["scene_source"] == archive.sources["b"] for e in reply["evidence"])
+    assert neither.is_error and "an image" in neither.content[0].text
+    assert denied.is_error and "3 scene(s) this server may not open" in denied.content[0].text
+
+
+def test_api_streams_a_catalog_question_and_refuses_an_empty_catalog(archive: Archive, tmp_path: Path) -> None:
+    from rsrag.tools.errors import QueryError
+
+    with _analyst(archive, tmp_path) as analyst:
+        steps = list(analyst.stream(None, "where are the storage tanks?", thread_id="t7", catalog=CATALOG))
+        assert any("search_catalog" in s.text for s in steps)
+        answer = steps[-1].update["answer"]
+        assert answer.finding == "found" and {e.scene_id for e in answer.evidence} == {"b"}
+        with pytest.raises(QueryError, match="catalog 'empty' has no scenes"):
+            analyst.ask(None, "which scenes show storage tanks?", catalog="empty")
+        with pytest.raises(QueryError, match="an image .* or a catalog"):
+            analyst.ask(None, "which scenes show storage tanks?")
