@@ -348,10 +348,7 @@ def window_vectors(store: PatchStore, index: IndexInfo | PyramidIndex, hits: Seq
         info = store.info(key)
         if info is None:
             continue
-        for batch in store.patch_table(info).scan(where={"index_key": key, "patch": sorted(patch_ids)},
-                                                  fields=["patch", "vector"]):
-            vectors = np.asarray(batch["vector"], dtype=np.float32).reshape(-1, index.dim)
-            out.update(((key, int(p)), v) for p, v in zip(batch["patch"], vectors))
+        out.update(((key, p), v) for p, v in store.vectors(info, sorted(patch_ids)).items())
     return out
 
 

@@ -91,18 +91,32 @@ _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    """erf, to about 1.5e-7 (Abramowitz & Stegun 7.1.26), in float64 for the polynomial."""
-    z = np.abs(x).astype(np.float64)
-    t = 1.0 / (1.0 + _ERF_P * z)
-    a1, a2, a3, a4, a5 = _ERF_A
-    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-    y = 1.0 - poly * np.exp(-z * z)
-    return np.copysign(y, x).astype(x.dtype, copy=False)
+    """erf of a float32 array, to about 2e-7 (Abramowitz & Stegun 7.1.26), computed in place in float32."""
+    z = np.abs(x, dtype=np.float32)
+    t = z * np.float32(_ERF_P)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
+    a1, a2, a3, a4, a5 = (np.float32(a) for a in _ERF_A)
+    poly = t * a5
+    for a in (a4, a3, a2, a1):
+        poly += a
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z
+    np.subtract(np.float32(1.0), poly, out=poly)
+    return np.copysign(poly, x, out=poly)
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """GELU with the exact (erf) form, as torch's default ``GELU``."""
-    return (0.5 * x * (1.0 + _erf(x * np.float32(1 / np.sqrt(2))))).astype(np.float32, copy=False)
+    x = np.asarray(x, dtype=np.float32)
+    y = _erf(x * np.float32(1 / np.sqrt(2)))
+    y += np.float32(1.0)
+    y *= x
+    y *= np.float32(0.5)
+    return y
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -251,6 +265,8 @@ class LitTextEncoder:
                                           f"gives {self.model.config.hidden_size}")
         self.dim = int(self.proj[-1].shape[0])
         self.batch_size = int(batch_size)
+        self.heads = heads
+        self._texts: dict[str, np.ndarray] | None = None
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled token states ``(n, hidden)`` of ``texts`` (before the head)."""
@@ -265,19 +281,31 @@ class LitTextEncoder:
             return gelu(feats @ self.proj[0].T) @ self.proj[1].T
         return feats @ self.proj[0].T
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], batch_size: int | None = None, *, use_table: bool = True) -> np.ndarray:
         """``(n, dim)`` float32 unit rows (what the encoder's ``encode_texts`` returns), ``batch_size`` texts
-        (default: the encoder's) per forward pass."""
+        (default: the encoder's) per forward pass. Texts in the heads file's text table
+        (:mod:`rsrag.tools.encoders.text_table`) are looked up, not embedded, unless ``use_table`` is False."""
         if isinstance(texts, str):
             raise EncoderError("encode_texts takes a sequence of strings, not one string")
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        table = self._table() if use_table else {}
+        todo = [i for i, t in enumerate(texts) if t not in table]
+        for i, t in enumerate(texts):
+            if t in table:
+                out[i] = table[t]
         step = max(1, int(batch_size or self.batch_size))
-        out = []
-        for start in range(0, len(texts), step):
-            v = self._head(self.features(list(texts[start : start + step])))
-            out.append(v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12))
-        return np.concatenate(out).astype(np.float32, copy=False)
+        for start in range(0, len(todo), step):
+            rows = todo[start : start + step]
+            v = self._head(self.features([texts[i] for i in rows]))
+            out[rows] = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+        return out
+
+    def _table(self) -> dict[str, np.ndarray]:
+        if self._texts is None:
+            from rsrag.tools.encoders.text_table import read_text_table
+
+            self._texts = read_text_table(self.heads)
+        return self._texts
 
 
 _ENCODERS: dict[tuple[str, int, int], LitTextEncoder] = {}

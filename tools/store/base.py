@@ -21,6 +21,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -285,6 +286,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def drop_table(self, name: str) -> None:
         """Delete a table and its data."""
+
+    @property
+    def receipts_dir(self) -> Path | None:
+        """A local folder where receipts of complete indexes are kept (:mod:`rsrag.tools.store.receipts`), or
+        ``None`` when the backend keeps none (the default)."""
+        return None
+
+    def local_versions(self, names: Sequence[str]) -> dict[str, int] | None:
+        """The current version of each table ``names`` (absent: the table does not exist), read without
+        opening the store; ``None`` when this backend cannot tell (the default)."""
+        return None
 
     @abc.abstractmethod
     def lock(self, name: str, *, wait: bool = False, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:

@@ -15,11 +15,10 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-from filelock import FileLock, Timeout
 
 from rsrag.tools.errors import IndexBusyError, StoreError
 from rsrag.tools.store.base import (
@@ -34,14 +33,23 @@ from rsrag.tools.store.base import (
 )
 from rsrag.tools.store.location import resolve_store_path
 
-_ARROW_TYPES: dict[FieldType, pa.DataType] = {
-    FieldType.STR: pa.string(),
-    FieldType.INT: pa.int64(),
-    FieldType.FLOAT: pa.float64(),
-    FieldType.BOOL: pa.bool_(),
-    FieldType.BYTES: pa.large_binary(),
-}
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _pa() -> Any:
+    """pyarrow, imported on first use: a search answered from receipts never needs it (nor lancedb)."""
+    import pyarrow
+
+    return pyarrow
+
+
+def _arrow_type(kind: FieldType) -> pa.DataType:
+    pa = _pa()
+    return {FieldType.STR: pa.string(), FieldType.INT: pa.int64(), FieldType.FLOAT: pa.float64(),
+            FieldType.BOOL: pa.bool_(), FieldType.BYTES: pa.large_binary()}[kind]
 _LOCK_DIR = ".locks"
+_U64_MAX = 2**64 - 1
 KEEP_VERSIONS = timedelta(hours=1)
 """:meth:`LanceTable.optimize` removes table versions older than this (younger ones stay readable)."""
 
@@ -52,7 +60,8 @@ os.environ.setdefault("LANCEDB_LOG", "error")
 
 def arrow_schema(schema: TableSchema) -> pa.Schema:
     """The Arrow schema of a table."""
-    cols = [pa.field(f.name, _ARROW_TYPES[f.type], nullable=f.nullable) for f in schema.fields]
+    pa = _pa()
+    cols = [pa.field(f.name, _arrow_type(f.type), nullable=f.nullable) for f in schema.fields]
     cols += [pa.field(v.name, pa.list_(pa.float32(), v.dim), nullable=False) for v in schema.vectors]
     return pa.schema(cols)
 
@@ -121,6 +130,7 @@ class LanceTable(StoreTable):
     # --- writing ---------------------------------------------------------------------------------------
 
     def _to_arrow(self, columns: Columns) -> pa.Table:
+        pa = _pa()
         lengths = set()
         arrays = []
         for fld in self._arrow:
@@ -202,6 +212,7 @@ class LanceTable(StoreTable):
         return list(fields)
 
     def _decode(self, batch: pa.RecordBatch | pa.Table, names: Sequence[str]) -> dict[str, Any]:
+        pa = _pa()
         out: dict[str, Any] = {}
         vec_names = {v.name: v.dim for v in self.schema.vectors}
         for name in names:
@@ -351,6 +362,35 @@ class LanceStore(Store):
         self._checked_writable = False
         self._tables: dict[str, LanceTable] = {}
 
+    @property
+    def receipts_dir(self) -> Path | None:
+        """``receipts/`` in the store folder (see :mod:`rsrag.tools.store.receipts`)."""
+        return self.path / "receipts"
+
+    def local_versions(self, names: Sequence[str]) -> dict[str, int] | None:
+        """The latest version of each table in ``names``, from the manifests in its ``_versions`` folder (no
+        lancedb import): Lance commits a version by writing its manifest there, named ``N.manifest`` (naming
+        scheme V1) or ``(2**64 - 1 - N).manifest`` zero-padded to 20 digits (V2). A table without that folder
+        is left out; ``None`` when a folder holds names of neither scheme (then nothing is trusted)."""
+        out: dict[str, int] = {}
+        for name in names:
+            folder = self.path / f"{name}.lance" / "_versions"
+            try:
+                entries = os.listdir(folder)
+            except OSError:
+                continue
+            best = -1
+            for entry in entries:
+                stem, dot, ext = entry.partition(".")
+                if ext != "manifest" or not stem.isdigit():
+                    continue
+                n = int(stem)
+                best = max(best, _U64_MAX - n if len(stem) == 20 and n > _U64_MAX // 2 else n)
+            if best < 0:
+                return None
+            out[name] = best
+        return out
+
     def _connect(self, create: bool) -> Any:
         if self._db is None:
             if not self.path.is_dir():
@@ -381,6 +421,8 @@ class LanceStore(Store):
     @contextlib.contextmanager
     def _write(self, action: str) -> Iterator[None]:
         self._ensure_writable()
+        from filelock import FileLock
+
         lock = FileLock(str(self.path / _LOCK_DIR / "_write.lock"))
         try:
             with lock:
@@ -417,6 +459,8 @@ class LanceStore(Store):
         name = schema.name
         if name in self._tables and self._tables[name].schema == schema:
             return self._tables[name]
+        if self._db is None and not (self.path / f"{name}.lance").is_dir():
+            return None  # a local table is its folder: no need to import lancedb to learn it is missing
         db = self._connect(create=False)
         if db is None or name not in self.table_names():
             return None
@@ -457,6 +501,8 @@ class LanceStore(Store):
         self._ensure_writable()
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         path = self.path / _LOCK_DIR / f"{safe}.lock"
+        from filelock import FileLock, Timeout
+
         lock = FileLock(str(path), timeout=(-1 if timeout is None else timeout) if wait else 0)
         try:
             lock.acquire()

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict
 from rsrag.tools.errors import StoreError
 from rsrag.tools.region import MapBox, PixelBox, Region
 from rsrag.tools.store.base import FieldType, ScalarField, SearchResult, Store, StoreTable, TableSchema, VectorField
+
+if TYPE_CHECKING:
+    from rsrag.tools.store.receipts import ReceiptFiles
 
 INDEX_TABLE = "patch_indexes"
 EXACT_SEARCH_MAX = 100_000
@@ -141,6 +144,122 @@ class PatchStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._stats: dict[tuple[str, float], SceneStats] = {}
+        self._receipts_dir = store.receipts_dir
+        self._checked: set[str] = set()
+
+    # --- receipts (a complete index read without opening the database; see .receipts) ---------------------
+
+    def _current_versions(self, patch_table: str) -> dict[str, int] | None:
+        return self.store.local_versions([patch_table, INDEX_TABLE]) if self._receipts_dir is not None else None
+
+    def _receipt(self, key: str, *, vectors: bool = False) -> ReceiptFiles | None:
+        """The valid receipt of index ``key`` (its tables at exactly the versions it names), or ``None``; a
+        stale one is checked against the store once and re-stamped when the index is unchanged there."""
+        folder = self._receipts_dir
+        if folder is None or not (folder / f"{key}.json").is_file():
+            return None
+        from rsrag.tools.store.receipts import load_receipt, read_receipt
+
+        head = read_receipt(folder, key)
+        if head is None:
+            return None
+        found = load_receipt(folder, key, self._current_versions(head.patch_table), vectors=vectors)
+        if found is None and key not in self._checked and self.refresh_receipts([key]):
+            found = load_receipt(folder, key, self._current_versions(head.patch_table), vectors=vectors)
+        return found
+
+    def refresh_receipts(self, keys: Sequence[str]) -> int:
+        """Re-stamp the receipts of indexes ``keys`` at the tables' current versions where the store still
+        holds the index as described (:func:`rsrag.tools.store.receipts.restamp`); returns how many are valid.
+        Each key is checked at most once per patch store."""
+        folder = self._receipts_dir
+        if folder is None:
+            return 0
+        from rsrag.tools.store.receipts import read_receipt, restamp
+
+        valid = 0
+        for key in keys:
+            self._checked.add(key)
+            head = read_receipt(folder, key)
+            if head is None:
+                continue
+            try:
+                versions = self._current_versions(head.patch_table)  # first: then the record and the rows
+                if versions is None or set(versions) != set(head.versions):
+                    continue
+                row = self._row(key)
+                record = {k: row[k] for k in IndexInfo.model_fields} if row is not None else None
+                table = self.store.open_table(patch_schema(head.info["encoder"], int(head.info["dim"])))
+                stored = table.count({"index_key": key}) if table is not None else None
+            except (StoreError, OSError):  # the store is the source of truth; a receipt is only a shortcut
+                continue
+            valid += restamp(folder, key, versions, record, stored)
+        return valid
+
+    def _write_receipt(self, info: IndexInfo, stats: SceneStats, versions: dict[str, int] | None) -> bool:
+        """Write the receipt of the complete index ``info`` stamped with ``versions``, which the caller read
+        *before* the record ``info`` (so a write in between leaves the receipt stale, never wrong)."""
+        folder = self._receipts_dir
+        if folder is None:
+            return False
+        from rsrag.tools.store.receipts import write_receipt
+
+        table = self.patch_table(info)
+        if versions is None or table.name not in versions or INDEX_TABLE not in versions:
+            return False
+        vectors = rows = None
+        if info.n_patches < EXACT_SEARCH_MAX:
+            order: list[int] = []
+            parts: list[np.ndarray] = []
+            rows_by_patch: dict[int, dict[str, Any]] = {}
+            for batch in table.scan(where={"index_key": info.key}, fields=[*REGION_FIELDS, "vector"]):
+                for vals in zip(*(batch[f] for f in REGION_FIELDS)):
+                    row = dict(zip(REGION_FIELDS, vals))
+                    rows_by_patch[int(row["patch"])] = row
+                    order.append(int(row["patch"]))
+                parts.append(np.asarray(batch["vector"], dtype=np.float32).reshape(-1, info.dim))
+            if len(rows_by_patch) != info.n_patches:
+                return False  # not what a complete index holds: keep no receipt, the store answers
+            flat = np.concatenate(parts) if parts else np.zeros((0, info.dim), np.float32)
+            rank = np.argsort(np.asarray(order, dtype=np.int64), kind="stable")
+            vectors = flat[rank]
+            rows = [rows_by_patch[p] for p in sorted(rows_by_patch)]
+        try:
+            write_receipt(folder, info.model_dump(), stats.mean, stats.cov, stats.n,
+                          {table.name: versions[table.name], INDEX_TABLE: versions[INDEX_TABLE]}, table.name,
+                          vectors=vectors, rows=rows)
+        except OSError:  # a read-only or full disk: no receipt, searches read the store
+            return False
+        return True
+
+    def _backfill(self, row: dict[str, Any]) -> None:
+        """Write the missing receipt of a complete index found in the store (one written before receipts
+        existed): versions first, then the record again, then its data."""
+        try:
+            versions = self._current_versions(str(row["patch_table"]))
+            again = self._row(str(row["key"]))
+            if again is None or again.get("status") != "complete" or again.get("updated") != row.get("updated"):
+                return
+            info = IndexInfo(**{k: again[k] for k in IndexInfo.model_fields})
+            self._write_receipt(info, self.stats(info), versions)
+        except (StoreError, OSError):
+            return
+
+    def _drop_receipt(self, key: str) -> None:
+        if self._receipts_dir is not None:
+            from rsrag.tools.store.receipts import remove_receipt
+
+            remove_receipt(self._receipts_dir, key)
+
+    def table_version(self, encoder: str, dim: int) -> tuple[str, int | None]:
+        """Name and current version of the patch table of encoder ``encoder`` (``None``: no such table); read
+        from the store folder without opening the database where the backend allows."""
+        name = patch_table_name(encoder)
+        local = self.store.local_versions([name])
+        if local is not None:
+            return name, local.get(name)
+        table = self.store.open_table(patch_schema(encoder, dim))
+        return name, None if table is None else table.version()
 
     # --- index records ---------------------------------------------------------------------------------
 
@@ -156,13 +275,29 @@ class PatchStore:
         return None
 
     def info(self, key: str) -> IndexInfo | None:
-        """The record of index ``key``, or ``None``."""
+        """The record of index ``key``, or ``None`` (a complete index's from its receipt when valid)."""
+        found = self._receipt(key)
+        if found is not None:
+            return IndexInfo(**found.receipt.info)
         row = self._row(key)
-        return IndexInfo(**{k: row[k] for k in IndexInfo.model_fields}) if row else None
+        if row is None:
+            return None
+        if row.get("status") == "complete" and self._receipts_dir is not None and not (self._receipts_dir / f"{key}.json").is_file():
+            self._backfill(row)
+        return IndexInfo(**{k: row[k] for k in IndexInfo.model_fields})
 
     def find(self, scene: str | None = None, encoder: str | None = None, tiling: str | None = None,
              complete_only: bool = True) -> list[IndexInfo]:
-        """Indexes matching the given scene fingerprint, encoder id and tiling id (most recent first)."""
+        """Indexes matching the given scene fingerprint, encoder id and tiling id (most recent first).
+
+        With all three given (one key) a complete index is read from its receipt when valid."""
+        if scene is not None and encoder is not None and tiling is not None:  # one key: at most one index
+            info = self.info(index_key(scene, tiling, encoder))
+            return [] if info is None or (complete_only and not info.complete) else [info]
+        return self._find_in_store(scene, encoder, tiling, complete_only)
+
+    def _find_in_store(self, scene: str | None = None, encoder: str | None = None, tiling: str | None = None,
+                       complete_only: bool = True) -> list[IndexInfo]:
         table = self._index_table(create=False)
         if table is None:
             return []
@@ -175,7 +310,9 @@ class PatchStore:
 
     def begin(self, info: IndexInfo) -> IndexInfo:
         """Record (or re-record) an index as being built; keeps committed chunks."""
-        existing = self.info(info.key)
+        self._drop_receipt(info.key)  # before the record or rows change
+        row = self._row(info.key)
+        existing = IndexInfo(**{k: row[k] for k in IndexInfo.model_fields}) if row else None
         if existing is not None and (existing.n_patches, existing.chunk_size) != (info.n_patches, info.chunk_size):
             # Same scene, tiling and encoder but a different chunking: start the index again.
             self.patch_table(info).delete({"index_key": info.key})
@@ -184,6 +321,8 @@ class PatchStore:
         return record
 
     def _write_info(self, info: IndexInfo, stats: SceneStats | None) -> int:
+        if not info.complete:
+            self._drop_receipt(info.key)
         cols: dict[str, list[Any]] = {k: [v] for k, v in info.model_dump().items()}
         cols["stats_n"] = [stats.n if stats else None]
         cols["stats_mean"] = [stats.mean.astype(np.float32).tobytes() if stats else None]
@@ -197,6 +336,16 @@ class PatchStore:
         cached = self._stats.get((info.key, info.updated))
         if cached is not None:
             return cached
+        found = self._receipt(info.key) if info.complete else None
+        if found is not None and found.receipt.info.get("updated") == info.updated:
+            d = info.dim
+            mean = found.stats[0].astype(np.float64)
+            cov = found.stats[1:].astype(np.float64).reshape(d, d)
+            stats = SceneStats(n=found.receipt.stats_n, mean=mean, cov=cov)
+            if len(self._stats) > 64:
+                self._stats.clear()
+            self._stats[(info.key, info.updated)] = stats
+            return stats
         row = self._row(info.key)
         if row is None or row.get("stats_mean") is None:
             raise StoreError(f"index {info.key} of scene {info.scene} has no statistics; re-run `rsrag index`")
@@ -214,6 +363,25 @@ class PatchStore:
     def patch_table(self, info: IndexInfo) -> StoreTable:
         """The (shared, per-encoder) patch table of an index, created when missing."""
         return self.store.table(patch_schema(info.encoder, info.dim))
+
+    def vectors(self, info: IndexInfo, patches: Sequence[int]) -> dict[int, np.ndarray]:
+        """The stored vectors of patches ``patches`` of an index, by patch number (those stored); from the
+        receipt of a complete index when valid."""
+        wanted = sorted({int(p) for p in patches})
+        found = self._receipt(info.key, vectors=True) if info.complete and wanted else None
+        if found is not None and found.vectors is not None and found.rows is not None:
+            ids = np.asarray(found.rows["patch"])
+            at = np.searchsorted(ids, wanted)
+            return {p: np.array(found.vectors[i], dtype=np.float32) for p, i in zip(wanted, at)
+                    if i < len(ids) and ids[i] == p}
+        table = self.store.open_table(patch_schema(info.encoder, info.dim))
+        out: dict[int, np.ndarray] = {}
+        if table is None or not wanted:
+            return out
+        for batch in table.scan(where={"index_key": info.key, "patch": wanted}, fields=["patch", "vector"]):
+            vecs = np.asarray(batch["vector"], dtype=np.float32).reshape(-1, info.dim)
+            out.update((int(p), v) for p, v in zip(batch["patch"], vecs))
+        return out
 
     def done_chunks(self, info: IndexInfo) -> set[int]:
         """Chunk ids already committed for this index."""
@@ -257,6 +425,8 @@ class PatchStore:
 
     def count(self, info: IndexInfo) -> int:
         """Patches stored for this index."""
+        if info.complete and self._receipt(info.key) is not None:
+            return info.n_patches
         table = self.store.open_table(patch_schema(info.encoder, info.dim))
         return 0 if table is None else table.count({"index_key": info.key})
 
@@ -308,16 +478,38 @@ class PatchStore:
             table.ensure_vector_index("vector", min_rows=ann_min_rows)
         done = info.model_copy(update={"status": "complete", "updated": time.time()})
         self._write_info(done, stats)
+        # under the index's lock nothing else writes this index: versions read now describe `done`
+        if self._write_receipt(done, stats, self._current_versions(table.name)):
+            self._refresh_scene(done)
         return done
 
+    def _refresh_scene(self, done: IndexInfo) -> None:
+        """Completing an index moved both tables: re-stamp the receipts of the scene's other indexes (the
+        other levels of its pyramid), so the next search of the scene reads no database."""
+        folder = self._receipts_dir
+        if folder is None:
+            return
+        from rsrag.tools.store.receipts import read_receipt, receipt_keys
+
+        others = [k for k in receipt_keys(folder) if k != done.key
+                  and (r := read_receipt(folder, k)) is not None and r.info.get("scene") == done.scene]
+        self.refresh_receipts(others)
+
     def search(self, info: IndexInfo, query: np.ndarray, k: int, exact: bool | None = None) -> SearchResult:
-        """Top-``k`` patches of one index for a unit query vector (exhaustive for small indexes)."""
+        """Top-``k`` patches of one index for a unit query vector (exhaustive for small indexes).
+
+        A complete index searched exhaustively is searched in its receipt's vectors when the receipt is
+        valid (the same rows, scores and table version as the store's exact search)."""
+        use_exact = (info.n_patches < EXACT_SEARCH_MAX or not info.complete) if exact is None else exact
+        if use_exact and info.complete:
+            found = self._receipt(info.key, vectors=True)
+            if found is not None and found.vectors is not None and found.receipt.info.get("updated") == info.updated:
+                return _receipt_search(found, info, query, k)
         table = self.store.open_table(patch_schema(info.encoder, info.dim))
         if table is None:
             raise StoreError(f"patch table for encoder {info.encoder} is missing from store {self.store.location}")
         # An index still being built (a pyramid level filled on demand) is searched exhaustively: its rows
         # are few, and an ANN index of the shared table would not hold all of them.
-        use_exact = (info.n_patches < EXACT_SEARCH_MAX or not info.complete) if exact is None else exact
         where = {"index_key": info.key}
         if table.count() == info.n_patches:
             # The table holds this index only (one large scene): a filter would select every row, yet
@@ -328,3 +520,42 @@ class PatchStore:
                     del r["index_key"]
                 return res
         return table.search("vector", query, k, where=where, fields=REGION_FIELDS, exact=use_exact)
+
+
+def _receipt_search(found: ReceiptFiles, info: IndexInfo, query: np.ndarray, k: int) -> SearchResult:
+    """Exact cosine top-``k`` over a receipt's vectors, as the store's exact search computes it (float32
+    distance ``1 - cos``, best first; equal scores in patch order)."""
+    assert found.vectors is not None and found.rows is not None
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    if q.shape[0] != info.dim:
+        raise StoreError(f"query vector has {q.shape[0]} dimensions, index {info.key} holds {info.dim}")
+    dots = np.asarray(found.vectors, dtype=np.float32) @ q
+    denom = found.norms() * np.float32(np.linalg.norm(q))
+    cos = dots / np.maximum(denom, np.float32(1e-30))
+    dist = (np.float32(1.0) - cos).astype(np.float32)
+    n = len(dist)
+    k = max(0, min(int(k), n))
+    if k < n:
+        part = np.argpartition(dist, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
+        # ties at the cut: take the lowest patch ids among equal distances, as a full sort would
+        cut = dist[part].max() if k > 0 else 0.0
+        pool = np.flatnonzero(dist <= cut) if k > 0 else part
+    else:
+        pool = np.arange(n)
+    order = pool[np.lexsort((pool, dist[pool]))][:k]
+    crs = found.receipt.crs
+    rows: list[dict[str, Any]] = []
+    for i in order:
+        r = found.rows[i]
+        code = int(r["crs"])
+        has_map = code >= 0
+        rows.append({
+            "patch": int(r["patch"]), "scene": info.scene, "scale": int(r["scale"]),
+            "x0": int(r["x0"]), "y0": int(r["y0"]), "x1": int(r["x1"]), "y1": int(r["y1"]),
+            "map_crs": crs[code] if has_map else None,
+            "map_left": float(r["map_left"]) if has_map else None, "map_bottom": float(r["map_bottom"]) if has_map else None,
+            "map_right": float(r["map_right"]) if has_map else None, "map_top": float(r["map_top"]) if has_map else None,
+        })
+    version = found.receipt.versions[found.receipt.patch_table]
+    return SearchResult(table=found.receipt.patch_table, version=version, rows=rows,
+                        scores=[float(1.0 - float(dist[i])) for i in order], exact=True, extra={"from": "receipt"})

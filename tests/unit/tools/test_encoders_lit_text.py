@@ -85,3 +85,33 @@ def test_a_text_query_imports_no_torch(torch_vectors: np.ndarray) -> None:
     assert report["heavy"] == [] and report["loaded"] is False
     cosine = (np.asarray(report["vecs"]) * torch_vectors[:4]).sum(axis=1)
     assert cosine.min() >= 0.9999
+
+
+def test_shipped_text_table_is_current_and_gives_the_live_vectors() -> None:
+    """The bundled heads' text table covers every text a question's presence model embeds, for these heads;
+    its vectors are what the text tower computes now (rebuild: python -m rsrag.tools.encoders.text_table)."""
+    from rsrag.tools.encoders.text_table import bundled_texts, read_text_table
+
+    table = read_text_table(DEFAULT_HEADS)
+    texts = bundled_texts()
+    assert texts and not set(texts) - set(table), "stale text table: run python -m rsrag.tools.encoders.text_table"
+    sample = texts[::29]
+    live = LitTextEncoder(DEFAULT_HEADS).encode_texts(sample, use_table=False)
+    np.testing.assert_allclose(np.stack([table[t] for t in sample]), live, atol=1e-5)
+
+
+def test_text_table_for_other_heads_is_ignored(tmp_path: Path) -> None:
+    import shutil
+
+    from rsrag.tools.encoders.text_table import read_text_table, table_path, write_text_table
+
+    heads = tmp_path / "heads.safetensors"
+    shutil.copy(DEFAULT_HEADS, heads)
+    path = write_text_table(heads, ["airport", "clouds", "airport"])
+    assert path == table_path(heads) and set(read_text_table(heads)) == {"airport", "clouds"}
+    enc = LitTextEncoder(heads)
+    mixed = enc.encode_texts(["clouds", "ships in a harbour"])
+    np.testing.assert_allclose(mixed, enc.encode_texts(["clouds", "ships in a harbour"], use_table=False), atol=1e-5)
+    with heads.open("ab") as fh:  # other weights (the fingerprint changes): the table no longer applies
+        fh.write(b" ")
+    assert read_text_table(heads) == {}
