@@ -24,6 +24,7 @@ def serve_command(
     max_upload_mb: float = typer.Option(1024.0, "--max-upload-mb", min=0.0, help="Largest upload accepted, in MiB (0: no uploads)."),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Model steps per question (default: settings, budgets.max_steps)."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="Regions a search returns (default: settings, retrieval.top_k)."),
+    catalog: str | None = typer.Option(None, "--catalog", help="Serve this catalog's scenes: the page lists them with their footprints on an overview map, and questions can go across them."),
     fill: bool | None = typer.Option(None, "--fill/--no-fill", help="Fill a scene's finest pyramid level in the background after its first question (default: on, unless pyramid.background_fill = \"never\")."),
 ) -> None:
     """Serve the analyst page: open a registered image, ask questions, see the evidence on the image."""
@@ -36,7 +37,7 @@ def serve_command(
     with settings.analyst() as analyst:
         analyst.workspace.background_fill = fill if fill is not None else settings.pyramid.background_fill != "never"
         web = create_app(analyst, list(images or []), upload_dir=upload_dir,
-                         max_upload_bytes=int(max_upload_mb * (1 << 20)))
+                         max_upload_bytes=int(max_upload_mb * (1 << 20)), catalog=catalog)
         if host not in LOOPBACK:
             err_console.print(f"[yellow]warning:[/] listening on {host}: anyone who can reach it can use the agent "
                               "and upload files (the page has no login)")

@@ -10,7 +10,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   images: [], image: null, thread: null, evidence: new Map(), answers: [], shown: null, candidates: [],
-  selected: null, showWindows: false, busy: false,
+  selected: null, showWindows: false, busy: false, catalog: null, scenes: [], cited: new Set(),
 };
 
 function el(tag, attrs = {}, ...children) {
@@ -74,14 +74,102 @@ async function loadImages(selectId) {
   else status("no image registered: upload one");
 }
 
-function openImage(id) {
+/** Open a registered image; `keepThread`: stay on the conversation (a scene chosen from a catalog answer),
+ * so the answers' sites in that scene are drawn on it. */
+function openImage(id, keepThread = false) {
   const image = state.images.find((im) => im.id === id);
   if (!image) { status(`unknown image ${id}`); return; }
   state.image = image;
   $("image-select").value = id;
   if (viewer) viewer.open(image);
-  newThread();
+  if (keepThread && state.thread) {
+    state.answers.forEach((a, i) => { a.sites = answerSites(a.answer, i); });
+    updateCandidates();
+    state.selected = null;
+    drawBoxes();
+  } else {
+    newThread();
+  }
+  markScenes();
   status(imageSummary(image));
+}
+
+// --- the catalog's scenes: a list and an overview map of their lon/lat footprints -------------------------
+
+async function loadCatalog() {
+  const body = await fetchJson("/api/catalog");
+  state.catalog = body.name;
+  state.scenes = body.scenes || [];
+  $("scenes-pane").hidden = !state.catalog;
+  $("across-label").hidden = !state.catalog;
+  if (!state.catalog) return;
+  $("across").checked = true;
+  $("scenes-title").textContent = `Catalog ${state.catalog}`;
+  $("scenes-note").textContent = `${state.scenes.length} scene(s); choose one to open it`;
+  drawSceneMap();
+  $("scene-list").replaceChildren(...state.scenes.map((s) => el("li", {
+    "data-scene-id": s.id, title: s.source, onclick: () => chooseScene(s),
+  }, `${s.id}${s.datetime ? " · " + s.datetime.slice(0, 10) : ""}${s.bbox ? "" : " · not georeferenced"}`)));
+  markScenes();
+}
+
+function ringsOf(scene) {
+  const g = scene.footprint;
+  if (g && g.type === "Polygon") return [g.coordinates[0]];
+  if (g && g.type === "MultiPolygon") return g.coordinates.map((p) => p[0]);
+  if (scene.bbox) { const [w, s, e, n] = scene.bbox; return [[[w, s], [e, s], [e, n], [w, n], [w, s]]]; }
+  return [];
+}
+
+/** The footprints on a plain SVG map (equirectangular, shrunk in longitude by cos(latitude); no tiles). */
+function drawSceneMap() {
+  const svg = $("scene-map");
+  const NS = "http://www.w3.org/2000/svg";
+  const rings = state.scenes.flatMap((s) => ringsOf(s).map((r) => ({ scene: s, ring: r })));
+  svg.replaceChildren();
+  if (!rings.length) return;
+  const pts = rings.flatMap((r) => r.ring);
+  let [w, s, e, n] = [Math.min(...pts.map((p) => p[0])), Math.min(...pts.map((p) => p[1])),
+    Math.max(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[1]))];
+  const kx = Math.cos(((s + n) / 2) * Math.PI / 180) || 1;
+  const pad = 0.05 * Math.max((e - w) * kx, n - s, 1e-6);
+  const width = (e - w) * kx + 2 * pad, height = n - s + 2 * pad;
+  const W = 400, H = 150, scale = Math.min(W / width, H / height);
+  const x0 = (W - width * scale) / 2, y0 = (H - height * scale) / 2;
+  const project = ([lon, lat]) => [x0 + ((lon - w) * kx + pad) * scale, y0 + (n - lat + pad) * scale];
+  for (const { scene, ring } of rings) {
+    const poly = document.createElementNS(NS, "polygon");
+    poly.setAttribute("points", ring.map((p) => project(p).map((v) => v.toFixed(1)).join(",")).join(" "));
+    poly.setAttribute("class", "footprint");
+    poly.setAttribute("data-scene-id", scene.id);
+    const title = document.createElementNS(NS, "title");
+    title.textContent = `${scene.id}: ${scene.source}`;
+    poly.append(title);
+    poly.addEventListener("click", () => chooseScene(scene));
+    svg.append(poly);
+    const [cx, cy] = project([ring.reduce((a, p) => a + p[0], 0) / ring.length, ring.reduce((a, p) => a + p[1], 0) / ring.length]);
+    const label = document.createElementNS(NS, "text");
+    label.setAttribute("x", cx.toFixed(1));
+    label.setAttribute("y", cy.toFixed(1));
+    label.setAttribute("text-anchor", "middle");
+    label.textContent = scene.id;
+    svg.append(label);
+  }
+}
+
+function chooseScene(scene) {
+  if (!scene.image) { status(`scene ${scene.id} is not served here`); return; }
+  openImage(scene.image, true);
+}
+
+function markScenes() {
+  const current = state.image ? state.image.fingerprint : null;
+  for (const node of document.querySelectorAll("#scene-map .footprint, #scene-list li")) {
+    const scene = state.scenes.find((s) => s.id === node.dataset.sceneId);
+    if (!scene) continue;
+    node.classList.toggle("current", scene.fingerprint === current);
+    node.classList.toggle("cited", state.cited.has(scene.fingerprint));
+  }
 }
 
 function imageSummary(image) {
@@ -219,6 +307,7 @@ function updateCandidates() {
 
 function newThread() {
   state.thread = newThreadId();
+  state.cited = new Set();
   state.evidence.clear();
   state.answers = [];
   state.shown = null;
@@ -241,7 +330,8 @@ function addEvidence(list) {
 }
 
 async function ask(question) {
-  if (state.busy || !state.image) return false;
+  const across = Boolean(state.catalog && $("across").checked);
+  if (state.busy || (!state.image && !across)) return false;
   state.busy = true;
   $("ask-button").disabled = true;
   const started = performance.now();
@@ -257,7 +347,8 @@ async function ask(question) {
   try {
     const response = await fetch("/api/ask", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ image: state.image.id, question, thread: state.thread }),
+      body: JSON.stringify(across ? { image: null, question, thread: state.thread, catalog: true }
+        : { image: state.image.id, question, thread: state.thread }),
     });
     if (!response.ok) {
       const body = await response.json().catch(() => ({}));
@@ -331,6 +422,11 @@ function handleEvent(event, ctx, started) {
 
 function showAnswer(answer, turn, seconds) {
   for (const ev of answer.evidence || []) state.evidence.set(ev.id, ev);
+  const cited = answer.scenes || [];
+  if (cited.length && state.scenes.length && !cited.some((sc) => state.image && sc.fingerprint === state.image.fingerprint)) {
+    const entry = state.scenes.find((x) => x.fingerprint === cited[0].fingerprint);
+    if (entry && entry.image) openImage(entry.image, true);  // the answer's first scene, to draw its sites
+  }
   const index = state.answers.length;
   const sites = answerSites(answer, index);
   state.answers.push({ answer, sites });
@@ -362,6 +458,16 @@ function showAnswer(answer, turn, seconds) {
         el("div", {}, ev.snippet || "(no snippet)"), el("div", { class: "muted" }, `entry ${ev.knowledge_id}`)));
     }
   }
+  const scenes = (answer.scenes || []).filter((sc) => sc.id || (state.image && sc.fingerprint !== state.image.fingerprint));
+  for (const sc of answer.scenes || []) state.cited.add(sc.fingerprint);
+  if (scenes.length) {
+    box.append(el("div", { class: "answer-scenes" }, "scenes: ", ...scenes.map((sc) => {
+      const entry = state.scenes.find((x) => x.fingerprint === sc.fingerprint) || {};
+      return el("button", { type: "button", class: "chip", "data-scene-id": sc.id || "", title: sc.source || "",
+        onclick: () => entry.image && chooseScene(entry) }, sc.id || sc.source || sc.fingerprint);
+    })));
+  }
+  markScenes();
   const meta = [`confidence ${fmt(answer.confidence)}`, answer.backend, `${answer.steps} steps`, `${fmt(seconds, 1)} s`];
   if (!answer.supported) meta.push(`unsupported: ${answer.missing}`);
   box.append(el("div", { class: "muted meta" }, meta.filter(Boolean).join(" · ")));
@@ -482,7 +588,7 @@ $("ask-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const box = $("question");
   const q = box.value.trim();
-  if (!q || state.busy || !state.image) return;
+  if (!q || state.busy || (!state.image && !(state.catalog && $("across").checked))) return;
   box.value = "";  // sent: the box is ready for the next question
   await ask(q);
 });
@@ -494,5 +600,6 @@ document.addEventListener("keydown", (ev) => {
   if (ev.key === "Escape" && !$("details").hidden && !ev.target.closest("textarea, input, select")) closeDetails();
 });
 
-window.rsrag = { state, viewer, ask, selectSite, openImage, showAnswerSites };
+window.rsrag = { state, viewer, ask, selectSite, openImage, showAnswerSites, chooseScene };
 loadImages().catch((err) => status(`cannot list images: ${err.message}`));
+loadCatalog().catch((err) => status(`cannot list the catalog's scenes: ${err.message}`));

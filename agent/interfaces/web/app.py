@@ -9,7 +9,11 @@ Routes (all JSON unless noted; errors are ``{"error": message, "type": name, "ki
 ``POST /api/images?name=FILE``                       upload (raw body; size-limited; GeoTIFF/COG, JPEG, PNG)
 ``GET  /api/images/{id}``                            one image: size, pyramid, CRS, geotransform
 ``GET  /api/images/{id}/tiles/{level}/{col}_{row}.jpg``  a 256 px deep-zoom tile, cut on demand (JPEG)
-``POST /api/ask``                                    ``{"image", "question", "thread"?}`` -> JSON lines stream
+``GET  /api/catalog``                                the served catalog's scenes (id, image id, source, lon/lat
+                                                     footprint, time), for the page's scene list and overview map
+``POST /api/ask``                                    ``{"image", "question", "thread"?, "catalog"?}`` -> JSON lines
+                                                     stream (``"catalog": true``: across the served catalog's
+                                                     scenes; ``image`` may then be null)
 ``GET  /api/threads/{thread}/evidence``              the thread's evidence ledger
 ``GET  /api/threads/{thread}/evidence/{id}/crop``    the evidence's crop (PNG; cut from the scene if unsaved)
 ``GET  /api/threads/{thread}/trace``                 the thread's messages and streamed steps
@@ -66,9 +70,12 @@ MAX_ASK_BODY_BYTES = 64 * 1024
 class WebState:
     """The server's state: the agent, the image registry, the tile cache and the per-thread records."""
 
-    def __init__(self, analyst: Analyst, registry: ImageRegistry, tile_cache: TileCache | None = None) -> None:
+    def __init__(self, analyst: Analyst, registry: ImageRegistry, tile_cache: TileCache | None = None,
+                 catalog: str | None = None) -> None:
         self.analyst = analyst
         self.registry = registry
+        self.catalog = catalog
+        """The catalog served (its scenes are registered images), if any."""
         self.tiles = tile_cache or TileCache()
         self.locks = ThreadLocks()
         self.steps: dict[str, list[dict[str, Any]]] = {}
@@ -80,6 +87,7 @@ def create_app(
     *,
     upload_dir: str | Path | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    catalog: str | None = None,
 ) -> Starlette:
     """Build the web application around an :class:`~rsrag.agent.interfaces.api.Analyst`.
 
@@ -88,15 +96,20 @@ def create_app(
         images: image files to register now; the page can open only these and uploads.
         upload_dir: where uploads go (default: ``uploads`` next to the analyst's crops).
         max_upload_bytes: the largest upload accepted.
+        catalog: a catalog in the analyst's store to serve: its scenes are registered (the page lists them
+            with their footprints on an overview map) and questions can go across them.
 
     Raises:
-        RasterError: one of ``images`` cannot be opened.
+        RasterError: one of ``images`` (or of the catalog's scenes) cannot be opened.
+        QueryError: the catalog has no scenes.
     """
     folder = Path(upload_dir) if upload_dir else analyst.context.crop_dir.parent / "uploads"
     registry = ImageRegistry(folder, max_upload_bytes, opener=analyst.workspace.scene)
     for image in images or []:
         registry.register(image)
-    ws = WebState(analyst, registry)
+    for scene in analyst.catalog_scenes(catalog) if catalog else []:
+        registry.register(scene.source, name=scene.id)
+    ws = WebState(analyst, registry, catalog=catalog)
     routes = [
         Route("/", _page),
         *static_routes(),
@@ -104,6 +117,7 @@ def create_app(
         Route("/api/images", _upload, methods=["POST"]),
         Route("/api/images/{image_id}", _image),
         Route("/api/images/{image_id}/tiles/{level:int}/{col:int}_{row:int}.jpg", _tile),
+        Route("/api/catalog", _catalog),
         Route("/api/ask", _ask, methods=["POST"]),
         Route("/api/threads/{thread}/evidence", _evidence),
         Route("/api/threads/{thread}/evidence/{evidence_id}/crop", _crop),
@@ -171,6 +185,18 @@ async def _tile(request: Request) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
+async def _catalog(request: Request) -> JSONResponse:
+    ws = _state(request)
+    if ws.catalog is None:
+        return JSONResponse({"name": None, "scenes": []})
+    scenes = await run_in_threadpool(ws.analyst.catalog_scenes, ws.catalog)
+    by_fingerprint = {e.scene.fingerprint: e.id for e in ws.registry}
+    return JSONResponse({"name": ws.catalog, "scenes": [
+        {"id": s.id, "image": by_fingerprint.get(s.fingerprint), "source": s.source, "fingerprint": s.fingerprint,
+         "size": [s.width, s.height], "bbox": list(s.bbox) if s.bbox else None, "footprint": s.footprint,
+         "datetime": s.datetime} for s in scenes]})
+
+
 # --- questions --------------------------------------------------------------------------------------------
 
 
@@ -206,10 +232,15 @@ async def _ask(request: Request) -> StreamingResponse:
         raise BadRequestError("question must be a non-empty string")
     if len(question) > MAX_QUESTION_CHARS:
         raise BadRequestError(f"question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}")
+    across = body.get("catalog")
+    if across not in (None, False, True):
+        raise BadRequestError("catalog must be true (ask across the served catalog's scenes) or false")
+    if across and ws.catalog is None:
+        raise BadRequestError("this server serves no catalog: start it with `rsrag serve --catalog NAME`")
     image_id = body.get("image")
-    if not isinstance(image_id, str):
+    if not (isinstance(image_id, str) or (across and image_id is None)):
         raise BadRequestError("image must be the id of a registered image (see GET /api/images)")
-    entry = ws.registry.get(image_id)
+    entry = ws.registry.get(image_id) if image_id is not None else None
     thread = check_thread_id(body.get("thread") or uuid.uuid4().hex)
     if body.get("thread") and not await run_in_threadpool(_continuable, ws, thread):
         raise BadRequestError(f"thread {thread!r} cannot be continued on this server (it holds questions about "
@@ -217,7 +248,8 @@ async def _ask(request: Request) -> StreamingResponse:
     lease = ws.locks.acquire(thread)
     record = ws.steps.setdefault(thread, [])
     del record[: max(0, len(record) - MAX_RECORDED_STEPS)]
-    events = question_stream(ws.analyst, entry.path, entry.id, question.strip(), thread, lease, record)
+    events = question_stream(ws.analyst, entry.path if entry else None, entry.id if entry else None, question.strip(),
+                             thread, lease, record, catalog=ws.catalog if across else None)
     return StreamingResponse(events, media_type="application/x-ndjson",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -237,7 +269,9 @@ def _thread_state(ws: WebState, thread: str) -> dict[str, Any]:
     paths = {str(e.path) for e in served}
     fingerprints = {e.scene.fingerprint for e in served}
     scene = values.get("scene")
-    if scene is None or source_key(scene) not in paths:
+    if scene is None and (ws.catalog is None or values.get("catalog") != ws.catalog):
+        return {}
+    if scene is not None and source_key(scene) not in paths:
         return {}
     for ev in (values.get("evidence") or {}).values():
         if ev.region is not None and ev.region.scene not in fingerprints:

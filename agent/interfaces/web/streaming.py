@@ -165,19 +165,21 @@ def _line(event: dict[str, Any]) -> bytes:
 
 
 async def ask_events(
-    analyst: Analyst, image: Path, image_id: str, question: str, thread: str, lease: Lease,
-    record: list[dict[str, Any]] | None = None,
+    analyst: Analyst, image: Path | None, image_id: str | None, question: str, thread: str, lease: Lease,
+    record: list[dict[str, Any]] | None = None, catalog: str | None = None,
 ) -> AsyncIterator[bytes]:
     """Run one question and yield its events as JSON lines; releases ``lease`` when the run ends.
 
     Args:
         analyst: the agent.
-        image: the scene's path (already resolved through the registry).
+        image: the scene's path (already resolved through the registry); ``None`` for a question across
+            ``catalog`` with no scene open.
         image_id: the scene's id, echoed in the ``start`` event.
         question: the analyst's question.
         thread: the chat thread id.
         lease: the thread's lock, already held by the caller (see :class:`ThreadLocks`).
         record: where the step events are also appended (the server keeps them for the trace view).
+        catalog: ask across the scenes of this catalog.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -206,14 +208,14 @@ async def ask_events(
 
     fingerprint: str | None = None
     try:
-        fingerprint = analyst.workspace.scene(image).fingerprint
+        fingerprint = analyst.workspace.scene(image).fingerprint if image is not None else None
     except RsragError:
         pass  # the run below reports the bad image
     remove_listener = analyst.workspace.add_index_listener(on_index)
 
     def work() -> None:
         try:
-            steps = analyst.stream(image, question, thread_id=thread)
+            steps = analyst.stream(image, question, thread_id=thread, catalog=catalog)
             try:
                 for step in steps:
                     if cancel.is_set():
@@ -243,7 +245,8 @@ async def ask_events(
 
     worker = threading.Thread(target=work, name=f"rsrag-ask-{thread}", daemon=True)
     try:
-        yield _line({"type": "start", "thread": thread, "image": image_id, "question": question})
+        start = {"type": "start", "thread": thread, "image": image_id, "question": question}
+        yield _line(start | ({"catalog": catalog} if catalog else {}))
         lease.claim()
         worker.start()
         while (event := await queue.get()) is not None:
@@ -262,11 +265,11 @@ def _close(steps: Iterable[Any]) -> None:
 
 
 def question_stream(
-    analyst: Analyst, image: Path, image_id: str, question: str, thread: str, lease: Lease,
-    record: list[dict[str, Any]] | None = None,
+    analyst: Analyst, image: Path | None, image_id: str | None, question: str, thread: str, lease: Lease,
+    record: list[dict[str, Any]] | None = None, catalog: str | None = None,
 ) -> AsyncIterator[bytes]:
     """:func:`ask_events`, made safe to drop unstarted: if the stream is never iterated (the client left
     before the response began) and is garbage-collected, the thread's lock is released all the same."""
-    events = ask_events(analyst, image, image_id, question, thread, lease, record)
+    events = ask_events(analyst, image, image_id, question, thread, lease, record, catalog)
     weakref.finalize(events, lease.release_unclaimed)
     return events

@@ -173,3 +173,31 @@ def test_api_streams_a_catalog_question_and_refuses_an_empty_catalog(archive: Ar
             analyst.ask(None, "which scenes show storage tanks?", catalog="empty")
         with pytest.raises(QueryError, match="an image .* or a catalog"):
             analyst.ask(None, "which scenes show storage tanks?")
+
+
+def test_web_serves_the_catalog_and_asks_across_it(archive: Archive, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from rsrag.agent.interfaces.web import create_app
+
+    with _analyst(archive, tmp_path) as analyst:
+        client = TestClient(create_app(analyst, [], upload_dir=tmp_path / "uploads", catalog=CATALOG))
+        listed = client.get("/api/catalog").json()
+        images = {im["id"]: im for im in client.get("/api/images").json()["images"]}
+        assert listed["name"] == CATALOG and [s["id"] for s in listed["scenes"]] == ["a", "b", "c"]
+        assert all(s["image"] in images and s["footprint"]["type"] == "Polygon" for s in listed["scenes"])
+        response = client.post("/api/ask", json={"image": None, "question": "which scenes show storage tanks?",
+                                                 "catalog": True, "thread": "w1"})
+        lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        answer = next(e["answer"] for e in lines if e["type"] == "answer")
+        assert answer["finding"] == "found" and [s["id"] for s in answer["scenes"]] == ["b"]
+        ledger = client.get("/api/threads/w1/evidence").json()["evidence"]
+        regions = [e for e in ledger if e["kind"] == "region"]
+        assert regions and all(e["scene_source"] == archive.sources[e["scene_id"]] for e in regions)
+        assert "b" in {e["scene_id"] for e in regions}
+        assert client.post("/api/ask", json={"image": None, "question": "x?"}).status_code == 400
+
+        plain = TestClient(create_app(analyst, [archive.sources["a"]], upload_dir=tmp_path / "uploads2"))
+        assert plain.get("/api/catalog").json() == {"name": None, "scenes": []}
+        refused = plain.post("/api/ask", json={"image": None, "question": "which scenes?", "catalog": True})
+        assert refused.status_code == 400 and "serves no catalog" in refused.json()["error"]
