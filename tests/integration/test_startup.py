@@ -1,5 +1,6 @@
 """Start-up stays light: ``rsrag --help`` and ``rsrag describe`` import none of the heavy libraries, the
-bundled encoder's index key is known without loading it, and a no-op ``rsrag index`` loads no model.
+bundled encoder's index key is known without loading it, a no-op ``rsrag index`` loads no model and opens
+no database, and ``rsrag ask`` on an indexed scene imports neither torch nor lancedb.
 
 Each case runs the real command in a fresh interpreter and reads ``sys.modules`` at exit (timings are
 measured by ``benchmarks/startup.py``, not here).
@@ -19,7 +20,7 @@ import pytest
 
 from tests.rasters import write_raster
 
-HEAVY = ("torch", "open_clip", "transformers", "lancedb", "langgraph", "timm", "torchvision")
+HEAVY = ("torch", "open_clip", "transformers", "lancedb", "pyarrow", "langgraph", "timm", "torchvision")
 
 
 def imported_after(args: list[str], tmp_path: Path, setup: str = "") -> tuple[int, str, list[str]]:
@@ -87,4 +88,16 @@ def test_noop_index_loads_no_model(tmp_path: Path, image: Path) -> None:
     assert code == 0 and "indexed 9 patches" in out and "torch" in modules, out
     code, out, modules = imported_after(args, tmp_path)
     assert code == 0 and "already indexed" in out, out
-    assert not {"torch", "open_clip", "transformers", "timm"} & set(modules), f"a no-op index imported {modules}"
+    assert not {"torch", "open_clip", "transformers", "timm", "lancedb", "pyarrow"} & set(modules), \
+        f"a no-op index imported {modules}"
+
+
+def test_ask_on_an_indexed_scene_imports_neither_torch_nor_lancedb(tmp_path: Path, image: Path) -> None:
+    """The question's phrases go through the numpy text tower and the scene's complete index is read from
+    its receipt: only the graph's own libraries are imported."""
+    code, out, _ = imported_after(["index", str(image)], tmp_path)
+    assert code == 0, out
+    code, out, modules = imported_after(["ask", str(image), "where are the clouds?", "--quiet"], tmp_path)
+    assert code == 0 and "clouds" in out, out
+    assert not {"torch", "open_clip", "transformers", "timm", "torchvision", "lancedb", "pyarrow"} & set(modules), \
+        f"rsrag ask imported {modules}"

@@ -494,6 +494,9 @@ class LanceStore(Store):
         if db is None or name not in self.table_names():
             return
         with self._write("drop table " + name):
+            from rsrag.tools.store.receipts import drop_table_receipts
+
+            drop_table_receipts(self.receipts_dir, name)  # first: a receipt never outlives its table
             db.drop_table(name)
 
     @contextlib.contextmanager

@@ -146,6 +146,7 @@ class PatchStore:
         self._stats: dict[tuple[str, float], SceneStats] = {}
         self._receipts_dir = store.receipts_dir
         self._checked: set[str] = set()
+        self._loaded: dict[str, ReceiptFiles] = {}
 
     # --- receipts (a complete index read without opening the database; see .receipts) ---------------------
 
@@ -154,19 +155,31 @@ class PatchStore:
 
     def _receipt(self, key: str, *, vectors: bool = False) -> ReceiptFiles | None:
         """The valid receipt of index ``key`` (its tables at exactly the versions it names), or ``None``; a
-        stale one is checked against the store once and re-stamped when the index is unchanged there."""
+        stale one is checked against the store once and re-stamped when the index is unchanged there. The
+        versions are checked on every call; the arrays are loaded once per receipt."""
         folder = self._receipts_dir
         if folder is None or not (folder / f"{key}.json").is_file():
             return None
         from rsrag.tools.store.receipts import load_receipt, read_receipt
 
-        head = read_receipt(folder, key)
-        if head is None:
-            return None
-        found = load_receipt(folder, key, self._current_versions(head.patch_table), vectors=vectors)
-        if found is None and key not in self._checked and self.refresh_receipts([key]):
-            found = load_receipt(folder, key, self._current_versions(head.patch_table), vectors=vectors)
-        return found
+        for attempt in range(2):
+            head = read_receipt(folder, key)
+            if head is None:
+                return None
+            current = self._current_versions(head.patch_table)
+            if current is not None and all(current.get(t) == v for t, v in head.versions.items()):
+                cached = self._loaded.get(key)
+                if cached is not None and cached.receipt == head and (cached.vectors is not None or not vectors or not head.vectors):
+                    return cached
+                found = load_receipt(folder, key, current, vectors=vectors)
+                if found is not None:
+                    if len(self._loaded) > 64:
+                        self._loaded.clear()
+                    self._loaded[key] = found
+                return found
+            if attempt or key in self._checked or not self.refresh_receipts([key]):
+                return None
+        return None
 
     def refresh_receipts(self, keys: Sequence[str]) -> int:
         """Re-stamp the receipts of indexes ``keys`` at the tables' current versions where the store still
@@ -224,12 +237,9 @@ class PatchStore:
             rank = np.argsort(np.asarray(order, dtype=np.int64), kind="stable")
             vectors = flat[rank]
             rows = [rows_by_patch[p] for p in sorted(rows_by_patch)]
-        try:
-            write_receipt(folder, info.model_dump(), stats.mean, stats.cov, stats.n,
-                          {table.name: versions[table.name], INDEX_TABLE: versions[INDEX_TABLE]}, table.name,
-                          vectors=vectors, rows=rows)
-        except OSError:  # a read-only or full disk: no receipt, searches read the store
-            return False
+        write_receipt(folder, info.model_dump(), stats.mean, stats.cov, stats.n,
+                      {table.name: versions[table.name], INDEX_TABLE: versions[INDEX_TABLE]}, table.name,
+                      vectors=vectors, rows=rows)
         return True
 
     def _backfill(self, row: dict[str, Any]) -> None:
@@ -242,7 +252,7 @@ class PatchStore:
                 return
             info = IndexInfo(**{k: again[k] for k in IndexInfo.model_fields})
             self._write_receipt(info, self.stats(info), versions)
-        except (StoreError, OSError):
+        except (StoreError, OSError, ValueError):  # the store answers; a receipt is only a shortcut
             return
 
     def _drop_receipt(self, key: str) -> None:
@@ -479,8 +489,11 @@ class PatchStore:
         done = info.model_copy(update={"status": "complete", "updated": time.time()})
         self._write_info(done, stats)
         # under the index's lock nothing else writes this index: versions read now describe `done`
-        if self._write_receipt(done, stats, self._current_versions(table.name)):
-            self._refresh_scene(done)
+        try:
+            if self._write_receipt(done, stats, self._current_versions(table.name)):
+                self._refresh_scene(done)
+        except (StoreError, OSError, ValueError):  # no receipt (a read-only or full disk...): searches read the store
+            self._drop_receipt(done.key)
         return done
 
     def _refresh_scene(self, done: IndexInfo) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
-    "FORMAT", "ROW_DTYPE", "Receipt", "ReceiptFiles", "load_receipt", "read_receipt", "receipt_keys", "remove_receipt", "restamp",
+    "FORMAT", "ROW_DTYPE", "Receipt", "ReceiptFiles", "drop_table_receipts", "load_receipt", "read_receipt", "receipt_keys", "remove_receipt", "restamp",
     "write_receipt",
 ]
 
@@ -203,6 +203,15 @@ def load_receipt(folder: Path | None, key: str, current: dict[str, int] | None, 
     if vecs is not None and (vecs.shape != (n, dim) or rows is None or rows.shape != (n,) or rows.dtype != ROW_DTYPE):
         return None
     return ReceiptFiles(receipt, stats, vecs, rows)
+
+
+def drop_table_receipts(folder: Path | None, table: str) -> None:
+    """Remove the receipts that name table ``table`` (it was dropped)."""
+    for key in receipt_keys(folder):
+        assert folder is not None
+        receipt = read_receipt(folder, key)
+        if receipt is None or table in receipt.versions:
+            remove_receipt(folder, key)
 
 
 def receipt_keys(folder: Path | None) -> list[str]:

@@ -172,3 +172,12 @@ def test_a_broken_receipt_is_ignored(store_dir: Path) -> None:
         path.write_bytes(b"not an array")
     res = PatchStore(open_store(store_dir)).search(a, q, 5)
     assert res.extra.get("from") != "receipt" and [r["patch"] for r in res.rows] == expected
+
+
+def test_dropping_the_patch_table_drops_its_receipts(store_dir: Path) -> None:
+    patches = PatchStore(open_store(store_dir))
+    a = _build(patches, "sceneA", 20, seed=1)
+    assert (store_dir / "receipts" / f"{a.key}.json").is_file()
+    patches.store.drop_table(patch_schema(ENCODER, DIM).name)
+    assert not list((store_dir / "receipts").iterdir())
+    assert PatchStore(open_store(store_dir)).count(a) == 0
