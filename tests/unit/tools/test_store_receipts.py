@@ -14,7 +14,7 @@ import pytest
 
 from rsrag.tools.region import MapBox, PixelBox, Region
 from rsrag.tools.store import IndexInfo, PatchStore, index_key, open_store
-from rsrag.tools.store.patches import patch_schema
+from rsrag.tools.store.patches import INDEX_SCHEMA, patch_schema
 
 DIM = 16
 ENCODER = "test-encoder#abc"
@@ -181,3 +181,18 @@ def test_dropping_the_patch_table_drops_its_receipts(store_dir: Path) -> None:
     patches.store.drop_table(patch_schema(ENCODER, DIM).name)
     assert not list((store_dir / "receipts").iterdir())
     assert PatchStore(open_store(store_dir)).count(a) == 0
+
+
+def test_local_versions_are_the_database_versions(store_dir: Path) -> None:
+    """The versions read from the tables' folders (no lancedb) are the versions lancedb reports."""
+    patches = PatchStore(open_store(store_dir))
+    _build(patches, "sceneA", 20, seed=1)
+    _build(patches, "sceneB", 9, seed=2)
+    store = open_store(store_dir)
+    schemas = [INDEX_SCHEMA, patch_schema(ENCODER, DIM)]
+    expected = {}
+    for schema in schemas:
+        table = store.open_table(schema)
+        assert table is not None
+        expected[schema.name] = table.version()
+    assert store.local_versions([s.name for s in schemas] + ["no_such_table"]) == expected
