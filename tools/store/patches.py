@@ -145,7 +145,8 @@ class PatchStore:
         self.store = store
         self._stats: dict[tuple[str, float], SceneStats] = {}
         self._receipts_dir = store.receipts_dir
-        self._checked: set[str] = set()
+        self._checked: dict[str, dict[str, int] | None] = {}
+        """Index key -> the table versions at which its stale receipt was last checked against the store."""
         self._loaded: dict[str, ReceiptFiles] = {}
 
     # --- receipts (a complete index read without opening the database; see .receipts) ---------------------
@@ -177,14 +178,14 @@ class PatchStore:
                         self._loaded.clear()
                     self._loaded[key] = found
                 return found
-            if attempt or key in self._checked or not self.refresh_receipts([key]):
+            if attempt or (key in self._checked and self._checked[key] == current) or not self.refresh_receipts([key]):
                 return None
         return None
 
     def refresh_receipts(self, keys: Sequence[str]) -> int:
         """Re-stamp the receipts of indexes ``keys`` at the tables' current versions where the store still
         holds the index as described (:func:`rsrag.tools.store.receipts.restamp`); returns how many are valid.
-        Each key is checked at most once per patch store."""
+        A reader checks a stale receipt once per change of the tables' versions."""
         folder = self._receipts_dir
         if folder is None:
             return 0
@@ -192,12 +193,12 @@ class PatchStore:
 
         valid = 0
         for key in keys:
-            self._checked.add(key)
             head = read_receipt(folder, key)
             if head is None:
                 continue
             try:
                 versions = self._current_versions(head.patch_table)  # first: then the record and the rows
+                self._checked[key] = versions
                 if versions is None or set(versions) != set(head.versions):
                     continue
                 row = self._row(key)
