@@ -30,7 +30,7 @@ Example settings file::
     tiling = "pyramid"                    # the default; a flat tiling: "vit:448", "grid:256:overlap=0.5"
 
     [pyramid]
-    beam = 16                             # regions a search expands per phrase at each level
+    beam = 12                             # regions a search expands per phrase at each level
     background_fill = "serve"             # fill the finest level in the background: serve | always | never
 
     [vlm]
@@ -207,9 +207,9 @@ class PyramidSettings(_Section):
     windows sampled to estimate an incomplete level's statistics, and when the finest level is filled in
     the background: ``serve`` (only by ``rsrag serve``), ``always`` (also ``ask``/``chat``) or ``never``."""
 
-    beam: int = Field(16, ge=1)
-    expand: int = Field(32, ge=1)
-    sample: int = Field(36, ge=4)
+    beam: int = Field(12, ge=1)
+    expand: int = Field(24, ge=1)
+    sample: int = Field(24, ge=4)
     background_fill: Literal["serve", "always", "never"] = "serve"
 
 

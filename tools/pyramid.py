@@ -4,7 +4,7 @@ A flat index must encode every window of a scene before the first question is an
 for a 100,000 x 100,000 px image on two CPU cores at ``vit:448``), and one window size dilutes small objects
 and cuts large ones. The pyramid instead holds the scene at several footprints:
 
-* **Levels.** Level 0, the coarsest, covers the scene with at most ``top`` windows (default 512) read
+* **Levels.** Level 0, the coarsest, covers the scene with at most ``top`` windows (default 128) read
   decimated to the encoder's input (GDAL reads them from overviews where the file has them). Each level
   below halves the window side, down to the finest level whose windows are about the encoder's input size
   at full resolution (``pyramid:SIZE`` sets that size; half the encoder's input adds one finer level for
@@ -15,7 +15,7 @@ and cuts large ones. The pyramid instead holds the scene at several footprints:
   tiling id ``pyramid:SIZE:overlap=F:scale=S``, ``S`` = 0 at the finest level), versioned, per encoder,
   resumable after a kill. A level uses one chunk per window, so any set of windows can be committed, and is
   filled on demand. Until a level is complete its z-score statistics are estimated from a fixed, spread
-  sample of its windows (``sample``, default 36), encoded the first time the level is touched; completing
+  sample of its windows (``sample``, default 24), encoded the first time the level is touched; completing
   the level replaces them with the exact ones.
 * **Descent** (:func:`descend`). A query scores the finest level that is complete (level 0 on a fresh
   scene, encoded first: a few hundred windows) with :func:`rsrag.tools.retrieval.search_index`, keeps a
@@ -61,13 +61,13 @@ if TYPE_CHECKING:
     from rsrag.tools.retrieval import Calibration
 
 DEFAULT_OVERLAP = 0.5
-DEFAULT_TOP = 512
+DEFAULT_TOP = 128
 """Most windows of level 0 (the coarsest level covers the scene with at most this many)."""
-DEFAULT_SAMPLE = 36
-"""Windows of an incomplete level encoded to estimate its statistics (a spread 6 x 6 lattice)."""
-DEFAULT_BEAM = 16
+DEFAULT_SAMPLE = 24
+"""Windows of an incomplete level encoded to estimate its statistics (a spread lattice of about 5 x 5)."""
+DEFAULT_BEAM = 12
 """Distinct regions per query vector kept at each level and expanded into the next."""
-DEFAULT_EXPAND = 32
+DEFAULT_EXPAND = 24
 """Most regions per query vector expanded at each level (the beam plus those above the threshold)."""
 COMMIT_WINDOWS = 64
 """Windows per atomic commit when filling a level (the unit a background filler yields after)."""
@@ -182,7 +182,7 @@ class PyramidTiling(TilingScheme):
     """The spec of a pyramid index: ``pyramid[:SIZE][:overlap=F][:top=N][:max=N]``.
 
     ``SIZE`` is the finest window side (default ``auto``: the encoder's input size), ``overlap`` the overlap
-    of neighbouring windows at every level (default 0.5), ``top`` the most windows of level 0 (default 512)
+    of neighbouring windows at every level (default 0.5), ``top`` the most windows of level 0 (default 128)
     and ``max`` the most windows :func:`build_index` will encode to fill every level (default 500,000; a
     search only encodes what it visits, whatever the size).
     """
@@ -330,7 +330,7 @@ class Pyramid:
 
     @property
     def id(self) -> str:
-        """The pyramid's spec with its size resolved (``pyramid:224:overlap=0.5:top=512``)."""
+        """The pyramid's spec with its size resolved (``pyramid:224:overlap=0.5:top=128``)."""
         return self.tiling.id
 
     @property

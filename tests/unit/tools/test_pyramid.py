@@ -94,9 +94,9 @@ def test_tiny_image_is_one_level_of_one_window() -> None:
 
 def test_spec_parsing_and_errors() -> None:
     scheme = parse_tiling("pyramid")
-    assert isinstance(scheme, PyramidTiling) and scheme.id == "pyramid:auto:overlap=0.5:top=512"
+    assert isinstance(scheme, PyramidTiling) and scheme.id == "pyramid:auto:overlap=0.5:top=128"
     assert parse_tiling("pyramid:112:overlap=0.25:top=64").resolve(224).size == 112
-    assert parse_tiling("pyramid").resolve(224).id == "pyramid:224:overlap=0.5:top=512"
+    assert parse_tiling("pyramid").resolve(224).id == "pyramid:224:overlap=0.5:top=128"
     for bad in ("pyramid:abc", "pyramid:overlap=1.5", "pyramid:top=0", "pyramid:4", "pyramid:foo=1"):
         with pytest.raises(TilingError):
             parse_tiling(bad)
