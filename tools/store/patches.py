@@ -247,7 +247,7 @@ class PatchStore:
         """Write the missing receipt of a complete index found in the store (one written before receipts
         existed): versions first, then the record again, then its data."""
         try:
-            versions = self._current_versions(str(row["patch_table"]))
+            versions = self._current_versions(patch_table_name(str(row["encoder"])))
             again = self._row(str(row["key"]))
             if again is None or again.get("status") != "complete" or again.get("updated") != row.get("updated"):
                 return
