@@ -42,6 +42,7 @@ Example settings file::
     [retrieval]
     top_k = 5
     fast_threshold = 0.5
+    refine = 16                              # candidate windows re-seen through half-size windows (0: off)
 
     [knowledge]
     name = "default"
@@ -195,10 +196,13 @@ Budgets = BudgetSettings
 
 
 class RetrievalSettings(_Section):
-    """Search settings: regions a search returns, and the fast-path confidence threshold."""
+    """Search settings: regions a search returns, the fast-path confidence threshold, and how many of a
+    target's strongest candidate windows are re-seen through windows of half the size (``refine``; small
+    objects, see :mod:`rsrag.tools.refine`; 0 turns it off; pyramid indexes only)."""
 
     top_k: int = Field(5, ge=1)
     fast_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    refine: int = Field(16, ge=0)
 
 
 class PyramidSettings(_Section):

@@ -242,7 +242,8 @@ class Workspace:
         confident; sites judged by the encoder's presence calibration. ``exclude``: boxes already reported."""
         kb = self.knowledge if slow != "never" and self.has_concepts() else None
         return cascade(self.index(scene), self.encoder, phrases=phrases, store=self.patches, kb=kb, top_k=top_k,
-                       threshold=threshold, slow=slow, presence=self.presence, exclude=exclude)
+                       threshold=threshold, slow=slow, presence=self.presence, exclude=exclude,
+                       refine=self.settings.retrieval.refine)
 
     @property
     def presence(self) -> PresenceModel:

@@ -285,7 +285,9 @@ class PresenceCalibration(BaseModel):
         found_at: presence at or above which a target is ``found`` (its best site reaches it);
             site_at: once a target is found, presence at or above which another of its sites counts as found
             too (at most ``found_at``); not_found_below: a target whose best presence is below it is
-            ``not_found``.
+            ``not_found``; refined_found_at: presence at or above which a window of the finer refinement
+            footprint (:mod:`rsrag.tools.refine`) makes its target found on its own (``None``: refined windows
+            only add sites to a target found at the indexed footprint).
         reference: the reference score distribution (for ``ref_z`` and ``same_concept``).
         data: what it was fitted on; metrics: its checks on the training and validation windows.
     """
@@ -306,6 +308,7 @@ class PresenceCalibration(BaseModel):
     found_at: float = Field(ge=0.0, le=1.0)
     site_at: float = Field(ge=0.0, le=1.0)
     not_found_below: float = Field(ge=0.0, le=1.0)
+    refined_found_at: float | None = Field(default=None, ge=0.0, le=1.0)
     reference: Reference
     data: dict[str, str | int | float]
     metrics: dict[str, float]
@@ -723,6 +726,11 @@ class PresenceModel:
     def site_at(self) -> float | None:
         """Presence from which another site of a found target is found too (``None`` when uncalibrated)."""
         return self.calibration.site_at if self.calibration else None
+
+    @property
+    def refined_found_at(self) -> float | None:
+        """Presence from which one refined (finer) window makes its target found (``None``: never alone)."""
+        return self.calibration.refined_found_at if self.calibration else None
 
     def _vocabulary(self) -> np.ndarray:
         if self._vocab is None:

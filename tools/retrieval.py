@@ -253,6 +253,7 @@ def cascade(
     calibration: Calibration | None = None,
     presence: PresenceModel | None = None,
     exclude: Sequence[PixelBox] = (),
+    refine: int = 0,
     **slow_options: object,
 ) -> RetrievalResult:
     """ImageRAG's cascade over one scene's index: fast path, slow path when nothing is confident, fused.
@@ -279,6 +280,8 @@ def cascade(
         presence: the encoder's presence calibration (:func:`rsrag.tools.calibration.load_presence`): sites
             get a presence probability and the result a ``finding``.
         exclude: boxes already reported (paging through more sites): windows that overlap one are left out.
+        refine: with a calibrated presence model and a pyramid index, the target's strongest candidate
+            windows (distinct, by presence) re-seen through finer windows (:mod:`rsrag.tools.refine`); 0: none.
         slow_options: for :func:`~rsrag.tools.slowpath.slow_search` (``label_threshold``, ``reduce``...).
 
     Raises:
@@ -318,7 +321,8 @@ def cascade(
     finding: Finding | None = None
     note = None
     if presence is not None and presence.calibrated:
-        sites, candidates, finding = _presence_sites(store, index, fast.phrases, hits, confident, presence, top_k, touch_px)
+        sites, candidates, finding = _presence_sites(store, index, fast.phrases, hits, confident, presence, top_k, touch_px,
+                                                     encoder=encoder, refine=refine, exclude=exclude)
     else:
         sites = group_sites(confident, touch_px=touch_px)
         candidates = [] if sites else group_sites(rank_by_confidence(hits)[:top_k], touch_px=touch_px)
@@ -354,9 +358,16 @@ def window_vectors(store: PatchStore, index: IndexInfo | PyramidIndex, hits: Seq
 
 def _presence_sites(
     store: PatchStore, index: IndexInfo | PyramidIndex, phrases: Sequence[str], hits: Sequence[Hit], confident: Sequence[Hit],
-    presence: PresenceModel, top_k: int, touch_px: int,
+    presence: PresenceModel, top_k: int, touch_px: int, *, encoder: Encoder | None = None, refine: int = 0,
+    exclude: Sequence[PixelBox] = (),
 ) -> tuple[list[Site], list[Site], Finding]:
-    """Found sites, candidates and the finding of one target, by calibrated presence (best over its phrases)."""
+    """Found sites, candidates and the finding of one target, by calibrated presence (best over its phrases).
+
+    With ``refine`` (and a pyramid index), the ``refine`` strongest distinct candidate windows are looked
+    into through finer windows (:func:`rsrag.tools.refine.refine`): a finer window reaching ``site_at``
+    joins the target's sites once the target is found, and one reaching the calibration's
+    ``refined_found_at`` makes it found (a small object the indexed windows dilute).
+    """
     ranked = rank_by_confidence(hits)
     pool = dedupe_regions([*confident, *ranked[:PRESENCE_POOL]])
     vectors = window_vectors(store, index, pool)
@@ -364,20 +375,62 @@ def _presence_sites(
     if not scored:
         return [], [], presence.finding_for([])
     matrix = np.stack([vectors[(h.index_key, h.patch)] for h in scored])  # type: ignore[index]
-    per_phrase = [presence.presence(p, matrix) for p in phrases]
-    known = [p for p in per_phrase if p is not None]
-    prob = np.max(np.stack(known), axis=0) if known else np.zeros(len(scored))
+    prob = _best_presence(presence, phrases, matrix)
     p_of = {id(h): float(p) for h, p in zip(scored, prob)}
     # windows of found sites: none unless one reaches found_at; then every window reaching site_at
     found = presence.window_found(prob)
+    site_windows = [h for h, f in zip(scored, found) if f]
+    alone = presence.refined_found_at
+    if refine > 0 and encoder is not None and (found.any() or alone is not None):
+        fine_hits, fine_prob = _refined(index, encoder, presence, phrases, scored, prob, refine, exclude)
+        p_of.update((id(h), float(p)) for h, p in zip(fine_hits, fine_prob))
+        target_found = bool(found.any()) or bool(alone is not None and len(fine_prob) and fine_prob.max() >= alone)
+        site_at = presence.site_at
+        if target_found and site_at is not None:
+            site_windows += [h for h, p in zip(fine_hits, fine_prob) if p >= site_at]
+            if not found.any():  # found through a refined window: the indexed windows reaching site_at join too
+                site_windows += [h for h, p in zip(scored, prob) if p >= site_at]
 
     def with_presence(sites: list[Site]) -> list[Site]:
         # a site's presence is its best member's (as PresenceModel.site_presence defines it)
         out = [s.with_presence(max(p_of.get(id(m), 0.0) for m in s.members)) for s in sites]
         return sorted(out, key=lambda s: (-(s.presence or 0.0), -s.confidence, -s.score))
 
-    sites = with_presence(group_sites([h for h, f in zip(scored, found) if f], touch_px=touch_px))
+    sites = with_presence(group_sites(site_windows, touch_px=touch_px))
     by_presence = sorted(scored, key=lambda h: (-p_of[id(h)], -h.confidence))
     candidates = [] if sites else with_presence(group_sites(by_presence[:top_k], touch_px=touch_px))
-    finding = presence.finding_for([s.presence for s in (sites or candidates)[:top_k]])
+    finding: Finding = "found" if sites else presence.finding_for([s.presence for s in candidates[:top_k]])
     return sites, candidates, finding
+
+
+def _best_presence(presence: PresenceModel, phrases: Sequence[str], matrix: np.ndarray) -> np.ndarray:
+    """Presence of a target (its best phrase) in each window of ``matrix``."""
+    per_phrase = [presence.presence(p, matrix) for p in phrases]
+    known = [p for p in per_phrase if p is not None]
+    return np.max(np.stack(known), axis=0) if known else np.zeros(len(matrix))
+
+
+def _refined(index: IndexInfo | PyramidIndex, encoder: Encoder, presence: PresenceModel, phrases: Sequence[str],
+             scored: Sequence[Hit], prob: np.ndarray, n: int, exclude: Sequence[PixelBox]) -> tuple[list[Hit], np.ndarray]:
+    """Finer windows inside the ``n`` strongest distinct candidate windows, with their presence."""
+    from rsrag.tools.refine import refinable, refine
+
+    fine = refinable(index, encoder)
+    if fine is None:
+        return [], np.zeros(0)
+    boxes: list[PixelBox] = []
+    for i in np.argsort(-prob, kind="stable"):
+        if len(boxes) >= n:
+            break
+        box = scored[int(i)].region.box
+        if all(box.intersection(b) <= 0.5 * box.area for b in boxes):
+            boxes.append(box)
+    pyramid = index.pyramid  # type: ignore[union-attr]
+    extra: dict[str, str | float | int] = {"level": pyramid.n_levels, "levels": pyramid.n_levels + 1, "pyramid": pyramid.id}
+    result = refine(fine, boxes, presence.embed(list(phrases)), list(phrases), prompt_version=scored[0].prompt_version,
+                    extra=extra)
+    hits = result.hits
+    keep = [i for i, h in enumerate(hits) if not any(h.region.box.intersection(b) for b in exclude)]
+    if not keep:
+        return [], np.zeros(0)
+    return [hits[i] for i in keep], _best_presence(presence, phrases, result.vectors[keep])

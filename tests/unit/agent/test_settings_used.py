@@ -155,6 +155,27 @@ def _fast_threshold(tmp: Path, scene: Path) -> None:
     assert ToolResult.of(tools[0]).threshold == pytest.approx(0.93)
 
 
+@check("retrieval.refine")
+def _refine(tmp: Path, scene: Path) -> None:
+    # what the refinement does is tested in tests/unit/tools/test_refine.py; here: the setting reaches it
+    import rsrag.agent.workspace as workspace
+
+    seen: list[int] = []
+    real = workspace.cascade
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["refine"])
+        return real(*args, **kwargs)
+
+    workspace.cascade = spy  # type: ignore[assignment]
+    try:
+        for n in (0, 7):
+            run(settings_for(tmp / str(n), retrieval__refine=n), scene)
+    finally:
+        workspace.cascade = real  # type: ignore[assignment]
+    assert seen and set(seen) == {0, 7}
+
+
 @check("pyramid.beam", "pyramid.expand", "pyramid.sample", "pyramid.background_fill")
 def _pyramid(tmp: Path, scene: Path) -> None:
     settings = settings_for(tmp, store__tiling="pyramid", pyramid__beam=3, pyramid__expand=5, pyramid__sample=9,
