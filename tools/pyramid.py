@@ -386,16 +386,7 @@ class Pyramid:
             return set()
         if info.complete:
             return set(range(info.n_patches)) if indexes is None else set(indexes)
-        table = self.patches.store.open_table(self.patches.patch_table(info).schema)
-        if table is None:
-            return set()
-        where: dict[str, object] = {"index_key": info.key}
-        if indexes is not None:
-            where["patch"] = sorted({int(i) for i in indexes})
-        found: set[int] = set()
-        for batch in table.scan(where=where, fields=["patch"]):
-            found.update(int(p) for p in batch["patch"])
-        return found
+        return self.patches.stored_patches(info, indexes)  # from the level's receipt when valid
 
     # --- encoding ---------------------------------------------------------------------------------------
 
@@ -458,6 +449,10 @@ class Pyramid:
                 stats = self.patches.vector_stats(info, sample)
                 self._infos[level] = self.patches.set_provisional_stats(info, stats)
                 self._stats_ready.add(level)
+            current = self._infos.get(level, info)
+            if stage != "fill" and not current.complete and (encoded or not self.patches.has_receipt(current)):
+                # a search's windows: the next process reads this partly filled level without the database
+                self.patches.save_receipt(current)
             return encoded
 
     def _has_stats(self, info: IndexInfo) -> bool:

@@ -117,11 +117,9 @@ def refine(
     patches: PatchStore = fine.patches
     rows: list[dict[str, object]] = []
     vectors: list[np.ndarray] = []
-    for batch in patches.patch_table(info).scan(where={"index_key": info.key, "patch": wanted}, fields=list(_ROW_FIELDS)):
-        vec = np.asarray(batch["vector"], dtype=np.float32).reshape(-1, info.dim)
-        for j in range(len(batch["patch"])):
-            rows.append({name: batch[name][j] for name in _ROW_FIELDS if name != "vector" and name in batch})
-            vectors.append(vec[j])
+    for row, vector in patches.patch_rows(info, wanted):  # from the level's receipt when valid
+        rows.append(row)
+        vectors.append(vector)
     if not rows:
         return Refinement(encoded=encoded, window=lv.window, level_key=info.key)
     matrix = np.stack(vectors)

@@ -222,7 +222,10 @@ class PatchStore:
         if versions is None or table.name not in versions or INDEX_TABLE not in versions:
             return False
         vectors = rows = None
-        if info.n_patches < EXACT_SEARCH_MAX:
+        expected = info.n_patches if info.complete else self._store_count(info)
+        if not info.complete and (expected == 0 or expected >= EXACT_SEARCH_MAX):
+            return False  # nothing stored yet, or too much to hold: the store answers
+        if expected < EXACT_SEARCH_MAX:
             order: list[int] = []
             parts: list[np.ndarray] = []
             rows_by_patch: dict[int, dict[str, Any]] = {}
@@ -232,8 +235,8 @@ class PatchStore:
                     rows_by_patch[int(row["patch"])] = row
                     order.append(int(row["patch"]))
                 parts.append(np.asarray(batch["vector"], dtype=np.float32).reshape(-1, info.dim))
-            if len(rows_by_patch) != info.n_patches:
-                return False  # not what a complete index holds: keep no receipt, the store answers
+            if len(rows_by_patch) != expected:
+                return False  # not what the index holds: keep no receipt, the store answers
             flat = np.concatenate(parts) if parts else np.zeros((0, info.dim), np.float32)
             rank = np.argsort(np.asarray(order, dtype=np.int64), kind="stable")
             vectors = flat[rank]
@@ -255,6 +258,40 @@ class PatchStore:
             self._write_receipt(info, self.stats(info), versions)
         except (StoreError, OSError, ValueError):  # the store answers; a receipt is only a shortcut
             return
+
+    def _receipt_for(self, info: IndexInfo, *, vectors: bool = False) -> ReceiptFiles | None:
+        """The valid receipt of ``info`` when it describes this very record (same ``updated``)."""
+        found = self._receipt(info.key, vectors=vectors)
+        if found is None or found.receipt.info.get("updated") != info.updated:
+            return None
+        if vectors and (found.vectors is None or found.rows is None):
+            return None
+        return found
+
+    def has_receipt(self, info: IndexInfo) -> bool:
+        """Whether ``info`` can be read from a valid receipt (no database opened)."""
+        return self._receipt_for(info) is not None
+
+    def save_receipt(self, info: IndexInfo) -> bool:
+        """Write a receipt of index ``info`` as the store holds it now, also for an index still being built
+        (a pyramid level filled on demand: its stored windows, provisional statistics and record), so the
+        next process reads it without the database. Call it holding the index's lock, after the writes.
+
+        Returns:
+            Whether a receipt was written (not for an index without statistics, or with too many patches
+            stored to search exhaustively, or when the store does not hold ``info`` as given).
+        """
+        if self._receipts_dir is None:
+            return False
+        try:
+            versions = self._current_versions(patch_table_name(info.encoder))  # first: then the record and rows
+            row = self._row(info.key)
+            if row is None or row.get("updated") != info.updated or row.get("stats_mean") is None:
+                return False
+            record = IndexInfo(**{k: row[k] for k in IndexInfo.model_fields})
+            return self._write_receipt(record, self.stats(record), versions)
+        except (StoreError, OSError, ValueError):  # the store answers; a receipt is only a shortcut
+            return False
 
     def _drop_receipt(self, key: str) -> None:
         if self._receipts_dir is not None:
@@ -293,8 +330,11 @@ class PatchStore:
         row = self._row(key)
         if row is None:
             return None
-        if row.get("status") == "complete" and self._receipts_dir is not None and not (self._receipts_dir / f"{key}.json").is_file():
-            self._backfill(row)
+        if row.get("status") == "complete" and self._receipts_dir is not None:
+            from rsrag.tools.store.receipts import read_receipt
+
+            if read_receipt(self._receipts_dir, key) is None:
+                self._backfill(row)
         return IndexInfo(**{k: row[k] for k in IndexInfo.model_fields})
 
     def find(self, scene: str | None = None, encoder: str | None = None, tiling: str | None = None,
@@ -347,8 +387,8 @@ class PatchStore:
         cached = self._stats.get((info.key, info.updated))
         if cached is not None:
             return cached
-        found = self._receipt(info.key) if info.complete else None
-        if found is not None and found.receipt.info.get("updated") == info.updated:
+        found = self._receipt_for(info)
+        if found is not None:
             d = info.dim
             mean = found.stats[0].astype(np.float64)
             cov = found.stats[1:].astype(np.float64).reshape(d, d)
@@ -379,7 +419,7 @@ class PatchStore:
         """The stored vectors of patches ``patches`` of an index, by patch number (those stored); from the
         receipt of a complete index when valid."""
         wanted = sorted({int(p) for p in patches})
-        found = self._receipt(info.key, vectors=True) if info.complete and wanted else None
+        found = self._receipt_for(info, vectors=True) if wanted else None
         if found is not None and found.vectors is not None and found.rows is not None:
             ids = np.asarray(found.rows["patch"])
             at = np.searchsorted(ids, wanted)
@@ -393,6 +433,43 @@ class PatchStore:
             vecs = np.asarray(batch["vector"], dtype=np.float32).reshape(-1, info.dim)
             out.update((int(p), v) for p, v in zip(batch["patch"], vecs))
         return out
+
+    def stored_patches(self, info: IndexInfo, patches: Sequence[int] | None = None) -> set[int]:
+        """Patch numbers stored for an index (among ``patches``, when given); from its receipt when valid."""
+        found = self._receipt_for(info, vectors=True)
+        if found is not None and found.rows is not None:
+            have = {int(p) for p in found.rows["patch"]}
+            return have if patches is None else have & {int(p) for p in patches}
+        table = self.store.open_table(patch_schema(info.encoder, info.dim))
+        if table is None:
+            return set()
+        where: dict[str, Any] = {"index_key": info.key}
+        if patches is not None:
+            where["patch"] = sorted({int(p) for p in patches})
+        out: set[int] = set()
+        for batch in table.scan(where=where, fields=["patch"]):
+            out.update(int(p) for p in batch["patch"])
+        return out
+
+    def patch_rows(self, info: IndexInfo, patches: Sequence[int]) -> list[tuple[dict[str, Any], np.ndarray]]:
+        """The stored rows (``REGION_FIELDS``) and vectors of patches ``patches`` of an index, in patch order;
+        from its receipt when valid."""
+        wanted = sorted({int(p) for p in patches})
+        found = self._receipt_for(info, vectors=True) if wanted else None
+        if found is not None and found.vectors is not None and found.rows is not None:
+            ids = np.asarray(found.rows["patch"])
+            at = np.searchsorted(ids, wanted)
+            return [(_receipt_row(found, info, int(i)), np.array(found.vectors[i], dtype=np.float32))
+                    for p, i in zip(wanted, at) if i < len(ids) and ids[i] == p]
+        table = self.store.open_table(patch_schema(info.encoder, info.dim))
+        out: list[tuple[dict[str, Any], np.ndarray]] = []
+        if table is None or not wanted:
+            return out
+        for batch in table.scan(where={"index_key": info.key, "patch": wanted}, fields=[*REGION_FIELDS, "vector"]):
+            vecs = np.asarray(batch["vector"], dtype=np.float32).reshape(-1, info.dim)
+            for j, vals in enumerate(zip(*(batch[f] for f in REGION_FIELDS))):
+                out.append((dict(zip(REGION_FIELDS, vals)), vecs[j]))
+        return sorted(out, key=lambda rv: int(rv[0]["patch"]))
 
     def done_chunks(self, info: IndexInfo) -> set[int]:
         """Chunk ids already committed for this index."""
@@ -436,8 +513,12 @@ class PatchStore:
 
     def count(self, info: IndexInfo) -> int:
         """Patches stored for this index."""
-        if info.complete and self._receipt(info.key) is not None:
-            return info.n_patches
+        found = self._receipt_for(info)
+        if found is not None:
+            return found.receipt.stored
+        return self._store_count(info)
+
+    def _store_count(self, info: IndexInfo) -> int:
         table = self.store.open_table(patch_schema(info.encoder, info.dim))
         return 0 if table is None else table.count({"index_key": info.key})
 
@@ -515,9 +596,9 @@ class PatchStore:
         A complete index searched exhaustively is searched in its receipt's vectors when the receipt is
         valid (the same rows, scores and table version as the store's exact search)."""
         use_exact = (info.n_patches < EXACT_SEARCH_MAX or not info.complete) if exact is None else exact
-        if use_exact and info.complete:
-            found = self._receipt(info.key, vectors=True)
-            if found is not None and found.vectors is not None and found.receipt.info.get("updated") == info.updated:
+        if use_exact:
+            found = self._receipt_for(info, vectors=True)
+            if found is not None:
                 return _receipt_search(found, info, query, k)
         table = self.store.open_table(patch_schema(info.encoder, info.dim))
         if table is None:
@@ -557,19 +638,22 @@ def _receipt_search(found: ReceiptFiles, info: IndexInfo, query: np.ndarray, k: 
     else:
         pool = np.arange(n)
     order = pool[np.lexsort((pool, dist[pool]))][:k]
-    crs = found.receipt.crs
-    rows: list[dict[str, Any]] = []
-    for i in order:
-        r = found.rows[i]
-        code = int(r["crs"])
-        has_map = code >= 0
-        rows.append({
-            "patch": int(r["patch"]), "scene": info.scene, "scale": int(r["scale"]),
-            "x0": int(r["x0"]), "y0": int(r["y0"]), "x1": int(r["x1"]), "y1": int(r["y1"]),
-            "map_crs": crs[code] if has_map else None,
-            "map_left": float(r["map_left"]) if has_map else None, "map_bottom": float(r["map_bottom"]) if has_map else None,
-            "map_right": float(r["map_right"]) if has_map else None, "map_top": float(r["map_top"]) if has_map else None,
-        })
+    rows = [_receipt_row(found, info, int(i)) for i in order]
     version = found.receipt.versions[found.receipt.patch_table]
     return SearchResult(table=found.receipt.patch_table, version=version, rows=rows,
                         scores=[float(1.0 - float(dist[i])) for i in order], exact=True, extra={"from": "receipt"})
+
+
+def _receipt_row(found: ReceiptFiles, info: IndexInfo, i: int) -> dict[str, Any]:
+    """Row ``i`` of a receipt as the store returns it (``REGION_FIELDS``, Python values)."""
+    assert found.rows is not None
+    r = found.rows[i]
+    code = int(r["crs"])
+    has_map = code >= 0
+    return {
+        "patch": int(r["patch"]), "scene": info.scene, "scale": int(r["scale"]),
+        "x0": int(r["x0"]), "y0": int(r["y0"]), "x1": int(r["x1"]), "y1": int(r["y1"]),
+        "map_crs": found.receipt.crs[code] if has_map else None,
+        "map_left": float(r["map_left"]) if has_map else None, "map_bottom": float(r["map_bottom"]) if has_map else None,
+        "map_right": float(r["map_right"]) if has_map else None, "map_top": float(r["map_top"]) if has_map else None,
+    }

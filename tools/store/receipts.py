@@ -1,27 +1,31 @@
-"""Receipts of complete patch indexes: what a no-op ``rsrag index`` and a search of an indexed scene read
-instead of opening the database.
+"""Receipts of patch indexes: what a no-op ``rsrag index`` and a search of an indexed scene read instead of
+opening the database.
 
 Opening the embedded store (importing lancedb and pyarrow) costs seconds, more than answering a question
-about an indexed scene. A complete index never changes, so when :meth:`PatchStore.finish
-<rsrag.tools.store.patches.PatchStore.finish>` completes one (a flat tiling or one pyramid level) it also
-writes, into ``receipts/`` of the store folder:
+about an indexed scene. So when :meth:`PatchStore.finish <rsrag.tools.store.patches.PatchStore.finish>`
+completes an index (a flat tiling or one pyramid level), and when a search has encoded the windows it
+needed of a pyramid level still being filled (:meth:`PatchStore.save_receipt
+<rsrag.tools.store.patches.PatchStore.save_receipt>`, e.g. the finer level a refinement reads), the patch
+store writes into ``receipts/`` of the store folder:
 
-* ``KEY.json``: the index record (:class:`~rsrag.tools.store.patches.IndexInfo`), the versions of the patch
-  table and of the index table it was read at, and the names of the files below;
+* ``KEY.json``: the index record (:class:`~rsrag.tools.store.patches.IndexInfo`), how many patches were
+  stored, the versions of the patch table and of the index table it was read at, and the names of the
+  files below;
 * ``KEY-TOKEN.stats.npy``: the scene statistics (mean row, then the covariance), float32 as stored;
 * for indexes searched exhaustively (fewer than ``EXACT_SEARCH_MAX`` patches), ``KEY-TOKEN.vectors.npy``
   (float32 ``(n, dim)``, memory-mapped when read) and ``KEY-TOKEN.rows.npy`` (each patch's id, scale, pixel
-  box and map box), in patch order.
+  box and map box) of every stored patch, in patch order.
 
 The store stays the source of truth: a receipt is used only while both tables are at exactly the versions
 it names, read from the store folder without opening the database (:meth:`Store.local_versions
 <rsrag.tools.store.base.Store.local_versions>`); any later write, by any process, sends readers back to the
 store. After such a write rsrag re-stamps a receipt (:func:`restamp`: when a reader found it stale, and
 for the other levels of a scene when one completes) only after checking the store: the index's record
-unchanged and all its rows there. rsrag never rewrites the rows of a complete index without first
-re-recording it (``begin``, which removes the receipt); a program that rewrote stored vectors in place,
-keeping their count, would go unnoticed at the next re-stamp. Files are written atomically (temporary file, then rename), the
-JSON last, so a reader sees a whole receipt or none.
+unchanged and as many rows stored as the receipt holds. rsrag adds rows only under the index's lock and
+never rewrites stored rows without first re-recording the index (``begin``, which removes the receipt); a
+program that rewrote stored vectors in place, keeping their count, would go unnoticed at the next re-stamp.
+Files are written atomically (temporary file, then rename), the JSON last, so a reader sees a whole receipt
+or none.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ __all__ = [
     "write_receipt",
 ]
 
-FORMAT = "rsrag-receipt/1"
+FORMAT = "rsrag-receipt/2"
 ROW_DTYPE = np.dtype([
     ("patch", "<i8"), ("scale", "<i8"), ("x0", "<i8"), ("y0", "<i8"), ("x1", "<i8"), ("y1", "<i8"),
     ("crs", "<i4"), ("map_left", "<f8"), ("map_bottom", "<f8"), ("map_right", "<f8"), ("map_top", "<f8"),
@@ -65,6 +69,9 @@ class Receipt(BaseModel):
     """Names this receipt's files (a receipt written again gets new files, never rewrites old ones)."""
     vectors: bool
     """Whether the patch vectors and regions are in the receipt (exhaustively searched indexes only)."""
+    stored: int
+    """Patches the store held for the index at those versions (all of them for a complete index; the
+    windows encoded so far for a pyramid level still being filled)."""
     crs: list[str] = []
 
 
@@ -104,7 +111,7 @@ def _atomic_npy(path: Path, array: np.ndarray) -> None:
 def write_receipt(folder: Path, info: dict[str, Any], stats_mean: np.ndarray, stats_cov: np.ndarray, stats_n: int,
                   versions: dict[str, int], patch_table: str, vectors: np.ndarray | None = None,
                   rows: list[dict[str, Any]] | None = None) -> Receipt:
-    """Write the receipt of the complete index ``info`` (atomically; replaces an older one).
+    """Write the receipt of index ``info`` (atomically; replaces an older one).
 
     Args:
         folder: the store's receipt folder (created when missing).
@@ -112,8 +119,8 @@ def write_receipt(folder: Path, info: dict[str, Any], stats_mean: np.ndarray, st
         stats_mean / stats_cov / stats_n: its statistics, as the store holds them.
         versions: table name -> version the receipt describes.
         patch_table: the index's patch table.
-        vectors / rows: the index's vectors and their stored rows (``REGION_FIELDS``), in patch order; leave
-            out for an index searched approximately.
+        vectors / rows: the index's vectors and their stored rows (``REGION_FIELDS``), in patch order (every
+            patch stored so far); leave out for a complete index searched approximately.
     """
     folder.mkdir(parents=True, exist_ok=True)
     key = str(info["key"])
@@ -135,8 +142,9 @@ def write_receipt(folder: Path, info: dict[str, Any], stats_mean: np.ndarray, st
                         *(float(row[f]) if code >= 0 else np.nan for f in ("map_left", "map_bottom", "map_right", "map_top")))
         _atomic_npy(paths["vectors"], np.ascontiguousarray(vectors, dtype=np.float32))
         _atomic_npy(paths["rows"], table)
+    stored = len(rows) if rows is not None else int(info["n_patches"])
     receipt = Receipt(info=info, stats_n=int(stats_n), patch_table=patch_table, versions=dict(versions), token=token,
-                      vectors=vectors is not None and rows is not None, crs=crs)
+                      vectors=vectors is not None and rows is not None, crs=crs, stored=stored)
     old = read_receipt(folder, key)
     path = _json_path(folder, key)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -189,7 +197,7 @@ def load_receipt(folder: Path | None, key: str, current: dict[str, int] | None, 
     if receipt is None or any(current.get(t) != v for t, v in receipt.versions.items()):
         return None
     paths = _files(folder, key, receipt.token)
-    dim, n = int(receipt.info["dim"]), int(receipt.info["n_patches"])
+    dim, n = int(receipt.info["dim"]), receipt.stored
     try:
         stats = np.load(paths["stats"], allow_pickle=False)
         vecs = rows = None
@@ -244,7 +252,7 @@ def restamp(folder: Path | None, key: str, versions: dict[str, int], record: dic
     if set(versions) != set(receipt.versions):
         return False
     if (record is None or any(record.get(f) != v for f, v in receipt.info.items())
-            or stored != int(receipt.info["n_patches"])):
+            or stored != receipt.stored):
         remove_receipt(folder, key)
         return False
     if versions != receipt.versions:

@@ -196,3 +196,35 @@ def test_local_versions_are_the_database_versions(store_dir: Path) -> None:
         assert table is not None
         expected[schema.name] = table.version()
     assert store.local_versions([s.name for s in schemas] + ["no_such_table"]) == expected
+
+
+def test_a_partly_filled_index_is_read_from_its_receipt(store_dir: Path) -> None:
+    """A pyramid level filled on demand (some windows stored, provisional statistics): once a search has
+    encoded what it needed, the next process reads the record, statistics, stored windows and their rows
+    and vectors from the level's receipt, with the store's answers."""
+    patches = PatchStore(open_store(store_dir))
+    info = _build(patches, "sceneA", 40, seed=1, finish=False)  # every window is committed, not finished
+    raw = open_store(store_dir).open_table(patch_schema(ENCODER, DIM))
+    assert raw is not None
+    raw.delete({"index_key": info.key, "patch": list(range(24, 40))})  # as if only 24 windows were encoded
+    info = patches.set_provisional_stats(info, patches.vector_stats(info))
+    assert not patches.has_receipt(info)
+    assert patches.save_receipt(info) and patches.has_receipt(info)
+    reader = PatchStore(open_store(store_dir))
+    plain = PatchStore(open_store(store_dir))
+    plain._receipts_dir = None
+    assert reader.info(info.key) == plain.info(info.key) == info and info.status == "building"
+    assert reader.count(info) == plain.count(info) == 24
+    assert reader.stored_patches(info, [3, 30, 23]) == plain.stored_patches(info, [3, 30, 23]) == {3, 23}
+    got, want = reader.patch_rows(info, [30, 5, 2]), plain.patch_rows(info, [30, 5, 2])
+    assert [r for r, _ in got] == [r for r, _ in want] and [r["patch"] for r, _ in got] == [2, 5]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want))
+    queries = _vectors(4, seed=3)
+    assert _hits(reader, info, queries, k=30) == _hits(plain, info, queries, k=30)
+    assert reader.search(info, queries[0], 5).extra.get("from") == "receipt"
+    s1, s2 = reader.stats(info), plain.stats(info)
+    assert np.array_equal(s1.cov, s2.cov) and s1.n == s2.n == 24
+    # encoding one more window moves the table: the receipt no longer applies until saved again
+    patches.add_chunk(info, 30, [30], [Region(scene="sceneA", box=PixelBox(x0=0, y0=0, x1=32, y1=32), scale=1)], _vectors(1, 8))
+    fresh = PatchStore(open_store(store_dir))
+    assert fresh.count(info) == 25 and not fresh.has_receipt(info)
