@@ -43,6 +43,7 @@ Example settings file::
     top_k = 5
     fast_threshold = 0.5
     refine = 16                              # candidate windows re-seen through half-size windows (0: off)
+    concept_match = 0.7                      # a synonym is searched as its nearest labelled class too (>1: off)
 
     [knowledge]
     name = "default"
@@ -198,11 +199,14 @@ Budgets = BudgetSettings
 class RetrievalSettings(_Section):
     """Search settings: regions a search returns, the fast-path confidence threshold, and how many of a
     target's strongest candidate windows are re-seen through windows of half the size (``refine``; small
-    objects, see :mod:`rsrag.tools.refine`; 0 turns it off; pyramid indexes only)."""
+    objects, see :mod:`rsrag.tools.refine`; 0 turns it off; pyramid indexes only), and the text similarity
+    from which a phrase is also searched as the labelled class it names (``concept_match``, synonyms; see
+    :meth:`rsrag.tools.calibration.PresenceModel.related_concept`; above 1 turns it off)."""
 
     top_k: int = Field(5, ge=1)
     fast_threshold: float = Field(0.5, ge=0.0, le=1.0)
     refine: int = Field(16, ge=0)
+    concept_match: float = Field(0.7, ge=0.0, le=1.1)
 
 
 class PyramidSettings(_Section):

@@ -243,7 +243,7 @@ class Workspace:
         kb = self.knowledge if slow != "never" and self.has_concepts() else None
         return cascade(self.index(scene), self.encoder, phrases=phrases, store=self.patches, kb=kb, top_k=top_k,
                        threshold=threshold, slow=slow, presence=self.presence, exclude=exclude,
-                       refine=self.settings.retrieval.refine)
+                       refine=self.settings.retrieval.refine, concept_match=self.settings.retrieval.concept_match)
 
     @property
     def presence(self) -> PresenceModel:

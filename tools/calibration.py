@@ -414,6 +414,9 @@ class FitConfig:
         scenes: simulated scenes for the thresholds.
         seed: seed of windows and simulated scenes.
         val_fraction: the chip folder's validation share (as the encoder's training used).
+        refined_found_at: recorded as the calibration's ``refined_found_at`` (not fitted: the simulated
+            scenes hold no refined windows; 0.9 was chosen on the analyst benchmark's validation scenes,
+            where no refined window of an absent class reached it; ``None`` turns it off).
     """
 
     per_class: int = 60
@@ -426,6 +429,7 @@ class FitConfig:
     scenes: int = 600
     seed: int = 0
     val_fraction: float = 0.1
+    refined_found_at: float | None = 0.9
 
 
 def vocabulary_for(classes: Sequence[str]) -> tuple[str, ...]:
@@ -642,7 +646,7 @@ def fit_from_windows(
         same_concept=cfg.same_concept, temperature=cfg.temperature, features=FEATURES,
         mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
         coef=tuple(float(v) for v in coef), intercept=intercept, found_at=found_at, site_at=site_at,
-        not_found_below=not_found_below, reference=reference,
+        not_found_below=not_found_below, refined_found_at=cfg.refined_found_at, reference=reference,
         data={**(data or {}), "classes": len(classes), "train_windows": len(train_w), "val_windows": len(val_w),
               "seed": cfg.seed, "scene_windows": cfg.scene_windows},
         metrics={k: round(float(v), 4) for k, v in metrics.items()},
@@ -744,6 +748,31 @@ class PresenceModel:
         if self.encoder is None:
             raise ConfigError("this presence model has no encoder bound to embed phrases")
         return _embed(self.encoder, phrases)
+
+    def related_concept(self, phrase: str, min_similarity: float, margin: float = 0.05) -> str | None:
+        """The labelled class this phrase most likely means, when the phrase is not that class's own name.
+
+        A synonym ("airfields with runways", "oil tanks") competes in the presence features with the class
+        phrase it stands for, so a present thing asked for by another name scores low. Searching the class
+        too fixes that. The class is the vocabulary's class phrase nearest the phrase in the text space, when
+        their cosine similarity is at least ``min_similarity`` and beats the second nearest class by
+        ``margin`` (an ambiguous phrase such as "houses" is left alone); ``None`` otherwise, when the phrase
+        already is the class name, or when uncalibrated.
+        """
+        cal = self.calibration
+        if cal is None or min_similarity > 1.0:
+            return None
+        n_classes = int(cal.data.get("classes", 0))
+        if n_classes < 1:
+            return None
+        vocab = self._vocabulary()[:n_classes]
+        sims = vocab @ self.embed([phrase])[0]
+        order = np.argsort(-sims)
+        best = float(sims[order[0]])
+        second = float(sims[order[1]]) if len(order) > 1 else -1.0
+        if best < min_similarity or best - second < margin or best >= SAME_PHRASE:
+            return None
+        return cal.vocabulary[int(order[0])]
 
     def features(self, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """Raw features (Q, N, F) of unit query vectors against window vectors."""
@@ -850,6 +879,9 @@ class PresenceModel:
             return np.zeros(p.shape, bool)
         return p >= cal.site_at
 
+
+SAME_PHRASE = 0.97
+"""Text similarity from which a phrase is taken to be the class's own name (no expansion needed)."""
 
 _LOADED: dict[tuple[str, str, str], PresenceModel] = {}
 

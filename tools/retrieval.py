@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from rsrag.tools.calibration import Finding
 from rsrag.tools.errors import QueryError
-from rsrag.tools.fastpath import FastPathResult, fast_search
+from rsrag.tools.fastpath import FastPathResult, extract_key_phrases, fast_search
 from rsrag.tools.hit import Hit, HitPath
 from rsrag.tools.rerank import merge_spatial, reciprocal_rank_fusion
 from rsrag.tools.sites import Site, group_sites
@@ -254,6 +254,7 @@ def cascade(
     presence: PresenceModel | None = None,
     exclude: Sequence[PixelBox] = (),
     refine: int = 0,
+    concept_match: float = 1.1,
     **slow_options: object,
 ) -> RetrievalResult:
     """ImageRAG's cascade over one scene's index: fast path, slow path when nothing is confident, fused.
@@ -282,6 +283,9 @@ def cascade(
         exclude: boxes already reported (paging through more sites): windows that overlap one are left out.
         refine: with a calibrated presence model and a pyramid index, the target's strongest candidate
             windows (distinct, by presence) re-seen through finer windows (:mod:`rsrag.tools.refine`); 0: none.
+        concept_match: with a calibrated presence model, a phrase whose nearest labelled class is at least this
+            similar (:meth:`~rsrag.tools.calibration.PresenceModel.related_concept`) is searched as that class
+            too (a synonym); above 1: never.
         slow_options: for :func:`~rsrag.tools.slowpath.slow_search` (``label_threshold``, ``reduce``...).
 
     Raises:
@@ -291,6 +295,9 @@ def cascade(
     if slow not in ("auto", "always", "never"):
         raise QueryError(f"slow must be 'auto', 'always' or 'never', got {slow!r}")
     t0 = time.perf_counter()
+    if presence is not None and presence.calibrated and concept_match <= 1.0:
+        phrases = with_related_concepts(presence, list(phrases) if phrases else extract_key_phrases(question or ""),
+                                        concept_match)
     fast = fast_search(index, encoder, phrases=phrases, question=question, store=store, top_k=top_k,
                        threshold=threshold, calibration=calibration, max_overlap=None, complete=True)
     run_slow = kb is not None and (slow == "always" or (slow == "auto" and not fast.confident))
@@ -338,6 +345,17 @@ def cascade(
         levels=[index.tiling], truncated=fast.truncated or bool(slow_result is not None and slow_result.truncated),
         searched_share=min(1.0, max(shares)) if shares else 1.0, ms=(time.perf_counter() - t0) * 1e3,
     )
+
+
+def with_related_concepts(presence: PresenceModel, phrases: Sequence[str], min_similarity: float) -> list[str]:
+    """The phrases, then the labelled class each one stands for where it is another name for one (see
+    :meth:`~rsrag.tools.calibration.PresenceModel.related_concept`), without repeats."""
+    out = list(dict.fromkeys(phrases))
+    for phrase in list(out):
+        concept = presence.related_concept(phrase, min_similarity)
+        if concept is not None and concept not in out:
+            out.append(concept)
+    return out
 
 
 def window_vectors(store: PatchStore, index: IndexInfo | PyramidIndex, hits: Sequence[Hit]) -> dict[tuple[str, int], np.ndarray]:

@@ -155,25 +155,25 @@ def _fast_threshold(tmp: Path, scene: Path) -> None:
     assert ToolResult.of(tools[0]).threshold == pytest.approx(0.93)
 
 
-@check("retrieval.refine")
+@check("retrieval.refine", "retrieval.concept_match")
 def _refine(tmp: Path, scene: Path) -> None:
-    # what the refinement does is tested in tests/unit/tools/test_refine.py; here: the setting reaches it
+    # what they do is tested in tests/unit/tools/test_refine.py and test_concepts.py; here: they reach the cascade
     import rsrag.agent.workspace as workspace
 
-    seen: list[int] = []
+    seen: list[tuple[int, float]] = []
     real = workspace.cascade
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        seen.append(kwargs["refine"])
+        seen.append((kwargs["refine"], kwargs["concept_match"]))
         return real(*args, **kwargs)
 
     workspace.cascade = spy  # type: ignore[assignment]
     try:
-        for n in (0, 7):
-            run(settings_for(tmp / str(n), retrieval__refine=n), scene)
+        for n, match in ((0, 1.1), (7, 0.8)):
+            run(settings_for(tmp / str(n), retrieval__refine=n, retrieval__concept_match=match), scene)
     finally:
         workspace.cascade = real  # type: ignore[assignment]
-    assert seen and set(seen) == {0, 7}
+    assert seen and set(seen) == {(0, 1.1), (7, 0.8)}
 
 
 @check("pyramid.beam", "pyramid.expand", "pyramid.sample", "pyramid.background_fill")

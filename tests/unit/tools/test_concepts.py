@@ -1,0 +1,33 @@
+"""A thing asked for by another name is searched as the labelled class it names (bundled encoder and its
+shipped calibration): "oil tanks" are storage tanks; a class's own name, or a thing no class names, is not
+expanded."""
+
+from __future__ import annotations
+
+import pytest
+
+from rsrag.tools.calibration import PresenceModel, load_presence
+from rsrag.tools.retrieval import with_related_concepts
+
+
+@pytest.fixture(scope="module")
+def model() -> PresenceModel:
+    from rsrag.tools.encoders import load_encoder
+
+    presence = load_presence(load_encoder(None))
+    assert presence.calibrated
+    return presence
+
+
+def test_synonyms_name_their_class(model: PresenceModel) -> None:
+    assert model.related_concept("oil tanks", 0.7) == "storage tanks"
+    assert model.related_concept("airfields with runways", 0.7) == "airport"
+    assert with_related_concepts(model, ["oil tanks", "oil tanks"], 0.7) == ["oil tanks", "storage tanks"]
+
+
+def test_own_names_unknown_things_and_a_strict_threshold_are_left_alone(model: PresenceModel) -> None:
+    assert model.related_concept("storage tanks", 0.7) is None  # already the class's name
+    assert model.related_concept("golf course", 0.7) is None  # no labelled class is that close
+    assert model.related_concept("oil tanks", 1.1) is None  # above 1: expansion off
+    assert with_related_concepts(model, ["golf course"], 0.7) == ["golf course"]
+    assert PresenceModel(None, None, "x").related_concept("oil tanks", 0.7) is None
