@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -208,18 +209,41 @@ too small to split, and on two busy cores a second BLAS thread made them 10x slo
 24 ms for a 40 x 384 by 384 x 1536 product under load)."""
 
 
+_CONTROLLER: Any = None
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_DEPTH = 0
+_LIMITER: Any = None
+
+
 @contextlib.contextmanager
 def _blas_threads(limit: int | None) -> Iterator[None]:
+    """Run the block with BLAS on ``limit`` threads (``None``: as configured). The limit is process-wide:
+    threads that overlap share one limiter, set by the first to enter and restored by the last to leave."""
+    global _CONTROLLER, _LIMIT_DEPTH, _LIMITER
     if limit is None:
         yield
         return
+    with _LIMIT_LOCK:
+        if _CONTROLLER is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:  # without threadpoolctl the batch simply runs on BLAS's own threads
+                _CONTROLLER = False
+            else:
+                _CONTROLLER = ThreadpoolController()  # finds the loaded BLAS libraries once (a few ms)
+        if _CONTROLLER is not False:
+            if _LIMIT_DEPTH == 0:
+                _LIMITER = _CONTROLLER.limit(limits=limit, user_api="blas")
+            _LIMIT_DEPTH += 1
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # without threadpoolctl the batch simply runs on BLAS's own threads
         yield
-        return
-    with threadpool_limits(limits=limit, user_api="blas"):
-        yield
+    finally:
+        with _LIMIT_LOCK:
+            if _CONTROLLER is not False:
+                _LIMIT_DEPTH -= 1
+                if _LIMIT_DEPTH == 0 and _LIMITER is not None:
+                    _LIMITER.restore_original_limits()
+                    _LIMITER = None
 
 
 class LitTextEncoder:
@@ -271,10 +295,19 @@ class LitTextEncoder:
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled token states ``(n, hidden)`` of ``texts`` (before the head)."""
         ids = self.tokenizer.ids(texts)
-        mask = (ids != self.tokenizer.pad_id).astype(np.float32)
         with _blas_threads(1 if ids.size <= SMALL_BATCH_TOKENS else None):
-            states = self.model(ids, mask)
+            return self._pooled(ids)
+
+    def _pooled(self, ids: np.ndarray) -> np.ndarray:
+        mask = (ids != self.tokenizer.pad_id).astype(np.float32)
+        states = self.model(ids, mask)
         return (states * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+
+    def _unit_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        ids = self.tokenizer.ids(texts)
+        with _blas_threads(1 if ids.size <= SMALL_BATCH_TOKENS else None):
+            v = self._head(self._pooled(ids))
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
     def _head(self, feats: np.ndarray) -> np.ndarray:
         if self.kind == "mlp":
@@ -296,8 +329,7 @@ class LitTextEncoder:
         step = max(1, int(batch_size or self.batch_size))
         for start in range(0, len(todo), step):
             rows = todo[start : start + step]
-            v = self._head(self.features([texts[i] for i in rows]))
-            out[rows] = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+            out[rows] = self._unit_vectors([texts[i] for i in rows])
         return out
 
     def _table(self) -> dict[str, np.ndarray]:
