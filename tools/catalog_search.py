@@ -9,9 +9,12 @@ scene fingerprint, and each result names the scene's source, so evidence from se
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from rsrag.tools.encoders.base import Encoder
     from rsrag.tools.knowledge.base import KnowledgeBase
 
-__all__ = ["CatalogSearchResult", "SceneResult", "scene_index", "search_catalog"]
+__all__ = ["CatalogSearchResult", "SceneResult", "scene_index", "scene_indexes", "search_catalog"]
 
 
 class SceneResult(BaseModel):
@@ -71,10 +74,42 @@ class CatalogSearchResult(BaseModel):
         return [s for s in self.scenes if s.found]
 
 
+class _TextCache:
+    """An encoder whose text embeddings are computed once per search: every scene's cascade embeds the same
+    phrases (and the presence calibration the same prompts), so a search across N scenes encodes them once,
+    not N times. Everything else is the wrapped encoder's."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self._texts: dict[tuple[str, ...], np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        key = tuple(texts)
+        if key not in self._texts:
+            self._texts[key] = np.asarray(self._encoder.encode_texts(texts))
+        return self._texts[key].copy()
+
+
 def scene_index(patches: PatchStore, fingerprint: str, encoder_id: str, tiling: str | None = None) -> IndexInfo | None:
     """The index a catalog search uses for a scene: among its complete indexes for the encoder (and tiling,
     when given), the finest (most windows); ``None`` when there is none."""
-    infos = patches.find(scene=fingerprint, encoder=encoder_id)
+    return _finest(patches.find(scene=fingerprint, encoder=encoder_id), tiling)
+
+
+def scene_indexes(patches: PatchStore, encoder_id: str, tiling: str | None = None) -> dict[str, IndexInfo]:
+    """:func:`scene_index` of every scene at once (scene fingerprint -> index), from one read of the store's
+    index records (a search across N scenes would otherwise read them N times)."""
+    by_scene: dict[str, list[IndexInfo]] = {}
+    for info in patches.find(encoder=encoder_id):
+        by_scene.setdefault(info.scene, []).append(info)
+    out = {scene: _finest(infos, tiling) for scene, infos in by_scene.items()}
+    return {scene: info for scene, info in out.items() if info is not None}
+
+
+def _finest(infos: list[IndexInfo], tiling: str | None) -> IndexInfo | None:
     if tiling is not None:
         infos = [i for i in infos if i.tiling == tiling or i.tiling.startswith(tiling + ":")]
     return max(infos, key=lambda i: (i.n_patches, i.updated), default=None)
@@ -119,18 +154,29 @@ def search_catalog(
     if not pool:
         raise QueryError(f"catalog {catalog.name!r} has no scenes: add some with `rsrag catalog add`")
     t0 = time.perf_counter()
+    cached: Any = _TextCache(encoder)  # an Encoder: the phrases' embeddings are shared by every scene's cascade
+    shared = presence
+    if presence is not None and getattr(presence, "encoder", None) is encoder:
+        presence = copy.copy(presence)  # the same calibration (and its embedded vocabulary), phrases embedded once
+        presence.encoder = cached
+    indexes = scene_indexes(patches, encoder.id, tiling) if len(pool) > 1 else {}
+    if len(pool) == 1:  # one scene: read only its records
+        one = scene_index(patches, pool[0].fingerprint, encoder.id, tiling)
+        indexes = {pool[0].fingerprint: one} if one is not None else {}
     found: list[SceneResult] = []
     skipped: list[str] = []
     searched_phrases: list[str] = list(phrases or [])
     for scene in pool:
-        info = scene_index(patches, scene.fingerprint, encoder.id, tiling)
+        info = indexes.get(scene.fingerprint)
         if info is None:
             skipped.append(scene.id)
             continue
-        result = cascade(info, encoder, phrases=phrases, question=question, store=patches, kb=kb, top_k=top_k,
+        result = cascade(info, cached, phrases=phrases, question=question, store=patches, kb=kb, top_k=top_k,
                          threshold=threshold, presence=presence)
         searched_phrases = result.phrases
         found.append(SceneResult(scene=scene, result=result))
+    if shared is not presence and getattr(shared, "_vocab", True) is None:
+        shared._vocab = getattr(presence, "_vocab", None)  # type: ignore[union-attr]  # keep the vocabulary embedded here
     found.sort(key=lambda s: (not s.found, -s.best, s.scene.id))
     return CatalogSearchResult(phrases=searched_phrases, threshold=threshold, scenes=found, skipped=skipped,
                                ms=(time.perf_counter() - t0) * 1e3)
