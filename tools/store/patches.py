@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from rsrag.tools.store.receipts import ReceiptFiles
 
 INDEX_TABLE = "patch_indexes"
+PARTIAL_RECEIPT_MAX = 20_000
+"""An index still being built gets a receipt (:meth:`PatchStore.save_receipt`) only up to this many stored
+patches: saving one re-reads every stored vector (20 MB at 256-d), after each search that encoded some."""
 EXACT_SEARCH_MAX = 100_000
 """Indexes with fewer patches are searched exhaustively (ANN indices only pay off, and only stay accurate
 under a per-scene filter, for large scenes)."""
@@ -223,8 +226,8 @@ class PatchStore:
             return False
         vectors = rows = None
         expected = info.n_patches if info.complete else self._store_count(info)
-        if not info.complete and (expected == 0 or expected >= EXACT_SEARCH_MAX):
-            return False  # nothing stored yet, or too much to hold: the store answers
+        if not info.complete and not 0 < expected <= PARTIAL_RECEIPT_MAX:
+            return False  # nothing stored yet, or too much to re-read after every search: the store answers
         if expected < EXACT_SEARCH_MAX:
             order: list[int] = []
             parts: list[np.ndarray] = []
@@ -278,8 +281,8 @@ class PatchStore:
         next process reads it without the database. Call it holding the index's lock, after the writes.
 
         Returns:
-            Whether a receipt was written (not for an index without statistics, or with too many patches
-            stored to search exhaustively, or when the store does not hold ``info`` as given).
+            Whether a receipt was written (not for an index without statistics, or with more than
+            :data:`PARTIAL_RECEIPT_MAX` patches stored, or when the store does not hold ``info`` as given).
         """
         if self._receipts_dir is None:
             return False
