@@ -182,6 +182,24 @@ def _evidence_scene(runtime: Runtime, ledger: dict[str, Evidence], evidence_id: 
     return None
 
 
+def _catalog_scenes(catalog: Catalog, refs: list[str]) -> list[CatalogScene]:
+    """The catalog's scenes named by id, source or fingerprint (one read of the catalog for all of them).
+
+    Raises:
+        QueryError: a reference names no scene of the catalog.
+    """
+    known: dict[str, CatalogScene] = {}
+    for scene in catalog.scenes():
+        for key in (scene.fingerprint, scene.source, scene.id):
+            known[key] = scene
+    out: list[CatalogScene] = []
+    for ref in refs:
+        scene = known.get(ref.strip()) or catalog.get(ref.strip())  # get() raises, naming the catalog's scenes
+        if scene not in out:
+            out.append(scene)
+    return out
+
+
 def _scene_facts(scene: CatalogScene, indexed: bool | None = None) -> dict[str, Any]:
     facts: dict[str, Any] = {"id": scene.id, "source": scene.source, "fingerprint": scene.fingerprint,
                              "size": [scene.width, scene.height], "bbox": list(scene.bbox) if scene.bbox else None,
@@ -211,12 +229,12 @@ def find_scenes(
         end: latest acquisition time (ISO 8601).
         where: property -> value the scene must have (e.g. {"platform": "sentinel-2"}, {"crs": "EPSG:32631"}).
     """
-    from rsrag.tools.catalog_search import scene_index
+    from rsrag.tools.catalog_search import scene_indexes
 
     catalog, ws = _catalog(runtime), _workspace(runtime)
     scenes = catalog.find(bbox=lonlat_bbox, point=point, radius_km=radius_km, start=start, end=end, where=where)
-    encoder_id = ws.encoder.id
-    listed = [_scene_facts(s, scene_index(ws.patches, s.fingerprint, encoder_id) is not None) for s in scenes]
+    indexed = scene_indexes(ws.patches, ws.encoder.id) if scenes else {}
+    listed = [_scene_facts(s, s.fingerprint in indexed) for s in scenes]
     filters = {k: v for k, v in {"lonlat_bbox": lonlat_bbox, "point": point, "radius_km": radius_km if point else None,
                                  "start": start, "end": end, "where": where}.items() if v}
     result = ToolResult(tool="find_scenes", status="ok" if scenes else "empty",
@@ -247,7 +265,7 @@ def search_catalog(
     clean = [p.strip() for p in phrases if p and p.strip()]
     if not clean:
         raise QueryError("phrases is empty: pass 1-4 short phrases naming what to look for")
-    pool = [catalog.get(ref.strip()) for ref in scenes] if scenes else None
+    pool = _catalog_scenes(catalog, scenes) if scenes else None
     k = top_k or ctx.top_k
     kb = ws.knowledge if ws.has_concepts() else None
     found = run_search(catalog, ws.patches, ws.encoder, phrases=clean[:4], scenes=pool, top_k=k,
