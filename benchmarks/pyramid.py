@@ -416,7 +416,8 @@ def sweep(args: argparse.Namespace) -> None:
                                              threshold=args.threshold, contrast=rank == "contrast")
                     nxt = levels[level + 1]
                     sample = np.asarray(nxt.sample(n_sample))
-                    kids = sorted({i for h in parents for i in nxt.inside(h.region.box)})
+                    tiled = args.children == "tiled-all" or (args.children == "tiled" and level + 1 < finest)
+                    kids = sorted({i for h in parents for i in nxt.inside(h.region.box, tiled=tiled)})
                     members = np.unique(np.concatenate([sample, np.asarray(kids, dtype=int)]))
                     encoded += len(members)
                     st = exact[level + 1] if args.exact_stats else stats(level + 1, sample)
@@ -454,6 +455,11 @@ def summarise(runs: list[dict[str, Any]], tag: str) -> dict[str, float]:
 
 
 def main() -> None:
+    from rsrag.agent.settings import PyramidSettings, StoreSettings
+
+    class DEFAULTS:  # the product's defaults (agent/settings.py): the pyramid arm runs what users get
+        pyramid, store = PyramidSettings(), StoreSettings()
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000])
@@ -462,16 +468,20 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--sites", type=int, default=3)
     parser.add_argument("--encoder", default="rsrag-lit")
-    parser.add_argument("--tiling", default="pyramid")
+    parser.add_argument("--tiling", default=DEFAULTS.store.tiling)
     parser.add_argument("--flat", default="vit:448")
-    parser.add_argument("--beam", type=int, default=16)
+    parser.add_argument("--beam", type=int, default=DEFAULTS.pyramid.beam)
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 8, 16, 32], help="sweep: beams to replay")
-    parser.add_argument("--samples", type=int, nargs="+", default=[36], help="sweep: statistics samples to replay")
+    parser.add_argument("--samples", type=int, nargs="+", default=[DEFAULTS.pyramid.sample],
+                        help="sweep: statistics samples to replay")
     parser.add_argument("--ranks", nargs="+", default=["contrast", "score"], help="sweep: how the beam is ranked")
+    parser.add_argument("--children", choices=["all", "tiled", "tiled-all"], default="all",
+                        help="sweep: a region's children: all (3 x 3 at half overlap), tiled above the finest level "
+                             "(2 x 2, side by side), or tiled at every level")
     parser.add_argument("--exact-stats", action="store_true", help="sweep: exact statistics at every level (diagnosis)")
     parser.add_argument("--scenes-stores", nargs="+", default=[], help="sweep: SCENE STORE pairs")
-    parser.add_argument("--expand", type=int, default=32)
-    parser.add_argument("--sample", type=int, default=36)
+    parser.add_argument("--expand", type=int, default=DEFAULTS.pyramid.expand)
+    parser.add_argument("--sample", type=int, default=DEFAULTS.pyramid.sample)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")

@@ -143,11 +143,18 @@ class Level:
             out.append(out[-1] + 1)
         return out
 
-    def inside(self, box: PixelBox) -> list[int]:
+    def inside(self, box: PixelBox, *, tiled: bool = False) -> list[int]:
         """Indexes of this level's windows that make up ``box`` (a parent window's children), row-major: the
-        windows inside it, and where they leave an edge uncovered the neighbours overlapping that edge."""
+        windows inside it, and where they leave an edge uncovered the neighbours overlapping that edge.
+
+        With ``tiled``, only the windows that tile ``box`` side by side (every ``window / step``-th one along
+        each axis, and the last): 2 x 2 instead of 3 x 3 children at half overlap. They still cover the
+        whole parent, but an object on the border between two of them is cut."""
         cols = self._span(self.xs, box.x0, box.x1, self.width)
         rows = self._span(self.ys, box.y0, box.y1, self.height)
+        if tiled:
+            every = max(1, round(self.window / max(1, self.step)))
+            cols, rows = _every(cols, every), _every(rows, every)
         return [r * len(self.xs) + c for r in rows for c in cols]
 
     def sample(self, n: int) -> list[int]:
@@ -162,6 +169,14 @@ class Level:
     def tiling(self) -> LevelTiling:
         """The level as a flat tiling scheme (same windows, same order)."""
         return LevelTiling(self)
+
+
+def _every(positions: list[int], n: int) -> list[int]:
+    """Every ``n``-th of ``positions`` from the first, plus the last (so their windows still reach the end)."""
+    out = positions[::n]
+    if out[-1] != positions[-1]:
+        out.append(positions[-1])
+    return out
 
 
 class LevelTiling(TilingScheme):
@@ -855,6 +870,7 @@ def descend(
     extras: Sequence[Mapping[str, str | float | int]] | None = None,
     progress: ProgressCallback | None = None,
     contrast: bool = True,
+    tiled: bool = False,
 ) -> PyramidSearch:
     """Search a pyramid coarse to fine with query vectors, encoding only the windows it visits.
 
@@ -878,6 +894,10 @@ def descend(
         extras: provenance per vector, copied into its hits.
         progress: called while windows are encoded.
         contrast: rank the beam by local contrast (:func:`local_contrast`) rather than by raw score.
+        tiled: above the finest level, visit only the 2 x 2 children that tile a region side by side, not
+            all 3 x 3 half-overlapping ones (:meth:`Level.inside`; the finest level always gets all of them).
+            Fewer windows per region, so a wider beam for the same cost, but an object on the border of two
+            children is cut at that level and can be lost there: off by default (see BENCHMARKS.md).
 
     Raises:
         QueryError: bad ``k``, ``beam`` or ``expand``, or not one query text per vector.
@@ -894,13 +914,13 @@ def descend(
     with pyramid.searching():
         return _descend(pyramid, vecs, queries, path=path, k=k, threshold=threshold, beam=beam, expand=expand,
                         calibration=calibration, prompt_version=prompt_version, extras=extras, progress=progress,
-                        contrast=contrast)
+                        contrast=contrast, tiled=tiled)
 
 
 def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path: HitPath, k: int, threshold: float,
              beam: int, expand: int, calibration: Calibration | None, prompt_version: str | None,
              extras: Sequence[Mapping[str, str | float | int]] | None, progress: ProgressCallback | None,
-             contrast: bool) -> PyramidSearch:
+             contrast: bool, tiled: bool) -> PyramidSearch:
     from rsrag.tools.retrieval import search_index
 
     t0 = time.perf_counter()
@@ -942,7 +962,8 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
             for h in select_regions(lv, hits, beam=beam, expand=expand, threshold=threshold, contrast=contrast):
                 parents[h.region.box.as_tuple()] = h.region.box
         child = pyramid.levels[level + 1]
-        children = sorted({i for box in parents.values() for i in child.inside(box)})
+        side_by_side = tiled and level + 1 < pyramid.n_levels - 1
+        children = sorted({i for box in parents.values() for i in child.inside(box, tiled=side_by_side)})
         visits.append(LevelVisit(level=level, scale=lv.scale, window=lv.window, windows=lv.count, scored=scored,
                                  encoded=encoded_at.get(level, 0), complete=info.complete, expanded=len(parents)))
         encoded_at[level + 1] = pyramid.ensure(level + 1, children, progress=progress)

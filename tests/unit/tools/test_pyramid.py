@@ -133,6 +133,22 @@ def test_children_cover_their_parent_and_lie_inside_it_where_it_is_on_the_grid(s
             assert covered[pbox.y0:pbox.y1, pbox.x0:pbox.x1].all()
 
 
+@pytest.mark.parametrize("size", [(1000, 700), (333, 1000)])
+def test_tiled_children_still_cover_their_parent_with_fewer_windows(size: tuple[int, int]) -> None:
+    levels = _levels(*size)
+    for upper, lower in zip(levels, levels[1:]):
+        for parent in range(upper.count):
+            pbox = upper.box(parent)
+            every, tiled = lower.inside(pbox), lower.inside(pbox, tiled=True)
+            assert set(tiled) <= set(every) and len(tiled) <= len(every)
+            if pbox.x0 % lower.step == 0 and pbox.y0 % lower.step == 0 and pbox.width == pbox.height == upper.window:
+                assert len(tiled) == 4 and len(every) == 9  # a whole parent on the grid: 2 x 2 side by side
+            covered = np.zeros((size[1], size[0]), dtype=bool)
+            for k in (lower.box(i) for i in tiled):
+                covered[k.y0:k.y1, k.x0:k.x1] = True
+            assert covered[pbox.y0:pbox.y1, pbox.x0:pbox.x1].all()
+
+
 def test_statistics_sample_is_spread_and_deterministic() -> None:
     lv = _levels(2000, 2000)[-1]
     sample = lv.sample(36)
