@@ -246,6 +246,10 @@ def _blas_threads(limit: int | None) -> Iterator[None]:
                     _LIMITER = None
 
 
+MEMO_TEXTS = 4096
+"""Texts whose vectors a text encoder keeps after embedding them (1 MB at 256-d)."""
+
+
 class LitTextEncoder:
     """Texts -> unit vectors of a LiT heads checkpoint, in numpy: MiniLM, mean pooling, the text head.
 
@@ -291,6 +295,8 @@ class LitTextEncoder:
         self.batch_size = int(batch_size)
         self.heads = heads
         self._texts: dict[str, np.ndarray] | None = None
+        self._memo: dict[str, np.ndarray] = {}
+        """Texts embedded in this process (a question's phrases are embedded by several steps)."""
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled token states ``(n, hidden)`` of ``texts`` (before the head)."""
@@ -317,19 +323,30 @@ class LitTextEncoder:
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None, *, use_table: bool = True) -> np.ndarray:
         """``(n, dim)`` float32 unit rows (what the encoder's ``encode_texts`` returns), ``batch_size`` texts
         (default: the encoder's) per forward pass. Texts in the heads file's text table
-        (:mod:`rsrag.tools.encoders.text_table`) are looked up, not embedded, unless ``use_table`` is False."""
+        (:mod:`rsrag.tools.encoders.text_table`), or embedded before in this process (the last
+        :data:`MEMO_TEXTS`), are looked up, not embedded again, unless ``use_table`` is False."""
         if isinstance(texts, str):
             raise EncoderError("encode_texts takes a sequence of strings, not one string")
         out = np.zeros((len(texts), self.dim), np.float32)
         table = self._table() if use_table else {}
-        todo = [i for i, t in enumerate(texts) if t not in table]
+        memo = self._memo if use_table else {}
+        todo: list[int] = []
         for i, t in enumerate(texts):
-            if t in table:
-                out[i] = table[t]
+            known = table.get(t)
+            if known is None:
+                known = memo.get(t)
+            if known is not None:
+                out[i] = known
+            else:
+                todo.append(i)
         step = max(1, int(batch_size or self.batch_size))
         for start in range(0, len(todo), step):
             rows = todo[start : start + step]
             out[rows] = self._unit_vectors([texts[i] for i in rows])
+            if use_table:
+                if len(self._memo) + len(rows) > MEMO_TEXTS:
+                    self._memo.clear()
+                self._memo.update((texts[i], out[i].copy()) for i in rows)
         return out
 
     def _table(self) -> dict[str, np.ndarray]:

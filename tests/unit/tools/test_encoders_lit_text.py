@@ -21,7 +21,7 @@ from rsrag.tools.errors import CheckpointMismatchError, WeightsUnavailableError
 PHRASES = [
     "storage tanks", "airport", "clouds", "where are the clouds?", "  two   spaces ", "a", "",
     "a dense residential area with many houses, roads and a few green trees along the river",
-    "baseball field next to a parking lot with many cars", "ships in a harbour", "bare land", "a runway",
+    "baseball field next to a parking lot with many cars", "ships in a harbour", "a red kayak on a pond", "a runway",
     "many white storage tanks of an oil refinery " * 8,  # longer than the 64-token context: truncated
 ]
 
@@ -44,10 +44,22 @@ def test_same_vectors_as_the_torch_text_tower(torch_vectors: np.ndarray) -> None
 def test_batches_give_the_vectors_of_one_text_at_a_time() -> None:
     """Padding to the longest text of a batch changes nothing (padding is masked)."""
     enc = lit_text_encoder(DEFAULT_HEADS)
-    together = enc.encode_texts(PHRASES, batch_size=5)
-    alone = np.concatenate([enc.encode_texts([p]) for p in PHRASES])
+    together = enc.encode_texts(PHRASES, batch_size=5, use_table=False)  # computed, not looked up
+    alone = np.concatenate([enc.encode_texts([p], use_table=False) for p in PHRASES])
     np.testing.assert_allclose(together, alone, atol=2e-6)
     assert enc.encode_texts([]).shape == (0, 256)
+
+
+def test_texts_embedded_before_are_looked_up() -> None:
+    """A question's phrases are embedded by several steps; the second time they come from the memo, equal to
+    what was computed."""
+    enc = LitTextEncoder(DEFAULT_HEADS)
+    first = enc.encode_texts(["ships in a harbour", "a red kayak on a pond"])
+    assert set(enc._memo) == {"ships in a harbour", "a red kayak on a pond"}
+    again = enc.encode_texts(["a red kayak on a pond", "a runway", "ships in a harbour"])
+    assert np.array_equal(again[[0, 2]], first[[1, 0]])
+    np.testing.assert_allclose(again, enc.encode_texts(["a red kayak on a pond", "a runway", "ships in a harbour"], use_table=False),
+                               atol=2e-6)
 
 
 def test_tokenizer_matches_the_torch_tokenizer() -> None:
