@@ -94,3 +94,10 @@ def test_question_across_scenes_opens_the_scene_it_names(page: Any) -> None:
     assert got["scenes"] == ["b"] and got["chips"] == ["b"] and got["cited"] == ["b"]
     assert got["image"] == "b" and got["sites"] >= 1  # the page opened b and drew the answer's sites on it
     assert page.locator(".sv-box.site").count() == got["sites"]
+    import os
+
+    from tests.conftest import REPO_ROOT
+
+    folder = Path(os.environ.get("RSRAG_TEST_ARTIFACTS", REPO_ROOT / "build" / "test-artifacts")) / "web"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / "catalog.png"))  # the scene list, the map and the answer, for a look

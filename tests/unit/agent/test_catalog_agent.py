@@ -201,3 +201,32 @@ def test_web_serves_the_catalog_and_asks_across_it(archive: Archive, tmp_path: P
         assert plain.get("/api/catalog").json() == {"name": None, "scenes": []}
         refused = plain.post("/api/ask", json={"image": None, "question": "which scenes?", "catalog": True})
         assert refused.status_code == 400 and "serves no catalog" in refused.json()["error"]
+
+
+def test_find_scenes_tool_by_property_and_point(archive: Archive, tmp_path: Path) -> None:
+    from langgraph.prebuilt import ToolRuntime
+
+    from rsrag.agent.toolkit import find_scenes
+    from rsrag.tools.errors import QueryError
+
+    with _analyst(archive, tmp_path) as analyst:
+        def call(**args: object) -> ToolResult:
+            runtime = ToolRuntime(state={"catalog": CATALOG, "evidence": {}, "messages": []}, context=analyst.context,
+                                  config=analyst.resources.config({"configurable": {"thread_id": "f"}}),
+                                  stream_writer=lambda _: None, tool_call_id="f1", store=None)
+            return ToolResult.of(find_scenes.func(runtime=runtime, **args).update["messages"][0])  # type: ignore[misc, union-attr]
+
+        assert [s["id"] for s in call(where={"platform": "test-sat"}).extras["scenes"]] == ["a", "b", "c"]
+        none = call(where={"platform": "other-sat"})
+        assert none.status == "empty" and "0 of 3 scenes" in analyst_text(none)
+        west, south, east, north = next(iter([s for s in call().extras["scenes"] if s["id"] == "c"]))["bbox"]
+        near = call(point=[(west + east) / 2, (south + north) / 2], radius_km=2.0)
+        assert [s["id"] for s in near.extras["scenes"]] == ["c"]  # the others are ~10 and ~20 km away
+        with pytest.raises(QueryError, match="bbox must be"):
+            call(lonlat_bbox=[10.0, 0.0, 5.0, 1.0])
+
+
+def analyst_text(result: ToolResult) -> str:
+    from rsrag.agent.results import render
+
+    return render(result)
