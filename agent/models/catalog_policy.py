@@ -227,7 +227,7 @@ def _compose(turn: Turn, targets: list[str], searched: dict[str, _Step], views: 
             strengths.append(round(1.0 - top, 3) if top is not None else 0.3)
     crops = [(source, v) for source, v in views.items() if source in cited]
     if crops:
-        sentences.append("Crops: " + ", ".join(f"{v.id} of {source} ({_scene_of(v)})" for source, v in crops) + ".")
+        sentences.append("Crops: " + ", ".join(f"{v.id} of {source} (scene {v.scene_name})" for source, v in crops) + ".")
         cited += [v.id for _, v in crops]
     values = {f for f in findings if f is not None}
     finding = None if not values else "found" if values == {"found"} else "not_found" if values == {"not_found"} else "uncertain"

@@ -183,7 +183,8 @@ def export_geojson(events: list[TraceEvent], head: ChainHead | None = None) -> d
             "geometry": {"type": "Polygon", "coordinates": [ring]} if ring else None,
             "properties": {
                 "evidence_id": ev_id, "kind": record.kind, "path": record.path, "bbox_px": record.bbox,
-                "scene": record.scene, "map_crs": record.map_crs, "map_bounds": record.map_bounds,
+                "scene": record.scene, "scene_source": record.scene_source, "scene_id": record.scene_id,
+                "map_crs": record.map_crs, "map_bounds": record.map_bounds,
                 "score": record.score, "confidence": record.confidence, "query": record.query,
                 "tool": event.tool, "tool_call_id": event.tool_call_id, "step": event.step, "run_id": event.run_id,
                 "thread_id": event.thread_id, "cited": ev_id in cited,

@@ -119,6 +119,11 @@ def test_trace_names_every_scene_used(archive: Archive, tmp_path: Path) -> None:
         records = [r for e in events if e.tool == "search_catalog" for r in e.evidence]
         assert records and all(r.scene_source == archive.sources[r.scene_id or ""] for r in records)
         assert analyst.tracer.store.verify("t6").ok  # the events with their scenes hash into the chain
+        from rsrag.agent.trace.export import export_geojson
+
+        features = export_geojson(analyst.tracer.store.events("t6"))["features"]
+        assert features and all(f["properties"]["scene_source"] == archive.sources[f["properties"]["scene_id"]]
+                                for f in features)
 
 
 def test_ask_catalog_cli_json(archive: Archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -230,3 +235,14 @@ def analyst_text(result: ToolResult) -> str:
     from rsrag.agent.results import render
 
     return render(result)
+
+
+def test_events_written_before_scene_fields_keep_their_hashes() -> None:
+    from rsrag.agent.trace.events import EvidenceRecord, TraceEvent
+
+    old = {"run_id": "r", "thread_id": "t", "time": 1.0, "kind": "tool", "tool": "search_patches",
+           "evidence": [{"id": "E000001", "kind": "region", "path": "fast", "bbox": [0, 0, 8, 8], "scene": "fp"}]}
+    event = TraceEvent.model_validate(old)
+    assert "scene_source" not in event.canonical() and '"scenes"' not in event.canonical()
+    newer = event.model_copy(update={"evidence": [EvidenceRecord(**old["evidence"][0], scene_source="/x/a.tif")]})
+    assert newer.compute_hash() != event.compute_hash() and '"scene_source":"/x/a.tif"' in newer.canonical()
