@@ -112,10 +112,13 @@ def fitting_table(*columns: str, title: str | None = None, show_header: bool = T
 
 
 def places_table(items: Sequence[Place], title: str | None = None, *, crops: bool = False) -> Table:
-    """One row per place: number, ids, how it was found, box (px), lon/lat, confidence, presence, windows."""
+    """One row per place: number, ids, its scene (when the places lie in several scenes or come from a catalog),
+    how it was found, box (px), lon/lat, confidence, presence, windows."""
     lonlat = any(lonlat_of(p.primary) for p in items)
     presence = any(p.presence is not None for p in items)
-    columns = ["#", "ids", "path", "box x0, y0, x1, y1 (px)"] + (["lon/lat W, S, E, N"] if lonlat else []) + ["conf."]
+    fingerprints = {p.primary.region.scene for p in items if p.primary.region is not None}
+    scenes = len(fingerprints) > 1 or any(getattr(p.primary, "scene_id", None) for p in items)  # across a catalog
+    columns = ["#", "ids"] + (["scene"] if scenes else []) + ["path", "box x0, y0, x1, y1 (px)"] + (["lon/lat W, S, E, N"] if lonlat else []) + ["conf."]
     columns += (["presence"] if presence else []) + ["win."] + (["crop"] if crops else [])
     table = fitting_table(*columns, title=title)
     for i, p in enumerate(items, 1):
@@ -124,7 +127,7 @@ def places_table(items: Sequence[Place], title: str | None = None, *, crops: boo
             where = f"entry {ev.knowledge_id}: {ev.title or ''}".strip()
         else:
             where = box_text(ev.bbox or [])
-        row = [str(i), " ".join(p.ids), "+".join(p.paths), where]
+        row = [str(i), " ".join(p.ids)] + ([getattr(ev, "scene_name", None) or ""] if scenes else []) + ["+".join(p.paths), where]
         if lonlat:
             ll = lonlat_of(ev)
             row.append(box_text(ll, 6) if ll else "")

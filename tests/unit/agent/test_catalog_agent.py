@@ -135,6 +135,12 @@ def test_ask_catalog_cli_json(archive: Archive, tmp_path: Path, capsys: pytest.C
     doc = json.loads(out.stdout)
     assert doc["finding"] == "found" and [s["id"] for s in doc["scenes"]] == ["b"]
     assert doc["scenes"][0]["source"] == archive.sources["b"]
+    table = CliRunner().invoke(app, ["ask", "--catalog", CATALOG, "which scenes show storage tanks?", "--quiet",
+                                     "--store", str(archive.store)], env={"COLUMNS": "160"})
+    assert table.exit_code == 0, table.output
+    header = next(line for line in table.stdout.splitlines() if "ids" in line and "path" in line)
+    assert "scene" in header and any(line.split("│")[3].strip() == "b" for line in table.stdout.splitlines()
+                                     if line.startswith("│ 1 "))
 
     assert main(["ask", "--catalog", "nosuch", "which scenes show storage tanks?", "--store", str(archive.store)]) == 2
     err = capsys.readouterr().err
