@@ -770,9 +770,10 @@ class PresenceModel:
         order = np.argsort(-sims)
         best = float(sims[order[0]])
         second = float(sims[order[1]]) if len(order) > 1 else -1.0
-        if best < min_similarity or best - second < margin or best >= SAME_PHRASE:
+        concept = cal.vocabulary[int(order[0])]
+        if best < min_similarity or best - second < margin or best >= SAME_PHRASE or names_class(phrase, concept):
             return None
-        return cal.vocabulary[int(order[0])]
+        return concept
 
     def features(self, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """Raw features (Q, N, F) of unit query vectors against window vectors."""
@@ -882,6 +883,27 @@ class PresenceModel:
 
 SAME_PHRASE = 0.97
 """Text similarity from which a phrase is taken to be the class's own name (no expansion needed)."""
+
+
+def _stem(word: str) -> str:
+    """A word's singular, for the plurals class names take ("factories", "churches", "bridges", "tanks")."""
+    word = word.lower()
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "sses", "xes", "zes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def names_class(phrase: str, concept: str) -> bool:
+    """Whether ``phrase`` contains the class name ``concept`` word for word (plurals folded): "resorts",
+    "dense residential areas" and "parking lots" name their classes; "oil tanks" does not name "storage
+    tanks"."""
+    words = [_stem(w) for w in phrase.replace("-", " ").split()]
+    name = [_stem(w) for w in concept.replace("-", " ").split()]
+    return bool(name) and any(words[i:i + len(name)] == name for i in range(len(words) - len(name) + 1))
 
 _LOADED: dict[tuple[str, str, str], PresenceModel] = {}
 

@@ -51,10 +51,15 @@ MAX_HITS = 4096
 that matches a whole city); a result that stopped there says so (``truncated``)."""
 
 SlowMode = Literal["auto", "always", "never"]
-PRESENCE_POOL = 64
+PRESENCE_POOL = 128
 """Windows below the threshold whose presence is also scored (the strongest by confidence): a site the
 within-scene confidence under-rates (several sites of one class widen the scene's score spread) is still
 found when its calibrated presence says so."""
+
+REFINE_OVERLAP = 0.25
+"""Most share of a refinement candidate's area another candidate may cover: windows half overlapping a
+candidate (its neighbours on the grid) are the same place and are skipped, so the candidates spread over
+places rather than over the windows of one large site."""
 
 
 @dataclass(frozen=True)
@@ -298,8 +303,11 @@ def cascade(
     if presence is not None and presence.calibrated and concept_match <= 1.0:
         phrases = with_related_concepts(presence, list(phrases) if phrases else extract_key_phrases(question or ""),
                                         concept_match)
-    fast = fast_search(index, encoder, phrases=phrases, question=question, store=store, top_k=top_k,
-                       threshold=threshold, calibration=calibration, max_overlap=None, complete=True)
+    # with a presence model, the strongest windows below the threshold are scored too (PRESENCE_POOL)
+    calibrated = presence is not None and presence.calibrated
+    fast = fast_search(index, encoder, phrases=phrases, question=question, store=store,
+                       top_k=max(top_k, PRESENCE_POOL) if calibrated else top_k, threshold=threshold,
+                       calibration=calibration, max_overlap=None, complete=True)
     run_slow = kb is not None and (slow == "always" or (slow == "auto" and not fast.confident))
     slow_result = None
     if run_slow:
@@ -441,7 +449,7 @@ def _refined(index: IndexInfo | PyramidIndex, encoder: Encoder, presence: Presen
         if len(boxes) >= n:
             break
         box = scored[int(i)].region.box
-        if all(box.intersection(b) <= 0.5 * box.area for b in boxes):
+        if all(box.intersection(b) <= REFINE_OVERLAP * box.area for b in boxes):
             boxes.append(box)
     pyramid = index.pyramid  # type: ignore[union-attr]
     extra: dict[str, str | float | int] = {"level": pyramid.n_levels, "levels": pyramid.n_levels + 1, "pyramid": pyramid.id}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsrag.tools.calibration import PresenceModel, load_presence
+from rsrag.tools.calibration import PresenceModel, load_presence, names_class
 from rsrag.tools.retrieval import with_related_concepts
 
 
@@ -27,7 +27,14 @@ def test_synonyms_name_their_class(model: PresenceModel) -> None:
 
 def test_own_names_unknown_things_and_a_strict_threshold_are_left_alone(model: PresenceModel) -> None:
     assert model.related_concept("storage tanks", 0.7) is None  # already the class's name
+    assert model.related_concept("resorts", 0.7) is None and model.related_concept("parking lots", 0.7) is None
     assert model.related_concept("golf course", 0.7) is None  # no labelled class is that close
     assert model.related_concept("oil tanks", 1.1) is None  # above 1: expansion off
     assert with_related_concepts(model, ["golf course"], 0.7) == ["golf course"]
     assert PresenceModel(None, None, "x").related_concept("oil tanks", 0.7) is None
+
+
+def test_a_phrase_names_a_class_word_for_word_with_plurals_folded() -> None:
+    assert names_class("dense residential areas", "dense residential") and names_class("churches", "church")
+    assert names_class("bridges", "bridge") and names_class("factories", "factory")
+    assert not names_class("oil tanks", "storage tanks") and not names_class("train stations", "railway station")
