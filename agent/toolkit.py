@@ -269,7 +269,8 @@ def search_catalog(
     k = top_k or ctx.top_k
     kb = ws.knowledge if ws.has_concepts() else None
     found = run_search(catalog, ws.patches, ws.encoder, phrases=clean[:4], scenes=pool, top_k=k,
-                       threshold=ctx.fast_threshold, kb=kb, presence=ws.presence)
+                       threshold=ctx.fast_threshold, kb=kb, presence=ws.presence,
+                       concept_match=ctx.settings.retrieval.concept_match)
     call_id = runtime.tool_call_id or ""
     sites: list[Evidence] = []
     candidates: list[Evidence] = []

@@ -128,6 +128,7 @@ def search_catalog(
     kb: KnowledgeBase | None = None,
     presence: PresenceModel | None = None,
     tiling: str | None = None,
+    concept_match: float = 1.1,
 ) -> CatalogSearchResult:
     """Run the retrieval cascade over every indexed scene of ``catalog`` (or of ``scenes``, e.g. the result
     of :meth:`Catalog.find`) and rank the scenes.
@@ -144,6 +145,8 @@ def search_catalog(
         presence: the encoder's presence calibration: each scene gets a finding, and scenes are ranked by
             calibrated presence, which (unlike the within-scene confidence) means the same in every scene.
         tiling: only use indexes of this tiling id (default: each scene's finest complete index).
+        concept_match: a phrase that is another name for a labelled class is searched as that class too
+            (see :func:`rsrag.tools.retrieval.cascade`; above 1: never).
 
     Raises:
         QueryError: no phrases and no question, or the catalog is empty.
@@ -172,7 +175,7 @@ def search_catalog(
             skipped.append(scene.id)
             continue
         result = cascade(info, cached, phrases=phrases, question=question, store=patches, kb=kb, top_k=top_k,
-                         threshold=threshold, presence=presence)
+                         threshold=threshold, presence=presence, concept_match=concept_match)
         searched_phrases = result.phrases
         found.append(SceneResult(scene=scene, result=result))
     if shared is not presence and getattr(shared, "_vocab", True) is None:

@@ -429,7 +429,8 @@ def build_mcp_server(
                 allowed.append(scene)
             k = top_k or tools.settings.retrieval.top_k
             found = run_search(cat, workspace.patches, workspace.encoder, phrases=phrases, scenes=allowed, top_k=k,
-                               threshold=tools.settings.retrieval.fast_threshold, presence=workspace.presence)
+                               threshold=tools.settings.retrieval.fast_threshold, presence=workspace.presence,
+                               concept_match=tools.settings.retrieval.concept_match)
         except RsragError as exc:
             raise _tool_error(exc) from None
         scenes = [{"image": s.scene.source, "id": s.scene.id, "fingerprint": s.scene.fingerprint, "found": s.found,
