@@ -27,7 +27,9 @@ grouped into sites, ranked by confidence; a place hits a planted site when their
 half of the smaller) / min(k, planted sites).
 
 ``sweep`` replays first queries on a scene whose whole pyramid is encoded (``rsrag index`` into ``--store``)
-for several beams and level-0 sizes without encoding anything (how the defaults were chosen).
+for several beams, statistics samples, level-0 sizes and ways of choosing children (``--children``) without
+encoding anything (how the defaults were chosen). The pyramid arm's beam, expand, sample and tiling default
+to the product's (``agent/settings.py``).
 
 Run:  .venv/bin/python benchmarks/pyramid.py mosaic --sizes 10000 20000 [--fill] [--flat vit:448]
       .venv/bin/python benchmarks/pyramid.py cog --side 100000
