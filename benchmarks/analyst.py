@@ -201,6 +201,8 @@ def summarise(rows: list[dict[str, Any]], system: str) -> dict[str, Any]:
         "precision": ratio(sum(r["on_site"] for r in where_all), cited),
         "precision_present_only": ratio(sum(r["on_site"] for r in where_present), sum(r["cited"] for r in where_present)),
         "present_found": ratio(sum(r["found"] for r in present), len(present)),
+        "present_found_synonyms": ratio(sum(r["found"] for r in present if r["synonym"]),
+                                        sum(r["synonym"] for r in present)),
         "absent_not_found_or_uncertain": ratio(sum(not r["found"] for r in absent), len(absent)),
         "absent_not_found": ratio(sum(r.get("finding") == "not_found" for r in absent), len(absent))
         if system == "product" else None,
@@ -285,13 +287,15 @@ def main() -> None:
                 print(f"{scene.path.name}: baseline index in {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
             targets = [(c, True) for c in truth.present] + [(c, False) for c in truth.absent]
             for label, present in targets:
+                n += 1
                 sites = truth.present.get(label, ())
-                for kind in kinds:
-                    phrase = phrase_for(label, use_synonym=n % 3 == 2)
-                    n += 1
+                for k, kind in enumerate(kinds):
+                    # a synonym for every third question, spread over the question kinds
+                    synonym = (n + k) % 3 == 2
+                    phrase = phrase_for(label, use_synonym=synonym)
                     text = question(kind, phrase)
                     base = {"scene": truth.scene, "label": label, "present": present, "kind": kind, "phrase": phrase,
-                            "question": text}
+                            "synonym": synonym, "question": text}
                     row = product_answer(analyst, scene, text, sites)
                     rows.append({**base, "system": "product", **row})
                     if base_info is not None:
