@@ -100,7 +100,8 @@ def test_openai_backend_drives_the_agent_over_http(tmp_path: Path, scene_path: P
             answer = analyst.ask(scene_path, "where are the roads?")
     assert answer.supported and answer.evidence[0].path == "zoom" and answer.backend.startswith("openai:tiny-vlm")
     first, _, third = server.requests
-    assert {t["function"]["name"] for t in first["tools"]} == {"scene_info", "search_patches", "lookup_knowledge", "search_similar", "rerank", "zoom", "answer"}
+    assert {t["function"]["name"] for t in first["tools"]} == {"scene_info", "find_scenes", "search_catalog", "search_patches",
+                                                           "lookup_knowledge", "search_similar", "rerank", "zoom", "answer"}
     assert first["messages"][0]["role"] == "system" and "where are the roads?" in json.dumps(first["messages"])
     images = [part for m in third["messages"] if m["role"] == "user" and isinstance(m["content"], list)
               for part in m["content"] if part.get("type") == "image_url"]

@@ -60,7 +60,8 @@ def test_search_zoom_and_cited_answer(tmp_path: Path, scene_path: Path) -> None:
         assert answer.finding == "uncertain"  # the tiny test encoder has no presence calibration
         features = answer.geojson()["features"]
         assert features[0]["id"] == zoomed.id and features[0]["geometry"]["type"] == "Polygon"
-    assert model.bound_tools == ["scene_info", "search_patches", "lookup_knowledge", "search_similar", "rerank", "zoom", "answer"]
+    assert model.bound_tools == ["scene_info", "find_scenes", "search_catalog", "search_patches", "lookup_knowledge",
+                                 "search_similar", "rerank", "zoom", "answer"]
     # the crop was shown to the model as an image on the step after the zoom, and only there in the prompt
     image_prompts = [p for p in model.prompts if any(isinstance(m.content, list) for m in p)]
     assert len(image_prompts) == 1
