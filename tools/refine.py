@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from rsrag.tools.pyramid import Pyramid
     from rsrag.tools.retrieval import Calibration
 
-_ROW_FIELDS = ("patch", "vector", "scene", "x0", "y0", "x1", "y1", "scale",
-               "map_crs", "map_left", "map_bottom", "map_right", "map_top")
-
 
 @dataclass(frozen=True)
 class Refinement:

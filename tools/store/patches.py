@@ -185,6 +185,25 @@ class PatchStore:
                 return None
         return None
 
+    def _same_vectors(self, table: Any, key: str, head: Any) -> bool:
+        """Whether the store's vectors of index ``key`` are the receipt's copy (checked once per change of
+        the tables' versions, before a receipt with vectors is re-stamped: another index's write moves the
+        versions too, and only a comparison tells it from a rewrite of this index's rows)."""
+        from rsrag.tools.store.receipts import load_receipt
+
+        files = load_receipt(self._receipts_dir, key, dict(head.versions), vectors=True)
+        if files is None or files.vectors is None or files.rows is None:
+            return False
+        order = {int(p): i for i, p in enumerate(files.rows["patch"])}
+        copy = np.asarray(files.vectors, dtype=np.float32)
+        for batch in table.scan(where={"index_key": key}, fields=["patch", "vector"]):
+            vectors = np.asarray(batch["vector"], dtype=np.float32).reshape(len(batch["patch"]), -1)
+            for p, v in zip(batch["patch"], vectors):
+                i = order.get(int(p))
+                if i is None or not np.array_equal(copy[i], v):
+                    return False
+        return True
+
     def refresh_receipts(self, keys: Sequence[str]) -> int:
         """Re-stamp the receipts of indexes ``keys`` at the tables' current versions where the store still
         holds the index as described (:func:`rsrag.tools.store.receipts.restamp`); returns how many are valid.
@@ -208,6 +227,8 @@ class PatchStore:
                 record = {k: row[k] for k in IndexInfo.model_fields} if row is not None else None
                 table = self.store.open_table(patch_schema(head.info["encoder"], int(head.info["dim"])))
                 stored = table.count({"index_key": key}) if table is not None else None
+                if table is not None and head.vectors and stored == head.stored and not self._same_vectors(table, key, head):
+                    stored = None  # the rows were rewritten in place: the receipt's copy is stale (removed below)
             except (StoreError, OSError):  # the store is the source of truth; a receipt is only a shortcut
                 continue
             valid += restamp(folder, key, versions, record, stored)
