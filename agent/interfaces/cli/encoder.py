@@ -172,6 +172,11 @@ def calibrate(
         record = fit_calibration(encoder, data, config=config, cache_dir=cache, progress=progress)
     path = save_calibration(record, target)
     clear_presence_cache()
+    if path == BUNDLED_FILE:  # the shipped text vectors embed the calibration's vocabulary: rebuild them
+        from rsrag.tools.encoders.identity import DEFAULT_HEADS
+        from rsrag.tools.encoders.text_table import bundled_texts, write_text_table
+
+        write_text_table(DEFAULT_HEADS, bundled_texts())
     summary = {"file": str(path), "encoder": record.encoder, "found_at": round(record.found_at, 4),
                "site_at": round(record.site_at, 4), "not_found_below": round(record.not_found_below, 4),
                **record.metrics}
