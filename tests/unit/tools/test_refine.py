@@ -131,3 +131,20 @@ def test_flat_indexes_and_already_fine_pyramids_are_not_refined(world, tmp_path:
     from rsrag.tools.indexing import index_scene
 
     assert refinable(index_scene(scene, enc, "grid:16", store, wait=True).info, enc) is None
+
+
+def test_candidates_take_a_small_isolated_place_besides_a_resembling_background() -> None:
+    from rsrag.tools.retrieval import refinement_candidates
+
+    # a 4 x 4 grid of half-overlapping 16 px windows (step 8) over a background that resembles the target
+    # (left half, presence 0.6-0.7), and one window of the right half where something small stands out (0.5)
+    boxes, prob = [], []
+    for r in range(4):
+        for c in range(4):
+            boxes.append(PixelBox(x0=8 * c, y0=8 * r, x1=8 * c + 16, y1=8 * r + 16))
+            prob.append(0.7 - 0.02 * (r + c) if c < 2 else 0.05)
+    boxes.append(PixelBox(x0=64, y0=64, x1=80, y1=80))
+    prob.append(0.5)
+    by_presence = refinement_candidates(boxes, np.asarray(prob), 1)
+    assert by_presence == [boxes[0]]  # the strongest first
+    assert boxes[-1] in refinement_candidates(boxes, np.asarray(prob), 2)  # then the one that stands out
