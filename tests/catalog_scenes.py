@@ -34,12 +34,14 @@ class Archive:
     sources: dict[str, str]
 
 
-def _chips(shared: Path, cls: str, n: int) -> list[np.ndarray]:
+def chips(shared: Path, cls: str, n: int) -> list[np.ndarray]:
+    """The last ``n`` AID chips of class ``cls`` in the shared data, resized to ``CELL`` px."""
     files = sorted((shared / "aid-rsicd" / "images" / cls).glob("*.jpg"))[-n:]
     return [np.asarray(Image.open(f).convert("RGB").resize((CELL, CELL))) for f in files]
 
 
-def _scene(path: Path, background: list[np.ndarray], planted: dict[tuple[int, int], np.ndarray], easting: float) -> str:
+def write_scene(path: Path, background: list[np.ndarray], planted: dict[tuple[int, int], np.ndarray], easting: float) -> str:
+    """A georeferenced 4 x 4-chip GeoTIFF: ``planted`` chips by (row, col), the background cycled elsewhere."""
     img = np.zeros((4 * CELL, 4 * CELL, 3), np.uint8)
     for r in range(4):
         for c in range(4):
@@ -57,12 +59,12 @@ def build_archive(folder: Path, shared: Path) -> Archive:
     from rsrag.tools.indexing import index_scene
     from rsrag.tools.store import PatchStore, open_store
 
-    farm, forest = _chips(shared, "Farmland", 8), _chips(shared, "Forest", 8)
-    tanks = _chips(shared, "StorageTanks", 2)
+    farm, forest = chips(shared, "Farmland", 8), chips(shared, "Forest", 8)
+    tanks = chips(shared, "StorageTanks", 2)
     sources = {
-        "a": _scene(folder / "a.tif", farm, {}, 500_000.0),
-        "b": _scene(folder / "b.tif", forest + farm, {(1, 2): tanks[0], (3, 0): tanks[1]}, 510_000.0),
-        "c": _scene(folder / "c.tif", forest, {}, 520_000.0),
+        "a": write_scene(folder / "a.tif", farm, {}, 500_000.0),
+        "b": write_scene(folder / "b.tif", forest + farm, {(1, 2): tanks[0], (3, 0): tanks[1]}, 510_000.0),
+        "c": write_scene(folder / "c.tif", forest, {}, 520_000.0),
     }
     stac = pystac.Catalog(id="archive", description="three scenes, storage tanks in b")
     for sid, path in sources.items():

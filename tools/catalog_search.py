@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rsrag.tools.catalog import Catalog, CatalogScene
 from rsrag.tools.errors import QueryError
-from rsrag.tools.retrieval import RetrievalResult, cascade
+from rsrag.tools.fastpath import extract_key_phrases
+from rsrag.tools.retrieval import RetrievalResult, cascade, with_related_concepts
 from rsrag.tools.store import IndexInfo, PatchStore
 
 if TYPE_CHECKING:
@@ -157,6 +158,9 @@ def search_catalog(
     if not pool:
         raise QueryError(f"catalog {catalog.name!r} has no scenes: add some with `rsrag catalog add`")
     t0 = time.perf_counter()
+    if presence is not None and presence.calibrated and concept_match <= 1.0:  # once, not once per scene
+        phrases = with_related_concepts(presence, list(phrases) if phrases else extract_key_phrases(question or ""),
+                                        concept_match)
     cached: Any = _TextCache(encoder)  # an Encoder: the phrases' embeddings are shared by every scene's cascade
     shared = presence
     if presence is not None and getattr(presence, "encoder", None) is encoder:
@@ -175,7 +179,7 @@ def search_catalog(
             skipped.append(scene.id)
             continue
         result = cascade(info, cached, phrases=phrases, question=question, store=patches, kb=kb, top_k=top_k,
-                         threshold=threshold, presence=presence, concept_match=concept_match)
+                         threshold=threshold, presence=presence)
         searched_phrases = result.phrases
         found.append(SceneResult(scene=scene, result=result))
     if shared is not presence and getattr(shared, "_vocab", True) is None:

@@ -339,6 +339,8 @@ class Pyramid:
         self._urgent_lock = threading.Condition()
         self._searches = 0
         self._executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._finer: dict[int, Pyramid] = {}
+        self._finer_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Pyramid({self.scene.path.name!r}, {self.tiling.id!r}, {len(self.levels)} levels)"
@@ -413,12 +415,29 @@ class Pyramid:
                                ThreadPoolExecutor(1, thread_name_prefix="rsrag-pyr-write"))
         return self._executors
 
+    def finer(self, size: int) -> Pyramid:
+        """The scene's pyramid whose finest windows are ``size`` px (same overlap, store, encoder and
+        parameters), kept for this pyramid's life and closed with it: refinement
+        (:mod:`rsrag.tools.refine`) encodes into its finest level, question after question."""
+        with self._finer_lock:
+            pyramid = self._finer.get(size)
+            if pyramid is None:
+                pyramid = Pyramid(self.scene, self.encoder, PyramidTiling(size, self.tiling.overlap, self.tiling.top),
+                                  self.patches, sample=self.sample, batch_size=self.batch_size, readers=self.readers)
+                self._finer[size] = pyramid
+            return pyramid
+
     def close(self) -> None:
-        """Release the reader and writer threads (the pyramid can still be used; they start again)."""
+        """Release the reader and writer threads, the finer pyramids' too (the pyramid can still be used;
+        they start again)."""
         executors, self._executors = self._executors, None
         if executors is not None:
             for ex in executors:
                 ex.shutdown(wait=True)
+        with self._finer_lock:
+            finer = list(self._finer.values())
+        for pyramid in finer:
+            pyramid.close()
 
     def _exclusive(self, level: int, urgent: bool) -> _LevelLock:
         return _LevelLock(self, level, urgent)

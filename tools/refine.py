@@ -44,15 +44,11 @@ class Refinement:
             vectors), in the order of ``vectors``.
         vectors: the windows' stored unit vectors, shape ``(len(hits), dim)``.
         encoded: windows this refinement had to encode (0 when all were stored).
-        window: side of the finer windows in full-resolution pixels.
-        level_key: index key of the finer level.
     """
 
     hits: list[Hit] = field(default_factory=list)
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     encoded: int = 0
-    window: int = 0
-    level_key: str = ""
 
 
 def fine_size(encoder: Encoder) -> int:
@@ -63,16 +59,13 @@ def fine_size(encoder: Encoder) -> int:
 def refinable(index: object, encoder: Encoder) -> Pyramid | None:
     """The finer pyramid a search of ``index`` refines into, or ``None`` when it cannot be refined (a flat
     index, whose scene the cascade does not hold, or a pyramid whose finest windows are already that fine)."""
-    from rsrag.tools.pyramid import Pyramid, PyramidTiling
-
     if not getattr(index, "is_pyramid", False):
         return None
     pyramid: Pyramid = index.pyramid  # type: ignore[attr-defined]
     size = fine_size(encoder)
     if pyramid.finest.window <= size or min(pyramid.scene.width, pyramid.scene.height) < size:
         return None
-    return Pyramid(pyramid.scene, encoder, PyramidTiling(size, pyramid.tiling.overlap, pyramid.tiling.top),
-                   pyramid.patches, sample=pyramid.sample, batch_size=pyramid.batch_size, readers=pyramid.readers)
+    return pyramid.finer(size)
 
 
 def refine(
@@ -107,7 +100,7 @@ def refine(
         wanted += [i for i in lv.inside(box) if _within(lv.box(i), box)]
     wanted = sorted(set(wanted))
     if not wanted:
-        return Refinement(window=lv.window, level_key=fine.key(level))
+        return Refinement()
     encoded = fine.ensure(level, wanted, stage="refine")
     info = fine.info(level)
     assert info is not None
@@ -118,7 +111,7 @@ def refine(
         rows.append(row)
         vectors.append(vector)
     if not rows:
-        return Refinement(encoded=encoded, window=lv.window, level_key=info.key)
+        return Refinement(encoded=encoded)
     matrix = np.stack(vectors)
     q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     scores = matrix @ q.T  # (windows, queries)
@@ -137,7 +130,7 @@ def refine(
             extra={**(extra or {}), "window": lv.window, "px_per_input_px": round(lv.window / fine.encoder.image_size, 3),
                    "refined": 1},
         ))
-    return Refinement(hits=hits, vectors=matrix, encoded=encoded, window=lv.window, level_key=info.key)
+    return Refinement(hits=hits, vectors=matrix, encoded=encoded)
 
 
 def _within(inner: PixelBox, outer: PixelBox) -> bool:

@@ -300,11 +300,12 @@ def cascade(
     if slow not in ("auto", "always", "never"):
         raise QueryError(f"slow must be 'auto', 'always' or 'never', got {slow!r}")
     t0 = time.perf_counter()
-    if presence is not None and presence.calibrated and concept_match <= 1.0:
+    calibrated = presence is not None and presence.calibrated
+    if calibrated and concept_match <= 1.0:
+        assert presence is not None
         phrases = with_related_concepts(presence, list(phrases) if phrases else extract_key_phrases(question or ""),
                                         concept_match)
     # with a presence model, the strongest windows below the threshold are scored too (PRESENCE_POOL)
-    calibrated = presence is not None and presence.calibrated
     fast = fast_search(index, encoder, phrases=phrases, question=question, store=store,
                        top_k=max(top_k, PRESENCE_POOL) if calibrated else top_k, threshold=threshold,
                        calibration=calibration, max_overlap=None, complete=True)
@@ -443,13 +444,16 @@ def refinement_candidates(boxes: Sequence[PixelBox], prob: np.ndarray, n: int) -
     than :data:`REFINE_OVERLAP`. Presence alone spends the candidates on a background that resembles the
     target (a park-like quadrant for "woods"); contrast finds the small site inside it."""
     p = np.asarray(prob, dtype=np.float64)
-    contrast = np.empty_like(p)
-    for i, box in enumerate(boxes):
-        side = max(box.width, box.height)
-        near = [p[j] for j, other in enumerate(boxes)
-                if j != i and not box.intersection(other) and _gap_px(box, other) <= side]
-        ring = 8  # windows around a window of a half-overlapping grid that do not overlap it, within a side
-        contrast[i] = p[i] - (sum(near) / max(ring, len(near)))
+    xy = np.array([box.as_tuple() for box in boxes], dtype=np.float64).reshape(-1, 4)
+    # gaps between every pair of boxes along x and y (negative: they overlap along that axis)
+    gap_x = np.maximum(xy[:, None, 0], xy[None, :, 0]) - np.minimum(xy[:, None, 2], xy[None, :, 2])
+    gap_y = np.maximum(xy[:, None, 1], xy[None, :, 1]) - np.minimum(xy[:, None, 3], xy[None, :, 3])
+    overlap = (gap_x < 0) & (gap_y < 0)
+    side = np.maximum(xy[:, 2] - xy[:, 0], xy[:, 3] - xy[:, 1])[:, None]
+    near = ~overlap & (np.maximum(np.maximum(gap_x, gap_y), 0) <= side)
+    np.fill_diagonal(near, False)
+    ring = 8  # windows around a window of a half-overlapping grid that do not overlap it, within a side
+    contrast = p - (near @ p) / np.maximum(ring, near.sum(axis=1))
     orders = [list(np.argsort(-p, kind="stable")), list(np.argsort(-contrast, kind="stable"))]
     picked: list[PixelBox] = []
     tried: set[int] = set()
@@ -467,11 +471,6 @@ def refinement_candidates(boxes: Sequence[PixelBox], prob: np.ndarray, n: int) -
         if all(box.intersection(b) <= REFINE_OVERLAP * box.area for b in picked):
             picked.append(box)
     return picked
-
-
-def _gap_px(a: PixelBox, b: PixelBox) -> int:
-    """Largest of the horizontal and vertical gaps between two boxes (0 when they touch or overlap)."""
-    return max(0, max(a.x0, b.x0) - min(a.x1, b.x1), max(a.y0, b.y0) - min(a.y1, b.y1))
 
 
 def _refined(index: IndexInfo | PyramidIndex, encoder: Encoder, presence: PresenceModel, phrases: Sequence[str],

@@ -10,30 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from rasterio.transform import from_origin
 
 from rsrag.tools.catalog import Catalog
 from rsrag.tools.catalog_search import search_catalog
 from rsrag.tools.indexing import index_scene
 from rsrag.tools.store import PatchStore, open_store
-from tests.rasters import write_raster
-
-CELL = 150
-
-
-def _chips(shared: Path, cls: str, n: int) -> list[np.ndarray]:
-    files = sorted((shared / "aid-rsicd" / "images" / cls).glob("*.jpg"))[-n:]
-    return [np.asarray(Image.open(f).convert("RGB").resize((CELL, CELL))) for f in files]
-
-
-def _scene(path: Path, background: list[np.ndarray], planted: dict[tuple[int, int], np.ndarray], easting: float) -> str:
-    img = np.zeros((4 * CELL, 4 * CELL, 3), np.uint8)
-    for r in range(4):
-        for c in range(4):
-            chip = planted.get((r, c), background[(r * 4 + c) % len(background)])
-            img[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] = chip
-    return str(write_raster(path, img.transpose(2, 0, 1).copy(), transform=from_origin(easting, 5_000_000.0, 2.0, 2.0)))
+from tests.catalog_scenes import CELL, chips, write_scene
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +25,12 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     if not (SHARED_DATA / "aid-rsicd").is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     folder = tmp_path_factory.mktemp("archive")
-    farm, forest = _chips(SHARED_DATA, "Farmland", 8), _chips(SHARED_DATA, "Forest", 8)
-    tanks = _chips(SHARED_DATA, "StorageTanks", 2)
+    farm, forest = chips(SHARED_DATA, "Farmland", 8), chips(SHARED_DATA, "Forest", 8)
+    tanks = chips(SHARED_DATA, "StorageTanks", 2)
     sources = [
-        _scene(folder / "a.tif", farm, {}, 500_000.0),
-        _scene(folder / "b.tif", forest + farm, {(1, 2): tanks[0], (3, 0): tanks[1]}, 510_000.0),
-        _scene(folder / "c.tif", forest, {}, 520_000.0),
+        write_scene(folder / "a.tif", farm, {}, 500_000.0),
+        write_scene(folder / "b.tif", forest + farm, {(1, 2): tanks[0], (3, 0): tanks[1]}, 510_000.0),
+        write_scene(folder / "c.tif", forest, {}, 520_000.0),
     ]
     return folder, sources
 
@@ -82,7 +64,7 @@ def test_target_scene_ranks_first_with_its_sites(archive: tuple[Path, list[str]]
     assert [s.scene.id for s in result.matching] == ["b"]
 
     # a scene without an index is skipped and named, never indexed on the fly
-    extra = _scene(folder / "d.tif", _chips_from(best), {}, 530_000.0)
+    extra = write_scene(folder / "d.tif", _chips_from(best), {}, 530_000.0)
     catalog.add([extra])
     again = search_catalog(catalog, patches, encoder, phrases=["storage tanks"], top_k=5, threshold=0.5, presence=presence)
     assert again.skipped == ["d"]
