@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -214,6 +215,32 @@ def summarise(rows: list[dict[str, Any]], system: str) -> dict[str, Any]:
     }
 
 
+INTERVAL_METRICS = ("site_recall", "precision", "present_found", "absent_not_found_or_uncertain", "auroc")
+
+
+def scene_intervals(rows: list[dict[str, Any]], system: str, draws: int = 1000, seed: int = 0) -> dict[str, list[float]]:
+    """90% intervals of the main metrics over scenes: the scenes are resampled with replacement (a scene's
+    questions stay together), so the spread says how much the figure depends on which scenes were drawn."""
+    by_scene: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["system"] == system:
+            by_scene[r["scene"]].append(r)
+    names = sorted(by_scene)
+    if len(names) < 2:
+        return {}
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {m: [] for m in INTERVAL_METRICS}
+    for _ in range(draws):
+        pick = [r for name in rng.choices(names, k=len(names)) for r in by_scene[name]]
+        summary = summarise(pick, system)
+        for m in INTERVAL_METRICS:
+            value = summary[m]
+            if value is not None and value == value:  # NaN when a resample lacks a class of rows
+                samples[m].append(float(value))
+    return {m: [round(statistics.quantiles(v, n=20)[0], 3), round(statistics.quantiles(v, n=20)[-1], 3)]
+            for m, v in samples.items() if len(v) >= 20}
+
+
 def per_class(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -313,6 +340,7 @@ def main() -> None:
         "questions_per_system": len([r for r in rows if r["system"] == "product"]),
         "tiling": settings.store.tiling, "encoder": ws.encoder.id,
         **{s: summarise(rows, s) for s in systems},
+        "intervals_90": {s: scene_intervals(rows, s) for s in systems},
         "per_class": per_class(rows),
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -697,6 +697,11 @@ def save_calibration(calibration: PresenceCalibration, path: str | os.PathLike[s
     return p
 
 
+DISTINCT_CONCEPT = 0.2
+"""How far ahead of the second nearest class a phrase must be to stand for the nearest one below the
+similarity floor (:meth:`PresenceModel.related_concept`)."""
+
+
 def _family_of(encoder_id: str) -> str:
     return encoder_id.split("#", 1)[0]
 
@@ -749,15 +754,22 @@ class PresenceModel:
             raise ConfigError("this presence model has no encoder bound to embed phrases")
         return _embed(self.encoder, phrases)
 
-    def related_concept(self, phrase: str, min_similarity: float, margin: float = 0.05) -> str | None:
+    def related_concept(self, phrase: str, min_similarity: float, margin: float = 0.05,
+                        distinct: float = DISTINCT_CONCEPT) -> str | None:
         """The labelled class this phrase most likely means, when the phrase is not that class's own name.
 
         A synonym ("airfields with runways", "oil tanks") competes in the presence features with the class
         phrase it stands for, so a present thing asked for by another name scores low. Searching the class
         too fixes that. The class is the vocabulary's class phrase nearest the phrase in the text space, when
-        their cosine similarity is at least ``min_similarity`` and beats the second nearest class by
-        ``margin`` (an ambiguous phrase such as "houses" is left alone); ``None`` otherwise, when the phrase
-        already is the class name, or when uncalibrated.
+
+        * their cosine similarity is at least ``min_similarity`` and beats the second nearest class by
+          ``margin`` (an ambiguous phrase such as "tightly packed houses", as near dense as medium residential,
+          is left alone), or
+        * the phrase is clearly nearer that class than any other: similarity at least
+          ``min_similarity - distinct`` and ahead of the second nearest by ``distinct`` ("small lakes" ->
+          pond, "streams" -> river: plainly that class, though phrased unlike its name).
+
+        ``None`` otherwise, when the phrase already is the class name, or when uncalibrated.
         """
         cal = self.calibration
         if cal is None or min_similarity > 1.0:
@@ -771,7 +783,9 @@ class PresenceModel:
         best = float(sims[order[0]])
         second = float(sims[order[1]]) if len(order) > 1 else -1.0
         concept = cal.vocabulary[int(order[0])]
-        if best < min_similarity or best - second < margin or best >= SAME_PHRASE or names_class(phrase, concept):
+        near = best >= min_similarity and best - second >= margin
+        distinct_match = best >= min_similarity - distinct and best - second >= distinct
+        if not (near or distinct_match) or best >= SAME_PHRASE or names_class(phrase, concept):
             return None
         return concept
 

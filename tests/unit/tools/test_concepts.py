@@ -38,3 +38,12 @@ def test_a_phrase_names_a_class_word_for_word_with_plurals_folded() -> None:
     assert names_class("dense residential areas", "dense residential") and names_class("churches", "church")
     assert names_class("bridges", "bridge") and names_class("factories", "factory")
     assert not names_class("oil tanks", "storage tanks") and not names_class("train stations", "railway station")
+
+
+def test_a_phrase_plainly_nearer_one_class_is_expanded_but_an_ambiguous_one_is_not(model: PresenceModel) -> None:
+    # below the similarity floor, but far nearer one class than any other
+    assert model.related_concept("small lakes", 0.7) == "pond"
+    assert model.related_concept("harbours with docked ships", 0.7) == "port"
+    assert model.related_concept("small lakes", 0.7, distinct=1.0) is None  # the rule off: below the floor
+    # as near dense as medium residential: searching either would cite the other's blocks
+    assert model.related_concept("tightly packed houses", 0.7) is None
