@@ -349,7 +349,8 @@ def search_patches(
         message="; ".join(notes) or None,
         extras={"index_version": found.index_version, "reason": found.reason, "levels": found.levels,
                 "searched_share": found.searched_share, "scene_size": [scene.width, scene.height],
-                "excluded": list(exclude or [])},
+                "excluded": list(exclude or []),
+                **({"completed_windows": found.completed_windows} if found.completed_windows else {})},
     )
     return _reply(runtime, result)
 

@@ -239,11 +239,37 @@ class Workspace:
                  slow: SlowMode = "auto", exclude: Sequence[PixelBox] = ()) -> RetrievalResult:
         """The cascade (:func:`rsrag.tools.retrieval.cascade`) over the scene's index for one target: the fast
         path, and the slow path through the knowledge base's concept library (when it has one) if nothing is
-        confident; sites judged by the encoder's presence calibration. ``exclude``: boxes already reported."""
+        confident; sites judged by the encoder's presence calibration. ``exclude``: boxes already reported.
+
+        On a pyramid, a search whose finding is ``uncertain`` while at most ``pyramid.settle_below`` windows of
+        the finest level are left unencoded encodes them (progress stage ``index``) and searches again; the
+        result's ``completed_windows`` says how many that took."""
         kb = self.knowledge if slow != "never" and self.has_concepts() else None
-        return cascade(self.index(scene), self.encoder, phrases=phrases, store=self.patches, kb=kb, top_k=top_k,
-                       threshold=threshold, slow=slow, presence=self.presence, exclude=exclude,
-                       refine=self.settings.retrieval.refine, concept_match=self.settings.retrieval.concept_match)
+
+        def search() -> RetrievalResult:
+            return cascade(self.index(scene), self.encoder, phrases=phrases, store=self.patches, kb=kb, top_k=top_k,
+                           threshold=threshold, slow=slow, presence=self.presence, exclude=exclude,
+                           refine=self.settings.retrieval.refine, concept_match=self.settings.retrieval.concept_match)
+
+        result = search()
+        if self._unsettled(scene, result):
+            # "uncertain" on a partly encoded pyramid may only mean "not looked at yet": when little is left,
+            # encode the rest of the finest level and search the whole of it
+            pyr = self.pyramid(scene)
+            encoded = pyr.fill(pyr.n_levels - 1, progress=self._progress, stage="index", urgent=True)
+            result = search().model_copy(update={"completed_windows": encoded})
+        return result
+
+    def _unsettled(self, scene: Scene, result: RetrievalResult) -> bool:
+        """Whether an uncertain result should be settled by completing the scene's finest pyramid level:
+        the finding is ``uncertain`` under a calibrated presence model, part of the level is not encoded,
+        and at most ``pyramid.settle_below`` of its windows are left."""
+        limit = self.settings.pyramid.settle_below
+        if (limit <= 0 or not self.uses_pyramid or result.finding != "uncertain" or result.searched_share >= 1.0
+                or not self.presence.calibrated):
+            return False
+        finest = self.pyramid(scene).status()[-1]
+        return not finest.complete and 0 < finest.windows - finest.stored <= limit
 
     @property
     def presence(self) -> PresenceModel:

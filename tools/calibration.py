@@ -318,7 +318,8 @@ class PresenceCalibration(BaseModel):
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
-    return (m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))).squeeze(axis)
+    with np.errstate(divide="ignore"):  # every term -inf (no competing concept): the log-sum is -inf
+        return (m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))).squeeze(axis)
 
 
 def compute_features(

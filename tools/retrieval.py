@@ -195,6 +195,9 @@ class RetrievalResult(BaseModel):
         levels: tilings (or pyramid levels) searched; searched_share: share of the finest level's windows
             scored (1.0 for a flat index).
         truncated: a query stopped at :data:`MAX_HITS` hits above the threshold.
+        completed_windows: windows the caller encoded to complete the index before this search, because
+            the search before it was ``uncertain`` on a partly encoded pyramid (0: none; see
+            :meth:`rsrag.agent.workspace.Workspace.retrieve`).
 
     With a calibrated presence model a window belongs to a found site when its presence reaches the
     calibration's ``site_at`` and some window of the target reaches ``found_at``
@@ -224,6 +227,7 @@ class RetrievalResult(BaseModel):
     levels: list[str]
     searched_share: float = 1.0
     truncated: bool = False
+    completed_windows: int = 0
     ms: float = 0.0
 
     @property

@@ -186,6 +186,24 @@ def _pyramid(tmp: Path, scene: Path) -> None:
         assert (index.beam, index.expand, ws.pyramid(ws.scene(scene)).sample, ws.background_fill) == (3, 5, 9, True)
 
 
+@check("pyramid.settle_below")
+def _settle_below(tmp: Path, scene: Path) -> None:
+    from rsrag.tools.calibration import clear_presence_cache
+    from tests.presence_doubles import save_undecided_calibration
+
+    completed = []
+    for limit in (0, 100_000):
+        settings = settings_for(tmp / str(limit), store__tiling="pyramid:16:top=16", pyramid__beam=2, pyramid__expand=2,
+                                pyramid__settle_below=limit)
+        with Analyst(settings) as analyst:
+            ws = analyst.workspace
+            save_undecided_calibration(ws.encoder)
+            found = ws.retrieve(ws.scene(scene), ["roofs"], top_k=2, threshold=0.5, slow="never")
+            completed.append((found.completed_windows, found.searched_share))
+    clear_presence_cache()
+    assert completed[0][0] == 0 and completed[0][1] < 1 and completed[1][0] > 0 and completed[1][1] == 1.0
+
+
 @check("knowledge.name")
 def _knowledge_name(tmp: Path, scene: Path) -> None:
     with Analyst(settings_for(tmp, knowledge__name="kb-two")) as analyst, Analyst(settings_for(tmp)) as default:

@@ -13,6 +13,7 @@ from rsrag.tools.indexing import IndexProgress
 from rsrag.tools.pyramid import PyramidIndex
 from rsrag.tools.store import IndexInfo
 from tests.configured import settings_for
+from tests.presence_doubles import save_undecided_calibration
 
 
 def _scene(make_raster, side: int = 256) -> Path:  # type: ignore[no-untyped-def]
@@ -79,3 +80,47 @@ def test_a_flat_tiling_is_still_one_complete_index(make_raster, tmp_path: Path) 
         assert not workspace.uses_pyramid and workspace.start_filling(scene) is None
     finally:
         workspace.close()
+
+
+def test_an_uncertain_search_on_a_small_scene_encodes_the_rest_and_searches_it_whole(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_for(tmp_path, **{"store.tiling": "pyramid:32:top=16", "pyramid.sample": 9,
+                                         "pyramid.beam": 2, "pyramid.expand": 2})
+    workspace = Workspace(settings)
+    seen: list[IndexProgress] = []
+    workspace.add_index_listener(seen.append)
+    try:
+        save_undecided_calibration(workspace.encoder)
+        assert workspace.presence.calibrated
+        scene = workspace.scene(_scene(make_raster))
+        finest = workspace.pyramid(scene).finest.count
+        result = workspace.retrieve(scene, ["red roofs"], top_k=3, threshold=0.5, slow="never")
+        # still uncertain (the model cannot decide), but now said of the whole scene, not of a part of it
+        assert result.finding == "uncertain" and result.searched_share == 1.0
+        assert 0 < result.completed_windows < finest and workspace.index(scene).complete
+        assert any(p.stage == "index" for p in seen)
+        again = workspace.retrieve(scene, ["red roofs"], top_k=3, threshold=0.5, slow="never")
+        assert again.completed_windows == 0  # nothing left to encode
+    finally:
+        workspace.close()
+        from rsrag.tools.calibration import clear_presence_cache
+
+        clear_presence_cache()
+
+
+def test_settling_is_bounded_by_settle_below(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for limit in (0, 3):  # off, and fewer windows allowed than are left
+        settings = settings_for(tmp_path / str(limit), **{"store.tiling": "pyramid:32:top=16", "pyramid.sample": 9,
+                                                          "pyramid.beam": 2, "pyramid.expand": 2,
+                                                          "pyramid.settle_below": limit})
+        workspace = Workspace(settings)
+        try:
+            save_undecided_calibration(workspace.encoder)
+            scene = workspace.scene(_scene(make_raster))
+            result = workspace.retrieve(scene, ["red roofs"], top_k=3, threshold=0.5, slow="never")
+            assert result.finding == "uncertain" and result.completed_windows == 0 and result.searched_share < 1
+            assert not workspace.index(scene).complete
+        finally:
+            workspace.close()
+    from rsrag.tools.calibration import clear_presence_cache
+
+    clear_presence_cache()
