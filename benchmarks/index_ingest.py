@@ -100,7 +100,7 @@ def main() -> None:
         decoded = {specs[i].index: _read_batch(scene, encoder, specs[i:i + args.batch_size])
                    for i in range(0, len(specs), args.batch_size)}
         decode_s = time.perf_counter() - t0
-    batches = [t for t, _ in decoded.values()]
+    batches = [t for t, _, _ in decoded.values()]
 
     def predecoded(scene, encoder, batch_specs):  # type: ignore[no-untyped-def]
         return decoded[batch_specs[0].index]

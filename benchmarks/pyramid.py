@@ -256,6 +256,27 @@ def _area_in(truth: list[int], box: tuple[int, ...]) -> float:
     return max(0, w) * max(0, h) / ((truth[2] - truth[0]) * (truth[3] - truth[1]))
 
 
+def _torch_op_transform(enc: Any) -> Any:
+    """The bundled encoder's preprocessing as it was before the runtime was tuned: the same values, computed
+    with torch element-wise ops (on the reader threads, where they start a second team of intra-op threads)."""
+    import torch
+    from PIL import Image
+
+    from rsrag.tools.encoders.lit import DEFAULT_HEADS, read_heads
+
+    cfg = read_heads(DEFAULT_HEADS)[0]
+    size = cfg.size
+    mean_t = torch.tensor(cfg.tower.mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(cfg.tower.std, dtype=torch.float32).view(3, 1, 1)
+
+    def transform(image: Any) -> Any:
+        resized = image.resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
+        x = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
+        return x.sub_(mean_t).div_(std_t)
+
+    return transform
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One run in this (fresh) process: ``args.mode`` is ``pyramid`` or ``flat``."""
     import torch
@@ -269,12 +290,34 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from rsrag.tools.retrieval import cascade
     from rsrag.tools.store import PatchStore, open_store
 
+    from rsrag.tools.encoders import runtime
+
+    if args.runtime in ("before", "nothp"):  # the encoder runtime before it was tuned (the same-run baseline)
+        runtime.keep_system_allocator()
+    elif args.runtime == "heap":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from encoder_runtime import heap_buffers
+
+        runtime.tune_cpu_runtime()
+        heap_buffers()
+    if args.encode_empty:  # the baseline before windows without data were skipped: every read counts as data
+        from rsrag.tools.raster import Scene
+
+        plain = Scene.read_display_valid
+
+        def all_valid(self: Any, box: Any, out_size: Any = None) -> tuple[np.ndarray, np.ndarray]:
+            rgb, valid = plain(self, box, out_size)
+            return rgb, np.ones_like(valid)
+
+        Scene.read_display_valid = all_valid  # type: ignore[method-assign]
     torch.set_num_threads(args.threads)
     scene_path = Path(args.scene)
     truth = json.loads(scene_path.with_suffix(".truth.json").read_text())
     store_dir = Path(args.store)
     shutil.rmtree(store_dir, ignore_errors=True)
-    enc = load_encoder(args.encoder)
+    enc = load_encoder(args.encoder, batch_size=args.batch)
+    if args.runtime == "before":
+        enc._transform = _torch_op_transform(enc)  # type: ignore[attr-defined]
     embed_phrases(enc, ["warm-up"])  # both modes start with a loaded, warm encoder
     # the encoder alone on pre-decoded tensors, just before the run: the machine's speed at that moment
     probe = torch.stack([enc.preprocess(np.full((enc.image_size, enc.image_size, 3), v, np.uint8))
@@ -293,16 +336,18 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     enc.encode_image_tensors = counting  # type: ignore[method-assign]
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
-    out: dict[str, Any] = {"mode": args.mode, "scene": scene_path.name, "side": truth["side"], "queries": [],
+    out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "batch": args.batch,
+                           "encode_empty": args.encode_empty, "scene": scene_path.name, "side": truth["side"], "queries": [],
                            "encoder": enc.id, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
         t0 = time.perf_counter()
+        cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         if args.mode == "flat":
-            report = index_scene(scene, enc, args.flat, patches, batch_size=32)
+            report = index_scene(scene, enc, args.flat, patches, batch_size=args.batch)
             index: Any = report.info
             out.update(index_s=time.perf_counter() - t0, windows=report.info.n_patches, tiling=args.flat)
         else:
-            pyr = Pyramid(scene, enc, args.tiling, patches, sample=args.sample, batch_size=32)
+            pyr = Pyramid(scene, enc, args.tiling, patches, sample=args.sample, batch_size=args.batch)
             index = PyramidIndex(pyr, beam=args.beam, expand=args.expand)
             out.update(tiling=pyr.id, levels=[(lv.level, lv.window, lv.count) for lv in pyr.levels],
                        windows=sum(lv.count for lv in pyr.levels), finest_windows=pyr.finest.count)
@@ -315,6 +360,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                  threshold=args.threshold, slow="never")
                 q = {"run": tag, "class": label, "s": time.perf_counter() - tq, "encoded": counted["n"] - before,
                      "since_start_s": time.perf_counter() - t0, **evaluate(result, sites, args.threshold)}
+                ru = resource.getrusage(resource.RUSAGE_SELF)  # CPU seconds since the start: less sensitive to load
+                q.update(cpu_user_s=ru.ru_utime - cpu_start.ru_utime, cpu_sys_s=ru.ru_stime - cpu_start.ru_stime)
                 extra = result.hits[0].extra if result.hits else {}
                 q["searched_share"] = extra.get("searched_share", 1.0)
                 out["queries"].append(q)
@@ -438,10 +485,11 @@ def sweep(args: argparse.Namespace) -> None:
 
 
 def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: bool) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "measure", "--mode", mode, "--scene", str(scene), "--store", str(store),
+    cmd = ([sys.executable, __file__, "measure", "--mode", mode, "--scene", str(scene), "--store", str(store),
            "--encoder", args.encoder, "--tiling", args.tiling, "--flat", args.flat, "--beam", str(args.beam),
            "--expand", str(args.expand), "--sample", str(args.sample), "--threshold", str(args.threshold),
-           "--threads", str(args.threads)] + (["--fill"] if fill else [])
+           "--threads", str(args.threads), "--batch", str(args.batch), "--runtime", args.runtime]
+           + (["--fill"] if fill else []) + (["--encode-empty"] if args.encode_empty else []))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     sys.stderr.write(proc.stderr[-4000:])
@@ -457,10 +505,10 @@ def summarise(runs: list[dict[str, Any]], tag: str) -> dict[str, float]:
 
 
 def main() -> None:
-    from rsrag.agent.settings import PyramidSettings, StoreSettings
+    from rsrag.agent.settings import EncoderSettings, PyramidSettings, StoreSettings
 
     class DEFAULTS:  # the product's defaults (agent/settings.py): the pyramid arm runs what users get
-        pyramid, store = PyramidSettings(), StoreSettings()
+        pyramid, store, encoder = PyramidSettings(), StoreSettings(), EncoderSettings()
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep"])
@@ -486,6 +534,13 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=DEFAULTS.pyramid.sample)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=DEFAULTS.encoder.batch_size, help="windows per encoder call")
+    parser.add_argument("--encode-empty", action="store_true",
+                        help="measure: encode windows without data too (the baseline before they were skipped)")
+    parser.add_argument("--runtime", choices=["current", "before", "nothp", "heap"], default="current",
+                        help="measure: the encoder runtime; 'before' = torch's and glibc's allocation defaults and "
+                             "torch-op preprocessing (before it was tuned), 'nothp' = the allocation defaults only, "
+                             "'heap' = current plus large blocks kept in glibc's heap (BENCHMARKS.md, Encoder runtime)")
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")
     parser.add_argument("--mode", default="pyramid")

@@ -6,7 +6,8 @@ Pipeline (:func:`index_scene`):
    already committed to the store (a previous, possibly killed, run) are skipped.
 2. Reader threads read each patch window decimated to the encoder's input size (GDAL uses overviews where
    present) and preprocess it into a tensor, a whole batch per task. Several batches are in flight, so the
-   next batch is decoded while the model computes the current one.
+   next batch is decoded while the model computes the current one. A window whose read holds no data
+   (nodata value or alpha everywhere) is not encoded nor stored; a complete index holds the others.
 3. The calling thread encodes batches; a writer thread commits each finished chunk in one atomic write.
 4. When every chunk is stored the index gets its scene statistics and is marked complete.
 
@@ -130,12 +131,21 @@ def _read_size(spec: PatchSpec, image_size: int) -> tuple[int, int]:
     return max(1, round(h * f)), max(1, round(w * f))
 
 
-def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec]) -> tuple[torch.Tensor, list[Region]]:
+def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec], skip_empty: bool = True,
+                ) -> tuple[torch.Tensor | None, list[Region], list[bool]]:
+    """Read and preprocess a batch of windows: (tensor of the windows that hold data, their regions, and per
+    window whether it holds data). With ``skip_empty``, a window whose decimated read is entirely nodata (the
+    scene's nodata value or alpha band) is left out: it is not encoded."""
     import torch
 
-    tensors = [encoder.preprocess(scene.read_display(s.box, out_size=_read_size(s, encoder.image_size))) for s in specs]
-    regions = [scene.region(s.box, scale=s.scale) for s in specs]
-    return torch.stack(tensors), regions
+    arrays, regions, keep = [], [], []
+    for s in specs:
+        rgb, valid = scene.read_display_valid(s.box, out_size=_read_size(s, encoder.image_size))
+        keep.append(bool(valid.any()) or not skip_empty)
+        if keep[-1]:
+            arrays.append(encoder.preprocess(rgb).numpy())
+            regions.append(scene.region(s.box, scale=s.scale))
+    return (torch.from_numpy(np.stack(arrays)) if arrays else None), regions, keep
 
 
 Unit = tuple[Sequence[int], Sequence[PatchSpec]]
@@ -238,6 +248,11 @@ def index_scene(
             if run.stopped:
                 return IndexReport(info=info, encoded=run.encoded, skipped=skipped, chunks_written=run.written,
                                    seconds=run.seconds, patches_per_s=run.rate, no_op=False, stopped=True)
+            if run.empty or skipped:
+                # windows without data are not stored: the complete index holds the others (a resumed run
+                # cannot know which windows of earlier chunks were empty, so it counts what the store holds)
+                held = info.n_patches - len(run.empty) if not done_chunks else min(info.n_patches, patches.count(info))
+                info = info.model_copy(update={"n_patches": held})
             info = patches.finish(info)
             return IndexReport(info=info, encoded=run.encoded, skipped=skipped, chunks_written=run.written,
                                seconds=run.seconds, patches_per_s=run.rate, no_op=False)
@@ -254,6 +269,8 @@ class EncodeRun:
     written: int
     seconds: float
     stopped: bool
+    empty: tuple[int, ...] = ()
+    """Windows (patch indexes) read and found entirely without data: not encoded, not stored."""
 
     @property
     def rate(self) -> float:
@@ -285,7 +302,8 @@ def encode_units(
     The caller holds the index's lock and has recorded the index (:meth:`PatchStore.begin`); this does not
     finish it. Windows are read on ``readers`` threads (several batches ahead), encoded on the calling
     thread, and committed by a writer thread; a unit whose windows are all encoded is written as one
-    :meth:`PatchStore.add_rows`. When ``stop`` is set the run ends after the current batch: complete units are
+    :meth:`PatchStore.add_rows`. Windows whose read holds no data (nodata everywhere) are not encoded nor
+    written; the run lists them in :attr:`EncodeRun.empty` (a unit of only such windows writes nothing). When ``stop`` is set the run ends after the current batch: complete units are
     committed, a partly encoded unit is dropped (never half-written).
 
     Args:
@@ -309,6 +327,7 @@ def encode_units(
     batches = _unit_batches(units, batch_size)
     goal = info.n_patches if total is None else total
     encoded = written = 0
+    empty: list[int] = []
     stopped = False
     start = time.perf_counter()
     acc_chunks: list[int] = []
@@ -321,7 +340,8 @@ def encode_units(
             writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="rsrag-write"))
         else:
             pool, writer = executors
-        inflight: deque[tuple[Sequence[int], bool, list[PatchSpec], Future[tuple[torch.Tensor, list[Region]]]]] = deque()
+        inflight: deque[tuple[Sequence[int], bool, list[PatchSpec],
+                              Future[tuple[torch.Tensor | None, list[Region], list[bool]]]]] = deque()
         writes: deque[Future[int]] = deque()
 
         def fill() -> None:
@@ -339,25 +359,29 @@ def encode_units(
                     stopped = True
                     break
                 chunks, last, specs, fut = inflight.popleft()
-                tensor, regions = fut.result()
+                tensor, regions, keep = fut.result()
                 fill()  # queue the next read before the model takes the cores
-                acc_vecs.append(np.asarray(encoder.encode_image_tensors(tensor), dtype=np.float32))
-                acc_chunks.extend(chunks)
-                acc_ids.extend(s.index for s in specs)
-                acc_regions.extend(regions)
-                encoded += len(specs)
+                empty.extend(s.index for s, k in zip(specs, keep, strict=True) if not k)
+                if tensor is not None:
+                    acc_vecs.append(np.asarray(encoder.encode_image_tensors(tensor), dtype=np.float32))
+                    acc_chunks.extend(c for c, k in zip(chunks, keep, strict=True) if k)
+                    acc_ids.extend(s.index for s, k in zip(specs, keep, strict=True) if k)
+                    acc_regions.extend(regions)
+                    encoded += len(regions)
                 if last:
-                    while len(writes) >= 2:
-                        writes.popleft().result()
-                    writes.append(writer.submit(patches.add_rows, info, acc_chunks, acc_ids, acc_regions,
-                                                np.concatenate(acc_vecs)))
-                    written += 1
+                    if acc_ids:
+                        while len(writes) >= 2:
+                            writes.popleft().result()
+                        writes.append(writer.submit(patches.add_rows, info, acc_chunks, acc_ids, acc_regions,
+                                                    np.concatenate(acc_vecs)))
+                        written += 1
                     acc_chunks, acc_ids, acc_regions, acc_vecs = [], [], [], []
                 if progress is not None:
                     elapsed = time.perf_counter() - start
-                    rate = encoded / elapsed if elapsed > 0 else 0.0
-                    left = goal - done_before - encoded
-                    progress(IndexProgress(done=done_before + encoded, total=goal, encoded=encoded,
+                    seen = encoded + len(empty)
+                    rate = seen / elapsed if elapsed > 0 else 0.0
+                    left = goal - done_before - seen
+                    progress(IndexProgress(done=done_before + seen, total=goal, encoded=encoded,
                                            elapsed_s=elapsed, rate=rate, eta_s=left / rate if rate > 0 else None,
                                            stage=stage, level=level, levels=levels, scene=info.scene))
             if stop is not None and stop.is_set() and (inflight or next(batches, None) is not None):
@@ -372,4 +396,5 @@ def encode_units(
             raise
     if stopped:  # the encoded part of an unfinished unit is dropped: it was never committed
         encoded -= len(acc_ids)
-    return EncodeRun(encoded=encoded, written=written, seconds=time.perf_counter() - start, stopped=stopped)
+    return EncodeRun(encoded=encoded, written=written, seconds=time.perf_counter() - start, stopped=stopped,
+                     empty=tuple(empty))

@@ -16,7 +16,9 @@ and cuts large ones. The pyramid instead holds the scene at several footprints:
   resumable after a kill. A level uses one chunk per window, so any set of windows can be committed, and is
   filled on demand. Until a level is complete its z-score statistics are estimated from a fixed, spread
   sample of its windows (``sample``, default 24), encoded the first time the level is touched; completing
-  the level replaces them with the exact ones.
+  the level replaces them with the exact ones. Windows without data (entirely nodata in their decimated
+  read: a sparse mosaic's or a COG's empty blocks) are not encoded nor stored: they count as searched and
+  towards the level's completion, and the statistics are those of windows with data.
 * **Descent** (:func:`descend`). A query scores the finest level that is complete (level 0 on a fresh
   scene, encoded first: a few hundred windows) with :func:`rsrag.tools.retrieval.search_index`, keeps a
   beam of the best distinct regions plus every region at or above the confidence threshold, encodes their
@@ -334,6 +336,7 @@ class Pyramid:
         self.levels = self.tiling.levels(scene.width, scene.height)
         self._infos: dict[int, IndexInfo] = {}
         self._stats_ready: set[int] = set()
+        self._empty: dict[int, set[int]] = {}
         self._locks = [threading.Lock() for _ in self.levels]
         self._urgent = 0
         self._urgent_lock = threading.Condition()
@@ -397,13 +400,28 @@ class Pyramid:
         return bool(info and info.complete)
 
     def stored(self, level: int, indexes: Sequence[int] | None = None) -> set[int]:
-        """Windows of a level already stored (among ``indexes``, when given)."""
+        """Windows of a level already stored (among ``indexes``, when given); every window of a complete
+        level counts (those without data were never stored)."""
         info = self.info(level)
         if info is None:
             return set()
         if info.complete:
-            return set(range(info.n_patches)) if indexes is None else set(indexes)
+            return set(range(self.levels[level].count)) if indexes is None else set(indexes)
         return self.patches.stored_patches(info, indexes)  # from the level's receipt when valid
+
+    def empty(self, level: int) -> frozenset[int]:
+        """Windows of a level found without data (entirely nodata) by this process's reads: never encoded
+        nor scored, but searched (they are known to hold nothing)."""
+        return frozenset(self._empty.get(level, ()))
+
+    def covered(self, level: int) -> int:
+        """Windows of a level searched: stored, or known to hold no data (every window of a complete level)."""
+        info = self.info(level)
+        if info is None:
+            return len(self._empty.get(level, ()))
+        if info.complete:
+            return self.levels[level].count
+        return min(self.levels[level].count, self.patches.count(info) + len(self._empty.get(level, ())))
 
     # --- encoding ---------------------------------------------------------------------------------------
 
@@ -449,7 +467,10 @@ class Pyramid:
         The first time an incomplete level is touched, its statistics sample is encoded with them and its
         provisional statistics recorded; when the last window of a level is stored the level is finished
         (exact statistics, marked complete). Safe to call from several threads and processes (the level's
-        lock is taken; an ``urgent`` call, a search, goes before a waiting background fill).
+        lock is taken; an ``urgent`` call, a search, goes before a waiting background fill). Windows without
+        data (entirely nodata in their decimated read) are not encoded: they are remembered
+        (:meth:`empty`) and count towards the level's completion, and the statistics are those of the sample's
+        windows that hold data (of every stored window when none of the sample does).
         """
         wanted = sorted({int(i) for i in indexes})
         lv = self.levels[level]
@@ -463,7 +484,8 @@ class Pyramid:
             need_stats = level not in self._stats_ready and not self._has_stats(info)
             sample = lv.sample(self.sample) if need_stats else []
             todo = sorted(set(wanted) | set(sample))
-            missing = sorted(set(todo) - self.stored(level, todo))
+            empty = self._empty.setdefault(level, set())
+            missing = sorted(set(todo) - self.stored(level, todo) - empty)
             encoded = 0
             if missing:
                 before = self.patches.count(info)
@@ -474,13 +496,16 @@ class Pyramid:
                                    total=lv.count, stage=stage, level=level, levels=self.n_levels,
                                    executors=self._threads())
                 encoded = run.encoded
-                release_freed_memory()
+                empty.update(run.empty)
             stored = self.patches.count(info)
-            if stored >= lv.count:
-                self._infos[level] = self.patches.finish(info)
+            if stored and stored + len(empty) >= lv.count:
+                # windows without data are not stored: the complete level holds the others
+                held = info if stored == info.n_patches else info.model_copy(update={"n_patches": stored})
+                self._infos[level] = self.patches.finish(held)
                 self._stats_ready.add(level)
-            elif need_stats:
-                stats = self.patches.vector_stats(info, sample)
+            elif need_stats and stored:
+                with_data = [i for i in sample if i not in empty]
+                stats = self.patches.vector_stats(info, with_data if with_data else None)
                 self._infos[level] = self.patches.set_provisional_stats(info, stats)
                 self._stats_ready.add(level)
             current = self._infos.get(level, info)
@@ -579,7 +604,8 @@ class _LevelLock:
 
 def release_freed_memory() -> None:
     """Hand memory freed by the allocator back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so the
-    decoded windows and activations of one encode do not raise the resident size of the next."""
+    decoded windows and activations of one search do not raise the resident size of the next (called once per
+    search, not per encode: every trim makes the next forward pass fault its buffers in again)."""
     global _TRIM
     if _TRIM is None:
         try:
@@ -958,21 +984,27 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
         info = pyramid.info(level)
         assert info is not None
         scored = info.n_patches if info.complete else pyramid.patches.count(info)
+        covered = pyramid.covered(level)  # scored, plus the windows known to hold no data
         finest = level == pyramid.n_levels - 1
         tags = [{**e, **level_extras(pyramid, level)} for e in per_vector_extras]
         if finest:
             for t in tags:
-                t.update(searched_share=round(scored / lv.count, 6), finest_complete=int(info.complete))
+                t.update(searched_share=round(covered / lv.count, 6), finest_complete=int(info.complete))
         # above the finest level every stored window is fetched, so each can be compared with its neighbours
         want = k if finest else max(4 * beam, 16, min(scored, CONTRAST_MAX))
-        lists = search_index(pyramid.patches, info, vecs, list(queries), k=want, path=path, min_confidence=threshold,
-                             calibration=calibration, prompt_version=prompt_version, extras=tags)
+        if scored:
+            lists = search_index(pyramid.patches, info, vecs, list(queries), k=want, path=path,
+                                 min_confidence=threshold, calibration=calibration, prompt_version=prompt_version,
+                                 extras=tags)
+        else:  # every window visited here holds no data: nothing to rank, nothing to descend into
+            lists = [[] for _ in vecs]
         if finest:
+            release_freed_memory()
             visits.append(LevelVisit(level=level, scale=lv.scale, window=lv.window, windows=lv.count, scored=scored,
                                      encoded=encoded_at.get(level, 0), complete=info.complete))
             version = max((h.index_version or 0 for hs in lists for h in hs), default=0)
             return PyramidSearch(
-                hits=lists, visits=visits, start_level=start, finest_share=scored / lv.count, complete=info.complete,
+                hits=lists, visits=visits, start_level=start, finest_share=covered / lv.count, complete=info.complete,
                 encoded=sum(encoded_at.values()), seconds=time.perf_counter() - t0, pyramid=pyramid.id,
                 n_levels=pyramid.n_levels, index_key=info.key, index_version=version,
             )

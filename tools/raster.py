@@ -499,12 +499,18 @@ class Scene:
         Returns:
             (height, width, 3) uint8 array; pixels without data are black.
         """
+        return self.read_display_valid(box, out_size)[0]
+
+    def read_display_valid(self, box: PixelBox, out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`read_display` and the (height, width) mask of its pixels that hold data (by the scene's
+        nodata value, alpha band and non-finite values; all True when the file declares none), from one read."""
         wanted = self.bands + ((self._alpha,) if self._alpha else ())
         unique = tuple(dict.fromkeys(wanted))
         raw = self.read(box, out_shape=out_size, bands=unique)
         data = np.stack([raw[unique.index(b)] for b in self.bands])
         alpha = raw[unique.index(self._alpha)] if self._alpha else None
-        return self.stretch.apply(data, valid_mask(data, self.info.nodata, alpha))
+        valid = valid_mask(data, self.info.nodata, alpha)
+        return self.stretch.apply(data, valid), valid
 
     @property
     def stretch(self) -> Stretch:

@@ -138,7 +138,9 @@ class _EncoderWorker:
             specs = list(islice(scheme.patches(scene.width, scene.height), task.windows[0], task.windows[-1] + 1))
         regions, vectors = [], []
         for b in range(0, len(specs), self.batch_size):
-            tensor, batch_regions = _read_batch(scene, self.encoder, specs[b:b + self.batch_size])
+            # every window is encoded here, those without data too (the cluster's plan counts every window)
+            tensor, batch_regions, _ = _read_batch(scene, self.encoder, specs[b:b + self.batch_size], skip_empty=False)
+            assert tensor is not None
             vectors.append(np.asarray(self.encoder.encode_image_tensors(tensor), dtype=np.float32))
             regions.extend(batch_regions)
         self.patches.add_rows(info, list(task.chunks), [s.index for s in specs], regions, np.concatenate(vectors))

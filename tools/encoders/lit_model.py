@@ -287,14 +287,21 @@ def lit_image_transform(size: int, mean: tuple[float, float, float], std: tuple[
     import numpy as np
     from PIL import Image
 
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    mean_a = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std_a = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
 
     def transform(image: Any) -> torch.Tensor:
         resized = image.resize((size, size), Image.Resampling.BICUBIC)
         if resized.mode != "RGB":
             resized = resized.convert("RGB")
-        x = torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
-        return x.sub_(mean_t).div_(std_t)
+        # numpy, not torch: on the main thread torch splits each of these small element-wise ops over its
+        # intra-op threads, which on two busy cores cost 4-70 ms a window instead of 2-3 ms (encode_images in
+        # evaluation, the knowledge base, calibration; BENCHMARKS.md, "Encoder runtime"); the same float32
+        # operations, bit for bit
+        x = np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
+        x /= np.float32(255)
+        x -= mean_a
+        x /= std_a
+        return torch.from_numpy(x)
 
     return transform

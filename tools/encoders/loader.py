@@ -185,16 +185,21 @@ def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: in
 
     Returns:
         An :class:`~rsrag.tools.encoders.base.Encoder`. The model is built once per (spec, device); a call with
-        another batch size gets a view sharing that model.
+        another batch size gets a view sharing that model. On CPU the process's runtime is tuned first
+        (:func:`rsrag.tools.encoders.runtime.tune_cpu_runtime`).
 
     Raises:
         UnknownEncoderError: the spec names no known model.
         WeightsUnavailableError: the weights are not available locally and cannot be downloaded.
         CheckpointMismatchError: a checkpoint does not fit its architecture.
     """
+    parsed = parse_spec(spec)
+    if device.strip().lower() == "cpu":
+        from rsrag.tools.encoders.runtime import tune_cpu_runtime
+
+        tune_cpu_runtime()  # before torch's first CPU allocation: huge pages for the activation buffers
     import torch
 
-    parsed = parse_spec(spec)
     key = (parsed.text, str(torch.device(device)))
     with _LOCK:
         if key not in _CACHE:

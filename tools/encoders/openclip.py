@@ -18,7 +18,9 @@ class OpenClipEncoder:
     """Wraps an open_clip model, its image transform and tokenizer behind the encoder interface.
 
     The model is put in eval mode; every forward pass runs under ``torch.inference_mode`` and returns unit
-    vectors. On CUDA the model runs in half precision with channels-last memory; on CPU it stays float32.
+    vectors. On CUDA the model runs in half precision with channels-last memory; on CPU it stays float32
+    (:func:`rsrag.tools.encoders.loader.load_encoder` sets the CPU runtime up before building the model:
+    :mod:`rsrag.tools.encoders.runtime`).
 
     Args:
         model: an open_clip ``CLIP`` / ``CustomTextCLIP``.

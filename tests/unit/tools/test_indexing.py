@@ -207,3 +207,53 @@ def test_with_a_real_open_clip_encoder(make_raster, tmp_path: Path, tiny_encoder
     result = fast_search(report.info, enc, question="Where are the ships?", store=tmp_path / "s", top_k=5)
     assert result.phrases == ["ships"] and 0 < len(result.hits) <= 5
     assert all(0.0 <= h.confidence <= 1.0 and h.z is not None for h in result.hits)
+
+
+class _Counting(TinyEncoder):
+    """The tiny projection encoder, counting the windows it encodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows = 0
+
+    def encode_image_tensors(self, batch):  # type: ignore[no-untyped-def]
+        self.windows += int(batch.shape[0])
+        return super().encode_image_tensors(batch)
+
+
+def _half_nodata(make_raster, declared: bool) -> Path:  # type: ignore[no-untyped-def]
+    """A 128 x 96 gradient whose right part (x >= 64) is 0 in every band: nodata when ``declared``."""
+    img = gradient(3, 96, 128)
+    img[:, :, 64:] = 0
+    img[:, :, :64] = np.maximum(img[:, :, :64], 1)  # no pixel of the data part equals the nodata value
+    return make_raster(img, name=f"half_{declared}.tif", nodata=0 if declared else None)
+
+
+def test_windows_without_data_are_not_encoded_and_the_rest_is_unchanged(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    tiling = "grid:16:overlap=0.5"
+    plain_enc, nodata_enc = _Counting(), _Counting()
+    plain = index_scene(_half_nodata(make_raster, False), plain_enc, tiling, tmp_path / "plain", batch_size=4,
+                        chunk_size=7)
+    image = _half_nodata(make_raster, True)
+    masked = index_scene(image, nodata_enc, tiling, tmp_path / "masked", batch_size=4, chunk_size=7)
+    specs = list(parse_tiling(tiling).patches(128, 96))
+    assert plain_enc.windows == plain.info.n_patches == len(specs)  # black content without nodata is encoded
+    store_m = PatchStore(open_store(tmp_path / "masked"))
+    kept = store_m.stored_patches(masked.info)
+    # a window is read decimated (bilinear), so one flush with the border may still see a data pixel; every
+    # window further inside the nodata part holds none and was never encoded
+    assert {s.index for s in specs if s.box.x0 < 64} <= kept
+    assert not kept & {s.index for s in specs if s.box.x0 >= 72}
+    assert nodata_enc.windows == masked.encoded == len(kept) < len(specs)
+    assert masked.info.complete and masked.info.n_patches == len(kept)
+    # each stored window holds what encoding its read gives, as before windows without data were skipped
+    from rsrag.tools.indexing import _read_size
+
+    got = store_m.vectors(masked.info, sorted(kept))
+    with open_scene(image) as scene:
+        for s in specs:
+            if s.index in kept:
+                pixels = scene.read_display(s.box, out_size=_read_size(s, TinyEncoder.image_size))
+                assert np.allclose(got[s.index], TinyEncoder().encode_images([pixels])[0], atol=1e-6)
+    again = index_scene(image, nodata_enc, tiling, tmp_path / "masked")
+    assert again.no_op and nodata_enc.windows == len(kept)

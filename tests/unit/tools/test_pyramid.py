@@ -348,3 +348,68 @@ def test_background_filler_stops_cleanly_and_searches_keep_working(make_raster, 
         assert done.encoded == pyr.finest.count - stored
         last = descend(pyr, enc.encode_texts(["red"]), ["red"], beam=2, expand=4)
         assert last.complete and last.finest_share == 1.0 and last.visits[0].level == pyr.n_levels - 1
+
+
+# --- windows without data -----------------------------------------------------------------------------
+
+
+def _half_nodata_scene(make_raster, declared: bool, side: int = 256) -> Path:  # type: ignore[no-untyped-def]
+    """The noisy grey scene with a red square at (60, 100) and its right half (x >= side/2) zero, declared
+    nodata or not."""
+    rng = np.random.default_rng(0)
+    img = (118 + rng.integers(0, 20, (3, side, side))).astype(np.uint8)
+    img[:, 100:124, 60:84] = RED[:, None, None]
+    img[:, :, side // 2:] = 0
+    return make_raster(img, name=f"half_{declared}.tif", nodata=0 if declared else None)
+
+
+def test_windows_without_data_are_skipped_counted_as_searched_and_change_nothing_else(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from rsrag.tools.indexing import _read_size
+
+    enc = CountingEncoder()
+    with open_scene(_half_nodata_scene(make_raster, True)) as scene:
+        pyr = Pyramid(scene, enc, "pyramid:16:top=16", tmp_path / "store", sample=16)
+        red = enc.encode_texts(["red"])
+        first = descend(pyr, red, ["red"], k=5, beam=2, expand=4)
+        pyr.fill(pyr.finest.level)
+        full = descend(pyr, red, ["red"], k=20, beam=2, expand=4)
+        finest = pyr.finest
+        empty = pyr.empty(finest.level)
+        # windows are read decimated (bilinear): one flush with the border may see a data pixel, none further in
+        assert {i for i in range(finest.count) if finest.box(i).x0 >= 136} <= empty
+        assert not {i for i in range(finest.count) if finest.box(i).x0 < 128} & empty
+        # the windows without data were never encoded, yet the level is complete and all of it was searched
+        assert pyr.complete(finest.level) and pyr.status()[-1].stored == finest.count - len(empty)
+        assert pyr.stored(finest.level) == set(range(finest.count)) and pyr.covered(finest.level) == finest.count
+        assert enc.windows - sum(s.stored for s in pyr.status()[:-1]) == finest.count - len(empty)
+        assert full.complete and full.finest_share == 1.0
+        assert not {h.patch for h in full.hits[0]} & empty  # nothing without data is ranked
+        # the target is found, before and after the fill
+        target = PixelBox(x0=60, y0=100, x1=84, y1=124)
+        assert all(r.hits[0][0].region.box.intersection(target) > 0 for r in (first, full))
+        # the ranking is that of encoding every window with data the way it was encoded before
+        with_data = [i for i in range(finest.count) if i not in empty]
+        pixels = [scene.read_display(finest.box(i), out_size=_read_size(finest.spec(i, 8), 8)) for i in with_data]
+        scores = TinyEncoder().encode_images(pixels) @ red[0]
+        best = [with_data[j] for j in np.argsort(-scores)[:5]]
+        assert [h.patch for h in full.hits[0][:5]] == best
+
+
+def test_a_statistics_sample_of_empty_windows_falls_back_to_the_windows_with_data(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    img = (118 + rng.integers(0, 20, (3, 256, 256))).astype(np.uint8)
+    img[:, :, :128] = 0  # the left half holds no data: the one-window sample (window 0, top left) is empty
+    enc = CountingEncoder()
+    with open_scene(make_raster(img, nodata=0)) as scene:
+        pyr = Pyramid(scene, enc, "pyramid:16:top=16", tmp_path / "store", sample=1)
+        lv = pyr.levels[2]
+        assert lv.sample(1) == [0]
+        inside_empty = [i for i in range(lv.count) if lv.box(i).x1 <= 120]
+        pyr.ensure(2, inside_empty)
+        assert enc.windows == 0 and pyr.patches.count(pyr.info(2)) == 0 and set(inside_empty) <= pyr.empty(2)
+        with_data = [i for i in range(lv.count) if lv.box(i).x0 >= 136][:5]
+        assert pyr.ensure(2, with_data) == enc.windows == 5
+        stats = pyr.patches.stats(pyr.info(2))  # from the stored windows with data, not from the empty sample
+        assert stats.n == 5
+        result = descend(pyr, enc.encode_texts(["grey"]), ["grey"], k=5, beam=2, expand=4)
+        assert all(h.region.box.x1 > 120 for h in result.hits[0])

@@ -1,0 +1,203 @@
+"""Benchmark: the CPU runtime of the image encoder's forward pass (allocator, batch shapes, threads).
+
+Each arm runs in a fresh process (so allocator settings and peak RSS are its own), arms alternate over
+``--rounds`` rounds so that the load of other jobs hits them alike, and every process reports:
+
+* windows/s over ``--repeats`` passes through the batch sizes ``--sizes`` (e.g. ``32`` for a flat index's
+  full batches, ``9,22,4,17`` for the partial batches a pyramid descent produces), every shape warmed first;
+* user and system CPU seconds, CPU milliseconds per window (less sensitive than windows/s to the load of
+  other jobs) and minor page faults per window (``getrusage``): glibc hands buffers over
+  its mmap threshold (at most 32 MiB) back to the kernel at every free, so each forward pass of a batch of
+  32 re-faults and re-zeroes its 50-150 MiB activation buffers (system time);
+* VmHWM (peak RSS) of the process.
+
+Arms:
+
+* ``system``: torch's and glibc's defaults (:func:`rsrag.tools.encoders.runtime.keep_system_allocator`);
+* ``tuned``: the encoder runtime as users get it (:func:`rsrag.tools.encoders.runtime.tune_cpu_runtime`,
+  applied by ``load_encoder`` on CPU: transparent huge pages for torch's large buffers);
+* ``heap``: tuned, and glibc keeps large blocks in the heap (``mallopt``: ``M_MMAP_MAX=0``, a 1 GiB
+  ``M_TRIM_THRESHOLD``; measured, not used: see the runtime module);
+* ``heap+trim``: heap, with ``malloc_trim(0)`` after every pass.
+
+``--thread worker`` runs the passes in a worker thread (a server's request thread, the background filler)
+instead of the main thread.
+
+``--preprocess`` times the bundled encoder's per-window preprocessing instead, against the same values
+computed with torch element-wise ops (as it was): on a reader thread, torch splits each small op over its
+intra-op threads, which on two busy cores waits on the scheduler for every op.
+
+Run:  .venv/bin/python benchmarks/encoder_runtime.py --arms system tuned heap --sizes 32 --rounds 3
+      .venv/bin/python benchmarks/encoder_runtime.py --preprocess --rounds 3
+      .venv/bin/python benchmarks/encoder_runtime.py --arms system tuned --sizes 9,22,4,17 --thread worker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+ARMS = ("system", "tuned", "heap", "heap+trim")
+TRIM_THRESHOLD = 1 << 30
+
+
+def heap_buffers() -> None:
+    """The arm ``heap``: glibc keeps large blocks in the heap (``M_MMAP_MAX = 0``) and up to 1 GiB of freed
+    memory at its top (``M_TRIM_THRESHOLD``), so activation buffers are reused without page faults."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_max = -1, -4
+    assert libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One arm in this (fresh) process."""
+    from rsrag.tools.encoders import runtime
+
+    arm = args.child
+    if arm not in ARMS:
+        raise SystemExit(f"unknown arm {arm!r}; known: {', '.join(ARMS)}")
+    if arm == "system":
+        runtime.keep_system_allocator()
+    else:
+        runtime.tune_cpu_runtime()
+    if arm.startswith("heap"):
+        heap_buffers()
+    import numpy as np
+    import torch
+
+    from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.pyramid import release_freed_memory
+
+    torch.set_num_threads(args.threads)
+    enc = load_encoder(None, batch_size=32)
+    rng = np.random.default_rng(0)
+    batch = torch.stack([enc.preprocess(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)) for _ in range(32)])
+    sizes = [int(s) for s in args.sizes.split(",")]
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        for s in sorted(set(sizes)):
+            enc.encode_image_tensors(batch[:s])
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        n = 0
+        for _ in range(args.repeats):
+            for s in sizes:
+                enc.encode_image_tensors(batch[:s])
+                n += s
+                if arm.endswith("+trim"):
+                    release_freed_memory()
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+        result.update(per_s=n / wall, wall_s=wall, user_s=user, sys_s=sys_, cpu_ms_per_window=1000 * (user + sys_) / n,
+                      minflt_per_window=(r1.ru_minflt - r0.ru_minflt) / n)
+
+    if args.thread == "worker":
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    else:
+        work()
+    return {"arm": arm, "sizes": args.sizes, "thread": args.thread, **result, "peak_rss_mib": _hwm_mib()}
+
+
+def preprocess(args: argparse.Namespace) -> None:
+    """Milliseconds per window of the bundled encoder's preprocessing (numpy) against the same values computed
+    with torch element-wise ops (what it was), on the main thread or (``--thread worker``) a worker thread as
+    the indexer's readers run it, rounds alternating."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from pyramid import _torch_op_transform  # the preprocessing before (the pyramid benchmark's baseline arm)
+
+    from rsrag.tools.encoders import load_encoder
+
+    torch.set_num_threads(args.threads)
+    enc = load_encoder(None)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    arms = {"numpy (now)": enc.preprocess, "torch ops (before)": _torch_op_transform(enc)}
+    assert torch.equal(arms["numpy (now)"](image), arms["torch ops (before)"](image))  # the same values
+    times: dict[str, list[float]] = {k: [] for k in arms}
+
+    def work() -> None:
+        for _ in range(args.rounds):
+            for name, fn in arms.items():
+                t0 = time.perf_counter()
+                for _ in range(50):
+                    fn(image)
+                times[name].append((time.perf_counter() - t0) / 50 * 1000)
+
+    if args.thread == "worker":
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    else:
+        work()
+    print(json.dumps({"threads": args.threads, "thread": args.thread, "load_avg": round(os.getloadavg()[0], 1),
+                      "ms_per_window_median": {k: round(statistics.median(v), 2) for k, v in times.items()}}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preprocess", action="store_true", help="time the preprocessing instead (see preprocess())")
+    ap.add_argument("--arms", nargs="+", default=["system", "tuned"])
+    ap.add_argument("--sizes", default="32", help="batch sizes of one pass, comma-separated")
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--thread", choices=["main", "worker"], default="main")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    if args.preprocess:
+        preprocess(args)
+        return
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs: dict[str, list[dict[str, Any]]] = {a: [] for a in args.arms}
+    loads = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for arm in args.arms:
+            cmd = [sys.executable, __file__, "--child", arm, "--sizes", args.sizes, "--repeats", str(args.repeats),
+                   "--threads", str(args.threads), "--thread", args.thread]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=True)
+            rec = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[arm].append(rec)
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in rec.items()}), file=sys.stderr)
+        loads.append(os.getloadavg()[0])
+    base = statistics.median(r["per_s"] for r in runs[args.arms[0]])
+    summary = {}
+    for arm, recs in runs.items():
+        med = {k: statistics.median(r[k] for r in recs)
+               for k in ("per_s", "cpu_ms_per_window", "user_s", "sys_s", "minflt_per_window", "peak_rss_mib")}
+        summary[arm] = {**{k: round(v, 2) for k, v in med.items()}, "vs_first_arm": round(med["per_s"] / base, 2)}
+    print(json.dumps({"sizes": args.sizes, "thread": args.thread, "rounds": args.rounds, "repeats": args.repeats,
+                      "load_avg": [round(x, 1) for x in loads], "arms": summary}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Process-wide CPU runtime settings for encoder forward passes.
+
+A CNN forward pass over a batch of 32 windows at 224 px allocates activation buffers of 50-150 MiB and frees
+them a moment later. glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh
+``mmap`` and gives it back at ``free``, so every pass page-faults and zeroes all its activations again, one
+4 KiB page at a time (~10,000 page faults per window; a quarter to a third of the encoder's CPU time is
+system time). :func:`tune_cpu_runtime` asks torch's CPU allocator to back its buffers of 2 MiB and more with
+transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, torch's own switch: ``madvise(MADV_HUGEPAGE)``), so the
+same buffers take 512 times fewer faults; nothing else in the process allocates differently, and the peak
+RSS is unchanged. Measured on the bundled encoder (BENCHMARKS.md, "Encoder runtime"): ~30x fewer page
+faults and 1.1x windows/s for the forward pass alone.
+
+Keeping the buffers in the heap instead (``mallopt(M_MMAP_MAX, 0)`` with a high ``M_TRIM_THRESHOLD``) removes
+the faults altogether and is faster for the forward pass alone (1.2-1.5x), but it is process-wide: in the
+pyramid pipeline it cost more CPU time than it saved and raised peak RSS by 450-700 MiB (the store's and
+GDAL's large buffers then also come from the fragmented heap), so it is not used (``benchmarks/
+encoder_runtime.py`` keeps it as an arm, ``heap``).
+
+torch reads ``THP_MEM_ALLOC_ENABLE`` once, at its first CPU allocation: :func:`tune_cpu_runtime` must run
+before that (:func:`rsrag.tools.encoders.loader.load_encoder` calls it before it builds a CPU model). A value
+the user set is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+
+_lock = threading.Lock()
+_applied: dict[str, str] | None = None
+
+
+def tune_cpu_runtime() -> dict[str, str]:
+    """Apply the CPU runtime settings for forward passes, once per process (see the module docstring).
+
+    Returns:
+        The environment settings this process runs with, by name (the same mapping on every later call);
+        empty when :func:`keep_system_allocator` ran first.
+    """
+    global _applied
+    with _lock:
+        if _applied is None:
+            os.environ.setdefault(THP_VARIABLE, "1")
+            _applied = {THP_VARIABLE: os.environ[THP_VARIABLE]}
+        return dict(_applied)
+
+
+def tuned() -> dict[str, str] | None:
+    """What :func:`tune_cpu_runtime` applied in this process (``None`` before it ran)."""
+    return None if _applied is None else dict(_applied)
+
+
+def keep_system_allocator() -> None:
+    """Leave torch's and glibc's allocation defaults in place for the rest of the process: a later
+    :func:`tune_cpu_runtime` applies nothing (a benchmark's baseline arm; call it before any encoder is built)."""
+    global _applied
+    with _lock:
+        if _applied is None:
+            _applied = {}
