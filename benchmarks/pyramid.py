@@ -34,6 +34,7 @@ to the product's (``agent/settings.py``).
 Run:  .venv/bin/python benchmarks/pyramid.py mosaic --sizes 10000 20000 [--fill] [--flat vit:448]
       .venv/bin/python benchmarks/pyramid.py cog --side 100000
       .venv/bin/python benchmarks/pyramid.py sweep --tiling pyramid:top=128 --scenes-stores SCENE.tif STORE ...
+      .venv/bin/python benchmarks/pyramid.py reads --scene SCENE.tif   # read + preprocess ms per window, per level
 """
 
 from __future__ import annotations
@@ -484,6 +485,39 @@ def sweep(args: argparse.Namespace) -> None:
                           **{f"{k}_vs_full": round(got[k] / ref[k], 3) if ref[k] else None for k in got}}))
 
 
+def reads(args: argparse.Namespace) -> None:
+    """Milliseconds per window of reading and preprocessing (what the indexer's reader thread does per window)
+    at every pyramid level and for the flat tiling, 40 neighbouring windows from the middle of each, rounds
+    alternating; one thread, no encoder running."""
+    from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.indexing import _read_size
+    from rsrag.tools.pyramid import PyramidTiling
+    from rsrag.tools.raster import open_scene
+    from rsrag.tools.tiling import parse_tiling
+
+    enc = load_encoder(args.encoder)
+    with open_scene(Path(args.scene)) as sc:
+        spec = PyramidTiling(enc.image_size)
+        levels = spec.levels(sc.width, sc.height)
+        flat = list(parse_tiling(args.flat).patches(sc.width, sc.height))
+        arms = {f"flat {args.flat}": lambda r: flat[len(flat) // 2 + 40 * r:len(flat) // 2 + 40 * (r + 1)]}
+        for lv in levels:
+            arms[f"L{lv.level} {lv.window} px"] = lambda r, lv=lv: [
+                lv.spec(i, enc.image_size) for i in range(min(lv.count - 40, lv.count // 2 + 40 * r) if lv.count > 40 else 0,
+                                                          min(lv.count, lv.count // 2 + 40 * (r + 1)) if lv.count > 40 else lv.count)]
+        sc.read_display(flat[0].box, out_size=(enc.image_size, enc.image_size))
+        times: dict[str, list[float]] = {k: [] for k in arms}
+        for r in range(args.rounds):
+            for name, pick in arms.items():
+                specs = pick(r)
+                t0 = time.perf_counter()
+                for s in specs:
+                    enc.preprocess(sc.read_display(s.box, out_size=_read_size(s, enc.image_size)))
+                times[name].append(1000 * (time.perf_counter() - t0) / len(specs))
+    print(json.dumps({"scene": Path(args.scene).name, "load_avg": round(os.getloadavg()[0], 1),
+                      "ms_per_window_median": {k: round(float(np.median(v)), 1) for k, v in times.items()}}, indent=1))
+
+
 def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: bool) -> dict[str, Any]:
     cmd = ([sys.executable, __file__, "measure", "--mode", mode, "--scene", str(scene), "--store", str(store),
            "--encoder", args.encoder, "--tiling", args.tiling, "--flat", args.flat, "--beam", str(args.beam),
@@ -511,7 +545,7 @@ def main() -> None:
         pyramid, store, encoder = PyramidSettings(), StoreSettings(), EncoderSettings()
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep"])
+    parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep", "reads"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000])
     parser.add_argument("--side", type=int, default=100_000)
     parser.add_argument("--scenes", type=int, default=1, help="mosaics per size (seeds 0..N-1)")
@@ -534,6 +568,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=DEFAULTS.pyramid.sample)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="reads: rounds of every arm")
     parser.add_argument("--batch", type=int, default=DEFAULTS.encoder.batch_size, help="windows per encoder call")
     parser.add_argument("--encode-empty", action="store_true",
                         help="measure: encode windows without data too (the baseline before they were skipped)")
@@ -552,6 +587,9 @@ def main() -> None:
         return
     if args.kind == "sweep":
         sweep(args)
+        return
+    if args.kind == "reads":
+        reads(args)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; encoder {args.encoder}",

@@ -131,16 +131,25 @@ def _read_size(spec: PatchSpec, image_size: int) -> tuple[int, int]:
     return max(1, round(h * f)), max(1, round(w * f))
 
 
+WindowReader = Callable[[PatchSpec], tuple[np.ndarray, np.ndarray]]
+"""Reads one window for the encoder: (display RGB, mask of its pixels with data), as
+:meth:`rsrag.tools.raster.Scene.read_display_valid` gives them."""
+
+
 def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec], skip_empty: bool = True,
-                ) -> tuple[torch.Tensor | None, list[Region], list[bool]]:
+                read: WindowReader | None = None) -> tuple[torch.Tensor | None, list[Region], list[bool]]:
     """Read and preprocess a batch of windows: (tensor of the windows that hold data, their regions, and per
     window whether it holds data). With ``skip_empty``, a window whose decimated read is entirely nodata (the
-    scene's nodata value or alpha band) is left out: it is not encoded."""
+    scene's nodata value or alpha band) is left out: it is not encoded. ``read`` replaces the windowed read
+    (the pyramid crops its coarse levels from one decimated image of the scene)."""
     import torch
 
     arrays, regions, keep = [], [], []
     for s in specs:
-        rgb, valid = scene.read_display_valid(s.box, out_size=_read_size(s, encoder.image_size))
+        if read is not None:
+            rgb, valid = read(s)
+        else:
+            rgb, valid = scene.read_display_valid(s.box, out_size=_read_size(s, encoder.image_size))
         keep.append(bool(valid.any()) or not skip_empty)
         if keep[-1]:
             arrays.append(encoder.preprocess(rgb).numpy())
@@ -296,6 +305,7 @@ def encode_units(
     level: int | None = None,
     levels: int | None = None,
     executors: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None,
+    read: WindowReader | None = None,
 ) -> EncodeRun:
     """Read, encode and commit windows of index ``info``, one atomic write per unit.
 
@@ -322,6 +332,7 @@ def encode_units(
         stage / level / levels: reported in the progress.
         executors: (readers, writer) thread pools to use instead of new ones (a caller that encodes many
             small sets keeps its threads, and so the allocator's per-thread arenas, from one call to the next).
+        read: reads one window instead of the scene's windowed read (see :data:`WindowReader`).
     """
     ahead = prefetch if prefetch is not None else readers + 1
     batches = _unit_batches(units, batch_size)
@@ -350,7 +361,7 @@ def encode_units(
                 if item is None:
                     return
                 chunks, last, specs = item
-                inflight.append((chunks, last, specs, pool.submit(_read_batch, sc, encoder, specs)))
+                inflight.append((chunks, last, specs, pool.submit(_read_batch, sc, encoder, specs, True, read)))
 
         try:
             fill()

@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rsrag.tools.errors import EncoderError, QueryError, TilingError
 from rsrag.tools.hit import Hit, HitPath
-from rsrag.tools.indexing import IndexProgress, ProgressCallback, default_readers, encode_units
+from rsrag.tools.indexing import IndexProgress, ProgressCallback, WindowReader, default_readers, encode_units
 from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import PixelBox
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
@@ -73,6 +73,9 @@ DEFAULT_EXPAND = 24
 """Most regions per query vector expanded at each level (the beam plus those above the threshold)."""
 COMMIT_WINDOWS = 64
 """Windows per atomic commit when filling a level (the unit a background filler yields after)."""
+DECIMATED_MAX_BYTES = 32 << 20
+"""Largest decimated image of the scene a level's windows are cropped from (RGB bytes): a level read at least
+2x decimated whose whole scene fits is read once, instead of window by window (see :meth:`Pyramid.reader`)."""
 
 
 # --- geometry --------------------------------------------------------------------------------------------
@@ -337,6 +340,8 @@ class Pyramid:
         self._infos: dict[int, IndexInfo] = {}
         self._stats_ready: set[int] = set()
         self._empty: dict[int, set[int]] = {}
+        self._decimated: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+        self._decimated_lock = threading.Lock()
         self._locks = [threading.Lock() for _ in self.levels]
         self._urgent = 0
         self._urgent_lock = threading.Condition()
@@ -457,6 +462,46 @@ class Pyramid:
         for pyramid in finer:
             pyramid.close()
 
+    def reader(self, level: int) -> WindowReader | None:
+        """How the windows of ``level`` are read for the encoder: ``None`` (each window read from the file,
+        decimated by GDAL from the best overview) or, for a level read at least 2x decimated whose whole
+        scene at that decimation fits in :data:`DECIMATED_MAX_BYTES`, a crop of one decimated image of the
+        scene, read once (on first use) and kept for the pyramid's life.
+
+        A decimated read of a window from an overview costs 3-5x a full-resolution read of the same output
+        size (GDAL decodes and resamples overview tiles for each window; BENCHMARKS.md, "Pyramid index"),
+        and the coarse levels are what a fresh search reads first; one read of the level's whole image costs
+        about as much as a few of its windows. The crops are the same pixels up to resampling at window
+        edges (a window is squash-resized to the encoder's input either way)."""
+        lv = self.levels[level]
+        size = self.encoder.image_size
+        factor = lv.window / size
+        if factor < 2 or lv.window > min(self.scene.width, self.scene.height):  # clipped windows: read each
+            return None
+        shape = (max(1, round(self.scene.height / factor)), max(1, round(self.scene.width / factor)))
+        if shape[0] * shape[1] * 3 > DECIMATED_MAX_BYTES:
+            return None
+
+        def read(spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
+            fy, rgb, valid = self._decimated_image(level, shape)
+            fx = shape[1] / self.scene.width
+            b = spec.box
+            x0, x1 = int(b.x0 * fx), max(int(b.x0 * fx) + 1, round(b.x1 * fx))
+            y0, y1 = int(b.y0 * fy), max(int(b.y0 * fy) + 1, round(b.y1 * fy))
+            return rgb[y0:y1, x0:x1], valid[y0:y1, x0:x1]
+
+        return read
+
+    def _decimated_image(self, level: int, shape: tuple[int, int]) -> tuple[float, np.ndarray, np.ndarray]:
+        cached = self._decimated.get(level)
+        if cached is None:
+            with self._decimated_lock:
+                cached = self._decimated.get(level)
+                if cached is None:
+                    rgb, valid = self.scene.read_display_valid(self.scene.full_box, out_size=shape)
+                    cached = self._decimated[level] = (shape[0] / self.scene.height, rgb, valid)
+        return cached
+
     def _exclusive(self, level: int, urgent: bool) -> _LevelLock:
         return _LevelLock(self, level, urgent)
 
@@ -494,7 +539,7 @@ class Pyramid:
                 run = encode_units(self.scene, self.encoder, self.patches, info, units, batch_size=self.batch_size,
                                    readers=self.readers, progress=progress, stop=stop, done_before=before,
                                    total=lv.count, stage=stage, level=level, levels=self.n_levels,
-                                   executors=self._threads())
+                                   executors=self._threads(), read=self.reader(level))
                 encoded = run.encoded
                 empty.update(run.empty)
             stored = self.patches.count(info)

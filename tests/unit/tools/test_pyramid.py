@@ -413,3 +413,42 @@ def test_a_statistics_sample_of_empty_windows_falls_back_to_the_windows_with_dat
         assert stats.n == 5
         result = descend(pyr, enc.encode_texts(["grey"]), ["grey"], k=5, beam=2, expand=4)
         assert all(h.region.box.x1 > 120 for h in result.hits[0])
+
+
+def test_coarse_levels_are_cropped_from_one_decimated_read_with_the_same_vectors(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from rsrag.tools import pyramid as pyramid_module
+    from rsrag.tools.raster import Scene
+
+    image = make_raster((118 + np.random.default_rng(1).integers(0, 60, (3, 512, 512))).astype(np.uint8),
+                        overviews=(2, 4, 8, 16))
+    vectors = {}
+    for cached in (True, False):
+        enc = TinyEncoder()
+        calls: list[object] = []
+        with open_scene(image) as scene:
+            pyr = Pyramid(scene, enc, "pyramid:8:top=16", tmp_path / f"store{cached}", sample=16)
+            if not cached:
+                pyr.reader = lambda level: None  # type: ignore[method-assign]  # every window read from the file
+            plain = Scene.read_display_valid
+
+            def counting(self, box, out_size=None):  # type: ignore[no-untyped-def]
+                calls.append(box)
+                return plain(self, box, out_size)
+
+            Scene.read_display_valid = counting  # type: ignore[method-assign]
+            try:
+                for lv in pyr.levels[:3]:
+                    pyr.fill(lv.level)
+            finally:
+                Scene.read_display_valid = plain  # type: ignore[method-assign]
+            counts = [lv.count for lv in pyr.levels[:3]]
+            vectors[cached] = [pyr.patches.vectors(pyr.info(i), range(c)) for i, c in enumerate(counts)]
+            if cached:  # levels 0-2 (windows 256, 128, 64 px read at 8 px): one read each instead of one per window
+                assert [lv.window for lv in pyr.levels[:3]] == [256, 128, 64]
+                assert len(calls) == 3 and pyramid_module.DECIMATED_MAX_BYTES > 3 * 64 * 64
+                assert pyr.reader(pyr.n_levels - 1) is None  # the finest level (8 px at 8 px) is read window by window
+            else:
+                assert len(calls) == sum(counts)
+    for got, want in zip(vectors[True], vectors[False]):
+        cos = [float(got[i] @ want[i]) for i in want]
+        assert min(cos) > 0.98 and float(np.mean(cos)) > 0.995
