@@ -891,10 +891,12 @@ CONTRAST_MAX = 4096
 """Most stored windows of a level ranked by local contrast (the rest by score alone)."""
 
 
-def local_contrast(level: Level, hits: Sequence[Hit]) -> list[Hit]:
+def local_contrast(level: Level, hits: Sequence[Hit], empty: Iterable[int] = ()) -> list[Hit]:
     """Hits of one level re-ranked by *local contrast*: a window's score minus the mean score of the scored
     windows around it that do not overlap it (the ring two grid steps away: with half-overlapping windows
-    the adjacent ones share half its area, and so its object); its own score when none was scored.
+    the adjacent ones share half its area, and so its object); its own score when none was scored. A
+    neighbour known to hold no data (``empty``: never encoded) counts with the lowest score of the level, so
+    content surrounded by nodata still stands out, as it did when empty windows were encoded.
 
     At coarse levels a small object moves a window's score only a little, while the background class
     (a quadrant of farmland, a city) moves every window around it; ranking the beam by raw score then spends
@@ -903,6 +905,10 @@ def local_contrast(level: Level, hits: Sequence[Hit]) -> list[Hit]:
     the share of sites a descent reaches, see BENCHMARKS.md).
     """
     by_patch = {int(h.patch): h.score for h in hits if h.patch is not None}
+    if by_patch:
+        floor = min(by_patch.values())
+        for i in empty:
+            by_patch.setdefault(int(i), floor)
     ncols = len(level.xs)
     ring = max(1, math.ceil(level.window / max(1, level.step)))  # grid steps to the first non-overlapping window
     keyed: list[tuple[float, int, Hit]] = []
@@ -924,11 +930,11 @@ def _ring(r: int, c: int, d: int) -> list[tuple[int, int]]:
 
 
 def select_regions(level: Level, hits: Sequence[Hit], *, beam: int, expand: int, threshold: float,
-                   contrast: bool = True) -> list[Hit]:
+                   contrast: bool = True, empty: Iterable[int] = ()) -> list[Hit]:
     """The regions of one level whose children a descent visits, for one query vector: the best ``beam``
-    distinct windows (by local contrast, or by score), then every window at or above ``threshold``, at most
-    ``expand`` in all."""
-    order = local_contrast(level, hits) if contrast else list(hits)
+    distinct windows (by local contrast, or by score; ``empty``: windows known to hold no data, see
+    :func:`local_contrast`), then every window at or above ``threshold``, at most ``expand`` in all."""
+    order = local_contrast(level, hits, empty) if contrast else list(hits)
     above = [h for h in hits if h.confidence >= threshold]
     picked: dict[tuple[int, int, int, int], Hit] = {}
     for h in _distinct(order, beam) + above:
@@ -1054,8 +1060,10 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
                 n_levels=pyramid.n_levels, index_key=info.key, index_version=version,
             )
         parents: dict[tuple[int, int, int, int], PixelBox] = {}
+        empty = pyramid.empty(level)
         for hits in lists:
-            for h in select_regions(lv, hits, beam=beam, expand=expand, threshold=threshold, contrast=contrast):
+            for h in select_regions(lv, hits, beam=beam, expand=expand, threshold=threshold, contrast=contrast,
+                                    empty=empty):
                 parents[h.region.box.as_tuple()] = h.region.box
         child = pyramid.levels[level + 1]
         side_by_side = tiled and level + 1 < pyramid.n_levels - 1

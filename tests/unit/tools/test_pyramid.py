@@ -452,3 +452,29 @@ def test_coarse_levels_are_cropped_from_one_decimated_read_with_the_same_vectors
     for got, want in zip(vectors[True], vectors[False]):
         cos = [float(got[i] @ want[i]) for i in want]
         assert min(cos) > 0.98 and float(np.mean(cos)) > 0.995
+
+
+def test_content_among_windows_without_data_keeps_its_contrast() -> None:
+    from rsrag.tools.hit import Hit
+    from rsrag.tools.pyramid import local_contrast
+    from rsrag.tools.region import Region
+
+    lv = _levels(1024, 1024, size=64, top=1_000)[-1]  # 64 px windows, step 32: a 31 x 31 grid
+    ncols = len(lv.xs)
+
+    def hit(r: int, c: int, score: float) -> Hit:
+        i = r * ncols + c
+        return Hit(region=Region(scene="s", box=lv.box(i), scale=0), score=score, confidence=0.0, path="fast",
+                   query="q", patch=i)
+
+    # a block of content around (20, 20) whose windows all score 0.30, and one content window at (5, 5) scoring
+    # 0.28 whose surroundings hold no data (never encoded, so never scored)
+    # 0.28 whose surroundings hold no data (never encoded, so never scored); a stretch of farmland scoring 0.10
+    block = [hit(r, c, 0.30) for r in range(16, 25) for c in range(16, 25)]
+    farmland = [hit(r, c, 0.10) for r in range(26, 31) for c in range(0, 31)]
+    lone = hit(5, 5, 0.28)
+    around = {r * ncols + c for r in range(1, 10) for c in range(1, 10)} - {5 * ncols + 5}
+    ranked = local_contrast(lv, [*block, *farmland, lone])
+    assert ranked.index(lone) > 0  # no scored neighbour: contrast 0, no more than the block's windows
+    ranked = local_contrast(lv, [*block, *farmland, lone], empty=around)
+    assert ranked[0] is lone  # its neighbours hold nothing (counted at the level's lowest score): it stands out
