@@ -94,16 +94,24 @@ RECIPES: dict[str, tuple[dict, dict, int]] = {
 
 
 def _recipe(name: str) -> tuple[dict, dict, int]:
-    """A named recipe, or an ad-hoc one: ``name=key:value,key:value`` (LitConfig or TrainConfig fields, ``k`` ensemble)."""
+    """A named recipe, or an ad-hoc one: ``key:value,key:value`` (LitConfig or TrainConfig fields, ``k`` ensemble).
+
+    An ad-hoc recipe starting with a named one (``bundled,text_dropout:0.3``) changes that recipe; otherwise it
+    changes today's.
+    """
     from dataclasses import fields
 
     from rsrag.tools.encoders.lit import LitConfig
 
     if name in RECIPES:
         return RECIPES[name]
+    parts = name.split(",")
     lit, train, k = {}, {}, 1
+    if parts[0] in RECIPES:  # ``bundled,key:value``: a named recipe with changes
+        base_lit, base_train, k = RECIPES[parts.pop(0)]
+        lit, train = dict(base_lit), dict(base_train)
     lit_fields = {f.name for f in fields(LitConfig)}
-    for part in name.split(","):
+    for part in parts:
         key, _, value = part.partition(":")
         if key == "k":
             k = int(value)
@@ -273,6 +281,32 @@ def cmd_cv(args: argparse.Namespace) -> None:
         _log(f"== {name}: {summary} ({res['seconds']:.0f} s)")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Paired per-fold differences of finished recipes against a baseline (from the per-fold files)."""
+    import numpy as np
+
+    def folds(name: str) -> list[dict]:
+        files = [OUT / "cv" / "folds" / f"{_tag(name)}__k{args.k}__{args.protocol}__{f}.json" for f in range(args.k)]
+        return [json.loads(p.read_text()) for p in files if p.is_file()]
+
+    base = folds(args.baseline)
+    if len(base) < args.k:
+        raise SystemExit(f"baseline {args.baseline!r}: {len(base)} of {args.k} folds done")
+    b_mr, b_zs = np.array([r["mR"] for r in base]), np.array([r["zero_shot_acc"] for r in base])
+    print(f"{'recipe':70s} {'mR':>13s} {'zero-shot':>12s} {'paired d mR':>14s} wins  per-fold d mR")
+    print(f"{args.baseline:70s} {b_mr.mean():6.2f}±{b_mr.std(ddof=1):.2f} {b_zs.mean():6.1f}±{b_zs.std(ddof=1):.1f}")
+    for name in args.recipes:
+        rows = folds(name)
+        if len(rows) < args.k:
+            print(f"{name:70s} ({len(rows)} of {args.k} folds done)")
+            continue
+        mr, zs = np.array([r["mR"] for r in rows]), np.array([r["zero_shot_acc"] for r in rows])
+        d = mr - b_mr
+        print(f"{name:70s} {mr.mean():6.2f}±{mr.std(ddof=1):.2f} {zs.mean():6.1f}±{zs.std(ddof=1):.1f} "
+              f"{d.mean():+6.2f}±{d.std(ddof=1):.2f}  {int((d > 0).sum())}/{args.k}  "
+              + " ".join(f"{x:+.2f}" for x in d))
+
+
 #: image sides whose throughput is compared: name -> LitConfig fields
 SPEED: dict[str, dict] = {
     "today (lite0, last block)": {},
@@ -299,7 +333,10 @@ def cmd_speed(args: argparse.Namespace) -> None:
     spec_mod.loader.exec_module(speed)  # type: ignore[union-attr]
     names = [n for n in SPEED if not args.only or any(o in n for o in args.only)]
     specs = {}
-    for name in names:
+    if args.heads:  # trained heads files, the first one the baseline (e.g. the shipped heads, then new ones)
+        names = [str(h) for h in args.heads]
+        specs = {n: f"rsrag-lit:{Path(n).resolve()}" for n in names}
+    for name in names if not args.heads else []:
         cfg = LitConfig(**{**BASE_LIT, **{"taps": ("head",)}, **SPEED[name]})
         path = OUT / "speed" / f"heads-{hashlib.sha1(cfg.to_json().encode()).hexdigest()[:10]}.safetensors"
         if not path.is_file():
@@ -333,11 +370,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--force", action="store_true")
     c.set_defaults(func=cmd_cv)
+    cp = sub.add_parser("compare", help="paired per-fold differences against a baseline recipe")
+    cp.add_argument("recipes", nargs="+")
+    cp.add_argument("--baseline", default="bundled")
+    cp.add_argument("--protocol", default="templates")
+    cp.add_argument("--k", type=int, default=5)
+    cp.set_defaults(func=cmd_compare)
     sp = sub.add_parser("speed", help="images/s of the candidate image sides")
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--images", type=int, default=64)
     sp.add_argument("--repeats", type=int, default=3)
     sp.add_argument("--only", nargs="*", default=[], help="substrings of candidate names")
+    sp.add_argument("--heads", nargs="*", type=Path, default=[], help="heads files to compare instead (the first is the baseline)")
     sp.set_defaults(func=cmd_speed)
     args = parser.parse_args(argv)
     args.func(args)

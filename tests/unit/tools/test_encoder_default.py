@@ -40,6 +40,16 @@ def test_default_heads_read_several_blocks_and_changed_the_encoder_id() -> None:
     assert ident is not None and ident.endswith(fingerprint(DEFAULT_HEADS)) and PREVIOUS_HEADS not in ident
 
 
+def test_default_heads_were_trained_with_the_default_recipe() -> None:
+    """`rsrag encoder train DATA` with no options uses the bundled heads' recipe (so it can reproduce them)."""
+    from rsrag.tools.encoders.lit import LitConfig
+    from rsrag.tools.training.train import TrainConfig
+
+    cfg, _, meta = read_heads(DEFAULT_HEADS)
+    assert cfg == LitConfig()
+    assert meta["train_config"] == repr(TrainConfig())
+
+
 def test_default_heads_record_their_training_folder(shared_data: Path) -> None:
     """Evaluating the bundled encoder on its own training folder defaults to the held-out split."""
     from rsrag.tools.training.evaluate import select_for_eval, training_record
