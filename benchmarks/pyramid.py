@@ -598,7 +598,7 @@ def main() -> None:
     parser.add_argument("--runtime", choices=["current", "before", "nothp", "heap"], default="current",
                         help="measure: the encoder runtime; 'before' = torch's and glibc's allocation defaults and "
                              "torch-op preprocessing (before it was tuned), 'nothp' = the allocation defaults only, "
-                             "'heap' = current plus large blocks kept in glibc's heap (BENCHMARKS.md, Encoder runtime)")
+                             "'heap' = current plus large blocks kept in glibc's heap (BENCHMARKS.md, Pyramid index, follow-up)")
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")
     parser.add_argument("--mode", default="pyramid")

@@ -295,9 +295,9 @@ def lit_image_transform(size: int, mean: tuple[float, float, float], std: tuple[
         if resized.mode != "RGB":
             resized = resized.convert("RGB")
         # numpy, not torch: on the main thread torch splits each of these small element-wise ops over its
-        # intra-op threads, which on two busy cores cost 4-70 ms a window instead of 2-3 ms (encode_images in
-        # evaluation, the knowledge base, calibration; BENCHMARKS.md, "Encoder runtime"); the same float32
-        # operations, bit for bit
+        # intra-op threads, which on two busy cores cost 4-70 ms a window instead of 2-3 ms (encode_images
+        # in evaluation, the knowledge base, calibration; BENCHMARKS.md, "Pyramid index", follow-up); the
+        # same float32 operations, bit for bit
         x = np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32)
         x /= np.float32(255)
         x -= mean_a

@@ -7,13 +7,14 @@ them a moment later. glibc serves every allocation above its mmap threshold (at 
 system time). :func:`tune_cpu_runtime` asks torch's CPU allocator to back its buffers of 2 MiB and more with
 transparent huge pages (``THP_MEM_ALLOC_ENABLE=1``, torch's own switch: ``madvise(MADV_HUGEPAGE)``), so the
 same buffers take 512 times fewer faults; nothing else in the process allocates differently, and the peak
-RSS is unchanged. Measured on the bundled encoder (BENCHMARKS.md, "Encoder runtime"): ~30x fewer page
-faults and 1.1x windows/s for the forward pass alone.
+RSS is unchanged. Measured on the bundled encoder (BENCHMARKS.md, "Pyramid index", follow-up): 27-30x
+fewer page faults and a quarter less system time for the forward pass alone (1.01-1.13x windows/s, within
+the shared machine's noise).
 
 Keeping the buffers in the heap instead (``mallopt(M_MMAP_MAX, 0)`` with a high ``M_TRIM_THRESHOLD``) removes
 the faults altogether and is faster for the forward pass alone (1.2-1.5x), but it is process-wide: in the
-pyramid pipeline it cost more CPU time than it saved and raised peak RSS by 450-700 MiB (the store's and
-GDAL's large buffers then also come from the fragmented heap), so it is not used (``benchmarks/
+pyramid pipeline it raised peak RSS by 200-700 MiB (the store's and GDAL's large buffers then also come
+from the fragmented heap) and the system time it saved did not show in wall times, so it is not used (``benchmarks/
 encoder_runtime.py`` keeps it as an arm, ``heap``).
 
 torch reads ``THP_MEM_ALLOC_ENABLE`` once, at its first CPU allocation: :func:`tune_cpu_runtime` must run

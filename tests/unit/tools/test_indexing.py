@@ -63,6 +63,11 @@ def _scene(make_raster, height: int = 96, width: int = 120, seed: int = 0) -> Pa
 def test_resume_after_kill_9(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     image, store, enc = _scene(make_raster), tmp_path / "store", TinyEncoder()
     total = parse_tiling(TILING).count(120, 96)
+    # the first scan of a store table in this process takes ~1.5 s (the store's runtime starting): done
+    # here on another store, or the child finishes while the first poll runs
+    warm = _scene(make_raster, 32, 32)
+    index_scene(warm, enc, TILING, tmp_path / "warm")
+    _stored(tmp_path / "warm", warm, enc)
     proc = _child(image, store, delay=0.08)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(set(_stored(store, image, enc)[1])) < 2:
