@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from rsrag.tools.errors import TilingError
+from rsrag.tools.errors import InvalidRasterError, TilingError
 from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import Region
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
@@ -142,8 +142,6 @@ def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec], skip_emp
     window whether it holds data). With ``skip_empty``, a window whose decimated read is entirely nodata (the
     scene's nodata value or alpha band) is left out: it is not encoded. ``read`` replaces the windowed read
     (the pyramid crops its coarse levels from one decimated image of the scene)."""
-    import torch
-
     arrays, regions, keep = [], [], []
     for s in specs:
         if read is not None:
@@ -154,7 +152,11 @@ def _read_batch(scene: Scene, encoder: Encoder, specs: list[PatchSpec], skip_emp
         if keep[-1]:
             arrays.append(encoder.preprocess(rgb).numpy())
             regions.append(scene.region(s.box, scale=s.scale))
-    return (torch.from_numpy(np.stack(arrays)) if arrays else None), regions, keep
+    if not arrays:  # nothing to encode: torch is not even imported (a search that re-reads empty windows)
+        return None, regions, keep
+    import torch
+
+    return torch.from_numpy(np.stack(arrays)), regions, keep
 
 
 Unit = tuple[Sequence[int], Sequence[PatchSpec]]
@@ -261,6 +263,11 @@ def index_scene(
                 # windows without data are not stored: the complete index holds the others (a resumed run
                 # cannot know which windows of earlier chunks were empty, so it counts what the store holds)
                 held = info.n_patches - len(run.empty) if not done_chunks else min(info.n_patches, patches.count(info))
+                if held == 0:
+                    raise InvalidRasterError(
+                        f"{sc.path.name}: every window of {scheme.id!r} is nodata (the file's nodata value or alpha "
+                        "band everywhere): nothing to index"
+                    )
                 info = info.model_copy(update={"n_patches": held})
             info = patches.finish(info)
             return IndexReport(info=info, encoded=run.encoded, skipped=skipped, chunks_written=run.written,

@@ -262,3 +262,39 @@ def test_windows_without_data_are_not_encoded_and_the_rest_is_unchanged(make_ras
                 assert np.allclose(got[s.index], TinyEncoder().encode_images([pixels])[0], atol=1e-6)
     again = index_scene(image, nodata_enc, tiling, tmp_path / "masked")
     assert again.no_op and nodata_enc.windows == len(kept)
+
+
+_NO_TORCH_CHILD = """
+import sys
+import numpy as np
+from rsrag.tools.errors import InvalidRasterError
+from rsrag.tools.indexing import index_scene
+from rsrag.tools.pyramid import Pyramid
+from rsrag.tools.raster import open_scene
+
+class Unused:  # an encoder that must never be asked for anything but its identity
+    id, dim, image_size = "never-used", 4, 8
+    def preprocess(self, image):
+        raise AssertionError("a window without data was preprocessed")
+    def encode_image_tensors(self, batch):
+        raise AssertionError("a window without data was encoded")
+
+image, store = sys.argv[1], sys.argv[2]
+with open_scene(image) as scene:
+    pyr = Pyramid(scene, Unused(), "pyramid:16:top=16", store, sample=4)
+    assert pyr.ensure(pyr.finest.level, range(10)) == 0 and len(pyr.empty(pyr.finest.level)) >= 10
+try:
+    index_scene(image, Unused(), "grid:16", store + "-flat")
+except InvalidRasterError as exc:
+    print("refused:", exc)
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_reading_only_windows_without_data_imports_no_torch(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image = make_raster(np.zeros((3, 64, 64), dtype=np.uint8), nodata=0)
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH_CHILD, str(image), str(tmp_path / "store")], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch imported: False" in out.stdout  # a question that re-reads empty windows stays torch-free
+    assert "refused:" in out.stdout and "every window" in out.stdout and "nodata" in out.stdout
