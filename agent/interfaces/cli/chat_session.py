@@ -22,7 +22,7 @@ from rsrag.agent.interfaces.api import Analyst, Step
 from rsrag.agent.evidence import Answer
 from rsrag.agent.interfaces.cli.display import places, places_table, print_answer
 from rsrag.agent.results import ToolResult, headline
-from rsrag.tools.errors import RsragError
+from rsrag.tools.errors import QueryError, RsragError
 
 HELP = """commands:
   /evidence   the places found in this thread (one row per box: its ids, confidence, crops)
@@ -37,18 +37,22 @@ STOPPED = "stopped by the user (Ctrl-C) before this tool ran"
 
 
 class ChatSession:
-    """A chat REPL over one scene (the ``rsrag chat`` command, usable with any input/output).
+    """A chat REPL over one scene or a catalog of scenes (the ``rsrag chat`` command, usable with any
+    input/output).
 
     Args:
         analyst: the configured analyst.
-        image: the scene's path.
+        image: the scene's path (``None`` with ``catalog``).
         thread: the thread to continue or start (``None``: a new one).
         out: where to print.
+        catalog: the name of a catalog to chat across (its scenes are opened as the agent needs them).
     """
 
-    def __init__(self, analyst: Analyst, image: Path, thread: str | None, out: Console) -> None:
+    def __init__(self, analyst: Analyst, image: Path | None, thread: str | None, out: Console,
+                 catalog: str | None = None) -> None:
         self.analyst = analyst
         self.image = image
+        self.catalog = catalog
         self.thread = thread or new_thread_id()
         self.out = out
         self.last_answer: Answer | None = None
@@ -57,9 +61,16 @@ class ChatSession:
 
     def run(self, lines: TextIO) -> None:
         """Read questions and commands from ``lines`` until ``/quit`` or the end of input."""
-        scene = self.analyst.workspace.scene(self.image)
-        self.out.print(f"[bold]rsrag chat[/] {scene.path.name} ({scene.width} x {scene.height} px), thread "
-                       f"[cyan]{self.thread}[/]; /help for commands", highlight=False)
+        if self.image is not None:
+            scene = self.analyst.workspace.scene(self.image)
+            what = f"{escape(scene.path.name)} ({scene.width} x {scene.height} px)"
+        else:
+            if self.catalog is None:
+                raise QueryError("give an image or a catalog to chat about")
+            scenes = self.analyst.catalog_scenes(self.catalog)  # fails fast on an empty or unknown catalog
+            what = f"catalog {escape(self.catalog)} ({len(scenes)} scene{'s' if len(scenes) != 1 else ''})"
+        self.out.print(f"[bold]rsrag chat[/] {what}, thread [cyan]{self.thread}[/]; /help for commands",
+                       highlight=False)
         self._resume()
         interactive = lines.isatty()
         if interactive:
@@ -108,7 +119,7 @@ class ChatSession:
         """Stream one question's steps and print its answer; Ctrl-C stops it and keeps the thread usable."""
         answer: Answer | None = None
         try:
-            for step in self.analyst.stream(self.image, question, thread_id=self.thread):
+            for step in self.analyst.stream(self.image, question, thread_id=self.thread, catalog=self.catalog):
                 self._print_step(step)
                 answer = step.update.get("answer") or answer
         except KeyboardInterrupt:

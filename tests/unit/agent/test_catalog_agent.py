@@ -252,3 +252,22 @@ def test_events_written_before_scene_fields_keep_their_hashes() -> None:
     assert "scene_source" not in event.canonical() and '"scenes"' not in event.canonical()
     newer = event.model_copy(update={"evidence": [EvidenceRecord(**old["evidence"][0], scene_source="/x/a.tif")]})
     assert newer.compute_hash() != event.compute_hash() and '"scene_source":"/x/a.tif"' in newer.canonical()
+
+
+def test_chat_across_a_catalog(archive: Archive, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from rsrag.agent.interfaces.cli.chat_session import ChatSession
+
+    with _analyst(archive, tmp_path) as analyst:
+        buffer = io.StringIO()
+        session = ChatSession(analyst, None, "chat1", Console(file=buffer, width=200, color_system=None), catalog=CATALOG)
+        session.run(io.StringIO("which scenes show storage tanks?\n/evidence\n"))
+        out = buffer.getvalue()
+        assert f"catalog {CATALOG} (3 scenes)" in out and "call search_catalog(" in out
+        answer = session.last_answer
+        assert answer is not None and answer.finding == "found" and "scene b" in answer.text
+        assert {e.scene_id for e in answer.evidence if e.path in ("fast", "slow")} == {"b"}
+

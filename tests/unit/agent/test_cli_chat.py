@@ -168,6 +168,17 @@ def test_chat_bad_image_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "none.tif: no such file" in proc.stderr and "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_chat_needs_an_image_or_a_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rsrag.agent.interfaces.cli import main
+
+    assert main(["chat"]) == 2
+    err = capsys.readouterr().err
+    assert "give an image (rsrag chat IMAGE) or a catalog (rsrag chat --catalog NAME)" in err and "Traceback" not in err
+    assert main(["chat", "--catalog", "nosuch", "--store", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert "catalog 'nosuch' has no scenes" in err and "Traceback" not in err
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     import os
 
