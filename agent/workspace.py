@@ -268,8 +268,11 @@ class Workspace:
         if (limit <= 0 or not self.uses_pyramid or result.finding != "uncertain" or result.searched_share >= 1.0
                 or not self.presence.calibrated):
             return False
-        finest = self.pyramid(scene).status()[-1]
-        return not finest.complete and 0 < finest.windows - finest.stored <= limit
+        pyr = self.pyramid(scene)
+        level = pyr.n_levels - 1
+        if pyr.complete(level):
+            return False
+        return 0 < pyr.levels[level].count - pyr.covered(level) <= limit  # windows known to be empty count as seen
 
     @property
     def presence(self) -> PresenceModel:

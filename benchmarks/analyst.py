@@ -237,8 +237,12 @@ def scene_intervals(rows: list[dict[str, Any]], system: str, draws: int = 1000, 
             value = summary[m]
             if value is not None and value == value:  # NaN when a resample lacks a class of rows
                 samples[m].append(float(value))
-    return {m: [round(statistics.quantiles(v, n=20)[0], 3), round(statistics.quantiles(v, n=20)[-1], 3)]
-            for m, v in samples.items() if len(v) >= 20}
+    out = {}
+    for m, v in samples.items():
+        if len(v) >= 20:
+            cuts = statistics.quantiles(v, n=20)  # 5% steps: the first and last are the 90% interval
+            out[m] = [round(cuts[0], 3), round(cuts[-1], 3)]
+    return out
 
 
 def per_class(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

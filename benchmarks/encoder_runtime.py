@@ -60,6 +60,17 @@ ARMS = ("system", "tuned", "heap", "heap+trim")
 TRIM_THRESHOLD = 1 << 30
 
 
+def run_on(thread: str, work: Any) -> None:
+    """Run ``work`` on the main thread, or (``thread == "worker"``) on a new thread, as the indexer's readers
+    run; returns when it is done."""
+    if thread == "worker":
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    else:
+        work()
+
+
 def heap_buffers() -> None:
     """The arm ``heap``: glibc keeps large blocks in the heap (``M_MMAP_MAX = 0``) and up to 1 GiB of freed
     memory at its top (``M_TRIM_THRESHOLD``), so activation buffers are reused without page faults."""
@@ -113,12 +124,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         result.update(per_s=n / wall, wall_s=wall, user_s=user, sys_s=sys_, cpu_ms_per_window=1000 * (user + sys_) / n,
                       minflt_per_window=(r1.ru_minflt - r0.ru_minflt) / n)
 
-    if args.thread == "worker":
-        t = threading.Thread(target=work)
-        t.start()
-        t.join()
-    else:
-        work()
+    run_on(args.thread, work)
     return {"arm": arm, "sizes": args.sizes, "thread": args.thread, **result, "peak_rss_mib": _hwm_mib()}
 
 
@@ -150,12 +156,7 @@ def preprocess(args: argparse.Namespace) -> None:
                     fn(image)
                 times[name].append((time.perf_counter() - t0) / 50 * 1000)
 
-    if args.thread == "worker":
-        t = threading.Thread(target=work)
-        t.start()
-        t.join()
-    else:
-        work()
+    run_on(args.thread, work)
     print(json.dumps({"threads": args.threads, "thread": args.thread, "load_avg": round(os.getloadavg()[0], 1),
                       "ms_per_window_median": {k: round(statistics.median(v), 2) for k, v in times.items()}}))
 

@@ -8,12 +8,12 @@ from rsrag.tools.calibration import (
     FEATURES,
     PresenceCalibration,
     Reference,
-    _prompt_version,
     clear_presence_cache,
     home_file,
     save_calibration,
 )
 from rsrag.tools.encoders.base import Encoder
+from rsrag.tools.fastpath import PROMPT_VERSION
 
 
 def save_undecided_calibration(encoder: Encoder) -> PresenceCalibration:
@@ -25,7 +25,7 @@ def save_undecided_calibration(encoder: Encoder) -> PresenceCalibration:
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     n = len(FEATURES)
     cal = PresenceCalibration(
-        encoder=encoder.id, prompt_version=_prompt_version(), vocabulary=("roofs", "grass", "water", "trees", "roads"),
+        encoder=encoder.id, prompt_version=PROMPT_VERSION, vocabulary=("roofs", "grass", "water", "trees", "roads"),
         same_concept=0.6, temperature=0.03, features=FEATURES, mean=(0.0,) * n, scale=(1.0,) * n, coef=(0.0,) * n,
         intercept=0.0, found_at=0.9, site_at=0.9, not_found_below=0.1, reference=Reference.from_vectors(ref, rank=8),
         data={"classes": 2}, metrics={}, created=0.0)

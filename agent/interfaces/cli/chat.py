@@ -36,9 +36,11 @@ def chat_command(
     /evidence, /zoom N, /trace, /new."""
     from rsrag.tools.errors import QueryError
 
-    if (image is None) == (catalog is None):
-        raise QueryError("give an image (rsrag chat IMAGE) or a catalog (rsrag chat --catalog NAME), not both"
-                         if image is not None else "give an image (rsrag chat IMAGE) or a catalog (rsrag chat --catalog NAME)")
+    usage = "give an image (rsrag chat IMAGE) or a catalog (rsrag chat --catalog NAME)"
+    if image is None and catalog is None:
+        raise QueryError(usage)
+    if image is not None and catalog is not None:
+        raise QueryError(f"{usage}, not both")
     settings = state.settings(**{"vlm.spec": vlm, "encoder.spec": encoder, "store.tiling": tiling, "store.path": store,
                                  "budgets.max_steps": max_steps})
     from rsrag.agent.interfaces.cli.chat_session import ChatSession
