@@ -22,7 +22,7 @@ Example settings file::
 
     [encoder]
     spec = "remoteclip:ViT-B-32"          # RSRAG_ENCODER__SPEC; unset: the bundled encoder
-    batch_size = 32
+    batch_size = 8                        # windows per forward pass (8: lowest peak RSS and fastest on CPU; raise it on a GPU)
     device = "cpu"                        # or cuda, cuda:1, mps
 
     [store]
@@ -119,7 +119,7 @@ class EncoderSettings(_Section):
     """
 
     spec: str | None = None
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(8, ge=1)
     device: str = "cpu"
 
     @field_validator("spec")

@@ -322,7 +322,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     embed_phrases(enc, ["warm-up"])  # both modes start with a loaded, warm encoder
     # the encoder alone on pre-decoded tensors, just before the run: the machine's speed at that moment
     probe = torch.stack([enc.preprocess(np.full((enc.image_size, enc.image_size, 3), v, np.uint8))
-                         for v in range(0, 256, 8)])  # one batch of the runs' size (32): its peak RSS is theirs
+                         for v in range(0, 256, 8)])  # 32 windows in forward passes of the run's batch: its peak RSS is theirs
     enc.encode_image_tensors(probe[:8])
     tp = time.perf_counter()
     enc.encode_image_tensors(probe)

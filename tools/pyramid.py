@@ -323,7 +323,7 @@ class Pyramid:
 
     def __init__(self, scene: Scene, encoder: Encoder, tiling: PyramidTiling | str = "pyramid",
                  store: Store | PatchStore | str | os.PathLike[str] | None = None, *, sample: int = DEFAULT_SAMPLE,
-                 batch_size: int = 32, readers: int | None = None) -> None:
+                 batch_size: int = 8, readers: int | None = None) -> None:
         from rsrag.tools.tiling import parse_tiling
 
         scheme = parse_tiling(tiling) if isinstance(tiling, str) else tiling
@@ -694,7 +694,7 @@ class PyramidReport(BaseModel):
 
 
 def build_index(scene: Scene | str | os.PathLike[str], encoder: Encoder, tiling: PyramidTiling | str = "pyramid",
-                store: Store | PatchStore | str | os.PathLike[str] | None = None, *, batch_size: int = 32,
+                store: Store | PatchStore | str | os.PathLike[str] | None = None, *, batch_size: int = 8,
                 readers: int | None = None, progress: ProgressCallback | None = None,
                 stop: threading.Event | None = None, sample: int = DEFAULT_SAMPLE) -> PyramidReport:
     """Fill every level of a scene's pyramid, coarsest first (resumable; a no-op when all are complete).

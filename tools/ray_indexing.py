@@ -154,7 +154,7 @@ def index_on_ray(
     encoder: str | None = None,
     tiling: str = DEFAULT_TILING,
     device: str = "cpu",
-    batch_size: int = 32,
+    batch_size: int = 8,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     cpus_per_worker: float = 1.0,

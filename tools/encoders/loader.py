@@ -175,7 +175,7 @@ def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncod
     )
 
 
-def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> Encoder:
+def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 8) -> Encoder:
     """Load (once per process and device) the encoder a spec names.
 
     Args:
@@ -219,7 +219,7 @@ class LazyEncoder:
         spec / device / batch_size: as for :func:`load_encoder`.
     """
 
-    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = 8) -> None:
         self.spec, self.device, self.batch_size = spec, device, batch_size
         self._facts = known_encoder_facts(spec)
         self._id = self._facts.id if self._facts is not None else None
@@ -304,7 +304,7 @@ class LazyEncoder:
         return f"LazyEncoder(spec={self.spec!r}, id={self._id!r}, {state})"
 
 
-def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 32) -> LazyEncoder:
+def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 8) -> LazyEncoder:
     """An encoder for ``spec`` that loads its model only when something needs it (see :class:`LazyEncoder`).
 
     Raises:

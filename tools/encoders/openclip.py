@@ -42,7 +42,7 @@ class OpenClipEncoder:
         encoder_id: str,
         image_size: int,
         device: str = "cpu",
-        batch_size: int = 32,
+        batch_size: int = 8,
         dim: int | None = None,
     ) -> None:
         if batch_size < 1:

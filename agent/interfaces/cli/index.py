@@ -111,7 +111,7 @@ def index_command(
     encoder: str | None = typer.Option(None, "--encoder", help="Encoder spec (default: settings, else the offline encoder)."),
     tiling: str | None = typer.Option(None, "--tiling", help="pyramid (default: settings, store.tiling) or a flat tiling, e.g. vit:448, grid:512:overlap=0.25:scales=1,2, cc."),
     store: Path | None = typer.Option(None, "--store", help="Store folder (default: settings, else $RSRAG_HOME/store or the user data dir)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Patches per encoder call (default: settings, 32)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Patches per encoder call (default: settings, 8)."),
     readers: int | None = typer.Option(None, "--readers", min=1, help="Reader threads decoding patches (default: half the cores, 1-4)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is indexing this image, wait for it."),
     catalog: str | None = typer.Option(None, "--catalog", "-c", help="Index every scene of this catalog (see `rsrag catalog`)."),

@@ -25,7 +25,7 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def settings_file(tmp_path: Path) -> Path:
-    return write(tmp_path / "rsrag.toml", '[encoder]\nspec = "ViT-B-32:random"\nbatch_size = 8\n'
+    return write(tmp_path / "rsrag.toml", '[encoder]\nspec = "ViT-B-32:random"\nbatch_size = 16\n'
                                           '[retrieval]\ntop_k = 7\nfast_threshold = 0.4\n[vlm]\nspec = "rule"\n')
 
 
@@ -40,12 +40,12 @@ def test_defaults_follow_rsrag_home(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 def test_precedence_file_env_explicit(monkeypatch: pytest.MonkeyPatch, settings_file: Path) -> None:
     s = load_settings(settings_file)
-    assert (s.encoder.spec, s.encoder.batch_size, s.retrieval.top_k) == ("ViT-B-32:random", 8, 7)
+    assert (s.encoder.spec, s.encoder.batch_size, s.retrieval.top_k) == ("ViT-B-32:random", 16, 7)
     monkeypatch.setenv("RSRAG_ENCODER__SPEC", "RN50:random")
     monkeypatch.setenv("RSRAG_RETRIEVAL__TOP_K", "9")
     s = load_settings(settings_file)
     # env wins over the file key by key; the file's other keys of the same section stay
-    assert (s.encoder.spec, s.encoder.batch_size, s.retrieval.top_k, s.retrieval.fast_threshold) == ("RN50:random", 8, 9, 0.4)
+    assert (s.encoder.spec, s.encoder.batch_size, s.retrieval.top_k, s.retrieval.fast_threshold) == ("RN50:random", 16, 9, 0.4)
     s = load_settings(settings_file, {"encoder.spec": "rsrag-lit:random", "retrieval.top_k": 3, "vlm.spec": None})
     assert (s.encoder.spec, s.retrieval.top_k, s.vlm.spec) == ("rsrag-lit:random", 3, "rule")
 
@@ -121,7 +121,7 @@ def test_cli_option_beats_env_beats_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert out["settings_file"] == str(settings_file)
     flat = out["settings"]
     assert flat["vlm.spec"] == "rule"  # the explicit option, though the environment says otherwise
-    assert flat["encoder.spec"] == "RN50:random" and flat["encoder.batch_size"] == 8 and flat["retrieval.top_k"] == 7
+    assert flat["encoder.spec"] == "RN50:random" and flat["encoder.batch_size"] == 16 and flat["retrieval.top_k"] == 7
 
 
 def test_cli_bad_setting_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
