@@ -170,3 +170,26 @@ def test_soup_averages_heads_trained_from_one_init_with_successive_seeds(data: P
     assert epochs == [1, 2, 3, 4, 5, 6]
     for key, value in head_state(model).items():
         torch.testing.assert_close(value, (members[0][key] + members[1][key]) / 2)
+
+
+def test_feature_cache_follows_image_bytes_not_names_or_mtimes(data: Path, tmp_path: Path) -> None:
+    """A copied folder with new mtimes reuses the cached features; an image whose bytes changed is recomputed."""
+    import os
+    import shutil
+
+    cfg = LitConfig(embed_dim=32)
+    model = build_lit_model(cfg, seed=1)
+    cache = tmp_path / "cache"
+    first = compute_features(model, cfg, read_chips(data), cache)
+    n_dirs = len(list(cache.iterdir()))
+    copy = shutil.copytree(data, tmp_path / "copy")
+    for p in Path(copy).rglob("*"):
+        os.utime(p, (1_000_000_000, 1_000_000_000))
+    again = compute_features(model, cfg, read_chips(copy), cache)
+    assert len(list(cache.iterdir())) == n_dirs  # nothing recomputed
+    np.testing.assert_array_equal(again.image, first.image)
+    chips = read_chips(copy)
+    with open(chips[0].image, "ab") as fh:  # the same picture, other bytes: a different file for the cache
+        fh.write(b"\0")
+    compute_features(model, cfg, chips, cache)
+    assert len(list(cache.iterdir())) == n_dirs + 1
