@@ -307,6 +307,66 @@ def cmd_compare(args: argparse.Namespace) -> None:
               + " ".join(f"{x:+.2f}" for x in d))
 
 
+def cmd_hubness(args: argparse.Namespace) -> None:
+    """Querybank normalisation of the retrieval scores (a measured direction, not in the product).
+
+    For each templates fold, the recipe's heads are trained on the other folds; the held-out fold is scored in
+    galleries of about ``--gallery`` images, once by cosine and once with every gallery item's score reduced by
+    its "hubness" against a bank of the TRAINING folds: an image's log-sum-exp similarity to ``--bank`` training
+    captions (text -> image), a caption's to as many training images (image -> text), at inverse temperature
+    beta: ``s'(q, j) = s(q, j) - logsumexp_b(beta * s(b, j)) / beta``. Nothing of the held-out fold is used.
+    """
+    import numpy as np
+    import torch
+
+    from rsrag.tools.captioned import kfold
+    from rsrag.tools.encoders.lit import LitConfig, build_lit_model, head_state
+    from rsrag.tools.training.evaluate import retrieval_metrics
+    from rsrag.tools.training.train import TrainConfig, project, train_heads
+
+    torch.set_num_threads(args.threads)
+    lit_kw, train_kw, _ = _recipe(args.recipe)
+    cfg, tcfg = LitConfig(**{**BASE_LIT, **lit_kw}), TrainConfig(**{**BASE_TRAIN, **train_kw})
+    feats = Features(args.data, args.cache)
+    fs, model = feats.get(cfg, tcfg.views), feats.model(cfg)
+    init = head_state(build_lit_model(cfg, seed=tcfg.seed))
+
+    def lse(x: np.ndarray) -> np.ndarray:
+        m = x.max(axis=1, keepdims=True)
+        return (m + np.log(np.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
+
+    rows_out = []
+    for f, test in enumerate(kfold(feats.chips, args.k, by="templates", seed=0)):
+        held = set(test)
+        train_rows = [i for i in range(len(feats.chips)) if i not in held]
+        model.load_state_dict(init, strict=False)
+        train_heads(fs, train_rows, cfg, tcfg, model)
+        rng = np.random.default_rng(f)
+        bank = rng.choice(train_rows, args.bank, replace=False)
+        bank_img, bank_txt = project(model, fs.image[0][bank],
+                                     fs.text[[fs.chip_texts[i][rng.integers(len(fs.chip_texts[i]))] for i in bank]])
+        per: dict[str, list[float]] = {}
+        for chunk in np.array_split(rng.permutation(len(test)), max(1, round(len(test) / args.gallery))):
+            sub = [test[i] for i in sorted(chunk)]
+            owner = np.asarray([n for n, i in enumerate(sub) for _ in fs.chip_texts[i]])
+            img, txt = project(model, fs.image[0][sub], fs.text[[t for i in sub for t in fs.chip_texts[i]]])
+            sim = img @ txt.T
+            per.setdefault("cosine", []).append(retrieval_metrics(sim, owner)["mR"])
+            for beta in args.betas:
+                t2i = retrieval_metrics(sim - (lse(beta * img @ bank_txt.T) / beta)[:, None], owner)
+                i2t = retrieval_metrics(sim - (lse(beta * txt @ bank_img.T) / beta)[None, :], owner)
+                per.setdefault(f"beta {beta:g}", []).append(float(np.mean(
+                    [i2t[k] for k in i2t if k.startswith("i2t")] + [t2i[k] for k in t2i if k.startswith("t2i")])))
+        rows_out.append({k: float(np.mean(v)) for k, v in per.items()})
+        _log(f"{args.recipe} hubness fold {f}: " + "  ".join(f"{k} {v:.2f}" for k, v in rows_out[-1].items()))
+    (OUT / f"hubness__{_tag(args.recipe)}.json").write_text(json.dumps(rows_out, indent=1))
+    base = np.array([r["cosine"] for r in rows_out])
+    for key in rows_out[0]:
+        v = np.array([r[key] for r in rows_out])
+        _log(f"== {key}: mR {v.mean():.2f}±{v.std(ddof=1):.2f}  paired {np.mean(v - base):+.2f}±{np.std(v - base, ddof=1):.2f}  "
+             + " ".join(f"{x:+.2f}" for x in v - base))
+
+
 #: image sides whose throughput is compared: name -> LitConfig fields
 SPEED: dict[str, dict] = {
     "today (lite0, last block)": {},
@@ -383,6 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--only", nargs="*", default=[], help="substrings of candidate names")
     sp.add_argument("--heads", nargs="*", type=Path, default=[], help="heads files to compare instead (the first is the baseline)")
     sp.set_defaults(func=cmd_speed)
+    hb = sub.add_parser("hubness", help="querybank normalisation of retrieval scores on the templates folds")
+    hb.add_argument("recipe", nargs="?", default="bundled")
+    hb.add_argument("--data", type=Path, default=DATA)
+    hb.add_argument("--cache", type=Path, default=CACHE)
+    hb.add_argument("--k", type=int, default=5)
+    hb.add_argument("--gallery", type=int, default=1027)
+    hb.add_argument("--bank", type=int, default=2000, help="training images (and one caption each) in the bank")
+    hb.add_argument("--betas", type=float, nargs="+", default=[5, 10, 15])
+    hb.add_argument("--threads", type=int, default=1)
+    hb.set_defaults(func=cmd_hubness)
     args = parser.parse_args(argv)
     args.func(args)
     return 0
