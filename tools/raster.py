@@ -59,10 +59,13 @@ from rsrag.tools.sources import RemotePath, Source, open_options, parse_source
 if TYPE_CHECKING:
     from rsrag.tools.scene_cache import CacheHandle, ProgressCallback, SceneCache
 
-#: GDAL block cache per process, in MB. GDAL's own default is 5% of RAM, which dominates memory when
-#: streaming a very large image; a bounded cache keeps the footprint flat. Applied before the first dataset
-#: opens; a ``GDAL_CACHEMAX`` environment variable set by the user takes precedence.
-GDAL_CACHE_MB = 256
+#: GDAL block cache per process, in MiB. GDAL's own default is 5% of RAM, which dominates memory when
+#: streaming a very large image; a bounded cache keeps the footprint flat. It must still hold the tiles a
+#: window read touches in all its bands: without a cache a decimated read decodes every tile once per band
+#: (3.7x the CPU of a 64 MiB cache for the pyramid's 896 px windows; BENCHMARKS.md, "Pyramid index").
+#: Applied before the first dataset opens; a ``GDAL_CACHEMAX`` environment variable set by the user takes
+#: precedence.
+GDAL_CACHE_MB = 64
 
 _FINGERPRINT_SAMPLES = 16
 _FINGERPRINT_CHUNK = 4096
@@ -104,7 +107,9 @@ def _bound_gdal_cache() -> None:
     global _cache_bounded
     if not _cache_bounded:
         if "GDAL_CACHEMAX" not in os.environ:
-            set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB)
+            # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64 as BYTES (unlike the environment
+            # variable, which GDAL reads as MB below 100,000): 256 here was a 256-byte cache, i.e. none
+            set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB << 20)
         _cache_bounded = True
 
 

@@ -265,3 +265,23 @@ def test_map_coordinates_on_a_plain_image_are_refused(tmp_path: Path) -> None:
     with open_scene(path) as scene:
         with pytest.raises(GeoreferenceError, match="photo.jpg has no coordinate reference system"):
             scene.box_from_lonlat(15.0, 45.0, 15.1, 45.1)
+
+
+def test_gdal_block_cache_is_bounded_in_mib_not_bytes(make_raster) -> None:
+    """Opening a scene caps GDAL's block cache at GDAL_CACHE_MB MiB (rasterio takes the integer as bytes: a
+    256-byte "cache" made every decimated read decode each tile once per band)."""
+    import ctypes
+    import glob
+
+    import rasterio
+
+    from rsrag.tools import raster
+
+    libs = glob.glob(os.path.join(os.path.dirname(rasterio.__file__), os.pardir, "rasterio.libs", "libgdal*"))
+    if not libs or "GDAL_CACHEMAX" in os.environ:
+        pytest.skip("needs the rasterio wheel's bundled libgdal and no GDAL_CACHEMAX of the user's")
+    gdal = ctypes.CDLL(libs[0])
+    gdal.GDALGetCacheMax64.restype = ctypes.c_int64
+    with open_scene(make_raster(gradient(3, 32, 32))) as scene:
+        scene.read(PixelBox(x0=0, y0=0, x1=32, y1=32))
+    assert gdal.GDALGetCacheMax64() == raster.GDAL_CACHE_MB * 2**20
