@@ -341,6 +341,7 @@ class Pyramid:
         self._stats_ready: set[int] = set()
         self._empty: dict[int, set[int]] = {}
         self._decimated: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
+        self._data_share: float | None = None
         self._decimated_lock = threading.Lock()
         self._locks = [threading.Lock() for _ in self.levels]
         self._urgent = 0
@@ -419,6 +420,20 @@ class Pyramid:
         nor scored, but searched (they are known to hold nothing)."""
         return frozenset(self._empty.get(level, ()))
 
+    def data_share(self) -> float:
+        """Share of the scene's pixels that hold data (1.0 when the file declares no nodata value, alpha band
+        or floating-point pixels, or when level 0 is not read as one decimated image), from the level-0
+        decimated image the coarse windows are cropped from (read once, cached)."""
+        if self._data_share is None:
+            info = self.scene.info
+            floating = any(d.startswith("float") for d in info.dtypes)
+            shape = self._decimated_shape(0)
+            share = 1.0
+            if shape is not None and (info.nodata is not None or floating or self.scene.has_alpha):
+                share = float(self._decimated_image(0, shape)[2].mean())
+            self._data_share = share
+        return self._data_share
+
     def covered(self, level: int) -> int:
         """Windows of a level searched: stored, or known to hold no data (every window of a complete level)."""
         info = self.info(level)
@@ -473,13 +488,8 @@ class Pyramid:
         and the coarse levels are what a fresh search reads first; one read of the level's whole image costs
         about as much as a few of its windows. The crops are the same pixels up to resampling at window
         edges (a window is squash-resized to the encoder's input either way)."""
-        lv = self.levels[level]
-        size = self.encoder.image_size
-        factor = lv.window / size
-        if factor < 2 or lv.window > min(self.scene.width, self.scene.height):  # clipped windows: read each
-            return None
-        shape = (max(1, round(self.scene.height / factor)), max(1, round(self.scene.width / factor)))
-        if shape[0] * shape[1] * 3 > DECIMATED_MAX_BYTES:
+        shape = self._decimated_shape(level)
+        if shape is None:
             return None
 
         def read(spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -491,6 +501,16 @@ class Pyramid:
             return rgb[y0:y1, x0:x1], valid[y0:y1, x0:x1]
 
         return read
+
+    def _decimated_shape(self, level: int) -> tuple[int, int] | None:
+        """(height, width) of the one decimated image ``level``'s windows are cropped from, or ``None`` when
+        they are read one by one (see :meth:`reader`)."""
+        lv = self.levels[level]
+        factor = lv.window / self.encoder.image_size
+        if factor < 2 or lv.window > min(self.scene.width, self.scene.height):  # clipped windows: read each
+            return None
+        shape = (max(1, round(self.scene.height / factor)), max(1, round(self.scene.width / factor)))
+        return None if shape[0] * shape[1] * 3 > DECIMATED_MAX_BYTES else shape
 
     def _decimated_image(self, level: int, shape: tuple[int, int]) -> tuple[float, np.ndarray, np.ndarray]:
         cached = self._decimated.get(level)
@@ -1013,6 +1033,16 @@ def descend(
                         contrast=contrast, tiled=tiled)
 
 
+def sparse_beam(beam: int, expand: int, data_share: float) -> int:
+    """The beam of a scene of which only ``data_share`` of the pixels hold data: ``beam / data_share``, at most
+    ``expand``. Windows without data are never encoded, so a mostly empty scene (a sparse mosaic, a swath in
+    a nodata frame) has windows to spare; it spends them on more regions per level, up to the expansion cap.
+    A scene with data everywhere keeps ``beam``."""
+    if data_share >= 1.0:
+        return beam
+    return max(beam, min(expand, math.ceil(beam / max(data_share, 1e-6))))
+
+
 def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path: HitPath, k: int, threshold: float,
              beam: int, expand: int, calibration: Calibration | None, prompt_version: str | None,
              extras: Sequence[Mapping[str, str | float | int]] | None, progress: ProgressCallback | None,
@@ -1020,6 +1050,7 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
     from rsrag.tools.retrieval import search_index
 
     t0 = time.perf_counter()
+    beam = sparse_beam(beam, expand, pyramid.data_share())
     complete = [lv.level for lv in pyramid.levels if pyramid.complete(lv.level)]
     encoded_at: dict[int, int] = {}
     if complete:

@@ -315,6 +315,11 @@ class Scene:
         return Affine(*self.info.transform)
 
     @property
+    def has_alpha(self) -> bool:
+        """True when an alpha band marks which pixels hold data."""
+        return bool(self._alpha)
+
+    @property
     def georeferenced(self) -> bool:
         """True when the scene has a CRS, so map coordinates are meaningful."""
         return self.info.crs is not None

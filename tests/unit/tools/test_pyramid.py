@@ -395,6 +395,26 @@ def test_windows_without_data_are_skipped_counted_as_searched_and_change_nothing
         assert [h.patch for h in full.hits[0][:5]] == best
 
 
+def test_a_mostly_empty_scene_spends_its_spare_windows_on_a_wider_beam(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from rsrag.tools.pyramid import sparse_beam
+
+    assert sparse_beam(12, 24, 1.0) == 12 and sparse_beam(12, 24, 0.75) == 16 and sparse_beam(12, 24, 0.02) == 24
+    assert sparse_beam(12, 12, 0.1) == 12  # never past the expansion cap, never below the beam
+    expanded = {}
+    for declared in (True, False):
+        with open_scene(_half_nodata_scene(make_raster, declared)) as scene:
+            pyr = Pyramid(scene, CountingEncoder(), "pyramid:16:top=16", tmp_path / f"store_{declared}", sample=16)
+            share = pyr.data_share()
+            # the right half is nodata when declared; undeclared zeros are data
+            assert (0.45 < share < 0.6) if declared else share == 1.0  # (a decimated read blurs the border)
+            red = pyr.encoder.encode_texts(["red"])
+            result = descend(pyr, red, ["red"], k=5, beam=2, expand=8, threshold=1.01)  # nothing passes the threshold
+            expanded[declared] = result.visits[0].expanded
+            target = PixelBox(x0=60, y0=100, x1=84, y1=124)
+            assert result.hits[0][0].region.box.intersection(target) > 0
+    assert expanded == {True: 4, False: 2}  # half the scene holds data: twice the regions per level
+
+
 def test_a_statistics_sample_of_empty_windows_falls_back_to_the_windows_with_data(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     img = (118 + rng.integers(0, 20, (3, 256, 256))).astype(np.uint8)
