@@ -415,6 +415,27 @@ def test_a_mostly_empty_scene_spends_its_spare_windows_on_a_wider_beam(make_rast
     assert expanded == {True: 4, False: 2}  # half the scene holds data: twice the regions per level
 
 
+def test_data_share_reads_alpha_bands_and_nan_pixels(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from rasterio.enums import ColorInterp
+
+    rng = np.random.default_rng(0)
+    rgba = (118 + rng.integers(0, 20, (4, 256, 256))).astype(np.uint8)
+    rgba[3] = 255
+    rgba[3, :, 192:] = 0  # the right quarter is transparent
+    path = make_raster(rgba, name="rgba.tif",
+                       colorinterp=(ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha))
+    with open_scene(path) as scene:
+        assert scene.has_alpha
+        share = Pyramid(scene, CountingEncoder(), "pyramid:16:top=16", tmp_path / "a").data_share()
+        assert 0.7 < share < 0.85  # three quarters, the border blurred by the decimated read
+    grey = (100 + rng.random((1, 256, 256)) * 50).astype(np.float32)
+    grey[:, :128, :] = np.nan  # the top half is NaN: no data, though no nodata value is declared
+    with open_scene(make_raster(grey, name="nan.tif")) as scene:
+        assert not scene.has_alpha
+        share = Pyramid(scene, CountingEncoder(), "pyramid:16:top=16", tmp_path / "f").data_share()
+        assert 0.4 < share < 0.6
+
+
 def test_a_statistics_sample_of_empty_windows_falls_back_to_the_windows_with_data(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     img = (118 + rng.integers(0, 20, (3, 256, 256))).astype(np.uint8)
