@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -194,13 +195,15 @@ def kfold(chips: Sequence[Chip], k: int, by: str = "images", seed: int = 0) -> l
     return [sorted(f) for f in folds]
 
 
+def file_sha1(path: str | os.PathLike[str]) -> str:
+    """SHA-1 of a file's bytes (what identifies an image wherever its folder is copied)."""
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read()).hexdigest()
+
+
 def image_fingerprints(chips: Sequence[Chip]) -> list[str]:
-    """SHA-1 of each chip's image bytes (what identifies an image wherever its folder is copied)."""
-    out = []
-    for chip in chips:
-        with open(chip.image, "rb") as fh:
-            out.append(hashlib.sha1(fh.read()).hexdigest())
-    return out
+    """:func:`file_sha1` of each chip's image."""
+    return [file_sha1(chip.image) for chip in chips]
 
 
 def folder_fingerprint(chips: Sequence[Chip]) -> str:

@@ -425,11 +425,9 @@ class Pyramid:
         or floating-point pixels, or when level 0 is not read as one decimated image), from the level-0
         decimated image the coarse windows are cropped from (read once, cached)."""
         if self._data_share is None:
-            info = self.scene.info
-            floating = any(d.startswith("float") for d in info.dtypes)
             shape = self._decimated_shape(0)
             share = 1.0
-            if shape is not None and (info.nodata is not None or floating or self.scene.has_alpha):
+            if shape is not None and self.scene.may_lack_data:
                 share = float(self._decimated_image(0, shape)[2].mean())
             self._data_share = share
         return self._data_share
@@ -483,10 +481,10 @@ class Pyramid:
         scene at that decimation fits in :data:`DECIMATED_MAX_BYTES`, a crop of one decimated image of the
         scene, read once (on first use) and kept for the pyramid's life.
 
-        A decimated read of a window from an overview costs 3-5x a full-resolution read of the same output
-        size (GDAL decodes and resamples overview tiles for each window; BENCHMARKS.md, "Pyramid index"),
-        and the coarse levels are what a fresh search reads first; one read of the level's whole image costs
-        about as much as a few of its windows. The crops are the same pixels up to resampling at window
+        A decimated window read from the file decodes and resamples the overview tiles it touches (7-10 ms of
+        CPU per window with GDAL's block cache; BENCHMARKS.md, "Pyramid index"), and the coarse levels are what
+        a fresh search reads first; one read of the level's whole image costs about as much as a few of its
+        windows, and each crop then 3-5 ms with its preprocessing. The crops are the same pixels up to resampling at window
         edges (a window is squash-resized to the encoder's input either way)."""
         shape = self._decimated_shape(level)
         if shape is None:
@@ -1050,7 +1048,6 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
     from rsrag.tools.retrieval import search_index
 
     t0 = time.perf_counter()
-    beam = sparse_beam(beam, expand, pyramid.data_share())
     complete = [lv.level for lv in pyramid.levels if pyramid.complete(lv.level)]
     encoded_at: dict[int, int] = {}
     if complete:
@@ -1058,6 +1055,8 @@ def _descend(pyramid: Pyramid, vecs: np.ndarray, queries: Sequence[str], *, path
     else:
         start = 0
         encoded_at[0] = pyramid.ensure(0, range(pyramid.levels[0].count), progress=progress)
+    if start < pyramid.n_levels - 1:  # a descent to come (a search of the complete finest level needs no beam)
+        beam = sparse_beam(beam, expand, pyramid.data_share())
     visits: list[LevelVisit] = []
     per_vector_extras = [dict(extras[i]) if extras is not None else {} for i in range(len(vecs))]
     level = start

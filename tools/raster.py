@@ -320,6 +320,12 @@ class Scene:
         return bool(self._alpha)
 
     @property
+    def may_lack_data(self) -> bool:
+        """True when some pixels can be without data: the file declares a nodata value or an alpha band, or
+        its pixels are floating point (NaN); otherwise every mask of :meth:`read_display_valid` is all True."""
+        return self.info.nodata is not None or self.has_alpha or any(d.startswith("float") for d in self.info.dtypes)
+
+    @property
     def georeferenced(self) -> bool:
         """True when the scene has a CRS, so map coordinates are meaningful."""
         return self.info.crs is not None

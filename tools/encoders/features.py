@@ -54,9 +54,11 @@ def _key(*parts: object) -> str:
 
 def _files_key(paths: Sequence[Path]) -> str:
     """One digest of the images' bytes in order (content, not names or mtimes: see the module docstring)."""
+    from rsrag.tools.captioned import file_sha1
+
     h = hashlib.sha1()
     for p in paths:
-        h.update(hashlib.sha1(Path(p).read_bytes()).digest())
+        h.update(bytes.fromhex(file_sha1(p)))
     return h.hexdigest()
 
 
