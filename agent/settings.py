@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 from rsrag.tools.errors import ConfigError, RsragError
 from rsrag.tools.store.location import rsrag_home
 
@@ -119,7 +120,7 @@ class EncoderSettings(_Section):
     """
 
     spec: str | None = None
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
     device: str = "cpu"
 
     @field_validator("spec")

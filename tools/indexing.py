@@ -43,6 +43,7 @@ from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import Region
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
 from rsrag.tools.tiling import PatchSpec, TilingScheme, parse_tiling
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:  # torch is imported when a run starts, so importing this module (and the CLI) stays fast
     import torch
@@ -189,7 +190,7 @@ def index_scene(
     tiling: TilingScheme | str = DEFAULT_TILING,
     store: Store | PatchStore | str | os.PathLike[str] | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     readers: int | None = None,
     prefetch: int | None = None,
@@ -301,7 +302,7 @@ def encode_units(
     info: IndexInfo,
     units: Iterable[Unit],
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     readers: int = 1,
     prefetch: int | None = None,
     progress: ProgressCallback | None = None,

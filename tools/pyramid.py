@@ -57,6 +57,7 @@ from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import PixelBox
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
 from rsrag.tools.tiling import DEFAULT_MAX_PATCHES, PatchSpec, TilingScheme, _starts
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     from rsrag.tools.encoders.base import Encoder
@@ -323,7 +324,7 @@ class Pyramid:
 
     def __init__(self, scene: Scene, encoder: Encoder, tiling: PyramidTiling | str = "pyramid",
                  store: Store | PatchStore | str | os.PathLike[str] | None = None, *, sample: int = DEFAULT_SAMPLE,
-                 batch_size: int = 8, readers: int | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, readers: int | None = None) -> None:
         from rsrag.tools.tiling import parse_tiling
 
         scheme = parse_tiling(tiling) if isinstance(tiling, str) else tiling
@@ -712,7 +713,7 @@ class PyramidReport(BaseModel):
 
 
 def build_index(scene: Scene | str | os.PathLike[str], encoder: Encoder, tiling: PyramidTiling | str = "pyramid",
-                store: Store | PatchStore | str | os.PathLike[str] | None = None, *, batch_size: int = 8,
+                store: Store | PatchStore | str | os.PathLike[str] | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
                 readers: int | None = None, progress: ProgressCallback | None = None,
                 stop: threading.Event | None = None, sample: int = DEFAULT_SAMPLE) -> PyramidReport:
     """Fill every level of a scene's pyramid, coarsest first (resumable; a no-op when all are complete).

@@ -33,6 +33,7 @@ from rsrag.tools.errors import ConfigError, RsragError, StoreUnavailableError, T
 from rsrag.tools.indexing import DEFAULT_CHUNK_SIZE, DEFAULT_TILING, IndexReport
 from rsrag.tools.store import IndexInfo, as_patch_store, index_key
 from rsrag.tools.tiling import parse_tiling
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 __all__ = ["ChunkTask", "RayProgress", "index_on_ray", "start_ray"]
 
@@ -154,7 +155,7 @@ def index_on_ray(
     encoder: str | None = None,
     tiling: str = DEFAULT_TILING,
     device: str = "cpu",
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     cpus_per_worker: float = 1.0,

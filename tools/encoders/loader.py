@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rsrag.tools.encoders.identity import DEFAULT_HEADS, fingerprint, known_encoder_facts, lit_encoder_id
-from rsrag.tools.encoders.spec import EncoderSpec, check_spec, parse_spec
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE, EncoderSpec, check_spec, parse_spec
 from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncod
     )
 
 
-def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 8) -> Encoder:
+def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> Encoder:
     """Load (once per process and device) the encoder a spec names.
 
     Args:
@@ -219,7 +219,7 @@ class LazyEncoder:
         spec / device / batch_size: as for :func:`load_encoder`.
     """
 
-    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = 8) -> None:
+    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.spec, self.device, self.batch_size = spec, device, batch_size
         self._facts = known_encoder_facts(spec)
         self._id = self._facts.id if self._facts is not None else None
@@ -304,7 +304,7 @@ class LazyEncoder:
         return f"LazyEncoder(spec={self.spec!r}, id={self._id!r}, {state})"
 
 
-def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = 8) -> LazyEncoder:
+def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> LazyEncoder:
     """An encoder for ``spec`` that loads its model only when something needs it (see :class:`LazyEncoder`).
 
     Raises:

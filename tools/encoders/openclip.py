@@ -12,6 +12,7 @@ import torch
 
 from rsrag.tools.encoders.base import ImageLike, to_pil
 from rsrag.tools.errors import EncoderError
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 
 class OpenClipEncoder:
@@ -42,7 +43,7 @@ class OpenClipEncoder:
         encoder_id: str,
         image_size: int,
         device: str = "cpu",
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         dim: int | None = None,
     ) -> None:
         if batch_size < 1:

@@ -33,9 +33,13 @@ from pathlib import Path
 
 from rsrag.tools.errors import UnknownEncoderError
 
-__all__ = ["DEFAULT_SPEC", "GEORSCLIP", "REMOTECLIP", "EncoderSpec", "check_spec", "openclip_models", "parse_spec"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SPEC", "GEORSCLIP", "REMOTECLIP", "EncoderSpec", "check_spec", "openclip_models", "parse_spec"]
 
 DEFAULT_SPEC = "rsrag-lit"
+DEFAULT_BATCH_SIZE = 8
+"""Windows (images) per encoder forward pass unless a caller says otherwise (``encoder.batch_size`` in the
+settings): on 2 CPU cores as fast as 32 for the bundled encoder and ~320 MiB lower at the peak (BENCHMARKS.md,
+"Pyramid index"); a GPU wants more."""
 
 #: RemoteCLIP checkpoints: architecture -> (repo, file names, open_clip architecture)
 REMOTECLIP: dict[str, tuple[str, tuple[str, ...], str]] = {
