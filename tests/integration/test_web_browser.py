@@ -106,9 +106,13 @@ class Page:
 
 
 def settle(page: Any) -> None:
-    """Wait until the view stops moving."""
-    page.wait_for_function("() => !window.rsrag.viewer.animating", timeout=10_000)
-    page.wait_for_timeout(100)
+    """Wait until the view stops moving: not animating, and the same centre and scale on two checks 100 ms
+    apart (a flight started by a click may not have begun when the first check runs)."""
+    page.evaluate("() => { window.__settleKey = null; }")
+    page.wait_for_function("""() => { const v = window.rsrag.viewer;
+        const key = [v.scale, v.center.x, v.center.y].join();
+        const same = key === window.__settleKey; window.__settleKey = key;
+        return !v.animating && same; }""", polling=100, timeout=10_000)
 
 
 def ask(page: Any, question: str) -> dict[str, Any]:
