@@ -84,12 +84,13 @@ BASE_LIT: dict = {"image_tower": "effnet-lite0", "embed_dim": 256, "image_proj":
                   "taps": ("head",)}
 BASE_TRAIN: dict = {"epochs": 20, "batch_size": 512, "lr": 1e-3, "weight_decay": 0.1, "warmup_epochs": 2,
                     "class_prompt_prob": 0.2, "views": ("id",), "view_mode": "sample", "image_dropout": 0.0,
-                    "text_dropout": 0.0, "class_weight": 0.0, "soup": 1, "seed": 0}
+                    "text_dropout": 0.0, "class_weight": 0.0, "soup": 1, "seed": 0, "hub_bank": 0, "hub_beta": 15.0}
 RECIPES: dict[str, tuple[dict, dict, int]] = {
     "today": ({}, {}, 1),
     # the bundled heads' recipe: LitConfig() and TrainConfig() defaults, i.e. what `rsrag encoder train` does
     "bundled": ({"taps": ("s2", "s3", "s4", "s5", "s6", "head")},
-                {"views": ("id", "rot90"), "image_dropout": 0.2, "text_dropout": 0.1, "class_weight": 0.5}, 1),
+                {"views": ("id", "rot90"), "image_dropout": 0.2, "text_dropout": 0.1, "class_weight": 0.5,
+                 "hub_bank": 2000}, 1),
 }
 
 
@@ -175,8 +176,10 @@ def _embed(models: list, fs, rows: list[int], tta: bool):  # noqa: ANN001, ANN20
     return cat(imgs), cat(txts), {c: cat([cl[c][None] for cl in classes])[0] for c in classes[0]}
 
 
-def _gallery_metrics(models: list, fs, rows: list[int], gallery: int, seed: int, tta: bool = False) -> dict:  # noqa: ANN001
-    """Mean metrics over random galleries of about ``gallery`` images partitioning ``rows``."""
+def _gallery_metrics(models: list, fs, rows: list[int], gallery: int, seed: int, tta: bool = False,  # noqa: ANN001
+                     hub=None) -> dict:  # noqa: ANN001
+    """Mean metrics over random galleries of about ``gallery`` images partitioning ``rows`` (text -> image
+    scored with the fold's hub correction when given, as the product's window index ranks)."""
     import numpy as np
 
     from rsrag.tools.training.evaluate import evaluate_embeddings
@@ -187,7 +190,7 @@ def _gallery_metrics(models: list, fs, rows: list[int], gallery: int, seed: int,
     for chunk in np.array_split(perm, n_chunks):
         sub = [rows[i] for i in sorted(chunk)]
         img, txt, cls = _embed(models, fs, sub, tta)
-        rep = evaluate_embeddings(img, [fs.chips[i] for i in sub], txt, cls, "cv")
+        rep = evaluate_embeddings(img, [fs.chips[i] for i in sub], txt, cls, "cv", hub=hub)
         for key, value in rep.metrics.items():
             out.setdefault(key, []).append(value)
     return {key: float(np.mean(v)) for key, v in out.items()}
@@ -200,7 +203,7 @@ def run_recipe(feats: Features, name: str, protocols: list[str], k: int, gallery
 
     from rsrag.tools.captioned import kfold
     from rsrag.tools.encoders.lit import LitConfig, head_state
-    from rsrag.tools.training.train import TrainConfig, train_heads
+    from rsrag.tools.training.train import TrainConfig, fit_hub, train_heads
 
     lit_kw, train_kw, n_heads = _recipe(name)
     cfg = LitConfig(**{**BASE_LIT, **lit_kw})
@@ -229,9 +232,11 @@ def run_recipe(feats: Features, name: str, protocols: list[str], k: int, gallery
             models = []
             for h in heads:  # evaluation needs each head in its own model; reuse the one model in turn
                 models.append(_HeadView(model, h))
-            m = _gallery_metrics(models, fs, test, gallery, seed=f)
+            # the hub bank is drawn from this fold's training chips, as `rsrag encoder train` draws it
+            hub = fit_hub(models[0], fs, train_rows, tcfg) if n_heads == 1 else None
+            m = _gallery_metrics(models, fs, test, gallery, seed=f, hub=hub)
             if len(fs.views) > 1:
-                m["tta_mR"] = _gallery_metrics(models, fs, test, gallery, seed=f, tta=True)["mR"]
+                m["tta_mR"] = _gallery_metrics(models, fs, test, gallery, seed=f, tta=True, hub=hub)["mR"]
             per_fold.append({"n_test": len(test), **m})
             done.parent.mkdir(parents=True, exist_ok=True)
             done.write_text(json.dumps(per_fold[-1]))

@@ -393,6 +393,7 @@ def sweep(args: argparse.Namespace) -> None:
     of the complete finest level (the full index)."""
     from rsrag.tools.captioned import class_phrase
     from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.encoders.hubness import as_queries
     from rsrag.tools.fastpath import embed_phrases
     from rsrag.tools.hit import Hit
     from rsrag.tools.pyramid import PyramidTiling, select_regions
@@ -451,7 +452,7 @@ def sweep(args: argparse.Namespace) -> None:
         everything = np.arange(levels[finest].count)
         exact = [stats(lv.level, np.arange(lv.count)) for lv in levels]
         for label, sites in truth["targets"].items():
-            q = embed_phrases(enc, [class_phrase(label)])[0]
+            q = as_queries(embed_phrases(enc, [class_phrase(label)]), vectors[0].shape[1])[0]  # as search_index scores
             full_all.append(evaluate(_R(hits(finest, everything, q, exact[finest]), args.threshold), sites, args.threshold))
             for start, beam, n_sample, rank in [(a, b, c, r) for a in range(len(levels)) for b in args.beams
                                                 for c in args.samples for r in args.ranks]:

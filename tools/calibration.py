@@ -728,6 +728,11 @@ class PresenceModel:
         return self.calibration is not None
 
     @property
+    def dim(self) -> int | None:
+        """Dimension of the plain window vectors it scores (its encoder's), ``None`` without an encoder."""
+        return int(self.encoder.dim) if self.encoder is not None else None
+
+    @property
     def found_at(self) -> float | None:
         """Presence from which a target is found (``None`` when uncalibrated)."""
         return self.calibration.found_at if self.calibration else None

@@ -43,6 +43,7 @@ from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import Region
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
 from rsrag.tools.tiling import PatchSpec, TilingScheme, parse_tiling
+from rsrag.tools.encoders.hubness import index_dim, index_keys
 from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:  # torch is imported when a run starts, so importing this module (and the CLI) stays fast
@@ -245,7 +246,7 @@ def index_scene(
                 return IndexReport(info=existing, encoded=0, skipped=existing.n_patches, chunks_written=0,
                                    seconds=0.0, patches_per_s=0.0, no_op=True)
             info = IndexInfo(
-                key=key, scene=sc.fingerprint, tiling=scheme.id, encoder=encoder.id, dim=encoder.dim,
+                key=key, scene=sc.fingerprint, tiling=scheme.id, encoder=encoder.id, dim=index_dim(encoder),
                 patch_table="", source=str(sc.path), width=sc.width, height=sc.height, n_patches=n_patches,
                 chunk_size=chunk_size if existing is None else existing.chunk_size, status="building", updated=0.0,
             )
@@ -382,7 +383,7 @@ def encode_units(
                 fill()  # queue the next read before the model takes the cores
                 empty.extend(s.index for s, k in zip(specs, keep, strict=True) if not k)
                 if tensor is not None:
-                    acc_vecs.append(np.asarray(encoder.encode_image_tensors(tensor), dtype=np.float32))
+                    acc_vecs.append(index_keys(encoder, encoder.encode_image_tensors(tensor)))
                     acc_chunks.extend(c for c, k in zip(chunks, keep, strict=True) if k)
                     acc_ids.extend(s.index for s, k in zip(specs, keep, strict=True) if k)
                     acc_regions.extend(regions)

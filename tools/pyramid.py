@@ -57,6 +57,7 @@ from rsrag.tools.raster import Scene, open_scene
 from rsrag.tools.region import PixelBox
 from rsrag.tools.store import IndexInfo, PatchStore, Store, as_patch_store, index_key
 from rsrag.tools.tiling import DEFAULT_MAX_PATCHES, PatchSpec, TilingScheme, _starts
+from rsrag.tools.encoders.hubness import index_dim
 from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -384,7 +385,7 @@ class Pyramid:
             lv = self.levels[level]
             info = IndexInfo(
                 key=self.key(level), scene=self.scene.fingerprint, tiling=lv.tiling_id, encoder=self.encoder.id,
-                dim=self.encoder.dim, patch_table="", source=str(self.scene.path), width=self.scene.width,
+                dim=index_dim(self.encoder), patch_table="", source=str(self.scene.path), width=self.scene.width,
                 height=self.scene.height, n_patches=lv.count, chunk_size=1, status="building", updated=0.0,
             )
             info = self.patches.begin(info.model_copy(update={"patch_table": self.patches.patch_table(info).name}))

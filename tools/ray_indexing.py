@@ -33,6 +33,7 @@ from rsrag.tools.errors import ConfigError, RsragError, StoreUnavailableError, T
 from rsrag.tools.indexing import DEFAULT_CHUNK_SIZE, DEFAULT_TILING, IndexReport
 from rsrag.tools.store import IndexInfo, as_patch_store, index_key
 from rsrag.tools.tiling import parse_tiling
+from rsrag.tools.encoders.hubness import index_dim, index_keys
 from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
 __all__ = ["ChunkTask", "RayProgress", "index_on_ray", "start_ray"]
@@ -112,7 +113,7 @@ class _EncoderWorker:
         self._scenes: dict[str, Any] = {}
 
     def describe(self) -> tuple[str, int, int, int]:
-        return self.encoder.id, self.encoder.dim, self.encoder.image_size, os.getpid()
+        return self.encoder.id, index_dim(self.encoder), self.encoder.image_size, os.getpid()
 
     def run(self, task: ChunkTask) -> tuple[str, tuple[int, ...], int]:
         """Encode and commit one task; returns ``(index key, its windows, windows encoded)`` (0: already stored)."""
@@ -142,7 +143,7 @@ class _EncoderWorker:
             # every window is encoded here, those without data too (the cluster's plan counts every window)
             tensor, batch_regions, _ = _read_batch(scene, self.encoder, specs[b:b + self.batch_size], skip_empty=False)
             assert tensor is not None
-            vectors.append(np.asarray(self.encoder.encode_image_tensors(tensor), dtype=np.float32))
+            vectors.append(index_keys(self.encoder, self.encoder.encode_image_tensors(tensor)))
             regions.extend(batch_regions)
         self.patches.add_rows(info, list(task.chunks), [s.index for s in specs], regions, np.concatenate(vectors))
         return info.key, task.windows, len(specs)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rsrag.tools.encoders.hubness import as_queries, plain
 from rsrag.tools.hit import Hit, HitPath
 from rsrag.tools.region import PixelBox
 from rsrag.tools.store import PatchStore, region_from_row
@@ -42,7 +43,7 @@ class Refinement:
     Attributes:
         hits: one hit per finer window (score and confidence against the best of the target's query
             vectors), in the order of ``vectors``.
-        vectors: the windows' stored unit vectors, shape ``(len(hits), dim)``.
+        vectors: the windows' plain unit vectors (the encoder's, not hub-corrected keys), ``(len(hits), dim)``.
         encoded: windows this refinement had to encode (0 when all were stored).
     """
 
@@ -113,7 +114,8 @@ def refine(
     if not rows:
         return Refinement(encoded=encoded)
     matrix = np.stack(vectors)
-    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    plain_q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    q = as_queries(plain_q, info.dim)  # scored as the level's search scores them (hub-corrected keys)
     scores = matrix @ q.T  # (windows, queries)
     best = scores.argmax(axis=1)
     stats = patches.stats(info)
@@ -130,7 +132,7 @@ def refine(
             extra={**(extra or {}), "window": lv.window, "px_per_input_px": round(lv.window / fine.encoder.image_size, 3),
                    "refined": 1},
         ))
-    return Refinement(hits=hits, vectors=matrix, encoded=encoded)
+    return Refinement(hits=hits, vectors=plain(matrix, plain_q.shape[1]), encoded=encoded)
 
 
 def _within(inner: PixelBox, outer: PixelBox) -> bool:

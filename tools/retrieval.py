@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 from rsrag.tools.calibration import Finding
+from rsrag.tools.encoders.hubness import as_queries, plain
 from rsrag.tools.errors import QueryError
 from rsrag.tools.fastpath import FastPathResult, extract_key_phrases, fast_search
 from rsrag.tools.hit import Hit, HitPath
@@ -95,7 +96,9 @@ def search_index(
         index: the index to search: a flat tiling or one pyramid level; a whole scene pyramid
             (:class:`~rsrag.tools.pyramid.PyramidIndex`) delegates to its coarse-to-fine descent, which
             calls this function per level.
-        vectors: unit query vectors, shape ``(n, dim)`` (or ``(dim,)`` for one).
+        vectors: unit query vectors, shape ``(n, dim)`` (or ``(dim,)`` for one), the encoder's own (plain)
+            vectors; an index of hub-corrected keys is searched with them as
+            :func:`~rsrag.tools.encoders.hubness.as_queries` makes them.
         queries: the text each vector stands for (recorded as the hits' ``query``), one per vector.
         k: patches fetched per vector (at least; see ``min_confidence``).
         path: the retrieval path the hits are recorded as (fast / slow / similar).
@@ -128,6 +131,8 @@ def search_index(
                             calibration=calibration, prompt_version=prompt_version, extras=extras).hits
     cal = calibration or Calibration()
     stats = patches.stats(index)
+    # an index of hub-corrected keys is searched with query vectors; text queries (the fast path) are corrected
+    vecs = as_queries(vecs, index.dim, correct=path == "fast")
     limit = max(1, min(index.n_patches, max_hits))
     out: list[list[Hit]] = []
     for i, (q, text) in enumerate(zip(vecs, queries)):
@@ -371,9 +376,11 @@ def with_related_concepts(presence: PresenceModel, phrases: Sequence[str], min_s
     return out
 
 
-def window_vectors(store: PatchStore, index: IndexInfo | PyramidIndex, hits: Sequence[Hit]) -> dict[tuple[str, int], np.ndarray]:
+def window_vectors(store: PatchStore, index: IndexInfo | PyramidIndex, hits: Sequence[Hit], dim: int | None = None,
+                   ) -> dict[tuple[str, int], np.ndarray]:
     """The stored vectors of hits' windows, by ``(index key, patch number)`` (a pyramid's hits come from
-    several level indexes; hits without a stored patch are skipped)."""
+    several level indexes; hits without a stored patch are skipped); with ``dim``, as the encoder's plain
+    ``dim``-dimensional vectors (:func:`~rsrag.tools.encoders.hubness.plain` of hub-corrected keys)."""
     wanted: dict[str, set[int]] = {}
     for h in hits:
         if h.patch is not None and h.index_key is not None:
@@ -383,7 +390,11 @@ def window_vectors(store: PatchStore, index: IndexInfo | PyramidIndex, hits: Seq
         info = store.info(key)
         if info is None:
             continue
-        out.update(((key, p), v) for p, v in store.vectors(info, sorted(patch_ids)).items())
+        found = store.vectors(info, sorted(patch_ids))
+        if dim is not None and found:
+            rows = plain(np.stack(list(found.values())), dim)
+            found = dict(zip(found, rows))
+        out.update(((key, p), v) for p, v in found.items())
     return out
 
 
@@ -401,7 +412,7 @@ def _presence_sites(
     """
     ranked = rank_by_confidence(hits)
     pool = dedupe_regions([*confident, *ranked[:PRESENCE_POOL]])
-    vectors = window_vectors(store, index, pool)
+    vectors = window_vectors(store, index, pool, presence.dim)
     scored = [h for h in pool if (h.index_key, h.patch) in vectors]
     if not scored:
         return [], [], presence.finding_for([])

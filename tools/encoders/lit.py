@@ -14,7 +14,8 @@ Lite1 and Lite2, even at 224 px, cost about 30% of the images/s (outside the bud
 not on PyPI. See BENCHMARKS.md, Encoder.
 
 A heads checkpoint is one ``.safetensors`` file: the head tensors (``visual.head.*``, ``text.proj.*``,
-``logit_scale``) plus metadata holding its :class:`LitConfig` as JSON.
+``logit_scale``), optionally the hub bank of the window vectors (``hub.bank``, see
+:mod:`rsrag.tools.encoders.hubness`), plus metadata holding its :class:`LitConfig` as JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from rsrag.tools.encoders.hubness import BANK_TENSOR, HubCorrection
 from rsrag.tools.encoders.towers import IMAGE_TOWERS, ImageTower, build_image_trunk, text_tower_dir
 from rsrag.tools.errors import CheckpointMismatchError, UnknownEncoderError, WeightsUnavailableError
 
@@ -234,7 +236,8 @@ def head_state(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> di
     }
 
 
-def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[str, str] | None = None) -> Path:
+def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[str, str] | None = None,
+               hub: HubCorrection | None = None) -> Path:
     """Write the heads of ``model`` and its config to a ``.safetensors`` file (atomically).
 
     Heads are stored in float16 (half the size; retrieval metrics are unchanged to two decimals) and loaded
@@ -245,14 +248,15 @@ def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[st
         model: a model from :func:`build_lit_model`.
         cfg: its config.
         info: extra string metadata to record (training data, seed, metrics).
+        hub: the window vectors' hub correction (:mod:`rsrag.tools.encoders.hubness`), stored beside the heads.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "config": cfg.to_json(), **(info or {})}
+    meta = {"format": FORMAT, "config": cfg.to_json(), **(info or {}), **(hub.metadata() if hub else {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(head_state(model, torch.float16), str(tmp), metadata=meta)
+    save_file({**head_state(model, torch.float16), **(hub.tensors() if hub else {})}, str(tmp), metadata=meta)
     tmp.chmod(0o644)
     tmp.replace(path)
     return path
@@ -293,6 +297,7 @@ def load_heads_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], so
         CheckpointMismatchError: names or shapes differ.
     """
     expected = {k: v.shape for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIXES)}
+    tensors = {k: v for k, v in tensors.items() if k != BANK_TENSOR}  # the hub bank is no model weight
     got = {k: v.shape for k, v in tensors.items()}
     if set(expected) != set(got) or any(expected[k] != got[k] for k in expected):
         diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from rsrag.tools.encoders.hubness import HubCorrection
+
     from rsrag.tools.encoders.base import Encoder, ImageLike
     from rsrag.tools.encoders.openclip import OpenClipEncoder
 
@@ -155,23 +157,27 @@ def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClip
 
 def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
     from rsrag.tools.encoders.features import lit_transform
+    from rsrag.tools.encoders.hubness import BANK_TENSOR, HubCorrection
     from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
     from rsrag.tools.encoders.openclip import OpenClipEncoder
     from rsrag.tools.encoders.towers import text_tower_dir
 
+    hub = None
     if spec.weights == "random":
         cfg = LitConfig()
         model = build_lit_model(cfg, seed=0)
     else:
         path = Path(spec.weights) if spec.weights else DEFAULT_HEADS
-        cfg, tensors, _ = read_heads(path)
+        cfg, tensors, meta = read_heads(path)
         model = build_lit_model(cfg)
         load_heads_into(model, tensors, str(path))
+        bank = tensors.get(BANK_TENSOR)
+        hub = HubCorrection.from_heads(None if bank is None else bank.float().numpy(), meta, str(path))
     ident = lit_encoder_id(spec, cfg.image_tower)
     tokenizer = LitTokenizer(text_tower_dir(), cfg.context_length)
     return OpenClipEncoder(
         model, lit_transform(cfg), tokenizer, encoder_id=ident, image_size=cfg.size, device=device,
-        batch_size=batch_size, dim=cfg.embed_dim,
+        batch_size=batch_size, dim=cfg.embed_dim, hub=hub,
     )
 
 
@@ -230,6 +236,16 @@ class LazyEncoder:
         """A LiT heads file whose texts are encoded by the numpy text tower (:mod:`.lit_text`), on CPU."""
         if parsed.kind == "lit" and parsed.weights != "random" and device.strip().lower() == "cpu":
             self._text_heads = Path(parsed.weights) if parsed.weights else DEFAULT_HEADS
+
+    @property
+    def hub(self) -> HubCorrection | None:
+        """The hub correction of its window vectors (read from the heads file; no model is loaded)."""
+        if self._encoder is not None:
+            return getattr(self._encoder, "hub", None)
+        parsed = check_spec(self.spec)
+        if parsed.kind != "lit" or parsed.weights == "random":
+            return None
+        return _heads_hub(Path(parsed.weights) if parsed.weights else DEFAULT_HEADS)
 
     @property
     def loaded(self) -> bool:
@@ -302,6 +318,30 @@ class LazyEncoder:
     def __repr__(self) -> str:
         state = repr(self._encoder) if self._encoder is not None else "not loaded"
         return f"LazyEncoder(spec={self.spec!r}, id={self._id!r}, {state})"
+
+
+_HUBS: dict[tuple[str, str], HubCorrection | None] = {}
+
+
+def _heads_hub(path: Path) -> HubCorrection | None:
+    """The hub correction a LiT heads file holds, read with numpy (cached per file content)."""
+    from safetensors import SafetensorError, safe_open
+
+    from rsrag.tools.encoders.hubness import BANK_TENSOR, HubCorrection
+    from rsrag.tools.encoders.identity import read_safetensors_metadata
+
+    key = (str(Path(path).resolve()), fingerprint(Path(path)))
+    if key not in _HUBS:
+        meta = read_safetensors_metadata(path)
+        bank = None
+        try:
+            with safe_open(str(path), framework="np") as f:
+                if BANK_TENSOR in f.keys():
+                    bank = f.get_tensor(BANK_TENSOR)
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointMismatchError(f"{path} is not a readable safetensors file: {exc}") from exc
+        _HUBS[key] = HubCorrection.from_heads(bank, meta, str(path))
+    return _HUBS[key]
 
 
 def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> LazyEncoder:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from rsrag.tools.encoders.base import ImageLike, to_pil
+from rsrag.tools.encoders.hubness import HubCorrection
 from rsrag.tools.errors import EncoderError
 from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
 
@@ -32,6 +33,8 @@ class OpenClipEncoder:
         device: torch device string.
         batch_size: images or texts per forward pass.
         dim: embedding dimension when known from the config (otherwise probed with one forward pass).
+        hub: the hub correction window indexes apply to its image vectors
+            (:mod:`rsrag.tools.encoders.hubness`; ``None``: windows are stored as encoded).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class OpenClipEncoder:
         device: str = "cpu",
         batch_size: int = DEFAULT_BATCH_SIZE,
         dim: int | None = None,
+        hub: HubCorrection | None = None,
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -62,6 +66,7 @@ class OpenClipEncoder:
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
         self.dim = int(dim) if dim else int(self._probe_dim())
+        self.hub = hub
 
     def _probe_dim(self) -> int:
         proj = getattr(self.model, "text_projection", None)

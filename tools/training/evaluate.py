@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from rsrag.tools.encoders.hubness import HubCorrection, as_queries, hub_of
 from rsrag.tools.encoders.base import Encoder
 from rsrag.tools.captioned import Chip, class_prompts, folder_fingerprint, image_fingerprints, select_split
 from rsrag.tools.errors import DataError
@@ -51,14 +52,27 @@ def recalls(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[int, float]:
     return {k: float(100.0 * np.mean(ranks < k)) for k in ks}
 
 
-def retrieval_metrics(sim: np.ndarray, text_image: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
-    """Image->text and text->image R@K and their mean ``mR``, all in percent."""
+def retrieval_metrics(sim: np.ndarray, text_image: np.ndarray, ks: Sequence[int] = KS,
+                      t2i_sim: np.ndarray | None = None) -> dict[str, float]:
+    """Image->text and text->image R@K and their mean ``mR``, all in percent.
+
+    ``t2i_sim`` scores text -> image retrieval instead of ``sim`` when given (the hub-corrected scores a
+    window index ranks by; :func:`hub_scores`)."""
     text_image = np.asarray(text_image)
     i2t = recalls(image_to_text_ranks(sim, text_image), ks)
-    t2i = recalls(text_to_image_ranks(sim, text_image), ks)
+    t2i = recalls(text_to_image_ranks(sim if t2i_sim is None else t2i_sim, text_image), ks)
     out = {f"i2t_R@{k}": v for k, v in i2t.items()} | {f"t2i_R@{k}": v for k, v in t2i.items()}
     out["mR"] = float(np.mean(list(i2t.values()) + list(t2i.values())))
     return out
+
+
+def hub_scores(hub: HubCorrection | None, image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray | None:
+    """Image x text scores as a window index of hub-corrected keys ranks images for text queries (``None``
+    without a hub correction): :mod:`rsrag.tools.encoders.hubness`."""
+    if hub is None:
+        return None
+    keys = hub.keys(image_emb)
+    return keys @ as_queries(text_emb, keys.shape[1]).T
 
 
 def zero_shot_accuracy(image_emb: np.ndarray, labels: Sequence[str], class_emb: dict[str, np.ndarray]) -> float:
@@ -112,6 +126,7 @@ def evaluate_embeddings(
     text_emb: np.ndarray | None,
     class_emb: dict[str, np.ndarray] | None,
     encoder_id: str,
+    hub: HubCorrection | None = None,
 ) -> RetrievalReport:
     """Metrics from precomputed unit embeddings.
 
@@ -121,13 +136,16 @@ def evaluate_embeddings(
         text_emb: (n_captions, dim) for all captions of all chips in order, or None when no chip has captions.
         class_emb: class vectors for zero-shot accuracy, or None when chips have no labels.
         encoder_id: recorded in the report.
+        hub: the encoder's hub correction: text -> image recalls are then scored as its window index ranks
+            (image -> text and zero-shot stay plain cosine, as the presence model scores texts).
     """
     metrics: dict[str, float] = {}
     text_image = np.asarray([i for i, c in enumerate(chips) for _ in c.captions], dtype=np.int64)
     if text_emb is not None and len(text_image):
         if not all(c.captions for c in chips):
             raise DataError("some chips have no captions; retrieval needs captions for every chip")
-        metrics.update(retrieval_metrics(image_emb @ text_emb.T, text_image))
+        metrics.update(retrieval_metrics(image_emb @ text_emb.T, text_image,
+                                         t2i_sim=hub_scores(hub, image_emb, text_emb)))
     labels = [c.label for c in chips]
     if class_emb and all(labels):
         metrics["zero_shot_acc"] = zero_shot_accuracy(image_emb, labels, class_emb)
@@ -159,7 +177,7 @@ def evaluate(encoder: Encoder, chips: Sequence[Chip], progress=None) -> Retrieva
     text_emb = encoder.encode_texts(texts) if texts and all(c.captions for c in chips) else None
     labels = [c.label for c in chips]
     class_emb = class_embeddings(encoder.encode_texts, labels) if all(labels) else None
-    return evaluate_embeddings(image_emb, chips, text_emb, class_emb, encoder.id)
+    return evaluate_embeddings(image_emb, chips, text_emb, class_emb, encoder.id, hub=hub_of(encoder))
 
 
 class TrainingRecord(BaseModel):

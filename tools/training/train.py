@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from rsrag.tools.captioned import Chip, class_prompts
 from rsrag.tools.training.evaluate import RetrievalReport, TrainingRecord, class_embeddings_from, evaluate_embeddings
 from rsrag.tools.encoders.features import image_features, text_features
+from rsrag.tools.encoders.hubness import HubCorrection, fit_hub_correction
 from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, head_state, save_heads
 from rsrag.tools.encoders.towers import text_tower_dir
 from rsrag.tools.errors import DataError
@@ -52,6 +53,8 @@ class TrainConfig:
     class_weight: float = 0.5
     soup: int = 1
     seed: int = 0
+    hub_bank: int = 2000
+    hub_beta: float = 15.0
 
     def __post_init__(self) -> None:
         if self.view_mode not in ("sample", "mean"):
@@ -122,14 +125,32 @@ def project(model: torch.nn.Module, img: np.ndarray | None, txt: np.ndarray | No
     return out[0], out[1]
 
 
-def evaluate_features(model: torch.nn.Module, fs: FeatureSet, rows: list[int], encoder_id: str) -> RetrievalReport:
-    """Retrieval metrics of ``model`` on the chips ``rows`` of ``fs`` (view ``id``), from cached features."""
+def evaluate_features(model: torch.nn.Module, fs: FeatureSet, rows: list[int], encoder_id: str,
+                      hub: HubCorrection | None = None) -> RetrievalReport:
+    """Retrieval metrics of ``model`` (with its hub correction, when given) on the chips ``rows`` of ``fs``
+    (view ``id``), from cached features."""
     chips = [fs.chips[i] for i in rows]
     text_ids = [t for i in rows for t in fs.chip_texts[i]]
     img, txt = project(model, fs.image[0][rows], fs.text[text_ids] if text_ids else None)
     _, all_txt = project(model, None, fs.text)
     class_emb = class_embeddings_from({t: all_txt[i] for i, t in enumerate(fs.texts)}, [c.label for c in chips])
-    return evaluate_embeddings(img, chips, txt, class_emb, encoder_id)
+    return evaluate_embeddings(img, chips, txt, class_emb, encoder_id, hub=hub)
+
+
+def fit_hub(model: torch.nn.Module, fs: FeatureSet, train_rows: list[int], cfg: TrainConfig) -> HubCorrection | None:
+    """The hub correction of trained heads (:mod:`rsrag.tools.encoders.hubness`): a bank of ``cfg.hub_bank``
+    training chips, one of each one's texts (a caption, or a class prompt for chips without captions), drawn
+    with ``cfg.seed``; centred on the training images. ``None`` when ``cfg.hub_bank`` is 0."""
+    rows = [i for i in train_rows if fs.chip_texts[i] or fs.chip_prompts[i]]
+    if cfg.hub_bank <= 0 or not rows:
+        return None
+    gen = np.random.default_rng(cfg.seed)
+    bank_rows = gen.choice(np.asarray(rows), size=min(cfg.hub_bank, len(rows)), replace=False)
+    text_ids = [(fs.chip_texts[i] or fs.chip_prompts[i])[int(gen.integers(len(fs.chip_texts[i] or fs.chip_prompts[i])))]
+                for i in bank_rows]
+    img, bank = project(model, fs.image[0][train_rows], fs.text[text_ids])
+    assert img is not None and bank is not None
+    return fit_hub_correction(img, bank, beta=cfg.hub_beta)
 
 
 def train_heads(
@@ -246,7 +267,7 @@ def _pick_text(fs: FeatureSet, row: int, prompt_prob: float, gen: np.random.Gene
 
 
 def save_trained(path: Path, model: torch.nn.Module, lit_cfg: LitConfig, cfg: TrainConfig, data: Path,
-                 record: TrainingRecord, report: RetrievalReport | None) -> Path:
+                 record: TrainingRecord, report: RetrievalReport | None, hub: HubCorrection | None = None) -> Path:
     """Write the trained heads with a record of how, and on what data, they were trained.
 
     Args:
@@ -257,8 +278,9 @@ def save_trained(path: Path, model: torch.nn.Module, lit_cfg: LitConfig, cfg: Tr
         data: the training folder (recorded for people; the fingerprint in ``record`` is what tools compare).
         record: fingerprint of the folder and of the trained images (``rsrag eval retrieval`` reads it).
         report: validation metrics, recorded when given.
+        hub: the hub correction (:func:`fit_hub`), stored with the heads.
     """
     info = {"data": str(data), "train_config": repr(cfg), **record.to_metadata()}
     if report is not None:
         info["val_metrics"] = repr({k: round(v, 2) for k, v in report.metrics.items()})
-    return save_heads(path, model, lit_cfg, info)
+    return save_heads(path, model, lit_cfg, info, hub=hub)

@@ -55,6 +55,7 @@ def train(
     views: str | None = typer.Option(None, "--views", help="Comma-separated cached views: id, hflip, vflip, rot90, rot180, rot270, transpose, transverse."),
     view_mode: str | None = typer.Option(None, "--view-mode", help="sample: a random view per image and step; mean: the mean over views."),
     seed: int | None = typer.Option(None, "--seed"),
+    hub_bank: int | None = typer.Option(None, "--hub-bank", help="Training captions in the hub bank of the window vectors (0: no hub correction)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fixed class-stratified share held out (never trained on)."),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Feature cache folder (default: user cache dir)."),
     as_json: bool = typer.Option(False, "--json", help="Print the validation metrics as one JSON object."),
@@ -70,7 +71,7 @@ def train(
     from rsrag.tools.encoders.features import VIEWS
     from rsrag.tools.encoders.lit import TAPS, LitConfig, build_lit_model
     from rsrag.tools.training.evaluate import TrainingRecord
-    from rsrag.tools.training.train import TrainConfig, compute_features, evaluate_features, save_trained, train_heads
+    from rsrag.tools.training.train import TrainConfig, compute_features, evaluate_features, fit_hub, save_trained, train_heads
     from rsrag.tools.errors import ConfigError
 
     def given(**kw: object) -> dict[str, object]:  # options left out keep the bundled recipe's value
@@ -89,7 +90,7 @@ def train(
         train_cfg = replace(TrainConfig(), **given(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, class_prompt_prob=class_prompt_prob,
             views=view_list, view_mode=view_mode, image_dropout=image_dropout, text_dropout=text_dropout,
-            class_weight=class_weight, seed=seed))
+            class_weight=class_weight, seed=seed, hub_bank=hub_bank))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     epochs, seed, view_list = train_cfg.epochs, train_cfg.seed, train_cfg.views
@@ -109,8 +110,9 @@ def train(
         etask = bar.add_task("training heads", total=epochs, info="")
         train_heads(fs, train_rows, lit_cfg, train_cfg, model,
                     progress=lambda e, loss: bar.update(etask, completed=e, info=f"loss {loss:.3f}"))
-    report = evaluate_features(model, fs, val_rows, f"rsrag-lit:{out}") if val_rows else None
-    save_trained(out, model, lit_cfg, train_cfg, data, TrainingRecord.of(chips, train_chips, val_fraction), report)
+    hub = fit_hub(model, fs, train_rows, train_cfg)
+    report = evaluate_features(model, fs, val_rows, f"rsrag-lit:{out}", hub=hub) if val_rows else None
+    save_trained(out, model, lit_cfg, train_cfg, data, TrainingRecord.of(chips, train_chips, val_fraction), report, hub=hub)
     if as_json:
         print(json.dumps({"out": str(out), "spec": f"rsrag-lit:{out}", **(report.metrics if report else {})}))
         return
