@@ -22,6 +22,9 @@ class Encoder(Protocol):
         id: stable identifier including the weights' identity (a hash); part of index keys.
         dim: embedding dimension.
         image_size: side in pixels of the model input.
+
+    An encoder may also have a ``hub`` attribute (a :class:`~rsrag.tools.encoders.hubness.HubCorrection`):
+    window indexes then store its image vectors hub-corrected, one coordinate longer (see that module).
     """
 
     @property

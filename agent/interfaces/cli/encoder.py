@@ -126,14 +126,18 @@ def info(
     spec: str | None = typer.Argument(None, help="Encoder spec (see `rsrag.tools.encoders.spec`; default: settings, encoder.spec)."),
     device: str | None = typer.Option(None, "--device", help="Torch device (default: settings, encoder.device)."),
 ) -> None:
-    """Load an encoder and print its id, dimension and input size."""
+    """Load an encoder and print its id, dimension, input size and the window vectors' hub bank."""
     from rsrag.tools.encoders import load_encoder
+    from rsrag.tools.encoders.hubness import hub_of, index_dim
     from rsrag.tools.encoders.spec import DEFAULT_SPEC
 
     settings = state.settings(**{"encoder.spec": spec, "encoder.device": device}).encoder
     spec = settings.spec or DEFAULT_SPEC
     enc = load_encoder(spec, device=settings.device, batch_size=settings.batch_size)
-    print(json.dumps({"spec": spec, "id": enc.id, "dim": enc.dim, "image_size": enc.image_size}))
+    hub = hub_of(enc)
+    print(json.dumps({"spec": spec, "id": enc.id, "dim": enc.dim, "image_size": enc.image_size,
+                      "index_dim": index_dim(enc), "hub_bank": 0 if hub is None else int(hub.bank.shape[0]),
+                      "hub_beta": None if hub is None else hub.beta}))
 
 
 @encoder_app.command("calibrate")

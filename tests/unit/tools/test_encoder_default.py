@@ -120,3 +120,5 @@ def test_encoder_info_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["encoder", "info"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["dim"] == read_heads(DEFAULT_HEADS)[0].embed_dim and out["id"].startswith("rsrag-lit#")
+    # the bundled heads carry a hub bank: windows are stored with one more coordinate (tools/encoders/hubness.py)
+    assert out["hub_bank"] == 2000 and out["index_dim"] == out["dim"] + 1
