@@ -149,7 +149,8 @@ def evaluate_embeddings(
     labels = [c.label for c in chips]
     if class_emb and all(labels):
         metrics["zero_shot_acc"] = zero_shot_accuracy(image_emb, labels, class_emb)
-    return RetrievalReport(metrics, len(chips), len(text_image), len(set(labels) - {None}), encoder_id)
+    return RetrievalReport(metrics, len(chips), len(text_image), len(set(labels) - {None}), encoder_id,
+                           extra={"t2i_scores": "hub-corrected" if hub is not None else "cosine"})
 
 
 def evaluate(encoder: Encoder, chips: Sequence[Chip], progress=None) -> RetrievalReport:

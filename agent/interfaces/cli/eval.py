@@ -65,3 +65,5 @@ def retrieval(
         table.add_row(key, f"{value:.2f}")
     console.print(table)
     console.print(f"encoder id: {report.encoder}")
+    if report.extra.get("t2i_scores") == "hub-corrected":
+        console.print("text -> image scored as the window index ranks: hub-corrected (tools/encoders/hubness.py)")

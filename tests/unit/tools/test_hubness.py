@@ -118,3 +118,4 @@ def test_evaluation_scores_text_to_image_as_the_index_ranks(space: tuple) -> Non
         {k: v for k, v in plain_rep.metrics.items() if k.startswith("i2t")}
     keys = [k for k in hub_rep.metrics if k.startswith("t2i")]
     assert len(keys) == 3
+    assert hub_rep.as_dict()["t2i_scores"] == "hub-corrected" and plain_rep.as_dict()["t2i_scores"] == "cosine"
