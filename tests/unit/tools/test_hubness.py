@@ -49,7 +49,8 @@ def test_a_key_query_score_is_the_hub_corrected_score(space: tuple) -> None:
     keys = hub.keys(windows)
     stored = keys @ as_queries(topics, 17).T
     a = np.sqrt(1.0 - keys[:, 16] ** 2)[:, None]  # the key's scale: within a few per cent of 1
-    corrected = a * (windows @ topics.T) - (hub.hub_terms(windows)[:, None] - hub.centre)
+    floored = np.maximum(hub.hub_terms(windows) - hub.centre, hub.floor)[:, None]
+    corrected = a * (windows @ topics.T) - floored
     np.testing.assert_allclose(stored, np.sqrt(1 - QUERY_COORD ** 2) * corrected, atol=1e-5)
 
     # an image query is scored by the windows' plain cosine (the hub terms concern captions)
@@ -65,6 +66,18 @@ def test_the_hub_window_no_longer_tops_every_query(space: tuple) -> None:
     assert (cosine_top == 20).sum() >= 3  # by cosine the hub window is the best match of most topics
     assert (corrected_top == 20).sum() == 0  # corrected, each topic's own windows come first
     assert all(corrected_top[j] // 5 == j for j in range(4))
+
+
+def test_a_window_far_from_every_caption_is_raised_no_more_than_the_floor(space: tuple) -> None:
+    bank, windows, topics = space
+    hub = fit_hub_correction(windows, bank)
+    assert hub.floor is not None and hub.floor < 0
+    blank = _unit(np.eye(16, dtype=np.float32)[15:16] + 0.01)  # a direction no caption comes near
+    assert hub.hub_terms(blank)[0] - hub.centre < hub.floor  # unfloored, it would be raised the most
+    keys = hub.keys(np.vstack([windows, blank]))
+    assert keys[-1, 16] == pytest.approx(keys[:, 16].max())  # raised exactly as much as the floor allows
+    lowest = windows[np.argmin(hub.hub_terms(windows))]
+    assert keys[-1, 16] == pytest.approx(hub.keys(lowest[None])[0, 16])  # as the least hub-like window
 
 
 def test_encoders_without_a_bank_store_plain_vectors(space: tuple) -> None:
