@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rsrag.tools.errors import CheckpointMismatchError
+from rsrag.tools.errors import CheckpointMismatchError, EncoderError
 
 if TYPE_CHECKING:
     from rsrag.tools.encoders.base import Encoder
@@ -171,8 +171,6 @@ def as_queries(vectors: np.ndarray, dim: int, *, correct: bool = True) -> np.nda
     if q.shape[1] == dim:
         return q
     if q.shape[1] + 1 != dim:
-        from rsrag.tools.errors import EncoderError
-
         raise EncoderError(f"query vectors have {q.shape[1]} dimensions, the index holds {dim}")
     scale, coord = (_Q_SCALE, QUERY_COORD) if correct else (1.0, 0.0)
     return np.concatenate([q * np.float32(scale), np.full((len(q), 1), coord, np.float32)], axis=1)

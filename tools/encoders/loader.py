@@ -8,6 +8,7 @@ and any failure is reported the same way.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -157,7 +158,6 @@ def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClip
 
 def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
     from rsrag.tools.encoders.features import lit_transform
-    from rsrag.tools.encoders.hubness import BANK_TENSOR, HubCorrection
     from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
     from rsrag.tools.encoders.openclip import OpenClipEncoder
     from rsrag.tools.encoders.towers import text_tower_dir
@@ -168,11 +168,10 @@ def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncod
         model = build_lit_model(cfg, seed=0)
     else:
         path = Path(spec.weights) if spec.weights else DEFAULT_HEADS
-        cfg, tensors, meta = read_heads(path)
+        cfg, tensors, _ = read_heads(path)
         model = build_lit_model(cfg)
         load_heads_into(model, tensors, str(path))
-        bank = tensors.get(BANK_TENSOR)
-        hub = HubCorrection.from_heads(None if bank is None else bank.float().numpy(), meta, str(path))
+        hub = _heads_hub(path)
     ident = lit_encoder_id(spec, cfg.image_tower)
     tokenizer = LitTokenizer(text_tower_dir(), cfg.context_length)
     return OpenClipEncoder(
@@ -232,20 +231,17 @@ class LazyEncoder:
         self._encoder: Encoder | None = None
         self._lock = threading.Lock()
         parsed = check_spec(spec)
-        self._text_heads: Path | None = None
+        self._heads: Path | None = None
+        """The LiT heads file of the spec (``None`` for other encoders and random heads)."""
+        if parsed.kind == "lit" and parsed.weights != "random":
+            self._heads = Path(parsed.weights) if parsed.weights else DEFAULT_HEADS
+        self._text_heads = self._heads if device.strip().lower() == "cpu" else None
         """A LiT heads file whose texts are encoded by the numpy text tower (:mod:`.lit_text`), on CPU."""
-        if parsed.kind == "lit" and parsed.weights != "random" and device.strip().lower() == "cpu":
-            self._text_heads = Path(parsed.weights) if parsed.weights else DEFAULT_HEADS
 
-    @property
+    @functools.cached_property
     def hub(self) -> HubCorrection | None:
-        """The hub correction of its window vectors (read from the heads file; no model is loaded)."""
-        if self._encoder is not None:
-            return getattr(self._encoder, "hub", None)
-        parsed = check_spec(self.spec)
-        if parsed.kind != "lit" or parsed.weights == "random":
-            return None
-        return _heads_hub(Path(parsed.weights) if parsed.weights else DEFAULT_HEADS)
+        """The hub correction of its window vectors (read once from the heads file; no model is loaded)."""
+        return _heads_hub(self._heads) if self._heads is not None else None
 
     @property
     def loaded(self) -> bool:

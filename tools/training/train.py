@@ -146,8 +146,8 @@ def fit_hub(model: torch.nn.Module, fs: FeatureSet, train_rows: list[int], cfg: 
         return None
     gen = np.random.default_rng(cfg.seed)
     bank_rows = gen.choice(np.asarray(rows), size=min(cfg.hub_bank, len(rows)), replace=False)
-    text_ids = [(fs.chip_texts[i] or fs.chip_prompts[i])[int(gen.integers(len(fs.chip_texts[i] or fs.chip_prompts[i])))]
-                for i in bank_rows]
+    texts = [fs.chip_texts[i] or fs.chip_prompts[i] for i in bank_rows]
+    text_ids = [t[int(gen.integers(len(t)))] for t in texts]
     img, bank = project(model, fs.image[0][train_rows], fs.text[text_ids])
     assert img is not None and bank is not None
     return fit_hub_correction(img, bank, beta=cfg.hub_beta)
