@@ -18,7 +18,10 @@ Arms:
   applied by ``load_encoder`` on CPU: transparent huge pages for torch's large buffers);
 * ``heap``: tuned, and glibc keeps large blocks in the heap (``mallopt``: ``M_MMAP_MAX=0``, a 1 GiB
   ``M_TRIM_THRESHOLD``; measured, not used: see the runtime module);
-* ``heap+trim``: heap, with ``malloc_trim(0)`` after every pass.
+* ``heap+trim``: heap, with ``malloc_trim(0)`` after every pass;
+* ``unprepared``: tuned, but the image trunk as it ran before :func:`rsrag.tools.encoders.towers.prepare_for_inference`
+  (batch norms not folded, weights in the default layout; the batches are channels-last in both): the same-run
+  baseline of that step.
 
 ``--thread worker`` runs the passes in a worker thread (a server's request thread, the background filler)
 instead of the main thread.
@@ -56,7 +59,7 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-ARMS = ("system", "tuned", "heap", "heap+trim")
+ARMS = ("system", "tuned", "heap", "heap+trim", "unprepared")
 TRIM_THRESHOLD = 1 << 30
 
 
@@ -94,6 +97,10 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         runtime.tune_cpu_runtime()
     if arm.startswith("heap"):
         heap_buffers()
+    if arm == "unprepared":
+        from rsrag.tools.encoders import lit
+
+        lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
     import numpy as np
     import torch
 

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from rsrag.tools.encoders.hubness import BANK_TENSOR, HubCorrection
-from rsrag.tools.encoders.towers import IMAGE_TOWERS, ImageTower, build_image_trunk, text_tower_dir
+from rsrag.tools.encoders.towers import (
+    IMAGE_TOWERS,
+    ImageTower,
+    build_image_trunk,
+    prepare_for_inference,
+    text_tower_dir,
+)
 from rsrag.tools.errors import CheckpointMismatchError, UnknownEncoderError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -85,7 +91,7 @@ class TappedTrunk(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
-        x = net.bn1(net.conv_stem(x))
+        x = net.bn1(net.conv_stem(x.contiguous(memory_format=torch.channels_last)))
         outs = []
         for i, stage in enumerate(net.blocks):
             if i > self._last_stage:
@@ -214,7 +220,7 @@ def build_lit_model(cfg: LitConfig, *, seed: int = 0) -> LitModel:
     text_dir = text_tower_dir()
 
     def make_trunk() -> torch.nn.Module:
-        trunk = TappedTrunk(build_image_trunk(cfg.tower), cfg.taps)
+        trunk = TappedTrunk(prepare_for_inference(build_image_trunk(cfg.tower)), cfg.taps)
         if trunk.num_features != width:
             raise CheckpointMismatchError(f"image trunk gives {trunk.num_features} features, the head expects {width}")
         return trunk

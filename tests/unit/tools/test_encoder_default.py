@@ -13,7 +13,7 @@ from PIL import Image
 from rsrag.tools.encoders import load_encoder
 from rsrag.tools.captioned import class_prompts, read_chips, select_split
 from rsrag.tools.encoders.lit import DEFAULT_HEADS, read_heads
-from rsrag.tools.encoders.towers import IMAGE_TOWERS, build_image_trunk
+from rsrag.tools.encoders.towers import IMAGE_TOWERS, build_image_trunk, fold_batchnorm, prepare_for_inference
 
 
 def test_default_heads_ship_small() -> None:
@@ -95,6 +95,21 @@ def test_image_tower_key_mapping_predicts_imagenet_classes() -> None:
             top5 = trunk(x).softmax(-1)[0].topk(5).indices.tolist()
         labels = [info.index_to_description(i) for i in top5]
         assert any(expected in label for label in labels), (name, labels)
+
+
+def test_an_inference_trunk_gives_the_plain_trunks_predictions() -> None:
+    """Folding the batch norms and going channels-last changes nothing a user sees: same ImageNet logits to
+    float32 rounding, and no batch norm left to run."""
+    plain = build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True)
+    fast = prepare_for_inference(build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True))
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.inference_mode():
+        a, b = plain(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert a.argmax(-1).tolist() == b.argmax(-1).tolist()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert fast.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fold_batchnorm(fast) == 0  # nothing left to fold: a second call changes nothing
 
 
 def test_default_ranks_real_aid_class_prompts(shared_data: Path) -> None:
