@@ -133,22 +133,24 @@ def product_answer(analyst: Any, scene: AnalystScene, text: str, truth_sites: tu
     answer = analyst.ask(scene.path, text)
     seconds = time.perf_counter() - t0
     regions, presences = [], []
-    seen: set[tuple[int, int, int, int]] = set()
+    by_region: dict[tuple[int, int, int, int], float] = {}
     for ev in answer.evidence:
         if ev.kind != "region" or ev.region is None or ev.path not in ("fast", "slow", "similar"):
             continue  # zoom crops repeat a cited site
         box = ev.region.box
-        if box.as_tuple() not in seen:
-            seen.add(box.as_tuple())
+        if box.as_tuple() not in by_region:
+            by_region[box.as_tuple()] = float("nan")
             regions.append(box)
         if getattr(ev, "presence", None) is not None:
             presences.append(float(ev.presence))
+            by_region[box.as_tuple()] = float(ev.presence)
     finding = getattr(answer, "finding", None)
     found = finding == "found"
     presence = max(presences) if presences else (0.0 if finding is not None else float(answer.confidence))
     row = score_answer(regions, found, presence, truth_sites)
     row.update(finding=finding, seconds=seconds, steps=answer.steps, supported=answer.supported,
-               text=answer.text[:300])
+               text=answer.text[:300],
+               regions=[[*r.as_tuple(), by_region[r.as_tuple()], on_site(r, truth_sites)] for r in regions])
     return row
 
 
