@@ -301,6 +301,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         runtime.tune_cpu_runtime()
         heap_buffers()
+    if args.trunk == "unprepared":  # the baseline before the trunk was prepared (batch norms folded, channels-last)
+        from rsrag.tools.encoders import lit
+
+        lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
     if args.encode_empty:  # the baseline before windows without data were skipped: every read counts as data
         from rsrag.tools.raster import Scene
 
@@ -338,7 +342,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
     out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "batch": args.batch,
-                           "encode_empty": args.encode_empty, "scene": scene_path.name, "side": truth["side"], "queries": [],
+                           "encode_empty": args.encode_empty, "trunk": args.trunk, "scene": scene_path.name, "side": truth["side"], "queries": [],
                            "encoder": enc.id, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
         t0 = time.perf_counter()
@@ -594,6 +598,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="reads: rounds of every arm")
     parser.add_argument("--batch", type=int, default=DEFAULTS.encoder.batch_size, help="windows per encoder call")
+    parser.add_argument("--trunk", choices=["prepared", "unprepared"], default="prepared",
+                        help="measure: the image trunk as users run it, or as it ran before prepare_for_inference")
     parser.add_argument("--encode-empty", action="store_true",
                         help="measure: encode windows without data too (the baseline before they were skipped)")
     parser.add_argument("--runtime", choices=["current", "before", "nothp", "heap"], default="current",
