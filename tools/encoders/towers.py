@@ -9,8 +9,8 @@ maps them onto timm's ``tf_efficientnet_lite*`` definition (TF "same" padding, B
 A frozen image trunk is run for inference through :func:`prepare_for_inference`: every batch norm folded into
 the convolution before it, and the weights laid out channels-last, which is what oneDNN's CPU convolutions
 (the depthwise ones above all) run fastest on. The vectors are the plain trunk's to float32 rounding (relative
-difference about 1e-6); the trunk runs about 1.9x as many windows per second on two CPU cores (BENCHMARKS.md,
-"Encoder", speed).
+difference about 1e-6); the model's forward passes run 1.3-1.46x as many windows per second on two CPU cores,
+about 1.1x end to end once reads and store writes are counted (BENCHMARKS.md, "Encoder" and "Pyramid index").
 """
 
 from __future__ import annotations
