@@ -84,6 +84,14 @@ def heap_buffers() -> None:
     assert libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
 
 
+def unprepared_trunk() -> None:
+    """The arm ``unprepared`` (and ``pyramid.py measure --trunk unprepared``): image trunks built from now on skip
+    :func:`rsrag.tools.encoders.towers.prepare_for_inference`, as they ran before it existed."""
+    from rsrag.tools.encoders import lit
+
+    lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One arm in this (fresh) process."""
     from rsrag.tools.encoders import runtime
@@ -98,9 +106,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if arm.startswith("heap"):
         heap_buffers()
     if arm == "unprepared":
-        from rsrag.tools.encoders import lit
-
-        lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
+        unprepared_trunk()
     import numpy as np
     import torch
 

@@ -302,9 +302,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         runtime.tune_cpu_runtime()
         heap_buffers()
     if args.trunk == "unprepared":  # the baseline before the trunk was prepared (batch norms folded, channels-last)
-        from rsrag.tools.encoders import lit
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from encoder_runtime import unprepared_trunk
 
-        lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
+        unprepared_trunk()
     if args.encode_empty:  # the baseline before windows without data were skipped: every read counts as data
         from rsrag.tools.raster import Scene
 

@@ -119,10 +119,9 @@ def image_features(
             batches = [paths[i : i + batch_size] for i in range(start, stop, batch_size)]
             pending = pool.map(lambda b: torch.stack([load(p) for p in b]), batches)
             for x in pending:
-                out.append(trunk(x.contiguous(memory_format=torch.channels_last)).float().numpy())
+                out.append(trunk(x).float().numpy())  # TappedTrunk lays its input out channels-last
         return np.concatenate(out)
 
-    # the trunk is already channels-last with its batch norms folded (towers.prepare_for_inference)
     feats = _sharded(Path(cache_dir) / f"img-{key}", len(paths), compute, progress)
     return feats[:, cols] if len(feats) else feats
 

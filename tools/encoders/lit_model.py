@@ -203,10 +203,8 @@ class _LazyTower(nn.Module):
     def _attach(self, name: str) -> None:
         backbone = self.__dict__["_build"]()
         reference = next(iter(p for n, p in self.named_parameters() if not n.startswith(name)), None)
-        if reference is not None:  # follow the heads: device, dtype, channels-last on CUDA
+        if reference is not None:  # follow the heads: device, dtype (the image trunk keeps its channels-last layout)
             backbone = backbone.to(device=reference.device, dtype=reference.dtype)
-            if reference.device.type == "cuda":
-                backbone = backbone.to(memory_format=torch.channels_last)
         for param in backbone.parameters():
             param.requires_grad = False
         backbone.train(self.training)
