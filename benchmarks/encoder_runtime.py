@@ -16,6 +16,9 @@ Arms:
 * ``system``: torch's and glibc's defaults (:func:`rsrag.tools.encoders.runtime.keep_system_allocator`);
 * ``tuned``: the encoder runtime as users get it (:func:`rsrag.tools.encoders.runtime.tune_cpu_runtime`,
   applied by ``load_encoder`` on CPU: transparent huge pages for torch's large buffers);
+* ``spin``: tuned, but OpenMP's default wait policy (idle intra-op threads spin ~300,000 iterations before they
+  sleep; :func:`rsrag.tools.encoders.runtime.keep_spinning_threads`): the same-run baseline of the sleeping
+  threads ``tuned`` has since the seventh session (here, the forward pass alone on otherwise idle cores);
 * ``heap``: tuned, and glibc keeps large blocks in the heap (``mallopt``: ``M_MMAP_MAX=0``, a 1 GiB
   ``M_TRIM_THRESHOLD``; measured, not used: see the runtime module);
 * ``heap+trim``: heap, with ``malloc_trim(0)`` after every pass;
@@ -59,7 +62,7 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-ARMS = ("system", "tuned", "heap", "heap+trim", "unprepared")
+ARMS = ("system", "tuned", "spin", "heap", "heap+trim", "unprepared")
 TRIM_THRESHOLD = 1 << 30
 
 
@@ -102,6 +105,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if arm == "system":
         runtime.keep_system_allocator()
     else:
+        if arm == "spin":
+            runtime.keep_spinning_threads()
         runtime.tune_cpu_runtime()
     if arm.startswith("heap"):
         heap_buffers()

@@ -280,6 +280,14 @@ def _torch_op_transform(enc: Any) -> Any:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One run in this (fresh) process: ``args.mode`` is ``pyramid`` or ``flat``."""
+    from rsrag.tools.encoders import runtime
+
+    # the runtime arms first: libgomp reads its wait policy when torch is loaded (runtime module docstring)
+    if args.runtime in ("before", "nothp"):  # the encoder runtime before it was tuned (the same-run baseline)
+        runtime.keep_system_allocator()
+    elif args.runtime == "spin":  # the baseline before idle OpenMP threads were made to sleep
+        runtime.keep_spinning_threads()
+    runtime.tune_cpu_runtime()  # what load_encoder does for users, here before this script imports torch
     import torch
 
     from rsrag.tools.captioned import class_phrase
@@ -291,15 +299,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from rsrag.tools.retrieval import cascade
     from rsrag.tools.store import PatchStore, open_store
 
-    from rsrag.tools.encoders import runtime
-
-    if args.runtime in ("before", "nothp"):  # the encoder runtime before it was tuned (the same-run baseline)
-        runtime.keep_system_allocator()
-    elif args.runtime == "heap":
+    if args.runtime == "heap":
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from encoder_runtime import heap_buffers
 
-        runtime.tune_cpu_runtime()
         heap_buffers()
     if args.trunk == "unprepared":  # the baseline before the trunk was prepared (batch norms folded, channels-last)
         sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -342,7 +345,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     enc.encode_image_tensors = counting  # type: ignore[method-assign]
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
-    out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "batch": args.batch,
+    out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "runtime_env": runtime.tuned(), "batch": args.batch,
                            "encode_empty": args.encode_empty, "trunk": args.trunk, "scene": scene_path.name, "side": truth["side"], "queries": [],
                            "encoder": enc.id, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
@@ -603,9 +606,10 @@ def main() -> None:
                         help="measure: the image trunk as users run it, or as it ran before prepare_for_inference")
     parser.add_argument("--encode-empty", action="store_true",
                         help="measure: encode windows without data too (the baseline before they were skipped)")
-    parser.add_argument("--runtime", choices=["current", "before", "nothp", "heap"], default="current",
+    parser.add_argument("--runtime", choices=["current", "before", "nothp", "spin", "heap"], default="current",
                         help="measure: the encoder runtime; 'before' = torch's and glibc's allocation defaults and "
                              "torch-op preprocessing (before it was tuned), 'nothp' = the allocation defaults only, "
+                             "'spin' = current but OpenMP's default wait policy (idle threads spin), "
                              "'heap' = current plus large blocks kept in glibc's heap (BENCHMARKS.md, Pyramid index, follow-up)")
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")

@@ -20,31 +20,50 @@ encoder_runtime.py`` keeps it as an arm, ``heap``).
 torch reads ``THP_MEM_ALLOC_ENABLE`` once, at its first CPU allocation: :func:`tune_cpu_runtime` must run
 before that (:func:`rsrag.tools.encoders.loader.load_encoder` calls it before it builds a CPU model). A value
 the user set is kept.
+
+**Idle OpenMP threads sleep** (``OMP_WAIT_POLICY=PASSIVE``). torch's intra-op threads are OpenMP threads, and
+by default (libgomp) a thread that finishes its share of an operation spins for about 300,000 iterations
+before it sleeps. Alone on the cores that is what makes the forward pass fast; in rsrag's pipeline the
+cores are shared with the window readers, the hub keys and the store writer, and the spinning thread takes
+the core a reader needs, while each operation then waits for the descheduled thread. With idle threads
+sleeping at once (measured on 2 cores, BENCHMARKS.md, "Pyramid index", seventh session): the pyramid's first
+answer on a fresh 20k scene 16.7 -> 14.2 s (median of five), a flat index of it 46.5 -> 42.2 s, a fifth
+less CPU for the same windows; the forward pass alone gets ~10% slower, which no pipeline here shows. libgomp
+reads the variable once, when torch loads it, so it is applied only while torch is not loaded yet
+(:func:`tuned` says whether it was); the ``rsrag`` command applies it at start, so every command gets it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
+WAIT_VARIABLE = "OMP_WAIT_POLICY"
 
 _lock = threading.Lock()
 _applied: dict[str, str] | None = None
+_spin = False
 
 
 def tune_cpu_runtime() -> dict[str, str]:
     """Apply the CPU runtime settings for forward passes, once per process (see the module docstring).
 
     Returns:
-        The environment settings this process runs with, by name (the same mapping on every later call);
-        empty when :func:`keep_system_allocator` ran first.
+        The environment settings this process runs with, by name (the same mapping on every later call):
+        ``THP_MEM_ALLOC_ENABLE``, and ``OMP_WAIT_POLICY`` when torch was not loaded yet (later it cannot take
+        effect); empty when :func:`keep_system_allocator` ran first. Values the user set are kept.
     """
     global _applied
     with _lock:
         if _applied is None:
             os.environ.setdefault(THP_VARIABLE, "1")
-            _applied = {THP_VARIABLE: os.environ[THP_VARIABLE]}
+            applied = {THP_VARIABLE: os.environ[THP_VARIABLE]}
+            if not _spin and "torch._C" not in sys.modules:  # libgomp reads it when torch loads it
+                os.environ.setdefault(WAIT_VARIABLE, "PASSIVE")
+                applied[WAIT_VARIABLE] = os.environ[WAIT_VARIABLE]
+            _applied = applied
         return dict(_applied)
 
 
@@ -60,3 +79,11 @@ def keep_system_allocator() -> None:
     with _lock:
         if _applied is None:
             _applied = {}
+
+
+def keep_spinning_threads() -> None:
+    """Leave OpenMP's default wait policy (idle threads spin before they sleep) for the rest of the process: a
+    later :func:`tune_cpu_runtime` applies the huge pages only (a benchmark's baseline arm; call it first)."""
+    global _spin
+    with _lock:
+        _spin = True

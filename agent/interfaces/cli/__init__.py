@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     :mod:`rsrag.tools.errors`); 1 for a bug (the line says to run again with ``--debug``); 130 when
     interrupted. ``--debug`` shows the traceback of an rsrag error or a bug instead of the line.
     """
+    from rsrag.tools.encoders.runtime import tune_cpu_runtime
+
+    tune_cpu_runtime()  # environment only, before any command can load torch (its OpenMP reads it then)
     try:
         code = app(args=argv, standalone_mode=False, prog_name="rsrag")  # typer.Exit(code) comes back as the return value here
         if isinstance(code, int) and code:

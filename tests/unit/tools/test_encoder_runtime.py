@@ -61,6 +61,60 @@ def test_a_value_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     from rsrag.tools.encoders import runtime
 
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored afterwards (tune_cpu_runtime may set it)
     monkeypatch.setattr(runtime, "_applied", None)
-    assert runtime.tune_cpu_runtime() == {"THP_MEM_ALLOC_ENABLE": "0"}
-    assert runtime.tuned() == {"THP_MEM_ALLOC_ENABLE": "0"}
+    assert runtime.tune_cpu_runtime()["THP_MEM_ALLOC_ENABLE"] == "0"
+    assert runtime.tuned()["THP_MEM_ALLOC_ENABLE"] == "0"  # type: ignore[index]
+
+
+# --- idle OpenMP threads sleep (OMP_WAIT_POLICY) ------------------------------------------------------------
+
+_OMP_CHILD = """
+import json, sys
+from rsrag.tools.encoders import runtime
+arm = sys.argv[1]
+if arm == "spin":
+    runtime.keep_spinning_threads()
+if arm == "torch-first":
+    import torch
+if arm == "cli":
+    from rsrag.agent.interfaces.cli import main
+    main(["--help"])
+else:
+    from rsrag.tools.encoders import load_encoder
+    load_encoder(None, device="cpu", batch_size=8)  # the bundled encoder: nothing before it loads torch
+import torch
+torch.ones(64, 64) @ torch.ones(64, 64)
+print(json.dumps({"applied": runtime.tuned()}))
+"""
+
+
+def _omp_run(arm: str, **env_extra: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
+    out = subprocess.run([sys.executable, "-c", _OMP_CHILD, arm], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    spin = [ln.split("=", 1)[1].strip().strip("'") for ln in out.stderr.splitlines() if "GOMP_SPINCOUNT" in ln]
+    assert spin, f"OpenMP printed no environment (is torch built with OpenMP?): {out.stderr[-500:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])["applied"], spin[0]
+
+
+def test_a_cpu_encoder_makes_idle_openmp_threads_sleep() -> None:
+    applied, spin = _omp_run("tuned")
+    assert applied["OMP_WAIT_POLICY"] == "PASSIVE" and spin == "0"
+    applied, spin = _omp_run("spin")  # the benchmarks' baseline arm: OpenMP's default
+    assert "OMP_WAIT_POLICY" not in applied and int(spin) > 0
+
+
+def test_every_rsrag_command_gets_sleeping_threads() -> None:
+    applied, spin = _omp_run("cli")
+    assert applied["OMP_WAIT_POLICY"] == "PASSIVE" and spin == "0"
+
+
+def test_the_wait_policy_is_not_claimed_once_torch_is_loaded_and_a_users_value_is_kept() -> None:
+    applied, spin = _omp_run("torch-first")  # libgomp already read its environment: nothing to apply
+    assert "OMP_WAIT_POLICY" not in applied and int(spin) > 0
+    applied, spin = _omp_run("tuned", OMP_WAIT_POLICY="ACTIVE")
+    assert applied["OMP_WAIT_POLICY"] == "ACTIVE" and int(spin) > 300_000
