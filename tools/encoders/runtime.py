@@ -26,9 +26,11 @@ by default (libgomp) a thread that finishes its share of an operation spins for 
 before it sleeps. Alone on the cores that is what makes the forward pass fast; in rsrag's pipeline the
 cores are shared with the window readers, the hub keys and the store writer, and the spinning thread takes
 the core a reader needs, while each operation then waits for the descheduled thread. With idle threads
-sleeping at once (measured on 2 cores, BENCHMARKS.md, "Pyramid index", seventh session): the pyramid's first
-answer on a fresh 20k scene 16.7 -> 14.2 s (median of five), a flat index of it 46.5 -> 42.2 s, a fifth
-less CPU for the same windows; the forward pass alone gets ~10% slower, which no pipeline here shows. libgomp
+sleeping at once (measured on 2 cores, BENCHMARKS.md, "Pyramid index", seventh session): a flat index of a
+20k scene 46.0 -> 39.8 s, the pyramid's first answer on it 15.1 -> 14.2 s (its four questions 34.4 -> 30.5 s),
+on the 100k COG 23.5 -> 19.3 s, a fifth less CPU for the same windows; a small scene (2,400 px, 224 px
+windows read without resampling) shows no difference, and the forward pass alone on idle cores is ~0.85x
+as fast. libgomp
 reads the variable once, when torch loads it, so it is applied only while torch is not loaded yet
 (:func:`tuned` says whether it was); the ``rsrag`` command applies it at start, so every command gets it.
 """
