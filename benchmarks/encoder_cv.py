@@ -416,6 +416,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rsrag.tools.encoders.runtime import tune_cpu_runtime
+
+    tune_cpu_runtime()  # the encoder runtime the rsrag command sets, before torch is loaded
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)

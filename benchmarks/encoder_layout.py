@@ -10,9 +10,13 @@ import json
 import time
 
 import numpy as np
-import torch
 
-from rsrag.tools.encoders import load_encoder
+from rsrag.tools.encoders.runtime import tune_cpu_runtime
+
+tune_cpu_runtime()  # the encoder runtime the rsrag command sets, before torch is loaded
+import torch  # noqa: E402
+
+from rsrag.tools.encoders import load_encoder  # noqa: E402
 
 
 def main() -> None:

@@ -90,6 +90,9 @@ def measure(specs: list[str], threads: int, batch: int, n_images: int, n_texts: 
 
 
 def main() -> None:
+    from rsrag.tools.encoders.runtime import tune_cpu_runtime
+
+    tune_cpu_runtime()  # the encoder runtime the rsrag command sets, before torch is loaded
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--specs", nargs="+", default=["rsrag-lit", "ViT-B-32:random"])
     parser.add_argument("--threads", type=int, default=2)
