@@ -30,9 +30,9 @@ sleeping at once (measured on 2 cores, BENCHMARKS.md, "Pyramid index", seventh s
 20k scene 46.0 -> 39.8 s, the pyramid's first answer on it 15.1 -> 14.2 s (its four questions 34.4 -> 30.5 s),
 on the 100k COG 23.5 -> 19.3 s, a fifth less CPU for the same windows; a small scene (2,400 px, 224 px
 windows read without resampling) shows no difference, and the forward pass alone on idle cores is ~0.85x
-as fast. libgomp
-reads the variable once, when torch loads it, so it is applied only while torch is not loaded yet
-(:func:`tuned` says whether it was); the ``rsrag`` command applies it at start, so every command gets it.
+as fast. libgomp reads the variable once, when torch loads it, so it is applied only while torch is not
+loaded yet (:func:`tuned` says whether it was); the ``rsrag`` command applies it at start, so every command
+gets it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The encoder's CPU runtime: building a CPU encoder gives torch's large buffers transparent huge pages."""
+"""The encoder's CPU runtime: a CPU encoder gives torch's large buffers transparent huge pages and its idle threads sleep."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ print(json.dumps({"applied": runtime.tuned(), "env": os.environ.get("THP_MEM_ALL
 
 
 def _run(arm: str) -> dict:  # type: ignore[type-arg]
-    env = {k: v for k, v in __import__("os").environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     out = subprocess.run([sys.executable, "-c", _CHILD, arm], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,8 +91,6 @@ print(json.dumps({"applied": runtime.tuned()}))
 
 
 def _omp_run(arm: str, **env_extra: str) -> tuple[dict, str]:  # type: ignore[type-arg]
-    import os
-
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
     out = subprocess.run([sys.executable, "-c", _OMP_CHILD, arm], cwd=REPO_ROOT, env=env, capture_output=True,
