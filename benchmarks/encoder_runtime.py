@@ -25,6 +25,9 @@ Arms:
 * ``unprepared``: tuned, but the image trunk as it ran before :func:`rsrag.tools.encoders.towers.prepare_for_inference`
   (batch norms not folded, weights in the default layout; the batches are channels-last in both): the same-run
   baseline of that step.
+* ``dynpad``: tuned, but the stride-2 convolutions pad a copy of their input at every call, as timm's
+  ``Conv2dSame`` does (:func:`rsrag.tools.encoders.towers.static_same_padding` skipped): the same-run baseline of
+  padding in place.
 
 ``--thread worker`` runs the passes in a worker thread (a server's request thread, the background filler)
 instead of the main thread.
@@ -62,7 +65,7 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-ARMS = ("system", "tuned", "spin", "heap", "heap+trim", "unprepared")
+ARMS = ("system", "tuned", "spin", "heap", "heap+trim", "unprepared", "dynpad")
 TRIM_THRESHOLD = 1 << 30
 
 
@@ -95,6 +98,14 @@ def unprepared_trunk() -> None:
     lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
 
 
+def dynamic_padding() -> None:
+    """The arm ``dynpad`` (and ``pyramid.py measure --trunk dynpad``): image trunks prepared from now on keep
+    timm's ``Conv2dSame``, which pads a copy of its input at every call, as before padding was done in place."""
+    from rsrag.tools.encoders import towers
+
+    towers.static_same_padding = lambda trunk: 0  # type: ignore[assignment]
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One arm in this (fresh) process."""
     from rsrag.tools.encoders import runtime
@@ -112,6 +123,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         heap_buffers()
     if arm == "unprepared":
         unprepared_trunk()
+    if arm == "dynpad":
+        dynamic_padding()
     import numpy as np
     import torch
 

@@ -287,6 +287,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         runtime.keep_system_allocator()
     elif args.runtime == "spin":  # the baseline before idle OpenMP threads were made to sleep
         runtime.keep_spinning_threads()
+    elif args.runtime == "blas":  # the baseline before numpy's BLAS was put on one thread
+        runtime.keep_blas_threads()
     runtime.tune_cpu_runtime()  # what load_encoder does for users, here before this script imports torch
     import torch
 
@@ -309,6 +311,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         from encoder_runtime import unprepared_trunk
 
         unprepared_trunk()
+    if args.trunk == "dynpad":  # the baseline before stride-2 convolutions padded in place
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from encoder_runtime import dynamic_padding
+
+        dynamic_padding()
     if args.encode_empty:  # the baseline before windows without data were skipped: every read counts as data
         from rsrag.tools.raster import Scene
 
@@ -602,14 +609,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="reads: rounds of every arm")
     parser.add_argument("--batch", type=int, default=DEFAULTS.encoder.batch_size, help="windows per encoder call")
-    parser.add_argument("--trunk", choices=["prepared", "unprepared"], default="prepared",
-                        help="measure: the image trunk as users run it, or as it ran before prepare_for_inference")
+    parser.add_argument("--trunk", choices=["prepared", "unprepared", "dynpad"], default="prepared",
+                        help="measure: the image trunk as users run it, as it ran before prepare_for_inference, or "
+                             "with stride-2 convolutions padding a copy of their input (before static_same_padding)")
     parser.add_argument("--encode-empty", action="store_true",
                         help="measure: encode windows without data too (the baseline before they were skipped)")
-    parser.add_argument("--runtime", choices=["current", "before", "nothp", "spin", "heap"], default="current",
+    parser.add_argument("--runtime", choices=["current", "before", "nothp", "spin", "blas", "heap"], default="current",
                         help="measure: the encoder runtime; 'before' = torch's and glibc's allocation defaults and "
                              "torch-op preprocessing (before it was tuned), 'nothp' = the allocation defaults only, "
                              "'spin' = current but OpenMP's default wait policy (idle threads spin), "
+                             "'blas' = current but numpy's BLAS on its default threads, "
                              "'heap' = current plus large blocks kept in glibc's heap (BENCHMARKS.md, Pyramid index, follow-up)")
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")

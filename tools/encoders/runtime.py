@@ -33,6 +33,15 @@ windows read without resampling) shows no difference, and the forward pass alone
 as fast. libgomp reads the variable once, when torch loads it, so it is applied only while torch is not
 loaded yet (:func:`tuned` says whether it was); the ``rsrag`` command applies it at start, so every command
 gets it.
+
+**numpy's BLAS runs on one thread** (``OPENBLAS_NUM_THREADS=1``, and threadpoolctl's limit when numpy is
+loaded already). Between forward passes the pipeline calls numpy's OpenBLAS for small products (the hub keys of
+each batch, statistics, scores); OpenBLAS then wakes its worker thread, which spins for a while after every
+call, on a core the forward pass and the window reader need. Measured on 2 cores (BENCHMARKS.md, "Pyramid
+index", eighth session): that worker burned 5.4-5.8 s of CPU during a 20k pyramid first answer of 8-10 s
+(a flat index of the same scene: 14 s of 43 s CPU), for products that take microseconds on one thread. torch's
+own kernels do not use this library. A value the user set (``OPENBLAS_NUM_THREADS``, ``GOTO_NUM_THREADS``) is
+kept.
 """
 
 from __future__ import annotations
@@ -43,10 +52,13 @@ import threading
 
 THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 WAIT_VARIABLE = "OMP_WAIT_POLICY"
+BLAS_VARIABLE = "OPENBLAS_NUM_THREADS"
+_BLAS_USER_VARIABLES = (BLAS_VARIABLE, "GOTO_NUM_THREADS")
 
 _lock = threading.Lock()
 _applied: dict[str, str] | None = None
 _spin = False
+_blas = False
 
 
 def tune_cpu_runtime() -> dict[str, str]:
@@ -54,8 +66,9 @@ def tune_cpu_runtime() -> dict[str, str]:
 
     Returns:
         The environment settings this process runs with, by name (the same mapping on every later call):
-        ``THP_MEM_ALLOC_ENABLE``, and ``OMP_WAIT_POLICY`` when torch was not loaded yet (later it cannot take
-        effect); empty when :func:`keep_system_allocator` ran first. Values the user set are kept.
+        ``THP_MEM_ALLOC_ENABLE``, ``OMP_WAIT_POLICY`` when torch was not loaded yet (later it cannot take
+        effect), and ``OPENBLAS_NUM_THREADS`` unless the user set the BLAS threads; empty when
+        :func:`keep_system_allocator` ran first. Values the user set are kept.
     """
     global _applied
     with _lock:
@@ -65,8 +78,23 @@ def tune_cpu_runtime() -> dict[str, str]:
             if not _spin and "torch._C" not in sys.modules:  # libgomp reads it when torch loads it
                 os.environ.setdefault(WAIT_VARIABLE, "PASSIVE")
                 applied[WAIT_VARIABLE] = os.environ[WAIT_VARIABLE]
+            if not _blas and _single_thread_blas():
+                applied[BLAS_VARIABLE] = os.environ[BLAS_VARIABLE]
             _applied = applied
         return dict(_applied)
+
+
+def _single_thread_blas() -> bool:
+    """Put numpy's BLAS on one thread (see the module docstring): the variable for libraries loaded from now
+    on, threadpoolctl's limit for those loaded already. ``False`` when the user chose the BLAS threads."""
+    if any(name in os.environ for name in _BLAS_USER_VARIABLES):
+        return False
+    os.environ[BLAS_VARIABLE] = "1"
+    if "numpy" in sys.modules:  # its OpenBLAS read the environment when it loaded: limit it in place
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
+    return True
 
 
 def tuned() -> dict[str, str] | None:
@@ -85,7 +113,15 @@ def keep_system_allocator() -> None:
 
 def keep_spinning_threads() -> None:
     """Leave OpenMP's default wait policy (idle threads spin before they sleep) for the rest of the process: a
-    later :func:`tune_cpu_runtime` applies the huge pages only (a benchmark's baseline arm; call it first)."""
+    later :func:`tune_cpu_runtime` does not set the wait policy (a benchmark's baseline arm; call it first)."""
     global _spin
     with _lock:
         _spin = True
+
+
+def keep_blas_threads() -> None:
+    """Leave numpy's BLAS on its default threads for the rest of the process: a later :func:`tune_cpu_runtime`
+    does not limit them (a benchmark's baseline arm; call it first)."""
+    global _blas
+    with _lock:
+        _blas = True

@@ -13,7 +13,13 @@ from PIL import Image
 from rsrag.tools.encoders import load_encoder
 from rsrag.tools.captioned import class_prompts, read_chips, select_split
 from rsrag.tools.encoders.lit import DEFAULT_HEADS, read_heads
-from rsrag.tools.encoders.towers import IMAGE_TOWERS, build_image_trunk, fold_batchnorm, prepare_for_inference
+from rsrag.tools.encoders.towers import (
+    IMAGE_TOWERS,
+    build_image_trunk,
+    fold_batchnorm,
+    prepare_for_inference,
+    static_same_padding,
+)
 
 
 def test_default_heads_ship_small() -> None:
@@ -97,17 +103,28 @@ def test_image_tower_key_mapping_predicts_imagenet_classes() -> None:
         assert any(expected in label for label in labels), (name, labels)
 
 
-def test_an_inference_trunk_gives_the_plain_trunks_predictions() -> None:
-    """Folding the batch norms and going channels-last changes nothing a user sees: same ImageNet logits to
-    float32 rounding, and no batch norm left to run."""
+@pytest.mark.parametrize("side", [224, 240, 225])
+def test_an_inference_trunk_gives_the_plain_trunks_predictions(side: int) -> None:
+    """Folding the batch norms, padding in place and going channels-last changes nothing a user sees: same
+    ImageNet logits to float32 rounding at the encoder's input size, at a size whose later stages are odd (240:
+    the last stride-2 convolution sees 15 px) and at an odd size (every stride-2 convolution pads as before),
+    and no batch norm left to run."""
+    from timm.layers import Conv2dSame
+
     plain = build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True)
     fast = prepare_for_inference(build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True))
-    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.inference_mode():
         a, b = plain(x), fast(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
     assert a.argmax(-1).tolist() == b.argmax(-1).tolist()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    # every stride-2 depthwise "same" convolution is replaced (the originals stay as the odd-size fallback);
+    # the stem's dense one keeps padding its 3-channel input
+    dynamic = sorted(name for name, m in fast.named_modules() if isinstance(m, Conv2dSame))
+    assert dynamic[0] == "blocks.1.0.conv_dw.dynamic" and dynamic[-1] == "conv_stem", dynamic
+    assert len(dynamic) == 5 and all(name.endswith(".dynamic") for name in dynamic[:-1]), dynamic
+    assert static_same_padding(fast) == 0  # nothing left to replace
     assert fast.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
     assert fold_batchnorm(fast) == 0  # nothing left to fold: a second call changes nothing
 

@@ -1,4 +1,5 @@
-"""The encoder's CPU runtime: a CPU encoder gives torch's large buffers transparent huge pages and its idle threads sleep."""
+"""The encoder's CPU runtime: a CPU encoder gives torch's large buffers transparent huge pages, its idle threads
+sleep, and numpy's BLAS stays on one thread."""
 
 from __future__ import annotations
 
@@ -32,8 +33,17 @@ print(json.dumps({"applied": runtime.tuned(), "env": os.environ.get("THP_MEM_ALL
 """
 
 
+_RUNTIME_VARIABLES = ("THP_MEM_ALLOC_ENABLE", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
+                      "GOTO_NUM_THREADS")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the runtime's variables (an earlier test's encoder may have set them here)."""
+    return {**{k: v for k, v in os.environ.items() if k not in _RUNTIME_VARIABLES}, **extra}
+
+
 def _run(arm: str) -> dict:  # type: ignore[type-arg]
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env = _clean_env()
     out = subprocess.run([sys.executable, "-c", _CHILD, arm], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                          timeout=300, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -46,7 +56,7 @@ def _thp_available() -> bool:
 
 def test_a_cpu_encoder_backs_large_buffers_with_huge_pages() -> None:
     tuned, system = _run("tuned"), _run("system")
-    assert tuned["applied"] == {"THP_MEM_ALLOC_ENABLE": "1"} and tuned["env"] == "1"
+    assert tuned["applied"] == {"THP_MEM_ALLOC_ENABLE": "1", "OPENBLAS_NUM_THREADS": "1"} and tuned["env"] == "1"
     assert system["applied"] == {} and system["env"] is None
     if not _thp_available():
         pytest.skip("transparent huge pages are off on this machine: the setting is applied but changes nothing")
@@ -64,6 +74,7 @@ def test_a_value_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # restored afterwards (tune_cpu_runtime may set it)
     monkeypatch.setattr(runtime, "_applied", None)
+    monkeypatch.setattr(runtime, "_blas", True)  # leave this process's BLAS alone (its own test runs a child)
     assert runtime.tune_cpu_runtime()["THP_MEM_ALLOC_ENABLE"] == "0"
     assert runtime.tuned()["THP_MEM_ALLOC_ENABLE"] == "0"  # type: ignore[index]
 
@@ -91,8 +102,7 @@ print(json.dumps({"applied": runtime.tuned()}))
 
 
 def _omp_run(arm: str, **env_extra: str) -> tuple[dict, str]:  # type: ignore[type-arg]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env.update(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
+    env = _clean_env(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
     out = subprocess.run([sys.executable, "-c", _OMP_CHILD, arm], cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, timeout=300, check=True)
     spin = [ln.split("=", 1)[1].strip().strip("'") for ln in out.stderr.splitlines() if "GOMP_SPINCOUNT" in ln]
@@ -117,3 +127,50 @@ def test_the_wait_policy_is_not_claimed_once_torch_is_loaded_and_a_users_value_i
     assert "OMP_WAIT_POLICY" not in applied and int(spin) > 0
     applied, spin = _omp_run("tuned", OMP_WAIT_POLICY="ACTIVE")
     assert applied["OMP_WAIT_POLICY"] == "ACTIVE" and int(spin) > 300_000
+
+
+# --- numpy's BLAS on one thread ---------------------------------------------------------------------------
+
+_BLAS_CHILD = """
+import json, sys
+from rsrag.tools.encoders import runtime
+arm = sys.argv[1]
+if arm == "baseline":
+    runtime.keep_blas_threads()
+if arm == "numpy-first":
+    import numpy
+if arm == "cli":
+    from rsrag.agent.interfaces.cli import main
+    main(["--help"])
+elif arm != "plain":
+    from rsrag.tools.encoders import load_encoder
+    load_encoder(None, device="cpu", batch_size=8)
+import numpy as np
+from threadpoolctl import threadpool_info
+np.ones((256, 256)) @ np.ones((256, 256))
+blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+print(json.dumps({"applied": runtime.tuned(), "blas_threads": blas}))
+"""
+
+
+def _blas_run(arm: str, **env_extra: str) -> tuple[dict | None, list[int]]:  # type: ignore[type-arg]
+    out = subprocess.run([sys.executable, "-c", _BLAS_CHILD, arm], cwd=REPO_ROOT, env=_clean_env(**env_extra),
+                         capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["blas_threads"], "numpy loaded no BLAS library that threadpoolctl knows"
+    return result["applied"], result["blas_threads"]
+
+
+def test_numpys_blas_runs_on_one_thread_beside_a_cpu_encoder_and_in_every_command() -> None:
+    """Its worker thread would spin on the cores the forward pass and the readers need (runtime module)."""
+    _, default = _blas_run("plain")
+    for arm in ("tuned", "numpy-first", "cli"):  # before numpy loads (the variable) and after (the limit)
+        applied, threads = _blas_run(arm)
+        assert applied is not None and applied["OPENBLAS_NUM_THREADS"] == "1" and threads == [1], arm
+    applied, threads = _blas_run("baseline")  # the benchmarks' baseline arm: BLAS's own default
+    assert applied is not None and "OPENBLAS_NUM_THREADS" not in applied and threads == default
+
+
+def test_blas_threads_the_user_chose_are_kept() -> None:
+    applied, threads = _blas_run("tuned", OPENBLAS_NUM_THREADS="2")
+    assert applied is not None and "OPENBLAS_NUM_THREADS" not in applied and threads == [2]
