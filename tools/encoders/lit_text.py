@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from rsrag.tools.encoders.runtime import bulk_blas_threads
 from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
 
 __all__ = ["BertConfig", "LitTextEncoder", "NumpyMiniLM", "TextTokenizer", "clear_text_encoders", "lit_text_encoder"]
@@ -209,6 +210,12 @@ too small to split, and on two busy cores a second BLAS thread made them 10x slo
 24 ms for a 40 x 384 by 384 x 1536 product under load)."""
 
 
+def _limit_for(ids: np.ndarray) -> int | None:
+    """BLAS threads for a batch: one for a small one; for a large one, those the encoder runtime took from
+    BLAS (:func:`rsrag.tools.encoders.runtime.bulk_blas_threads`), else as configured."""
+    return 1 if ids.size <= SMALL_BATCH_TOKENS else bulk_blas_threads()
+
+
 _CONTROLLER: Any = None
 _LIMIT_LOCK = threading.Lock()
 _LIMIT_DEPTH = 0
@@ -301,7 +308,7 @@ class LitTextEncoder:
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled token states ``(n, hidden)`` of ``texts`` (before the head)."""
         ids = self.tokenizer.ids(texts)
-        with _blas_threads(1 if ids.size <= SMALL_BATCH_TOKENS else None):
+        with _blas_threads(_limit_for(ids)):
             return self._pooled(ids)
 
     def _pooled(self, ids: np.ndarray) -> np.ndarray:
@@ -311,7 +318,7 @@ class LitTextEncoder:
 
     def _unit_vectors(self, texts: Sequence[str]) -> np.ndarray:
         ids = self.tokenizer.ids(texts)
-        with _blas_threads(1 if ids.size <= SMALL_BATCH_TOKENS else None):
+        with _blas_threads(_limit_for(ids)):
             v = self._head(self._pooled(ids))
         return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 

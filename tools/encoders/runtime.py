@@ -40,8 +40,9 @@ each batch, statistics, scores); OpenBLAS then wakes its worker thread, which sp
 call, on a core the forward pass and the window reader need. Measured on 2 cores (BENCHMARKS.md, "Pyramid
 index", eighth session): that worker burned 5.4-5.8 s of CPU during a 20k pyramid first answer of 8-10 s
 (a flat index of the same scene: 14 s of 43 s CPU), for products that take microseconds on one thread. torch's
-own kernels do not use this library. A value the user set (``OPENBLAS_NUM_THREADS``, ``GOTO_NUM_THREADS``) is
-kept.
+own kernels do not use this library. Work that is BLAS alone (large text batches through the numpy text tower)
+asks for the threads back (:func:`bulk_blas_threads`). A value the user set (``OPENBLAS_NUM_THREADS``,
+``GOTO_NUM_THREADS``) is kept.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ _lock = threading.Lock()
 _applied: dict[str, str] | None = None
 _spin = False
 _blas = False
+_blas_default: int | None = None
 
 
 def tune_cpu_runtime() -> dict[str, str]:
@@ -87,14 +89,27 @@ def tune_cpu_runtime() -> dict[str, str]:
 def _single_thread_blas() -> bool:
     """Put numpy's BLAS on one thread (see the module docstring): the variable for libraries loaded from now
     on, threadpoolctl's limit for those loaded already. ``False`` when the user chose the BLAS threads."""
+    global _blas_default
     if any(name in os.environ for name in _BLAS_USER_VARIABLES):
         return False
     os.environ[BLAS_VARIABLE] = "1"
     if "numpy" in sys.modules:  # its OpenBLAS read the environment when it loaded: limit it in place
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_info, threadpool_limits
 
+        loaded = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
         threadpool_limits(1, user_api="blas")
+        _blas_default = max(loaded, default=1)
+    else:  # OpenBLAS's own default: OMP_NUM_THREADS, else one thread per available core
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        _blas_default = int(omp) if omp.isdigit() and int(omp) > 0 else len(os.sched_getaffinity(0))
     return True
+
+
+def bulk_blas_threads() -> int | None:
+    """Threads for numpy BLAS work that is the whole job (a large batch of texts through the numpy text
+    tower): what BLAS would have run on had :func:`tune_cpu_runtime` not put it on one thread, or ``None``
+    (leave it as configured) when it did not."""
+    return _blas_default
 
 
 def tuned() -> dict[str, str] | None:

@@ -174,3 +174,36 @@ def test_numpys_blas_runs_on_one_thread_beside_a_cpu_encoder_and_in_every_comman
 def test_blas_threads_the_user_chose_are_kept() -> None:
     applied, threads = _blas_run("tuned", OPENBLAS_NUM_THREADS="2")
     assert applied is not None and "OPENBLAS_NUM_THREADS" not in applied and threads == [2]
+
+
+_BULK_CHILD = """
+import json
+from rsrag.tools.encoders import runtime
+runtime.tune_cpu_runtime()
+import numpy as np
+from threadpoolctl import threadpool_info
+from rsrag.tools.encoders import lit_text
+from rsrag.tools.encoders.lit import DEFAULT_HEADS
+seen = []
+plain = lit_text.LitTextEncoder._pooled
+def pooled(self, ids):
+    seen.append([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+    return plain(self, ids)
+lit_text.LitTextEncoder._pooled = pooled
+enc = lit_text.LitTextEncoder(DEFAULT_HEADS, batch_size=256)
+enc.features(["storage tanks"])  # a question's phrase
+enc.features([f"many white storage tanks number {i} beside a road and some green trees" for i in range(200)])
+seen.append([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+print(json.dumps({"seen": seen, "bulk": runtime.bulk_blas_threads()}))
+"""
+
+
+def test_a_large_text_batch_gets_the_blas_threads_back() -> None:
+    """The numpy text tower is BLAS alone: a bulk batch (captions, a knowledge base) runs on BLAS's usual threads,
+    a question's phrases on one, and the limit is back afterwards."""
+    _, default = _blas_run("plain")
+    out = subprocess.run([sys.executable, "-c", _BULK_CHILD], cwd=REPO_ROOT, env=_clean_env(), capture_output=True,
+                         text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["bulk"] == default[0]
+    assert result["seen"] == [[1], default, [1]]
