@@ -36,7 +36,11 @@ instead of the main thread.
 computed with torch element-wise ops (as it was): on a reader thread, torch splits each small op over its
 intra-op threads, which on two busy cores waits on the scheduler for every op.
 
+``--padding`` times the stride-2 convolutions of the trunk with and without their padded copy, layer by layer and
+whole, in one process (:func:`padding`).
+
 Run:  .venv/bin/python benchmarks/encoder_runtime.py --arms system tuned heap --sizes 32 --rounds 3
+      .venv/bin/python benchmarks/encoder_runtime.py --padding --sizes 8 --repeats 10 --rounds 2
       .venv/bin/python benchmarks/encoder_runtime.py --preprocess --rounds 3
       .venv/bin/python benchmarks/encoder_runtime.py --arms system tuned --sizes 9,22,4,17 --thread worker
 """
@@ -192,9 +196,71 @@ def preprocess(args: argparse.Namespace) -> None:
                       "ms_per_window_median": {k: round(statistics.median(v), 2) for k, v in times.items()}}))
 
 
+def padding(args: argparse.Namespace) -> None:
+    """Milliseconds per call of each stride-2 "same" convolution of the bundled image trunk at its real input
+    (224 px windows, batch ``--sizes``' first), timm's ``Conv2dSame`` (pads a copy) against the module
+    :func:`rsrag.tools.encoders.towers.static_same_padding` puts in its place, alternating; then the whole trunk
+    both ways in this one process (fresh processes per arm do not resolve a 10-20% change on this machine)."""
+    import torch
+    from timm.layers import Conv2dSame
+
+    from rsrag.tools.encoders import runtime, towers
+
+    runtime.tune_cpu_runtime()
+    torch.set_num_threads(args.threads)
+    batch = int(args.sizes.split(",")[0])
+    trunk = towers.build_image_trunk(towers.IMAGE_TOWERS["effnet-lite0"])
+    towers.fold_batchnorm(trunk)
+    trunk.to(memory_format=torch.channels_last)
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a, name=name: inputs.setdefault(name, a[0].clone()))
+             for name, m in trunk.named_modules() if isinstance(m, Conv2dSame)]
+    x = (torch.rand(batch, 3, 224, 224) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        trunk(x)
+    for h in hooks:
+        h.remove()
+    static = towers._static_same_class()
+    modules = dict(trunk.named_modules())
+    layers: dict[str, dict[str, float]] = {}
+    with torch.inference_mode():
+        for name, inp in inputs.items():
+            conv = modules[name]
+            arms = {"pad copy": conv, "in place": static(conv).to(memory_format=torch.channels_last)}
+            assert torch.equal(arms["pad copy"](inp), arms["in place"](inp))  # the same numbers
+            times: dict[str, list[float]] = {k: [] for k in arms}
+            for _ in range(args.rounds * 10):
+                for arm, f in arms.items():
+                    f(inp)
+                    t0 = time.perf_counter()
+                    for _ in range(5):
+                        f(inp)
+                    times[arm].append((time.perf_counter() - t0) / 5 * 1000)
+            layers[f"{name} {tuple(inp.shape[1:])}"] = {k: round(statistics.median(v), 2) for k, v in times.items()}
+        replaced = [(parent, child_name, child) for parent in trunk.modules()
+                    for child_name, child in parent.named_children() if isinstance(child, Conv2dSame)]
+        swaps = [(parent, child_name, child, static(child).to(memory_format=torch.channels_last))
+                 for parent, child_name, child in replaced if child.groups == child.in_channels > 1]
+        whole: dict[str, list[float]] = {"pad copy": [], "in place": []}
+        for r in range(args.rounds * 8):
+            for arm in ("pad copy", "in place") if r % 2 else ("in place", "pad copy"):
+                for parent, child_name, conv, new in swaps:
+                    setattr(parent, child_name, conv if arm == "pad copy" else new)
+                trunk(x)
+                t0 = time.perf_counter()
+                for _ in range(args.repeats):
+                    trunk(x)
+                whole[arm].append((time.perf_counter() - t0) / args.repeats * 1000)
+    print(json.dumps({"batch": batch, "threads": args.threads, "load_avg": round(os.getloadavg()[0], 1),
+                      "layer_ms_median": layers,
+                      "trunk_ms_per_batch": {k: {"median": round(statistics.median(v), 1), "mean": round(statistics.mean(v), 1)}
+                                             for k, v in whole.items()}}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preprocess", action="store_true", help="time the preprocessing instead (see preprocess())")
+    ap.add_argument("--padding", action="store_true", help="time the stride-2 convolutions' padding instead (see padding())")
     ap.add_argument("--arms", nargs="+", default=["system", "tuned"])
     ap.add_argument("--sizes", default="32", help="batch sizes of one pass, comma-separated")
     ap.add_argument("--repeats", type=int, default=4)
@@ -208,6 +274,9 @@ def main() -> None:
         return
     if args.preprocess:
         preprocess(args)
+        return
+    if args.padding:
+        padding(args)
         return
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     runs: dict[str, list[dict[str, Any]]] = {a: [] for a in args.arms}
