@@ -32,6 +32,7 @@ Example settings file::
     [pyramid]
     beam = 12                             # regions a search expands per phrase at each level
     background_fill = "serve"             # fill the finest level in the background: serve | always | never
+    complete_below = 512                  # a search first encodes the rest when at most this many are left
     settle_below = 512                    # an uncertain search encodes the rest when at most this many are left
 
     [vlm]
@@ -216,14 +217,18 @@ class PyramidSettings(_Section):
     expands per query at each level (``beam``, and at most ``expand`` with those above the threshold),
     windows sampled to estimate an incomplete level's statistics, and when the finest level is filled in
     the background: ``serve`` (only by ``rsrag serve``), ``always`` (also ``ask``/``chat``) or ``never``.
-    ``settle_below``: a search whose finding is ``uncertain`` while part of the finest level is not encoded
-    yet encodes the rest and searches again, when at most this many windows are left (a small or mostly
-    encoded scene; 0: never), so that "uncertain" is not merely "not looked at yet"."""
+    ``complete_below``: a search on a scene whose finest level has at most this many windows not encoded yet
+    (a small scene, or one mostly encoded) encodes them first and searches the whole level instead of
+    descending (0: never): every answer on a small scene then comes from a full search. ``settle_below``: a
+    search whose finding is ``uncertain`` while part of the finest level is not encoded yet encodes the rest
+    and searches again, when at most this many windows are left (0: never), so that "uncertain" is not merely
+    "not looked at yet"."""
 
     beam: int = Field(12, ge=1)
     expand: int = Field(24, ge=1)
     sample: int = Field(24, ge=4)
     background_fill: Literal["serve", "always", "never"] = "serve"
+    complete_below: int = Field(512, ge=0)
     settle_below: int = Field(512, ge=0)
 
 

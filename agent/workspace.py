@@ -241,9 +241,11 @@ class Workspace:
         path, and the slow path through the knowledge base's concept library (when it has one) if nothing is
         confident; sites judged by the encoder's presence calibration. ``exclude``: boxes already reported.
 
-        On a pyramid, a search whose finding is ``uncertain`` while at most ``pyramid.settle_below`` windows of
-        the finest level are left unencoded encodes them (progress stage ``index``) and searches again; the
-        result's ``completed_windows`` says how many that took."""
+        On a pyramid whose finest level has at most ``pyramid.complete_below`` windows left unencoded (a small
+        scene), those are encoded first (progress stage ``index``) and the whole level is searched. A search whose
+        finding is ``uncertain`` while at most ``pyramid.settle_below`` windows of the finest level are left
+        unencoded encodes them and searches again. The result's ``completed_windows`` says how many windows
+        either took."""
         kb = self.knowledge if slow != "never" and self.has_concepts() else None
 
         def search() -> RetrievalResult:
@@ -251,7 +253,10 @@ class Workspace:
                            threshold=threshold, slow=slow, presence=self.presence, exclude=exclude,
                            refine=self.settings.retrieval.refine, concept_match=self.settings.retrieval.concept_match)
 
+        completed = self._complete_small(scene)
         result = search()
+        if completed:
+            result = result.model_copy(update={"completed_windows": completed})
         if self._unsettled(scene, result):
             # "uncertain" on a partly encoded pyramid may only mean "not looked at yet": when little is left,
             # encode the rest of the finest level and search the whole of it
@@ -259,6 +264,18 @@ class Workspace:
             encoded = pyr.fill(pyr.n_levels - 1, progress=self._progress, stage="index", urgent=True)
             result = search().model_copy(update={"completed_windows": encoded})
         return result
+
+    def _complete_small(self, scene: Scene) -> int:
+        """Encode the rest of the scene's finest pyramid level when at most ``pyramid.complete_below`` of its
+        windows are left (a descent would then cost nearly as much and see less); returns how many."""
+        limit = self.settings.pyramid.complete_below
+        if limit <= 0 or not self.uses_pyramid:
+            return 0
+        pyr = self.pyramid(scene)
+        level = pyr.n_levels - 1
+        if pyr.complete(level) or pyr.levels[level].count - pyr.covered(level) > limit:
+            return 0
+        return pyr.fill(level, progress=self._progress, stage="index", urgent=True)
 
     def _unsettled(self, scene: Scene, result: RetrievalResult) -> bool:
         """Whether an uncertain result should be settled by completing the scene's finest pyramid level:

@@ -279,6 +279,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a settings override for the product (e.g. retrieval.top_k=8); default settings otherwise")
     ap.add_argument("--prefill-only", action="store_true", help="build the scenes and fill their indexes, then stop")
+    ap.add_argument("--fresh", action="store_true",
+                    help="do not fill the indexes first: each scene's first question meets it fresh, as a user's does "
+                         "(give a new store with --set store.path=...)")
     ap.add_argument("--rows", type=Path, help="write every question's row as JSON lines here")
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = ap.parse_args()
@@ -305,7 +308,7 @@ def main() -> None:
         ws = analyst.workspace
         threshold = settings.retrieval.fast_threshold
         t1 = time.perf_counter()
-        for scene in scenes:  # indexes are filled once and cached in the store under --out
+        for scene in scenes if not args.fresh else ():  # indexes are filled once and cached in the store under --out
             prefill(ws, scene.path)
         print(f"indexes ready in {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
         if args.prefill_only:

@@ -353,17 +353,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
     out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "runtime_env": runtime.tuned(), "batch": args.batch,
-                           "encode_empty": args.encode_empty, "trunk": args.trunk, "scene": scene_path.name, "side": truth["side"], "queries": [],
+                           "encode_empty": args.encode_empty, "trunk": args.trunk, "readers": args.readers, "scene": scene_path.name, "side": truth["side"], "queries": [],
                            "encoder": enc.id, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
         t0 = time.perf_counter()
         cpu_start = resource.getrusage(resource.RUSAGE_SELF)
         if args.mode == "flat":
-            report = index_scene(scene, enc, args.flat, patches, batch_size=args.batch)
+            report = index_scene(scene, enc, args.flat, patches, batch_size=args.batch, readers=args.readers)
             index: Any = report.info
             out.update(index_s=time.perf_counter() - t0, windows=report.info.n_patches, tiling=args.flat)
         else:
-            pyr = Pyramid(scene, enc, args.tiling, patches, sample=args.sample, batch_size=args.batch)
+            pyr = Pyramid(scene, enc, args.tiling, patches, sample=args.sample, batch_size=args.batch, readers=args.readers)
             index = PyramidIndex(pyr, beam=args.beam, expand=args.expand)
             out.update(tiling=pyr.id, levels=[(lv.level, lv.window, lv.count) for lv in pyr.levels],
                        windows=sum(lv.count for lv in pyr.levels), finest_windows=pyr.finest.count)
@@ -620,6 +620,7 @@ def main() -> None:
                              "'spin' = current but OpenMP's default wait policy (idle threads spin), "
                              "'blas' = current but numpy's BLAS on its default threads, "
                              "'heap' = current plus large blocks kept in glibc's heap (BENCHMARKS.md, Pyramid index, follow-up)")
+    parser.add_argument("--readers", type=int, default=None, help="measure: reader threads (default: the product's)")
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")
     parser.add_argument("--mode", default="pyramid")

@@ -186,6 +186,19 @@ def _pyramid(tmp: Path, scene: Path) -> None:
         assert (index.beam, index.expand, ws.pyramid(ws.scene(scene)).sample, ws.background_fill) == (3, 5, 9, True)
 
 
+@check("pyramid.complete_below")
+def _complete_below(tmp: Path, scene: Path) -> None:
+    seen = []
+    for limit in (0, 100_000):  # never, and any scene
+        settings = settings_for(tmp / f"c{limit}", store__tiling="pyramid:16:top=16", pyramid__beam=2, pyramid__expand=2,
+                                pyramid__complete_below=limit)
+        with Analyst(settings) as analyst:
+            ws = analyst.workspace
+            found = ws.retrieve(ws.scene(scene), ["roofs"], top_k=2, threshold=0.5, slow="never")
+            seen.append((found.completed_windows, found.searched_share))
+    assert seen[0][0] == 0 and seen[0][1] < 1 and seen[1][0] > 0 and seen[1][1] == 1.0
+
+
 @check("pyramid.settle_below")
 def _settle_below(tmp: Path, scene: Path) -> None:
     from rsrag.tools.calibration import clear_presence_cache
@@ -194,7 +207,7 @@ def _settle_below(tmp: Path, scene: Path) -> None:
     completed = []
     for limit in (0, 100_000):
         settings = settings_for(tmp / str(limit), store__tiling="pyramid:16:top=16", pyramid__beam=2, pyramid__expand=2,
-                                pyramid__settle_below=limit)
+                                pyramid__settle_below=limit, pyramid__complete_below=0)
         with Analyst(settings) as analyst:
             ws = analyst.workspace
             save_undecided_calibration(ws.encoder)

@@ -84,7 +84,7 @@ def test_a_flat_tiling_is_still_one_complete_index(make_raster, tmp_path: Path) 
 
 def test_an_uncertain_search_on_a_small_scene_encodes_the_rest_and_searches_it_whole(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings = settings_for(tmp_path, **{"store.tiling": "pyramid:32:top=16", "pyramid.sample": 9,
-                                         "pyramid.beam": 2, "pyramid.expand": 2})
+                                         "pyramid.beam": 2, "pyramid.expand": 2, "pyramid.complete_below": 0})
     workspace = Workspace(settings)
     seen: list[IndexProgress] = []
     workspace.add_index_listener(seen.append)
@@ -111,7 +111,7 @@ def test_settling_is_bounded_by_settle_below(make_raster, tmp_path: Path) -> Non
     for limit in (0, 3):  # off, and fewer windows allowed than are left
         settings = settings_for(tmp_path / str(limit), **{"store.tiling": "pyramid:32:top=16", "pyramid.sample": 9,
                                                           "pyramid.beam": 2, "pyramid.expand": 2,
-                                                          "pyramid.settle_below": limit})
+                                                          "pyramid.settle_below": limit, "pyramid.complete_below": 0})
         workspace = Workspace(settings)
         try:
             save_undecided_calibration(workspace.encoder)
@@ -124,3 +124,32 @@ def test_settling_is_bounded_by_settle_below(make_raster, tmp_path: Path) -> Non
     from rsrag.tools.calibration import clear_presence_cache
 
     clear_presence_cache()
+
+
+def test_a_small_scene_is_searched_whole_from_the_first_question(make_raster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A scene whose finest level has at most ``pyramid.complete_below`` windows is encoded whole before the first
+    search (a descent would cost nearly as much and see less), so even its first answer comes from a full search;
+    a larger scene still descends."""
+    settings = settings_for(tmp_path, **{"store.tiling": "pyramid:32:top=16", "pyramid.sample": 9,
+                                         "pyramid.beam": 2, "pyramid.expand": 2, "pyramid.complete_below": 300})
+    workspace = Workspace(settings)
+    seen: list[IndexProgress] = []
+    workspace.add_index_listener(seen.append)
+    try:
+        small = workspace.scene(_scene(make_raster))  # 256 px: 225 finest windows of 32 px
+        finest = workspace.pyramid(small).finest.count
+        assert finest <= 300
+        result = workspace.retrieve(small, ["red roofs"], top_k=3, threshold=0.5, slow="never")
+        assert result.completed_windows == finest and result.searched_share == 1.0
+        assert workspace.index(small).complete and any(p.stage == "index" for p in seen)
+        assert all(h.extra["finest_complete"] == 1 for h in result.hits)
+        # only the finest level was encoded: no descent through the coarse ones
+        assert not any(workspace.pyramid(small).complete(lv.level) for lv in workspace.pyramid(small).levels[:-1])
+        again = workspace.retrieve(small, ["red roofs"], top_k=3, threshold=0.5, slow="never")
+        assert again.completed_windows == 0 and again.searched_share == 1.0
+        large = workspace.scene(_scene(make_raster, side=384))  # 529 finest windows: more than the limit
+        assert workspace.pyramid(large).finest.count > 300
+        first = workspace.retrieve(large, ["red roofs"], top_k=3, threshold=0.5, slow="never")
+        assert first.completed_windows == 0 and first.searched_share < 1 and not workspace.index(large).complete
+    finally:
+        workspace.close()
