@@ -260,22 +260,28 @@ class Workspace:
         if self._unsettled(scene, result):
             # "uncertain" on a partly encoded pyramid may only mean "not looked at yet": when little is left,
             # encode the rest of the finest level and search the whole of it
-            pyr = self.pyramid(scene)
-            encoded = pyr.fill(pyr.n_levels - 1, progress=self._progress, stage="index", urgent=True)
+            encoded = self._fill_finest(scene)
             result = search().model_copy(update={"completed_windows": encoded})
         return result
+
+    def _finest_left(self, scene: Scene) -> int:
+        """Windows of the scene's finest pyramid level not searched yet (those known to be empty count as seen)."""
+        pyr = self.pyramid(scene)
+        level = pyr.n_levels - 1
+        return 0 if pyr.complete(level) else pyr.levels[level].count - pyr.covered(level)
+
+    def _fill_finest(self, scene: Scene) -> int:
+        """Encode the rest of the scene's finest pyramid level (progress stage ``index``); returns how many."""
+        pyr = self.pyramid(scene)
+        return pyr.fill(pyr.n_levels - 1, progress=self._progress, stage="index", urgent=True)
 
     def _complete_small(self, scene: Scene) -> int:
         """Encode the rest of the scene's finest pyramid level when at most ``pyramid.complete_below`` of its
         windows are left (a descent would then cost nearly as much and see less); returns how many."""
         limit = self.settings.pyramid.complete_below
-        if limit <= 0 or not self.uses_pyramid:
+        if limit <= 0 or not self.uses_pyramid or not 0 < self._finest_left(scene) <= limit:
             return 0
-        pyr = self.pyramid(scene)
-        level = pyr.n_levels - 1
-        if pyr.complete(level) or pyr.levels[level].count - pyr.covered(level) > limit:
-            return 0
-        return pyr.fill(level, progress=self._progress, stage="index", urgent=True)
+        return self._fill_finest(scene)
 
     def _unsettled(self, scene: Scene, result: RetrievalResult) -> bool:
         """Whether an uncertain result should be settled by completing the scene's finest pyramid level:
@@ -285,11 +291,7 @@ class Workspace:
         if (limit <= 0 or not self.uses_pyramid or result.finding != "uncertain" or result.searched_share >= 1.0
                 or not self.presence.calibrated):
             return False
-        pyr = self.pyramid(scene)
-        level = pyr.n_levels - 1
-        if pyr.complete(level):
-            return False
-        return 0 < pyr.levels[level].count - pyr.covered(level) <= limit  # windows known to be empty count as seen
+        return 0 < self._finest_left(scene) <= limit
 
     @property
     def presence(self) -> PresenceModel:

@@ -240,7 +240,7 @@ def padding(args: argparse.Namespace) -> None:
         replaced = [(parent, child_name, child) for parent in trunk.modules()
                     for child_name, child in parent.named_children() if isinstance(child, Conv2dSame)]
         swaps = [(parent, child_name, child, static(child).to(memory_format=torch.channels_last))
-                 for parent, child_name, child in replaced if child.groups == child.in_channels > 1]
+                 for parent, child_name, child in replaced if towers.pads_in_place(child)]
         whole: dict[str, list[float]] = {"pad copy": [], "in place": []}
         for r in range(args.rounds * 8):
             for arm in ("pad copy", "in place") if r % 2 else ("in place", "pad copy"):

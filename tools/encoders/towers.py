@@ -233,34 +233,42 @@ def _static_same_class() -> type[torch.nn.Module]:
     return StaticSameConv2d
 
 
+def pads_in_place(module: torch.nn.Module) -> bool:
+    """Whether :func:`static_same_padding` replaces ``module``: a timm ``Conv2dSame`` that is depthwise, stride 2,
+    undilated, with an odd square kernel."""
+    from timm.layers import Conv2dSame
+
+    if not isinstance(module, Conv2dSame):
+        return False
+    k = module.kernel_size
+    return (module.stride == (2, 2) and module.dilation == (1, 1) and k[0] == k[1] and k[0] % 2 == 1
+            and module.groups == module.in_channels > 1)
+
+
 def static_same_padding(trunk: torch.nn.Module) -> int:
-    """Replace the trunk's stride-2 depthwise TF "same" convolutions (timm ``Conv2dSame``) by ones that pad
-    inside the convolution, in place; the outputs are the same numbers.
+    """Replace the trunk's stride-2 depthwise TF "same" convolutions (timm ``Conv2dSame``, :func:`pads_in_place`)
+    by ones that pad inside the convolution, in place; the outputs are the same numbers.
 
     ``Conv2dSame`` pads its input asymmetrically at every call with ``F.pad``: a copy of the whole expanded
     activation that also comes out in the default memory layout, so the depthwise convolution after it runs off
     oneDNN's channels-last path. On two CPU cores, for a batch of 8 at 224 px, the first one (96 channels at
-    112 px) took 18.6 ms against 2.1 ms padded in place (BENCHMARKS.md, "Encoder"). On an even input side
-    ``n`` a stride-2 convolution with an odd ``k x k`` kernel pads ``(k - 2) // 2`` before and ``k // 2`` after;
-    a ``(k + 1) x (k + 1)`` kernel whose first row and column are zero, padded ``(k - 1) // 2`` on both sides,
-    reads the same pixels with the same weights and has the same ``n / 2`` outputs. Odd input sides (other
-    image sizes) go through the original module. The stem (3 input channels) is left as it is: its copy is
-    small and a wider dense kernel costs more than it saves.
+    112 px) took 4.9-5.6 ms against 1.6-1.7 ms padded in place, the whole trunk 1.26x (BENCHMARKS.md, "Encoder").
+    On an even input side ``n`` a stride-2 convolution with an odd ``k x k`` kernel pads ``(k - 2) // 2`` before
+    and ``k // 2`` after; a ``(k + 1) x (k + 1)`` kernel whose first row and column are zero, padded
+    ``(k - 1) // 2`` on both sides, reads the same pixels with the same weights and has the same ``n / 2``
+    outputs. Odd input sides (other image sizes) go through the original module. The stem (3 input channels)
+    is left as it is: its copy is small and a wider dense kernel costs more than it saves.
 
     Returns:
         How many convolutions were replaced.
     """
-    from timm.layers import Conv2dSame
-
     replaced = 0
     static = _static_same_class()
     for parent in list(trunk.modules()):
         if isinstance(parent, static):  # its original is the odd-size fallback
             continue
         for name, child in list(parent.named_children()):
-            k = child.kernel_size if isinstance(child, Conv2dSame) else (0, 0)
-            if (isinstance(child, Conv2dSame) and child.stride == (2, 2) and child.dilation == (1, 1)
-                    and k[0] == k[1] and k[0] % 2 == 1 and child.groups == child.in_channels > 1):
+            if pads_in_place(child):
                 setattr(parent, name, static(child))
                 replaced += 1
     return replaced

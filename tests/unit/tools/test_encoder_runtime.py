@@ -81,33 +81,46 @@ def test_a_value_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # --- idle OpenMP threads sleep (OMP_WAIT_POLICY) ------------------------------------------------------------
 
-_OMP_CHILD = """
+_RUNTIME_CHILD = """
 import json, sys
 from rsrag.tools.encoders import runtime
 arm = sys.argv[1]
 if arm == "spin":
     runtime.keep_spinning_threads()
+if arm == "baseline":
+    runtime.keep_blas_threads()
 if arm == "torch-first":
     import torch
+if arm == "numpy-first":
+    import numpy
 if arm == "cli":
     from rsrag.agent.interfaces.cli import main
     main(["--help"])
-else:
+elif arm != "plain":
     from rsrag.tools.encoders import load_encoder
     load_encoder(None, device="cpu", batch_size=8)  # the bundled encoder: nothing before it loads torch
+import numpy as np
 import torch
+from threadpoolctl import threadpool_info
 torch.ones(64, 64) @ torch.ones(64, 64)
-print(json.dumps({"applied": runtime.tuned()}))
+np.ones((256, 256)) @ np.ones((256, 256))
+blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+print(json.dumps({"applied": runtime.tuned(), "blas_threads": blas}))
 """
 
 
+def _child(script: str, *args: str, **env_extra: str) -> tuple[dict, str]:  # type: ignore[type-arg]
+    """Run ``script`` in a fresh interpreter without the runtime's variables; its last stdout line (JSON) and stderr."""
+    out = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO_ROOT, env=_clean_env(**env_extra),
+                         capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
 def _omp_run(arm: str, **env_extra: str) -> tuple[dict, str]:  # type: ignore[type-arg]
-    env = _clean_env(OMP_DISPLAY_ENV="VERBOSE", **env_extra)
-    out = subprocess.run([sys.executable, "-c", _OMP_CHILD, arm], cwd=REPO_ROOT, env=env, capture_output=True,
-                         text=True, timeout=300, check=True)
-    spin = [ln.split("=", 1)[1].strip().strip("'") for ln in out.stderr.splitlines() if "GOMP_SPINCOUNT" in ln]
-    assert spin, f"OpenMP printed no environment (is torch built with OpenMP?): {out.stderr[-500:]}"
-    return json.loads(out.stdout.strip().splitlines()[-1])["applied"], spin[0]
+    result, stderr = _child(_RUNTIME_CHILD, arm, OMP_DISPLAY_ENV="VERBOSE", **env_extra)
+    spin = [ln.split("=", 1)[1].strip().strip("'") for ln in stderr.splitlines() if "GOMP_SPINCOUNT" in ln]
+    assert spin, f"OpenMP printed no environment (is torch built with OpenMP?): {stderr[-500:]}"
+    return result["applied"], spin[0]
 
 
 def test_a_cpu_encoder_makes_idle_openmp_threads_sleep() -> None:
@@ -131,32 +144,8 @@ def test_the_wait_policy_is_not_claimed_once_torch_is_loaded_and_a_users_value_i
 
 # --- numpy's BLAS on one thread ---------------------------------------------------------------------------
 
-_BLAS_CHILD = """
-import json, sys
-from rsrag.tools.encoders import runtime
-arm = sys.argv[1]
-if arm == "baseline":
-    runtime.keep_blas_threads()
-if arm == "numpy-first":
-    import numpy
-if arm == "cli":
-    from rsrag.agent.interfaces.cli import main
-    main(["--help"])
-elif arm != "plain":
-    from rsrag.tools.encoders import load_encoder
-    load_encoder(None, device="cpu", batch_size=8)
-import numpy as np
-from threadpoolctl import threadpool_info
-np.ones((256, 256)) @ np.ones((256, 256))
-blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-print(json.dumps({"applied": runtime.tuned(), "blas_threads": blas}))
-"""
-
-
 def _blas_run(arm: str, **env_extra: str) -> tuple[dict | None, list[int]]:  # type: ignore[type-arg]
-    out = subprocess.run([sys.executable, "-c", _BLAS_CHILD, arm], cwd=REPO_ROOT, env=_clean_env(**env_extra),
-                         capture_output=True, text=True, timeout=300, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result, _ = _child(_RUNTIME_CHILD, arm, **env_extra)
     assert result["blas_threads"], "numpy loaded no BLAS library that threadpoolctl knows"
     return result["applied"], result["blas_threads"]
 
@@ -202,8 +191,6 @@ def test_a_large_text_batch_gets_the_blas_threads_back() -> None:
     """The numpy text tower is BLAS alone: a bulk batch (captions, a knowledge base) runs on BLAS's usual threads,
     a question's phrases on one, and the limit is back afterwards."""
     _, default = _blas_run("plain")
-    out = subprocess.run([sys.executable, "-c", _BULK_CHILD], cwd=REPO_ROOT, env=_clean_env(), capture_output=True,
-                         text=True, timeout=300, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result, _ = _child(_BULK_CHILD)
     assert result["bulk"] == default[0]
     assert result["seen"] == [[1], default, [1]]
