@@ -22,11 +22,14 @@ Arms:
 * ``heap``: tuned, and glibc keeps large blocks in the heap (``mallopt``: ``M_MMAP_MAX=0``, a 1 GiB
   ``M_TRIM_THRESHOLD``; measured, not used: see the runtime module);
 * ``heap+trim``: heap, with ``malloc_trim(0)`` after every pass;
-* ``unprepared``: tuned, but the image trunk as it ran before :func:`rsrag.tools.encoders.towers.prepare_for_inference`
+* ``unprepared``: tuned, but the image trunk as it ran before :func:`rsrag.tools.encoders.effnet_lite.prepare_for_inference`
   (batch norms not folded, weights in the default layout; the batches are channels-last in both): the same-run
   baseline of that step.
+* ``timm``: tuned, and building the image trunk also pays what building it through timm cost (timm imported,
+  its ``tf_efficientnet_lite*`` created and loaded, then dropped; :func:`timm_build`): the same-run baseline of
+  the plain-torch trunk (:mod:`rsrag.tools.encoders.effnet_lite`), which computes the same numbers bit for bit;
 * ``dynpad``: tuned, but the stride-2 convolutions pad a copy of their input at every call, as timm's
-  ``Conv2dSame`` does (:func:`rsrag.tools.encoders.towers.static_same_padding` skipped): the same-run baseline of
+  ``Conv2dSame`` does (:func:`rsrag.tools.encoders.effnet_lite.static_same_padding` skipped): the same-run baseline of
   padding in place.
 
 ``--thread worker`` runs the passes in a worker thread (a server's request thread, the background filler)
@@ -69,7 +72,7 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-ARMS = ("system", "tuned", "spin", "heap", "heap+trim", "unprepared", "dynpad")
+ARMS = ("system", "tuned", "spin", "heap", "heap+trim", "unprepared", "dynpad", "timm")
 TRIM_THRESHOLD = 1 << 30
 
 
@@ -96,7 +99,7 @@ def heap_buffers() -> None:
 
 def unprepared_trunk() -> None:
     """The arm ``unprepared`` (and ``pyramid.py measure --trunk unprepared``): image trunks built from now on skip
-    :func:`rsrag.tools.encoders.towers.prepare_for_inference`, as they ran before it existed."""
+    :func:`rsrag.tools.encoders.effnet_lite.prepare_for_inference`, as they ran before it existed."""
     from rsrag.tools.encoders import lit
 
     lit.prepare_for_inference = lambda trunk: trunk  # type: ignore[assignment]
@@ -104,10 +107,31 @@ def unprepared_trunk() -> None:
 
 def dynamic_padding() -> None:
     """The arm ``dynpad`` (and ``pyramid.py measure --trunk dynpad``): image trunks prepared from now on keep
-    timm's ``Conv2dSame``, which pads a copy of its input at every call, as before padding was done in place."""
-    from rsrag.tools.encoders import towers
+    :class:`~rsrag.tools.encoders.effnet_lite.SameConv2d`, which pads a copy of its input at every call, as
+    before padding was done in place."""
+    from rsrag.tools.encoders import effnet_lite
 
-    towers.static_same_padding = lambda trunk: 0  # type: ignore[assignment]
+    effnet_lite.static_same_padding = lambda trunk: 0  # type: ignore[assignment]
+
+
+def timm_build() -> None:
+    """The arm ``timm`` (and ``pyramid.py measure --trunk timm``): image trunks built from now on also import
+    timm and build its ``tf_efficientnet_lite*`` with the same weights, as the encoder did before it built the
+    network itself (:mod:`rsrag.tools.encoders.effnet_lite`); the trunk that runs is the product's (the two
+    compute the same numbers bit for bit, ``tests/unit/tools/test_effnet_lite.py``), so the arm differs in what
+    loading costs: time and resident memory."""
+    from rsrag.tools.encoders import lit
+
+    plain = lit.build_image_trunk
+
+    def through_timm(tower: Any, **kwargs: Any) -> Any:
+        import timm
+
+        trunk = plain(tower, **kwargs)
+        timm.create_model(tower.timm_name, pretrained=False, num_classes=0).load_state_dict(trunk.state_dict(), strict=False)
+        return trunk
+
+    lit.build_image_trunk = through_timm  # type: ignore[assignment]
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,6 +153,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         unprepared_trunk()
     if arm == "dynpad":
         dynamic_padding()
+    if arm == "timm":
+        timm_build()
     import numpy as np
     import torch
 
@@ -198,29 +224,30 @@ def preprocess(args: argparse.Namespace) -> None:
 
 def padding(args: argparse.Namespace) -> None:
     """Milliseconds per call of each stride-2 "same" convolution of the bundled image trunk at its real input
-    (224 px windows, batch ``--sizes``' first), timm's ``Conv2dSame`` (pads a copy) against the module
-    :func:`rsrag.tools.encoders.towers.static_same_padding` puts in its place, alternating; then the whole trunk
-    both ways in this one process (fresh processes per arm do not resolve a 10-20% change on this machine)."""
+    (224 px windows, batch ``--sizes``' first), :class:`~rsrag.tools.encoders.effnet_lite.SameConv2d` (pads a
+    copy) against the module :func:`rsrag.tools.encoders.effnet_lite.static_same_padding` puts in its place,
+    alternating; then the whole trunk both ways in this one process (fresh processes per arm do not resolve a
+    10-20% change on this machine)."""
     import torch
-    from timm.layers import Conv2dSame
 
-    from rsrag.tools.encoders import runtime, towers
+    from rsrag.tools.encoders import effnet_lite, runtime, towers
+    from rsrag.tools.encoders.effnet_lite import SameConv2d
 
     runtime.tune_cpu_runtime()
     torch.set_num_threads(args.threads)
     batch = int(args.sizes.split(",")[0])
     trunk = towers.build_image_trunk(towers.IMAGE_TOWERS["effnet-lite0"])
-    towers.fold_batchnorm(trunk)
+    effnet_lite.fold_batchnorm(trunk)
     trunk.to(memory_format=torch.channels_last)
     inputs: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_pre_hook(lambda m, a, name=name: inputs.setdefault(name, a[0].clone()))
-             for name, m in trunk.named_modules() if isinstance(m, Conv2dSame)]
+             for name, m in trunk.named_modules() if isinstance(m, SameConv2d)]
     x = (torch.rand(batch, 3, 224, 224) * 2 - 1).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         trunk(x)
     for h in hooks:
         h.remove()
-    static = towers._static_same_class()
+    static = effnet_lite.StaticSameConv2d
     modules = dict(trunk.named_modules())
     layers: dict[str, dict[str, float]] = {}
     with torch.inference_mode():
@@ -238,9 +265,9 @@ def padding(args: argparse.Namespace) -> None:
                     times[arm].append((time.perf_counter() - t0) / 5 * 1000)
             layers[f"{name} {tuple(inp.shape[1:])}"] = {k: round(statistics.median(v), 2) for k, v in times.items()}
         replaced = [(parent, child_name, child) for parent in trunk.modules()
-                    for child_name, child in parent.named_children() if isinstance(child, Conv2dSame)]
+                    for child_name, child in parent.named_children() if isinstance(child, SameConv2d)]
         swaps = [(parent, child_name, child, static(child).to(memory_format=torch.channels_last))
-                 for parent, child_name, child in replaced if towers.pads_in_place(child)]
+                 for parent, child_name, child in replaced if effnet_lite.pads_in_place(child)]
         whole: dict[str, list[float]] = {"pad copy": [], "in place": []}
         for r in range(args.rounds * 8):
             for arm in ("pad copy", "in place") if r % 2 else ("in place", "pad copy"):

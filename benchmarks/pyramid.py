@@ -316,6 +316,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         from encoder_runtime import dynamic_padding
 
         dynamic_padding()
+    if args.trunk == "timm":  # the baseline before the trunk was built without timm (its import and build paid)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from encoder_runtime import timm_build
+
+        timm_build()
     if args.encode_empty:  # the baseline before windows without data were skipped: every read counts as data
         from rsrag.tools.raster import Scene
 
@@ -331,6 +336,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     truth = json.loads(scene_path.with_suffix(".truth.json").read_text())
     store_dir = Path(args.store)
     shutil.rmtree(store_dir, ignore_errors=True)
+    t_load = time.perf_counter()
     enc = load_encoder(args.encoder, batch_size=args.batch)
     if args.runtime == "before":
         enc._transform = _torch_op_transform(enc)  # type: ignore[attr-defined]
@@ -338,7 +344,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # the encoder alone on pre-decoded tensors, just before the run: the machine's speed at that moment
     probe = torch.stack([enc.preprocess(np.full((enc.image_size, enc.image_size, 3), v, np.uint8))
                          for v in range(0, 256, 8)])  # 32 windows in forward passes of the run's batch: its peak RSS is theirs
-    enc.encode_image_tensors(probe[:8])
+    enc.encode_image_tensors(probe[:8])  # builds the image trunk
+    load_s = time.perf_counter() - t_load
     tp = time.perf_counter()
     enc.encode_image_tensors(probe)
     encoder_rate = len(probe) / (time.perf_counter() - tp)
@@ -354,7 +361,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     patches = PatchStore(open_store(store_dir))
     out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "runtime_env": runtime.tuned(), "batch": args.batch,
                            "encode_empty": args.encode_empty, "trunk": args.trunk, "readers": args.readers, "scene": scene_path.name, "side": truth["side"], "queries": [],
-                           "encoder": enc.id, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
+                           "encoder": enc.id, "load_s": load_s, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
         t0 = time.perf_counter()
         cpu_start = resource.getrusage(resource.RUSAGE_SELF)
@@ -609,9 +616,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="reads: rounds of every arm")
     parser.add_argument("--batch", type=int, default=DEFAULTS.encoder.batch_size, help="windows per encoder call")
-    parser.add_argument("--trunk", choices=["prepared", "unprepared", "dynpad"], default="prepared",
-                        help="measure: the image trunk as users run it, as it ran before prepare_for_inference, or "
-                             "with stride-2 convolutions padding a copy of their input (before static_same_padding)")
+    parser.add_argument("--trunk", choices=["prepared", "unprepared", "dynpad", "timm"], default="prepared",
+                        help="measure: the image trunk as users run it, as it ran before prepare_for_inference, "
+                             "with stride-2 convolutions padding a copy of their input (before static_same_padding), "
+                             "or with timm imported and its network built as well (before effnet_lite)")
     parser.add_argument("--encode-empty", action="store_true",
                         help="measure: encode windows without data too (the baseline before they were skipped)")
     parser.add_argument("--runtime", choices=["current", "before", "nothp", "spin", "blas", "heap"], default="current",

@@ -21,21 +21,15 @@ A heads checkpoint is one ``.safetensors`` file: the head tensors (``visual.head
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from rsrag.tools.encoders.effnet_lite import prepare_for_inference
 from rsrag.tools.encoders.hubness import BANK_TENSOR, HubCorrection
-from rsrag.tools.encoders.towers import (
-    IMAGE_TOWERS,
-    ImageTower,
-    build_image_trunk,
-    prepare_for_inference,
-    text_tower_dir,
-)
+from rsrag.tools.encoders.towers import IMAGE_TOWERS, ImageTower, build_image_trunk, text_tower_dir
 from rsrag.tools.errors import CheckpointMismatchError, UnknownEncoderError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -58,7 +52,8 @@ class TappedTrunk(torch.nn.Module):
     so ``("head",)`` costs exactly the plain trunk and returns its pooled feature.
 
     Args:
-        net: a timm EfficientNet (``conv_stem``, ``bn1``, ``blocks``, ``conv_head``, ``bn2``).
+        net: an :class:`~rsrag.tools.encoders.effnet_lite.EfficientNetLite` (``conv_stem``, ``bn1``, ``blocks``,
+            ``conv_head``, ``bn2``).
         taps: which outputs to concatenate.
     """
 
@@ -102,15 +97,6 @@ class TappedTrunk(torch.nn.Module):
         if "head" in self.taps:
             outs.append(net.bn2(net.conv_head(x)).mean(dim=(2, 3)))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-
-
-def _new_head(kind: str, in_dim: int, embed_dim: int) -> torch.nn.Sequential:
-    """The head open_clip's ``TimmModel`` builds for ``kind`` ("linear" or "mlp"), for another input width."""
-    from timm.layers import Mlp
-
-    if kind == "mlp":
-        return torch.nn.Sequential(OrderedDict(mlp=Mlp(in_dim, 2 * embed_dim, embed_dim, drop=(0.0, 0.0), bias=(True, False))))
-    return torch.nn.Sequential(OrderedDict(drop=torch.nn.Dropout(0.0), proj=torch.nn.Linear(in_dim, embed_dim, bias=False)))
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,8 @@ from PIL import Image
 from rsrag.tools.encoders import load_encoder
 from rsrag.tools.captioned import class_prompts, read_chips, select_split
 from rsrag.tools.encoders.lit import DEFAULT_HEADS, read_heads
-from rsrag.tools.encoders.towers import (
-    IMAGE_TOWERS,
-    build_image_trunk,
-    fold_batchnorm,
-    prepare_for_inference,
-    static_same_padding,
-)
+from rsrag.tools.encoders.effnet_lite import SameConv2d, fold_batchnorm, prepare_for_inference, static_same_padding
+from rsrag.tools.encoders.towers import IMAGE_TOWERS, build_image_trunk
 
 
 def test_default_heads_ship_small() -> None:
@@ -88,7 +83,8 @@ def test_default_encoder_loads_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_image_tower_key_mapping_predicts_imagenet_classes() -> None:
-    """The EfficientNet-PyTorch -> timm key mapping is right if ImageNet predictions on photos are right."""
+    """The trunk built from the EfficientNet-PyTorch checkpoint is right if its ImageNet predictions on photos are
+    right (timm's data helpers only give the labels and the reference preprocessing)."""
     sklearn_datasets = pytest.importorskip("sklearn.datasets")
     from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
@@ -109,8 +105,6 @@ def test_an_inference_trunk_gives_the_plain_trunks_predictions(side: int) -> Non
     ImageNet logits to float32 rounding at the encoder's input size, at a size whose later stages are odd (240:
     the last stride-2 convolution sees 15 px) and at an odd size (every stride-2 convolution pads as before),
     and no batch norm left to run."""
-    from timm.layers import Conv2dSame
-
     plain = build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True)
     fast = prepare_for_inference(build_image_trunk(IMAGE_TOWERS["effnet-lite0"], with_classifier=True))
     x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -121,7 +115,7 @@ def test_an_inference_trunk_gives_the_plain_trunks_predictions(side: int) -> Non
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     # every stride-2 depthwise "same" convolution is replaced (the originals stay as the odd-size fallback);
     # the stem's dense one keeps padding its 3-channel input
-    dynamic = sorted(name for name, m in fast.named_modules() if isinstance(m, Conv2dSame))
+    dynamic = sorted(name for name, m in fast.named_modules() if isinstance(m, SameConv2d))
     assert dynamic[0] == "blocks.1.0.conv_dw.dynamic" and dynamic[-1] == "conv_stem", dynamic
     assert len(dynamic) == 5 and all(name.endswith(".dynamic") for name in dynamic[:-1]), dynamic
     assert static_same_padding(fast) == 0  # nothing left to replace
