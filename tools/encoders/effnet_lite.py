@@ -99,11 +99,15 @@ def _conv(in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int =
 
 
 class BatchNormAct(nn.BatchNorm2d):
-    """A batch norm followed by ReLU6 (or by nothing: ``act=False``), with a plain batch norm's state dict."""
+    """A batch norm followed by ReLU6 (or by nothing: ``act=False``), with a plain batch norm's state dict.
+
+    The ReLU6 works in place on the fresh tensor before it (the batch norm's output, or the convolution's once
+    the norm is folded away): no new activation tensor per layer, the same numbers. On two CPU cores that made
+    the prepared trunk 1.17x faster (92.3 -> 79.2 ms per batch of 8 at 224 px; BENCHMARKS.md, "Encoder")."""
 
     def __init__(self, channels: int, *, act: bool = True) -> None:
         super().__init__(channels, eps=BN_EPS)
-        self.act: nn.Module = nn.ReLU6() if act else nn.Identity()
+        self.act: nn.Module = nn.ReLU6(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(super().forward(x))

@@ -61,6 +61,8 @@ def test_the_architecture_is_read_from_the_checkpoint() -> None:
     assert isinstance(trunk.blocks[0][0], DepthwiseSeparable) and trunk.num_features == 1280
     assert [stage[0].conv_dw.stride[0] for stage in trunk.blocks] == list(STAGE_STRIDES)
     assert [stage[-1].conv_pwl.out_channels for stage in trunk.blocks[1:]] == [24, 40, 80, 112, 192, 320]
+    relus = [m for m in trunk.modules() if isinstance(m, torch.nn.ReLU6)]
+    assert len(relus) == 33 and all(m.inplace for m in relus)  # no new activation tensor per layer
     with torch.inference_mode():
         assert trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 1280)  # no classifier: the pooled feature
 
