@@ -184,10 +184,6 @@ class EfficientNetLite(nn.Module):
         self.num_features = num_features
         self.classifier: nn.Module = nn.Linear(num_features, num_classes) if num_classes else nn.Identity()
 
-    def reset_classifier(self, num_classes: int = 0) -> None:
-        """Replace the classifier (0: none, the forward pass returns the pooled feature)."""
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
         return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
@@ -236,24 +232,22 @@ def from_effnet_pytorch(state: dict[str, torch.Tensor], *, with_classifier: bool
     """
     try:
         stages = _block_shapes(state)
+        classes = int(state["_fc.weight"].shape[0]) if with_classifier and "_fc.weight" in state else 0
         model = EfficientNetLite(int(state["_conv_stem.weight"].shape[0]), stages, int(state["_conv_head.weight"].shape[0]),
-                                 int(state["_fc.weight"].shape[0]) if "_fc.weight" in state else 0)
-        targets = [f"blocks.{s}.{j}" for s, stage in enumerate(stages) for j in range(len(stage))]
-        expands = [mid is not None for stage in stages for mid, *_ in stage]
+                                 classes)
+        blocks = [(f"blocks.{s}.{j}", _DS_BLOCK if mid is None else _IR_BLOCK)
+                  for s, stage in enumerate(stages) for j, (mid, *_) in enumerate(stage)]
         renamed: dict[str, torch.Tensor] = {}
         for key, value in state.items():
             parts = key.split(".")
             if parts[0] == "_blocks":
-                idx = int(parts[1])
-                table = _IR_BLOCK if expands[idx] else _DS_BLOCK
-                renamed[".".join([targets[idx], table[parts[2]], *parts[3:]])] = value
-            else:
+                target, table = blocks[int(parts[1])]
+                renamed[".".join([target, table[parts[2]], *parts[3:]])] = value
+            elif parts[0] != "_fc" or classes:  # the ImageNet classifier only when it is kept
                 renamed[".".join([_STEM_HEAD[parts[0]], *parts[1:]])] = value
         model.load_state_dict(renamed, strict=True)
     except (KeyError, RuntimeError, IndexError) as exc:
         raise ValueError(f"not an EfficientNet-Lite checkpoint in the EfficientNet-PyTorch naming: {exc}") from exc
-    if not with_classifier:
-        model.reset_classifier(0)
     return model.eval()
 
 
