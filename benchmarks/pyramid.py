@@ -321,6 +321,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         from encoder_runtime import timm_build
 
         timm_build()
+    if args.store_import == "eager":  # the baseline before the store deferred lancedb's REST-client validators
+        from rsrag.tools.store import _lancedb
+
+        _lancedb._deferred = lambda original: original  # every validator built during the import, as before
     if args.encode_empty:  # the baseline before windows without data were skipped: every read counts as data
         from rsrag.tools.raster import Scene
 
@@ -360,7 +364,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
     out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "runtime_env": runtime.tuned(), "batch": args.batch,
-                           "encode_empty": args.encode_empty, "trunk": args.trunk, "readers": args.readers, "scene": scene_path.name, "side": truth["side"], "queries": [],
+                           "encode_empty": args.encode_empty, "trunk": args.trunk, "store_import": args.store_import, "readers": args.readers, "scene": scene_path.name, "side": truth["side"], "queries": [],
                            "encoder": enc.id, "load_s": load_s, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
         t0 = time.perf_counter()
@@ -620,6 +624,8 @@ def main() -> None:
                         help="measure: the image trunk as users run it, as it ran before prepare_for_inference, "
                              "with stride-2 convolutions padding a copy of their input (before static_same_padding), "
                              "or with timm imported and its network built as well (before effnet_lite)")
+    parser.add_argument("--store-import", choices=["deferred", "eager"], default="deferred",
+                        help="measure: eager = the baseline that builds lancedb's REST-client validators on import")
     parser.add_argument("--encode-empty", action="store_true",
                         help="measure: encode windows without data too (the baseline before they were skipped)")
     parser.add_argument("--runtime", choices=["current", "before", "nothp", "spin", "blas", "heap"], default="current",

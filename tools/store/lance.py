@@ -397,10 +397,10 @@ class LanceStore(Store):
                 if not create:
                     return None
                 self._ensure_writable()
-            import lancedb  # deferred: keeps `import rsrag.tools.store` light
+            from rsrag.tools.store._lancedb import import_lancedb  # deferred: keeps `import rsrag.tools.store` light
 
             try:
-                self._db = lancedb.connect(str(self.path))
+                self._db = import_lancedb().connect(str(self.path))
             except Exception as exc:  # noqa: BLE001
                 raise _store_error("open the database", self.location, exc) from exc
         return self._db
