@@ -42,6 +42,20 @@ def question_findings(state: dict[str, Any]) -> dict[str, Finding]:
     return out
 
 
+def question_input_errors(state: dict[str, Any]) -> list[str]:
+    """The one-line reasons of this question's tool calls that failed on their input (an image that could not
+    be read: kind ``input``), in order, unique."""
+    start = int(state.get("question_start") or 0)
+    out: dict[str, None] = {}
+    for message in state.get("messages", [])[start:]:
+        if message.type != "tool":
+            continue
+        result = ToolResult.of(message)
+        if not result.ok and result.error_kind == "input" and result.message:
+            out.setdefault(result.message, None)
+    return list(out)
+
+
 def overall_finding(findings: dict[str, Finding]) -> Finding | None:
     """One finding for the answer: ``found`` when every target was found, ``not_found`` when none was,
     ``uncertain`` otherwise (see the per-target findings); ``None`` when nothing judged presence."""
@@ -95,6 +109,7 @@ def judge(
         findings=findings,
         supported=reason is None,
         missing=reason,
+        input_errors=question_input_errors(state),
         evidence=[ledger[i] for i in kept],
         backend=backend,
         steps=int(state.get("steps") or 0),
@@ -122,6 +137,6 @@ def budget_answer(state: dict[str, Any], why: str, backend: str) -> Answer:
         text=text, cited=[e.id for e in best], confidence=min(0.3, max((e.confidence or 0.0) for e in best)) if best else 0.0,
         finding=overall_finding(findings), findings=findings,
         supported=False, missing=f"budget exhausted ({why}): no answer was confirmed against the evidence",
-        evidence=best, backend=backend, steps=int(state.get("steps") or 0),
+        input_errors=question_input_errors(state), evidence=best, backend=backend, steps=int(state.get("steps") or 0),
         seconds=time.time() - float(state.get("started_at") or time.time()),
     )

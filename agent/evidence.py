@@ -233,6 +233,8 @@ class Answer(BaseModel):
         supported: whether the sufficiency check accepted the citations (citation integrity only: a
             supported answer can say "not found").
         missing: what was missing when the budget ran out or the citations did not hold, else ``None``.
+        input_errors: why this question's tools could not read their input (an unreadable or truncated
+            image), one line each; ``rsrag ask`` exits with status 2 when there are some and nothing is cited.
         evidence: the cited evidence records.
         backend: the chat model that answered; steps: model steps used; seconds: wall time.
     """
@@ -244,6 +246,7 @@ class Answer(BaseModel):
     findings: dict[str, Finding] = Field(default_factory=dict)
     supported: bool = True
     missing: str | None = None
+    input_errors: list[str] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)
     backend: str = ""
     steps: int = 0
@@ -282,7 +285,8 @@ class Answer(BaseModel):
         return {
             "answer": self.text, "cited": self.cited, "confidence": self.confidence, "finding": self.finding,
             "findings": dict(self.findings), "supported": self.supported,
-            "missing": self.missing, "evidence": [e.to_json() for e in self.evidence], "scenes": self.scenes,
+            "missing": self.missing, "input_errors": list(self.input_errors),
+            "evidence": [e.to_json() for e in self.evidence], "scenes": self.scenes,
             "geojson": self.geojson(),
             "backend": self.backend, "steps": self.steps, "seconds": round(self.seconds, 3), "thread_id": self.thread_id,
         }

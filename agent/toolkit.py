@@ -2,19 +2,22 @@
 
 Each tool builds one typed :class:`~rsrag.agent.results.ToolResult` and returns a LangGraph ``Command``
 that appends a :class:`ToolMessage` (content: the compact text :func:`~rsrag.agent.results.render` makes
-for the model; ``artifact``: the result itself) and adds the result's evidence records to the ledger. Bad arguments raise :class:`~rsrag.tools.errors.RsragError` subclasses, which the tool node turns
-into an error message the model can correct (see :func:`tool_error_message`).
+for the model; ``artifact``: the result itself) and adds the result's evidence records to the ledger. Bad arguments and unreadable inputs raise :class:`~rsrag.tools.errors.RsragError` subclasses, which the
+graph's tool node (:func:`analyst_tool_node`) turns into an error message the model can act on (the text of
+:func:`tool_error_message`) carrying a typed error result (the error's kind and its one-line reason).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, tool
-from langgraph.prebuilt import ToolRuntime
+from langgraph.prebuilt import ToolNode, ToolRuntime
+from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command
 from PIL import Image
 from pydantic import ValidationError
@@ -567,6 +570,45 @@ def tool_error_message(error: Exception) -> str:
 # ToolNode picks the exception types it turns into messages from the handler's annotation object (not a
 # string); other exceptions are bugs and propagate.
 tool_error_message.__annotations__ = {"error": Union[RsragError, ValidationError], "return": str}  # noqa: UP007
+
+_HANDLED_ERRORS = (RsragError, ValidationError)
+"""What a tool call may fail with and still be answered (the same set :func:`tool_error_message` handles);
+any other exception is a bug and propagates."""
+
+
+def _error_reply(request: ToolCallRequest, exc: Exception) -> ToolMessage:
+    """The failed call's message: the model reads :func:`tool_error_message`'s text; the typed result (the
+    error's kind and its one-line reason, without the hint for the model) rides along for everything else
+    (the rule policy's answer, the CLI's exit status, MCP, the trace)."""
+    from rsrag.tools.errors import error_kind, one_line
+
+    name = str(request.tool_call.get("name") or "tool")
+    result = ToolResult(tool=name, status="error", error_kind=error_kind(exc).value, message=one_line(exc))
+    return ToolMessage(content=tool_error_message(exc), name=name, tool_call_id=str(request.tool_call.get("id") or ""),
+                       status="error", artifact=result)
+
+
+def typed_tool_errors(request: ToolCallRequest, execute: Callable[[ToolCallRequest], Any]) -> Any:
+    """``ToolNode(wrap_tool_call=...)``: a tool call that fails with an rsrag error (or bad arguments) becomes an
+    error message carrying a typed :class:`ToolResult` (use with ``handle_tool_errors=False``)."""
+    try:
+        return execute(request)
+    except _HANDLED_ERRORS as exc:
+        return _error_reply(request, exc)
+
+
+async def atyped_tool_errors(request: ToolCallRequest, execute: Callable[[ToolCallRequest], Awaitable[Any]]) -> Any:
+    """The asynchronous form of :func:`typed_tool_errors` (``ToolNode(awrap_tool_call=...)``)."""
+    try:
+        return await execute(request)
+    except _HANDLED_ERRORS as exc:
+        return _error_reply(request, exc)
+
+
+def analyst_tool_node() -> ToolNode:
+    """The tool node of the analyst graph: :func:`analyst_tools`, whose failures become typed error results."""
+    return ToolNode(analyst_tools(), handle_tool_errors=False, wrap_tool_call=typed_tool_errors,
+                    awrap_tool_call=atyped_tool_errors)
 
 
 def analyst_tools() -> list[BaseTool]:

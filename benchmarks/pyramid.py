@@ -353,12 +353,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     tp = time.perf_counter()
     enc.encode_image_tensors(probe)
     encoder_rate = len(probe) / (time.perf_counter() - tp)
-    counted = {"n": 0}
+    counted = {"n": 0, "forward_s": 0.0, "calls": 0}
     original = enc.encode_image_tensors
 
     def counting(batch: Any) -> np.ndarray:
         counted["n"] += int(batch.shape[0])
-        return original(batch)
+        counted["calls"] += 1
+        tf = time.perf_counter()
+        try:
+            return original(batch)
+        finally:
+            counted["forward_s"] += time.perf_counter() - tf
 
     enc.encode_image_tensors = counting  # type: ignore[method-assign]
     rss_loaded = peak_rss_mib()
@@ -381,11 +386,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         def run(tag: str) -> None:
             for label, sites in truth["targets"].items():
-                before = counted["n"]
+                before, forward_before, calls_before = counted["n"], counted["forward_s"], counted["calls"]
                 tq = time.perf_counter()
                 result = cascade(index, enc, phrases=[class_phrase(label)], store=patches, kb=None, top_k=5,
                                  threshold=args.threshold, slow="never")
                 q = {"run": tag, "class": label, "s": time.perf_counter() - tq, "encoded": counted["n"] - before,
+                     "forward_s": counted["forward_s"] - forward_before, "forward_calls": counted["calls"] - calls_before,
                      "since_start_s": time.perf_counter() - t0, **evaluate(result, sites, args.threshold)}
                 ru = resource.getrusage(resource.RUSAGE_SELF)  # CPU seconds since the start: less sensitive to load
                 q.update(cpu_user_s=ru.ru_utime - cpu_start.ru_utime, cpu_sys_s=ru.ru_stime - cpu_start.ru_stime)

@@ -15,13 +15,12 @@ from typing import Literal
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.prebuilt import ToolNode
 
 from rsrag.agent.context import AgentContext
 from rsrag.agent.embedding import publish_answer
 from rsrag.agent.nodes import call_model, finalize, prepare, route_after_model, route_after_tools
 from rsrag.agent.state import AgentState, InputState, OutputState
-from rsrag.agent.toolkit import analyst_tools, tool_error_message
+from rsrag.agent.toolkit import analyst_tool_node
 
 
 def build_agent_graph(checkpointer: BaseCheckpointSaver | None = None, *,
@@ -37,7 +36,7 @@ def build_agent_graph(checkpointer: BaseCheckpointSaver | None = None, *,
     builder = StateGraph(AgentState, context_schema=AgentContext, input_schema=InputState, output_schema=OutputState)
     builder.add_node("prepare", prepare)
     builder.add_node("model", call_model)
-    builder.add_node("tools", ToolNode(analyst_tools(), handle_tool_errors=tool_error_message))
+    builder.add_node("tools", analyst_tool_node())
     builder.add_node("finalize", finalize)
     end = END
     if messages == "answer":

@@ -47,10 +47,11 @@ def call(name: str, **args: Any) -> AIMessage:
 
 
 def last_evidence(messages: list[BaseMessage], tool: str | None = None) -> list[str]:
-    """Evidence ids of the most recent tool result (of ``tool`` when given)."""
+    """Evidence ids of the most recent tool result that did not fail (of ``tool`` when given)."""
     from rsrag.agent.results import ToolResult
 
     for m in reversed(messages):
-        if isinstance(m, ToolMessage) and (tool is None or m.name == tool) and m.artifact is not None:
+        if isinstance(m, ToolMessage) and (tool is None or m.name == tool) and m.artifact is not None \
+                and ToolResult.of(m).ok:
             return ToolResult.of(m).ids
     return []

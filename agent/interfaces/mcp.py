@@ -51,7 +51,15 @@ from rsrag.agent.toolkit import lookup_knowledge as lookup_knowledge_tool
 from rsrag.agent.toolkit import scene_info as scene_info_tool
 from rsrag.agent.toolkit import search_patches as search_patches_tool
 from rsrag.agent.toolkit import zoom as zoom_tool
-from rsrag.tools.errors import AccessDeniedError, QueryError, RsragError, WindowError, mcp_message
+from rsrag.tools.errors import (
+    KIND_POLICIES,
+    AccessDeniedError,
+    ErrorKind,
+    QueryError,
+    RsragError,
+    WindowError,
+    mcp_message,
+)
 from rsrag.tools.sandbox import Sandbox
 
 MAX_PHRASES = 4
@@ -472,6 +480,8 @@ def build_mcp_server(
             answer = tools.analyst.ask(path, question, thread_id=tools.check_thread(thread_id), catalog=catalog)
         except RsragError as exc:
             raise _tool_error(exc) from None
+        if answer.input_errors and not answer.cited:  # the image could not be read: a bad input, as `rsrag ask` says
+            raise ToolError(f"{KIND_POLICIES[ErrorKind.INPUT].mcp_label}: {answer.input_errors[0]}")
         reply = answer.to_json()
         reply["evidence"], provenance = hoist_provenance(reply["evidence"])
         if provenance is not None:

@@ -470,7 +470,7 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
     r, name = report.result, report.target
     cap = name[:1].upper() + name[1:]
     if not r.ok:
-        return f"Could not search for {name}: {r.message}.", [], 0.0
+        return f"Could not search for {name}: {(r.message or r.error_kind or 'the search failed').rstrip('.')}.", [], 0.0
     found, places = r.found, report.places
     finding = report.finding
     other = "other " if excluded else ""

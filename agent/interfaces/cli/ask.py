@@ -74,8 +74,12 @@ def ask_command(
     assert answer is not None  # the last streamed step carries the answer
     if as_json:
         print(json.dumps(answer.to_json()))
-        return
-    print_answer(answer)
+    else:
+        print_answer(answer)
+    if answer.input_errors and not answer.cited:
+        # the question could not be answered from the image: a bad input (the answer above says so too)
+        err_console.print(f"error: {answer.input_errors[0]}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 def print_answer(answer: Answer, out: Console | None = None) -> None:

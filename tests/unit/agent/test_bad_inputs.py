@@ -126,6 +126,9 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("dangling symlink", ["describe", f"{F}/dangling.tif"], "which does not exist"),
     ("a FIFO, not a file", ["describe", f"{F}/stream.tif"], "stream.tif"),
     ("vrt over a missing file", ["search", f"{F}/missing-source.vrt", "roofs"], "missing-source.vrt: could not read"),
+    ("truncated tiff asked", ["ask", f"{F}/truncated.tif", "where are the roofs?", "--quiet"], "truncated.tif"),
+    ("vrt over a missing file asked", ["ask", f"{F}/missing-source.vrt", "where are the roofs?", "--quiet"],
+     "missing-source.vrt: could not read"),
     ("1 px image asked", ["ask", f"{F}/one-pixel.tif", "where are the roofs?", "--quiet"], "cannot be indexed"),
     ("256 px with vit:448 asked", ["ask", f"{F}/small.tif", "roofs?", "--tiling", "vit:448", "--quiet"],
      "smaller than one patch"),
@@ -178,6 +181,20 @@ def test_cli_arguments_and_files(home: Home, intact: None, capsys: pytest.Captur
     captured = capsys.readouterr()
     assert code == 2, (captured.out[-300:], captured.err[-300:])
     _one_line(captured.err, captured.out, expected)
+
+
+def test_an_unreadable_image_asked_is_said_plainly_and_exits_2(home: Home, intact: None,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(home.cli("ask", str(home.files / "truncated.tif"), "where are the roofs?", "--json"))
+    captured = capsys.readouterr()
+    assert code == 2
+    report = json.loads(captured.out)
+    assert report["cited"] == [] and report["finding"] is None
+    assert len(report["input_errors"]) == 1 and "truncated.tif" in report["input_errors"][0]
+    # the analyst reads what could not be read, not the hints meant for the model
+    assert report["answer"].startswith("Could not search for roofs: ")
+    assert "Use other tools" not in report["answer"] and "Error (input)" not in report["answer"]
+    assert captured.err.strip() == f"error: {report['input_errors'][0]}"
 
 
 # --- settings ---------------------------------------------------------------------------------------------
@@ -350,6 +367,8 @@ MCP_CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("image URL", "scene_info", {"image": "https://example.org/a.tif"}, "not allowed here"),
     ("image connection string", "scene_info", {"image": "HDF5:x.h5://data"}, "connection string"),
     ("empty question", "ask", {"question": "  "}, "question must be"),
+    ("truncated image asked", "ask", {"question": "where are the roofs?", "image": "{root}/files/truncated.tif"},
+     "truncated.tif: could not read"),
     ("bad thread id", "ask", {"question": "roofs?", "thread_id": "x" * 80}, "thread_id"),
     ("k zero", "lookup_knowledge", {"query": "ships", "k": 0}, "k must be"),
 ]
