@@ -165,7 +165,7 @@ class RulePolicy(BaseChatModel):
             return _call("zoom", {"bbox": list(box.as_tuple())} if box is not None else {"evidence_id": site.id})
         last = zooms[-1].result
         if not last.ok or not last.views:
-            return _answer(f"Could not zoom on {site.id}: {last.message}. {RETRIEVAL_ONLY}", [site.id], 0.0)
+            return _answer(f"Could not zoom on {site.id}: {_reason(last)}. {RETRIEVAL_ONLY}", [site.id], 0.0)
         crop = last.views[0]
         text = (f"{why[:1].upper()}{why[1:]}: {site.id} at {site.bbox}{_query_note(site)}, {_strength_note(site)}; "
                 f"zoomed to {crop.bbox}, crop {crop.id}.")
@@ -355,7 +355,7 @@ def _zoom_on_request(target: str, now: _Turn) -> AIMessage:
         return _call("zoom", {"evidence_id": target})
     last = zooms[-1].result
     if not last.ok or not last.views:
-        return _answer(f"Could not zoom on {target}: {last.message}. {RETRIEVAL_ONLY}", [], 0.0)
+        return _answer(f"Could not zoom on {target}: {_reason(last)}.", [], 0.0)
     view = last.views[0]
     return _answer(f"Zoomed on {target}: crop {view.id} of {view.bbox}. {RETRIEVAL_ONLY}", [view.id], 0.5)
 
@@ -438,6 +438,11 @@ def _lonlat(ev: Evidence) -> str:
     return f", lon {(west + east) / 2:.5f} lat {(south + north) / 2:.5f}"
 
 
+def _reason(result: ToolResult) -> str:
+    """Why a tool call failed, as one clause (its one-line reason, without a closing full stop)."""
+    return (result.message or result.error_kind or "the tool failed").rstrip(". ")
+
+
 def _listing(places: list[Evidence]) -> str:
     named = ", ".join(f"{e.id} {e.bbox}" for e in places[:MAX_LISTED])
     rest = len(places) - MAX_LISTED
@@ -470,7 +475,7 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
     r, name = report.result, report.target
     cap = name[:1].upper() + name[1:]
     if not r.ok:
-        return f"Could not search for {name}: {(r.message or r.error_kind or 'the search failed').rstrip('.')}.", [], 0.0
+        return f"Could not search for {name}: {_reason(r)}.", [], 0.0
     found, places = r.found, report.places
     finding = report.finding
     other = "other " if excluded else ""
@@ -532,7 +537,9 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
     findings = {r.target: r.finding for r in reports if r.finding is not None}
     finding = overall_finding(findings)  # type: ignore[arg-type]
     confidence = min(strengths) if strengths else 0.0
-    text = " ".join(sentences) + f" {RETRIEVAL_ONLY}"
+    text = " ".join(sentences)
+    if any(report.result.ok for report in reports):  # nothing was retrieved when every search failed
+        text += f" {RETRIEVAL_ONLY}"
     return _answer(text, cited, confidence, finding)
 
 

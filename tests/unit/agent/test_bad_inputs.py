@@ -194,6 +194,8 @@ def test_an_unreadable_image_asked_is_said_plainly_and_exits_2(home: Home, intac
     # the analyst reads what could not be read, not the hints meant for the model
     assert report["answer"].startswith("Could not search for roofs: ")
     assert "Use other tools" not in report["answer"] and "Error (input)" not in report["answer"]
+    assert "Retrieval-only" not in report["answer"]  # nothing was retrieved
+    assert ".." not in report["answer"]
     assert captured.err.strip() == f"error: {report['input_errors'][0]}"
 
 
