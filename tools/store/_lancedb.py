@@ -62,6 +62,9 @@ def import_lancedb() -> ModuleType:
     if module is not None:
         return module
     with _LOCK:
+        module = sys.modules.get("lancedb")
+        if module is not None:  # another thread imported it while this one waited
+            return module
         import pydantic
 
         original = pydantic.validate_call
