@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from rsrag.agent.settings import Settings, load_settings
     from rsrag.agent.state import AgentState, InputState, OutputState
     from rsrag.agent.toolkit import (
+        analyst_tool_node,
         answer,
         lookup_knowledge,
         rerank,
@@ -95,12 +96,13 @@ _LAZY = {
     "scene_info": "rsrag.agent.toolkit", "search_patches": "rsrag.agent.toolkit", "lookup_knowledge": "rsrag.agent.toolkit",
     "search_similar": "rsrag.agent.toolkit", "rerank": "rsrag.agent.toolkit", "zoom": "rsrag.agent.toolkit",
     "answer": "rsrag.agent.toolkit", "tool_error_message": "rsrag.agent.toolkit",
+    "analyst_tool_node": "rsrag.agent.toolkit",
     "Scene": "rsrag.tools.raster", "open_scene": "rsrag.tools.raster",
 }
 
 __all__ = [
     "AgentContext", "AgentState", "Analyst", "Answer", "Budgets", "Evidence", "InputState", "OutputState", "Resources",
-    "Scene", "Settings", "Step", "agent_graph", "analyst_tools", "answer", "build_mcp_server", "checkpoint_serializer",
+    "Scene", "Settings", "Step", "agent_graph", "analyst_tool_node", "analyst_tools", "answer", "build_mcp_server", "checkpoint_serializer",
     "describe_update", "imagerag_graph", "indexer_graph", "load_chat_model", "load_settings", "lookup_knowledge",
     "merge_ledger", "open_analyst", "open_scene", "rerank", "scene_info", "search_patches", "search_similar",
     "tool_error_message", "zoom",
@@ -178,8 +180,9 @@ def indexer_graph() -> CompiledStateGraph[Any, Any, Any, Any]:
 def analyst_tools() -> list[BaseTool]:
     """All of the analyst's LangChain tools (scene_info, search_patches, lookup_knowledge, search_similar,
     rerank, zoom, answer). They expect LangGraph's tool runtime: an :class:`AgentContext` context and an
-    :class:`AgentState` state holding ``scene``; run them in a ``ToolNode`` with
-    ``handle_tool_errors=tool_error_message``."""
+    :class:`AgentState` state holding ``scene``; run them in :func:`analyst_tool_node` (a ``ToolNode`` whose
+    failed calls carry a typed error result), or in a ``ToolNode`` with ``handle_tool_errors=tool_error_message``
+    (failed calls as text only)."""
     from rsrag.agent.toolkit import analyst_tools as tools
 
     return tools()

@@ -1,7 +1,9 @@
 """Embedding rsrag in a larger agent system: the three routes, and the node that keeps a host's messages clean.
 
 1. **Tools in a host graph.** :func:`rsrag.agent.analyst_tools` are LangChain tools that expect LangGraph's
-   tool runtime: put them in the host's ``ToolNode(analyst_tools(), handle_tool_errors=tool_error_message)``,
+   tool runtime: put them in the host's graph as ``analyst_tool_node()`` (a ``ToolNode`` whose failed calls
+   carry a typed error result: kind and reason), or in its own ``ToolNode(analyst_tools(),
+   handle_tool_errors=tool_error_message)``,
    give the host graph :class:`~rsrag.agent.state.AgentState` as its state (or a subclass: the tools write
    the evidence ledger and the zoom budget through its reducers) and ``context_schema=AgentContext``, and
    invoke it with ``context=AgentContext(settings)`` and a ``scene`` in the state.

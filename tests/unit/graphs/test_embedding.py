@@ -34,15 +34,16 @@ def scene(tmp_path: Path) -> Path:
     return write_raster(tmp_path / "s.tif", np.random.default_rng(3).integers(0, 255, (3, 128, 128), dtype=np.uint8))
 
 
-def host_with_tool_node(model: ScriptedChatModel, state: type) -> Any:
-    """A host agent of its own making: its model node, and rsrag's tools in a plain ``ToolNode``."""
+def host_with_tool_node(model: ScriptedChatModel, state: type, node: Any = None) -> Any:
+    """A host agent of its own making: its model node, and rsrag's tools in a plain ``ToolNode`` (or ``node``)."""
 
     def agent(s: dict[str, Any]) -> dict[str, Any]:
         return {"messages": [model.invoke(s["messages"])]}
 
     builder = StateGraph(state, context_schema=AgentContext)
     builder.add_node("agent", agent)
-    builder.add_node("tools", ToolNode(rsrag.agent.analyst_tools(), handle_tool_errors=rsrag.agent.tool_error_message))
+    builder.add_node("tools", node if node is not None else
+                     ToolNode(rsrag.agent.analyst_tools(), handle_tool_errors=rsrag.agent.tool_error_message))
     builder.add_edge(START, "agent")
     builder.add_conditional_edges("agent", tools_condition, ["tools", END])
     builder.add_edge("tools", "agent")
@@ -81,6 +82,23 @@ def test_route_1_without_the_documented_state_the_zoom_cannot_find_the_evidence(
                        context=AgentContext(settings_for(tmp_path)))
     zoom = [m for m in out["messages"] if isinstance(m, ToolMessage)][-1]
     assert zoom.status == "error" and "unknown region evidence id" in zoom.text
+
+
+def test_route_1_the_analyst_tool_node_gives_failed_calls_a_typed_result(tmp_path: Path, scene: Path) -> None:
+    from rsrag.agent.results import ToolResult
+
+    class Plain(TypedDict):
+        messages: Annotated[list[AnyMessage], add_messages]
+        scene: str
+
+    graph = host_with_tool_node(search_then_zoom(), Plain, node=rsrag.agent.analyst_tool_node())
+    out = graph.invoke({"messages": [HumanMessage("where are the roofs?")], "scene": str(scene)},
+                       context=AgentContext(settings_for(tmp_path)))
+    zoom = [m for m in out["messages"] if isinstance(m, ToolMessage)][-1]
+    result = ToolResult.of(zoom)
+    assert zoom.status == "error" and result.status == "error" and result.error_kind == "argument"
+    assert "unknown region evidence id" in (result.message or "")
+    assert "Correct the arguments" in zoom.text and "Correct the arguments" not in (result.message or "")
 
 
 class HostState(TypedDict, total=False):
