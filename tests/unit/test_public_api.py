@@ -16,10 +16,10 @@ import rsrag
 EXPORTED: dict[str, list[str]] = {
     "rsrag.agent": [
         "AgentContext", "AgentState", "Analyst", "Answer", "Budgets", "Evidence", "InputState", "OutputState",
-        "Resources", "Scene", "Settings", "Step", "agent_graph", "analyst_tools", "answer", "build_mcp_server",
-        "checkpoint_serializer", "describe_update", "imagerag_graph", "indexer_graph", "load_chat_model",
-        "load_settings", "lookup_knowledge", "merge_ledger", "open_analyst", "open_scene", "rerank", "scene_info",
-        "search_patches", "search_similar", "tool_error_message", "zoom",
+        "Resources", "Scene", "Settings", "Step", "agent_graph", "analyst_tool_node", "analyst_tools", "answer",
+        "build_mcp_server", "checkpoint_serializer", "describe_update", "imagerag_graph", "indexer_graph",
+        "load_chat_model", "load_settings", "lookup_knowledge", "merge_ledger", "open_analyst", "open_scene", "rerank",
+        "scene_info", "search_patches", "search_similar", "tool_error_message", "zoom",
     ],
     "rsrag.agent.interfaces": [],
     "rsrag.agent.interfaces.cli": ["app", "main"],
