@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,32 +29,26 @@ def cited_ids(text: str, explicit: list[str] | None) -> list[str]:
     return list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
 
 
+def _question_results(state: dict[str, Any]) -> Iterator[ToolResult]:
+    """The typed results of the current question's tool calls, in order."""
+    start = int(state.get("question_start") or 0)
+    for message in state.get("messages", [])[start:]:
+        if message.type == "tool":
+            yield ToolResult.of(message)
+
+
 def question_findings(state: dict[str, Any]) -> dict[str, Finding]:
     """The finding of each target searched for the current question (its phrases, comma-joined), from the
     typed results of its searches (the latest search of a target wins)."""
-    start = int(state.get("question_start") or 0)
-    out: dict[str, Finding] = {}
-    for message in state.get("messages", [])[start:]:
-        if message.type != "tool":
-            continue
-        result = ToolResult.of(message)
-        if result.ok and result.finding is not None and result.phrases:
-            out[", ".join(result.phrases)] = result.finding
-    return out
+    return {", ".join(r.phrases): r.finding for r in _question_results(state)
+            if r.ok and r.finding is not None and r.phrases}
 
 
 def question_input_errors(state: dict[str, Any]) -> list[str]:
     """The one-line reasons of this question's tool calls that failed on their input (an image that could not
     be read: kind ``input``), in order, unique."""
-    start = int(state.get("question_start") or 0)
-    out: dict[str, None] = {}
-    for message in state.get("messages", [])[start:]:
-        if message.type != "tool":
-            continue
-        result = ToolResult.of(message)
-        if not result.ok and result.error_kind == "input" and result.message:
-            out.setdefault(result.message, None)
-    return list(out)
+    reasons = (r.message for r in _question_results(state) if not r.ok and r.error_kind == "input" and r.message)
+    return list(dict.fromkeys(reasons))
 
 
 def overall_finding(findings: dict[str, Finding]) -> Finding | None:

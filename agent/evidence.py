@@ -234,7 +234,7 @@ class Answer(BaseModel):
             supported answer can say "not found").
         missing: what was missing when the budget ran out or the citations did not hold, else ``None``.
         input_errors: why this question's tools could not read their input (an unreadable or truncated
-            image), one line each; ``rsrag ask`` exits with status 2 when there are some and nothing is cited.
+            image), one line each (see :attr:`bad_input`).
         evidence: the cited evidence records.
         backend: the chat model that answered; steps: model steps used; seconds: wall time.
     """
@@ -252,6 +252,12 @@ class Answer(BaseModel):
     steps: int = 0
     seconds: float = 0.0
     thread_id: str | None = None
+
+    @property
+    def bad_input(self) -> str | None:
+        """Why the image could not be read, when that left the answer citing nothing (``rsrag ask`` exits 2 and
+        MCP ``ask`` is a ``bad input`` error then); else ``None``."""
+        return self.input_errors[0] if self.input_errors and not self.cited else None
 
     @property
     def scenes(self) -> list[dict[str, str | None]]:

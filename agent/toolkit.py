@@ -29,7 +29,7 @@ from rsrag.agent.evidence import evidence_id as make_evidence_id
 from rsrag.agent.results import ToolResult, render
 from rsrag.tools.calibration import Finding
 from rsrag.tools.catalog import Catalog, CatalogScene
-from rsrag.tools.errors import BudgetExceededError, QueryError, RsragError, StoreError, WindowError
+from rsrag.tools.errors import BudgetExceededError, QueryError, RsragError, StoreError, WindowError, error_kind, model_message, one_line
 from rsrag.tools.hit import Hit
 from rsrag.tools.raster import Scene
 from rsrag.tools.region import MapBox, PixelBox
@@ -562,26 +562,21 @@ def _crop_path(ctx: AgentContext, runtime: Runtime, ev_id: str) -> Path:
 def tool_error_message(error: Exception) -> str:
     """What the model sees when a tool call fails: the reason, and whether other arguments can fix it (from
     the error's kind: only an ``argument`` error asks for a corrected call; see :mod:`rsrag.tools.errors`)."""
-    from rsrag.tools.errors import model_message
-
     return model_message(error)
 
 
-# ToolNode picks the exception types it turns into messages from the handler's annotation object (not a
-# string); other exceptions are bugs and propagate.
-tool_error_message.__annotations__ = {"error": Union[RsragError, ValidationError], "return": str}  # noqa: UP007
-
 _HANDLED_ERRORS = (RsragError, ValidationError)
-"""What a tool call may fail with and still be answered (the same set :func:`tool_error_message` handles);
-any other exception is a bug and propagates."""
+"""What a tool call may fail with and still be answered; any other exception is a bug and propagates."""
+
+# ToolNode picks the exception types it turns into messages from the handler's annotation object (not a
+# string): the same set.
+tool_error_message.__annotations__ = {"error": Union[_HANDLED_ERRORS], "return": str}  # noqa: UP007
 
 
 def _error_reply(request: ToolCallRequest, exc: Exception) -> ToolMessage:
     """The failed call's message: the model reads :func:`tool_error_message`'s text; the typed result (the
     error's kind and its one-line reason, without the hint for the model) rides along for everything else
     (the rule policy's answer, the CLI's exit status, MCP, the trace)."""
-    from rsrag.tools.errors import error_kind, one_line
-
     name = str(request.tool_call.get("name") or "tool")
     result = ToolResult(tool=name, status="error", error_kind=error_kind(exc).value, message=one_line(exc))
     return ToolMessage(content=tool_error_message(exc), name=name, tool_call_id=str(request.tool_call.get("id") or ""),

@@ -480,8 +480,8 @@ def build_mcp_server(
             answer = tools.analyst.ask(path, question, thread_id=tools.check_thread(thread_id), catalog=catalog)
         except RsragError as exc:
             raise _tool_error(exc) from None
-        if answer.input_errors and not answer.cited:  # the image could not be read: a bad input, as `rsrag ask` says
-            raise ToolError(f"{KIND_POLICIES[ErrorKind.INPUT].mcp_label}: {answer.input_errors[0]}")
+        if answer.bad_input is not None:  # the image could not be read, as `rsrag ask` says
+            raise ToolError(f"{KIND_POLICIES[ErrorKind.INPUT].mcp_label}: {answer.bad_input}")
         reply = answer.to_json()
         reply["evidence"], provenance = hoist_provenance(reply["evidence"])
         if provenance is not None:

@@ -76,9 +76,8 @@ def ask_command(
         print(json.dumps(answer.to_json()))
     else:
         print_answer(answer)
-    if answer.input_errors and not answer.cited:
-        # the question could not be answered from the image: a bad input (the answer above says so too)
-        err_console.print(f"error: {answer.input_errors[0]}", highlight=False, markup=False, soft_wrap=True)
+    if answer.bad_input is not None:  # the answer above says so too
+        err_console.print(f"error: {answer.bad_input}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
 
 
