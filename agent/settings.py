@@ -83,6 +83,7 @@ from rsrag.tools.store.location import rsrag_home
 if TYPE_CHECKING:
     from rsrag.agent.interfaces.api import Analyst
     from rsrag.tools.scene_cache import SceneCache
+    from rsrag.tools.store.weaviate import WeaviateStore
 
 __all__ = [
     "ENV_PREFIX", "ENV_SETTINGS_FILE", "OTHER_VARIABLES", "BudgetSettings", "Budgets", "CacheSettings", "EncoderSettings",
@@ -234,7 +235,9 @@ class PyramidSettings(_Section):
 
 class KnowledgeSettings(_Section):
     """The knowledge base: its name (the agent's lookups and slow path use it), and a Weaviate server
-    holding it (``None``: the embedded store; the MCP server's ``lookup_knowledge`` reads Weaviate when set)."""
+    holding it (``None``: the embedded store under ``store.path``). With a server set, every reader and writer
+    of the knowledge base uses it: the agent's ``lookup_knowledge`` and slow path, ``rsrag kb ...`` and the MCP
+    server (see :meth:`Settings.knowledge_store`); image patches stay in the embedded store."""
 
     name: str = "default"
     weaviate_url: str | None = None
@@ -370,6 +373,16 @@ class Settings(BaseSettings):
 
         root = (self.cache.path or self.home_dir / "cache").expanduser().absolute()
         return SceneCache(root, max_bytes=int(self.cache.max_gb * (1 << 30)))
+
+    def knowledge_store(self) -> WeaviateStore | None:
+        """The Weaviate store ``knowledge.weaviate_url`` names (not connected yet), or ``None`` when the
+        knowledge base lives in the embedded store with the patches."""
+        k = self.knowledge
+        if not k.weaviate_url:
+            return None
+        from rsrag.tools.store.weaviate import WeaviateStore
+
+        return WeaviateStore(k.weaviate_url, k.weaviate_api_key.get_secret_value() if k.weaviate_api_key else None)
 
     def make_budgets(self) -> Budgets:
         """The per-question limits (the ``budgets`` section)."""

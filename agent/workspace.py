@@ -110,10 +110,12 @@ class Workspace:
 
     @property
     def knowledge(self) -> KnowledgeBase:
-        """The knowledge base (world knowledge and the visual concept library), in the workspace's store."""
+        """The knowledge base (world knowledge and the visual concept library): on the Weaviate server the
+        settings name (``knowledge.weaviate_url``), else in the workspace's embedded store."""
         with self._lock:
             if self._knowledge is None:
-                self._knowledge = KnowledgeBase(self.patches.store, self.encoder, name=self.knowledge_name)
+                store = self.settings.knowledge_store() or self.patches.store
+                self._knowledge = KnowledgeBase(store, self.encoder, name=self.knowledge_name)
             return self._knowledge
 
     def has_concepts(self) -> bool:

@@ -217,17 +217,15 @@ class SceneTools:
         return message.text, result
 
     def knowledge_base(self) -> Any:
-        """The knowledge base: on the Weaviate server the settings name, else the agent's own (embedded store)."""
+        """The knowledge base: the agent's own (on the Weaviate server its settings name, else in the embedded
+        store), or, when this server's settings name another Weaviate server, the one there."""
         k = self.settings.knowledge
-        if not k.weaviate_url:
+        if not k.weaviate_url or k == self.analyst.settings.knowledge:
             return self.analyst.workspace.knowledge
         if self._kb is None:
             from rsrag.tools.knowledge import KnowledgeBase
-            from rsrag.tools.store.weaviate import WeaviateStore
 
-            key = k.weaviate_api_key.get_secret_value() if k.weaviate_api_key else None
-            self._kb = KnowledgeBase(WeaviateStore(k.weaviate_url, key), self.analyst.workspace.encoder,
-                                     name=k.name)
+            self._kb = KnowledgeBase(self.settings.knowledge_store(), self.analyst.workspace.encoder, name=k.name)
         return self._kb
 
 

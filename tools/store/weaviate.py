@@ -326,6 +326,8 @@ class WeaviateStore(Store):
 
         try:
             yield
+        except StoreError:  # already worded by an inner call (StoreUnavailableError is a ConnectionError too)
+            raise
         except (wx.WeaviateConnectionError, wx.WeaviateStartUpError, wx.WeaviateGRPCUnavailableError,
                 wx.WeaviateTimeoutError, wx.WeaviateClosedClientError, ConnectionError) as exc:
             raise StoreUnavailableError(

@@ -29,12 +29,13 @@ _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 
 def _open(store: Path | None, encoder: str | None, name: str | None) -> KnowledgeBase:
     """The knowledge base the options name; what they leave out comes from the settings (as for the agent,
-    so `kb concepts` fills the library the agent's slow path reads)."""
+    so `kb concepts` fills the library the agent's slow path reads, on the Weaviate server when
+    ``knowledge.weaviate_url`` is set)."""
     from rsrag.tools.knowledge import KnowledgeBase
 
     settings = state.settings(**{"store.path": store, "encoder.spec": encoder, "knowledge.name": name})
     enc = index_cli.load_cli_encoder(settings)
-    return KnowledgeBase(settings.store_path, enc, name=settings.knowledge.name)
+    return KnowledgeBase(settings.knowledge_store() or settings.store_path, enc, name=settings.knowledge.name)
 
 
 def _bar(quiet: bool) -> Progress:

@@ -56,3 +56,21 @@ def test_kb_concepts_and_errors(tmp_path: Path, shared_data: Path, capsys: pytes
     assert "--bbox" in capsys.readouterr().err
     assert main(["kb", "search", "", "--image", str(tmp_path / "nope.png"), *store]) == 2
     assert "image not found" in capsys.readouterr().err
+
+
+def test_kb_commands_use_the_configured_weaviate_server(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``knowledge.weaviate_url`` set, `rsrag kb` reads and writes that server, not the embedded store:
+    a closed port on loopback is one error line naming it (exit 2), and nothing lands in the local store."""
+    pytest.importorskip("weaviate")
+    (tmp_path / "kb.jsonl").write_text(json.dumps({"id": "b", "name": "Harbour", "description": "cranes"}) + "\n")
+    monkeypatch.setenv("RSRAG_KNOWLEDGE__WEAVIATE_URL", "http://127.0.0.1:9")
+    store = ["--store", str(tmp_path / "s")]
+    assert main(["kb", "add", str(tmp_path / "kb.jsonl"), *store]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's line
+    assert "Weaviate at http://127.0.0.1:9" in err and "Start the server or fix the URL" in err and "Traceback" not in err
+    assert main(["kb", "stats", *store, "--json"]) == 2
+    assert "Weaviate at http://127.0.0.1:9" in capsys.readouterr().err
+    monkeypatch.delenv("RSRAG_KNOWLEDGE__WEAVIATE_URL")
+    assert main(["kb", "stats", *store, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["entries"] == 0

@@ -228,16 +228,16 @@ def _knowledge_name(tmp: Path, scene: Path) -> None:
 def _weaviate(tmp: Path, scene: Path) -> None:
     pytest.importorskip("weaviate")
     from rsrag.agent.interfaces.mcp import SceneTools
+    from rsrag.tools.store.weaviate import WeaviateStore
 
     settings = settings_for(tmp, knowledge__weaviate_url="http://127.0.0.1:9", knowledge__weaviate_api_key="k-123")
     with Analyst(settings) as analyst:
-        tools = SceneTools(analyst)
-        try:
-            kb = tools.knowledge_base()
-        except Exception as exc:  # connecting to the (absent) server names it
-            assert "127.0.0.1" in str(exc)
-        else:
-            assert kb.store.url == "http://127.0.0.1:9" and kb.store.api_key == "k-123"
+        kb = analyst.workspace.knowledge  # the agent's lookups and slow path (no connection is made yet)
+        assert isinstance(kb.store, WeaviateStore)
+        assert kb.store.url == "http://127.0.0.1:9" and kb.store.api_key == "k-123"
+        assert SceneTools(analyst).knowledge_base() is kb  # the MCP server reads the same one
+    with Analyst(settings_for(tmp)) as analyst:
+        assert not isinstance(analyst.workspace.knowledge.store, WeaviateStore)
 
 
 @check("paths.sessions")
