@@ -627,5 +627,16 @@ def read_error(source: Source, box: tuple[int, int, int, int], exc: BaseExceptio
         if found is not None:
             return found
     return RasterReadError(
-        f"{source.text}: could not read window {box} ({exc}); the file may be truncated or corrupt: re-export or "
-        "re-download it, and check it with `gdalinfo -checksum`")
+        f"{source.text}: could not read window {box} ({gdal_detail(exc)}); the file may be truncated or corrupt: "
+        "re-export or re-download it, and check it with `gdalinfo -checksum`")
+
+
+def gdal_detail(exc: BaseException) -> str:
+    """What GDAL said about a failure: rasterio's "Read failed. See previous exception for details." replaced
+    by that previous exception's message (e.g. ``TIFFReadEncodedTile() failed``, ``libpng: Read Error``)."""
+    text = str(exc).strip()
+    if "see previous exception" in text.lower():
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and str(cause).strip():
+            return gdal_detail(cause)
+    return text or type(exc).__name__

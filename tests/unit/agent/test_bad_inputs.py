@@ -191,6 +191,8 @@ def test_an_unreadable_image_asked_is_said_plainly_and_exits_2(home: Home, intac
     report = json.loads(captured.out)
     assert report["cited"] == [] and report["finding"] is None
     assert len(report["input_errors"]) == 1 and "truncated.tif" in report["input_errors"][0]
+    # what GDAL found wrong, not rasterio's "See previous exception" (there is no previous exception to see)
+    assert "previous exception" not in report["input_errors"][0] and "failed" in report["input_errors"][0]
     # the analyst reads what could not be read, not the hints meant for the model
     assert report["answer"].startswith("Could not search for roofs: ")
     assert "Use other tools" not in report["answer"] and "Error (input)" not in report["answer"]
