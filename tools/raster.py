@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -110,7 +111,29 @@ def _bound_gdal_cache() -> None:
             # rasterio passes an integer GDAL_CACHEMAX to GDALSetCacheMax64 as BYTES (unlike the environment
             # variable, which GDAL reads as MB below 100,000): 256 here was a 256-byte cache, i.e. none
             set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB << 20)
+        os.environ.setdefault("JPEGMEM", f"{libjpeg_budget_mb()}M")
         _cache_bounded = True
+
+
+def libjpeg_budget_mb() -> int:
+    """The memory libjpeg may use to decode one JPEG (``JPEGMEM``, in MB), unless the user set ``JPEGMEM``.
+
+    A progressive JPEG is decoded whole (libjpeg keeps every coefficient); GDAL refuses one whose decoder
+    would need more than ``JPEGMEM`` (500 MB by default: a 20,000 px progressive JPEG already fails). Measured
+    here, a 20,000 x 20,000 px one that GDAL estimates at 602 MB peaks at 2.4 GB, so the budget is a quarter of
+    the memory available now (never below GDAL's 500 MB): what fits is decoded, what does not is refused with
+    :func:`rsrag.tools.sources.read_error`'s advice instead of exhausting the machine.
+    """
+    available = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) // 1024
+                break
+    if available is None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+    return max(500, (available or 2048) // 4)
 
 
 _cache_bounded = False

@@ -626,8 +626,19 @@ def read_error(source: Source, box: tuple[int, int, int, int], exc: BaseExceptio
         found = gdal_error(source, str(exc)) or gdal_error(source, str(exc.__cause__ or exc.__context__ or ""))
         if found is not None:
             return found
+    detail = gdal_detail(exc)
+    need = re.search(r"require libjpeg to allocate at least (\d+) bytes", detail)
+    if need or "backing store not supported" in detail.lower():
+        size = f"at least {int(need.group(1)) / (1 << 20):,.0f} MiB by GDAL's estimate (in practice about four " \
+            "times that)" if need else "more than libjpeg may use"
+        return RasterReadError(
+            f"{source.text} is a progressive JPEG that is decoded whole: it needs {size}, above the JPEGMEM limit "
+            f"in force ({os.environ.get('JPEGMEM', '500M')}; unless JPEGMEM is set, rsrag allows a quarter of the "
+            "memory available when it first opened an image); "
+            "re-save it as a tiled GeoTIFF (`gdal_translate -of COG IN.jpg OUT.tif`) or a baseline JPEG, or set "
+            "JPEGMEM (e.g. JPEGMEM=8000M) if this machine has the memory")
     return RasterReadError(
-        f"{source.text}: could not read window {box} ({gdal_detail(exc)}); the file may be truncated or corrupt: "
+        f"{source.text}: could not read window {box} ({detail}); the file may be truncated or corrupt: "
         "re-export or re-download it, and check it with `gdalinfo -checksum`")
 
 
