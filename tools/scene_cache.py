@@ -20,13 +20,19 @@ re-reads and re-decompresses the whole image (measured 2.5-3.5x the CPU of the w
 Layout under the cache folder::
 
     entries/<fingerprint>-<kind>/manifest.json, L0.tif, L1.tif, ...   complete entries only
-    tmp/<fingerprint>-<kind>.<pid>.<random>/                          conversions in progress
+    tmp/<fingerprint>-<kind>.<pid>.<random>/                          conversions in progress (L*.tif, and
+                                                                      checkpoint.json + ckpt*.npy once one is recorded)
     locks/<fingerprint>-<kind>.lock (build), .use (readers), cache.lock (eviction)
 
 Safety: an entry appears only by renaming its finished folder into ``entries/`` (atomic), so a conversion
-killed part-way leaves nothing that looks complete; the next build of the same source (in any process)
-removes the leftover and converts again from the start (PNG and JPEG cannot resume mid-stream: their
-decoders start at the top). One process converts a given source at a time (a file lock); the others wait
+killed part-way leaves nothing that looks complete. About every :data:`CHECKPOINT_SECONDS` a conversion
+records where it is: it closes its level files (each then a valid TIFF of the rows written so far), saves the
+few rows each level holds back, and replaces ``checkpoint.json`` atomically, then reopens the files for update
+(GDAL appends the next tiles). The next build of the same source (in any process) resumes a killed one from
+its checkpoint when the checkpoint matches the source (size, bands, type, strip size, levels) and its files
+open, and converts from the start otherwise; a resumed entry is pixel for pixel what an uninterrupted one is
+(tested with a real kill). Striped and tiled sources seek to the row; for PNG and JPEG GDAL decodes from the top
+to reach it, which still saves the writing and compression of every level. One process converts a given source at a time (a file lock); the others wait
 and reuse its result. Readers hold a shared lock on the entries they use, so eviction (least recently used
 first, above ``max_bytes``) never deletes an entry another process is reading (POSIX; on Windows an open
 file cannot be deleted, which protects it the same way).
@@ -70,6 +76,11 @@ SMALLEST_LEVEL = 512
 """Levels stop when the longest side is at most this many pixels."""
 STRIP_BYTES = 64 << 20
 """Target bytes of one strip of source rows held in memory during a conversion."""
+CHECKPOINT_SECONDS = 30.0
+"""A conversion records where it is (:data:`CHECKPOINT`) after the first strip that ends this many seconds after
+the last record, so a killed conversion loses at most about this much work."""
+CHECKPOINT = "checkpoint.json"
+CHECKPOINT_VERSION = 1
 DEFAULT_MIN_PIXELS = 2048 * 2048
 """Sources with fewer pixels are read in place whatever their layout (decoding them whole is cheap)."""
 OVERVIEW_TRIGGER = 4.0
@@ -137,6 +148,7 @@ class ConversionProgress:
         done: source rows processed; total: rows in the source.
         elapsed_s: seconds since the build started.
         waiting: True while another process builds the same entry and this one waits for it.
+        resumed_from: the source row a conversion killed part-way resumed at (0: converted from the top).
     """
 
     source: str
@@ -145,6 +157,7 @@ class ConversionProgress:
     total: int
     elapsed_s: float
     waiting: bool = False
+    resumed_from: int = 0
 
 
 ProgressCallback = Callable[[ConversionProgress], None]
@@ -394,13 +407,22 @@ class SceneCache:
             held = self.acquire(fingerprint, kind)
             if held is not None:
                 return held
-            for stale in self.tmp_dir.glob(f"{key}.*"):  # a killed build of this entry: we hold its lock
-                shutil.rmtree(stale, ignore_errors=True)
             work = self.tmp_dir / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-            work.mkdir()
+            # a killed build of this entry (we hold its lock): the newest with a checkpoint is resumed (its
+            # checkpoint is checked against the source in _convert), every other one removed
+            leftovers = sorted(self.tmp_dir.glob(f"{key}.*"), key=lambda p: p.stat().st_mtime, reverse=True)
+            resumable = next((p for p in leftovers if (p / CHECKPOINT).is_file()), None)
+            for stale in leftovers:
+                if stale != resumable:
+                    shutil.rmtree(stale, ignore_errors=True)
+            if resumable is not None:
+                os.replace(resumable, work)
+            else:
+                work.mkdir()
             try:
                 manifest = _convert(gdal_path, work, kind=kind, options=options or {}, progress=progress,
                                     source=source, start=start)
+                _clear_checkpoint(work)
                 manifest.update(version=MANIFEST_VERSION, key=key, fingerprint=fingerprint, kind=kind, source=source,
                                 reason=reason, created=time.time(), seconds=time.perf_counter() - start)
                 (work / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -603,6 +625,8 @@ class _LevelWriter:
 
 def _convert(gdal_path: str, work: Path, *, kind: CacheKind, options: dict[str, str],
              progress: ProgressCallback | None, source: str, start: float) -> dict[str, Any]:
+    """Convert the source into level files in ``work``, resuming from ``work``'s checkpoint when it has a valid
+    one (see :func:`_checkpoint`); returns the manifest's content."""
     import warnings
 
     import rasterio
@@ -616,34 +640,159 @@ def _convert(gdal_path: str, work: Path, *, kind: CacheKind, options: dict[str, 
     src_info = parse_source(source)
     with warnings.catch_warnings(), rasterio.Env(GDAL_ERROR_ON_LIBJPEG_WARNING="TRUE", **options):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(gdal_path) as src, contextlib.ExitStack() as stack:
+        with rasterio.open(gdal_path) as src:
             sizes = level_sizes(src.width, src.height)
             first = 0 if kind == "converted" else 1
             method = _method(src)
-            writers: list[_LevelWriter] = []
-            levels: list[dict[str, Any]] = []
-            for level, (w, h) in enumerate(sizes):
-                if level < first:
-                    continue
-                name = f"L{level}.tif"
-                ds = stack.enter_context(rasterio.open(work / name, "w", **_profile(src, w, h)))
-                _copy_metadata(src, ds)
-                writers.append(_LevelWriter(ds, level))
-                levels.append({"level": level, "file": name, "width": w, "height": h})
             rows = _strip_rows(src)
-            for y in range(0, src.height, rows):
-                n = min(rows, src.height - y)
-                final = y + n >= src.height
-                try:
-                    data = src.read(window=Window(0, y, src.width, n))
-                except RasterioError as exc:
-                    raise read_error(src_info, (0, y, src.width, y + n), exc) from exc
-                _feed(writers, data, final, method, full=kind == "converted")
-                if progress is not None:
-                    progress(ConversionProgress(source, kind, y + n, src.height, time.perf_counter() - start))
+            levels = [{"level": level, "file": f"L{level}.tif", "width": w, "height": h}
+                      for level, (w, h) in enumerate(sizes) if level >= first]
+            plan = {"version": CHECKPOINT_VERSION, "kind": kind, "driver": src.driver, "width": src.width,
+                    "height": src.height, "count": src.count, "dtype": src.dtypes[0], "strip_rows": rows,
+                    "method": method, "levels": levels}
+            writers = [_LevelWriter(None, lv["level"]) for lv in levels]
+            resumed = _restore(work, plan, writers)
+            if resumed == 0:  # from the top: nothing of an earlier attempt is kept
+                for leftover in work.iterdir():
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            try:
+                for writer, lv in zip(writers, levels):
+                    if resumed:
+                        writer.ds = rasterio.open(work / lv["file"], "r+", num_threads="ALL_CPUS")
+                    else:
+                        writer.ds = rasterio.open(work / lv["file"], "w", **_profile(src, lv["width"], lv["height"]))
+                        _copy_metadata(src, writer.ds)
+                last_checkpoint = time.perf_counter()
+                for y in range(resumed, src.height, rows):
+                    n = min(rows, src.height - y)
+                    final = y + n >= src.height
+                    try:
+                        data = src.read(window=Window(0, y, src.width, n))
+                    except RasterioError as exc:
+                        raise read_error(src_info, (0, y, src.width, y + n), exc) from exc
+                    _feed(writers, data, final, method, full=kind == "converted")
+                    if not final and time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS:
+                        _checkpoint(work, plan, writers, y + n, [work / lv["file"] for lv in levels])
+                        last_checkpoint = time.perf_counter()
+                    if progress is not None:
+                        progress(ConversionProgress(source, kind, y + n, src.height, time.perf_counter() - start,
+                                                    resumed_from=resumed))
+            finally:
+                for writer in writers:
+                    if writer.ds is not None:
+                        writer.ds.close()
             driver, width, height, count = src.driver, src.width, src.height, src.count
     size = sum((work / lv["file"]).stat().st_size for lv in levels)
     return {"driver": driver, "width": width, "height": height, "count": count, "levels": levels, "bytes": size}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_array(path: Path, data: np.ndarray) -> str:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, data, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path.name
+
+
+def _checkpoint(work: Path, plan: dict[str, Any], writers: list[_LevelWriter], next_row: int,
+                files: list[Path]) -> None:
+    """Record where the conversion is, so a kill loses only the work done since.
+
+    Every level file is closed (GDAL writes its TIFF directory, so it is a valid file holding the rows written
+    so far) and synced; the rows each level holds back (an unfinished tile row, an odd row not yet halved) go
+    to ``.npy`` files named after this checkpoint; then ``checkpoint.json`` is replaced atomically; then the
+    files are reopened for update (GDAL appends the next tiles). A kill at any point leaves the previous
+    checkpoint or this one in force, and the level files hold at least what it says (rows written after it
+    are written again on resume).
+    """
+    import rasterio
+
+    for writer in writers:
+        writer.ds.close()
+        writer.ds = None
+    for path in files:
+        _fsync(path)
+    previous = _read_json(work / CHECKPOINT)
+    serial = int(previous.get("serial", 0)) + 1 if previous else 1
+    state = []
+    for writer in writers:
+        pending = (np.concatenate(writer.pending, axis=1) if len(writer.pending) > 1 else writer.pending[0]) \
+            if writer.pending else None
+        state.append({
+            "level": writer.level, "row": writer.row,
+            "pending": _save_array(work / f"ckpt{serial}-L{writer.level}-pending.npy", pending)
+            if pending is not None else None,
+            "carry": _save_array(work / f"ckpt{serial}-L{writer.level}-carry.npy", writer.carry)
+            if writer.carry is not None else None,
+        })
+    record = {**plan, "serial": serial, "next_row": next_row, "writers": state}
+    tmp = work / (CHECKPOINT + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, work / CHECKPOINT)
+    for old in work.glob("ckpt*.npy"):  # the previous checkpoint's held-back rows
+        if not old.name.startswith(f"ckpt{serial}-"):
+            old.unlink(missing_ok=True)
+    for writer, path in zip(writers, files):
+        writer.ds = rasterio.open(path, "r+", num_threads="ALL_CPUS")  # as the files were created
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _restore(work: Path, plan: dict[str, Any], writers: list[_LevelWriter]) -> int:
+    """The source row to resume at from ``work``'s checkpoint, with the writers' held-back rows restored; 0
+    (convert from the top) when there is none, or when it does not match this source and plan, or when a file
+    it names is missing or does not open."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    record = _read_json(work / CHECKPOINT)
+    if record is None or {k: record.get(k) for k in plan} != plan:
+        return 0
+    try:
+        state = {w["level"]: w for w in record["writers"]}
+        next_row = int(record["next_row"])
+        if not 0 < next_row < plan["height"] or sorted(state) != [w.level for w in writers]:
+            return 0
+        restored = []
+        for writer, lv in zip(writers, plan["levels"]):
+            with rasterio.open(work / lv["file"]) as ds:  # the TIFF directory written at the checkpoint
+                if (ds.width, ds.height, ds.count) != (lv["width"], lv["height"], plan["count"]):
+                    return 0
+            w = state[writer.level]
+            pending = np.load(work / w["pending"], allow_pickle=False) if w["pending"] else None
+            carry = np.load(work / w["carry"], allow_pickle=False) if w["carry"] else None
+            restored.append((int(w["row"]), pending, carry))
+    except (KeyError, TypeError, ValueError, OSError, RasterioError):
+        return 0
+    for writer, (row, pending, carry) in zip(writers, restored):
+        writer.row, writer.pending, writer.carry = row, [pending] if pending is not None else [], carry
+    return next_row
+
+
+def _clear_checkpoint(work: Path) -> None:
+    """Remove the checkpoint and its held-back rows (the finished entry holds its manifest and levels only)."""
+    (work / CHECKPOINT).unlink(missing_ok=True)
+    for leftover in (*work.glob("ckpt*.npy"), *work.glob("*.tmp")):
+        leftover.unlink(missing_ok=True)
 
 
 def _feed(writers: list[_LevelWriter], data: np.ndarray, final: bool, method: str, full: bool) -> None:

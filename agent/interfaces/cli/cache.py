@@ -45,6 +45,8 @@ def conversion_progress(out: Console | None = None, *, enabled: bool = True) -> 
             if not tasks:
                 bar.start()  # only now: a scene that needs no conversion draws nothing (not even an empty line)
             verb = "caching overviews of" if p.kind == "overviews" else "converting"
+            if p.resumed_from:
+                verb = f"resuming (at row {p.resumed_from:,}) {verb}"
             tasks[key] = bar.add_task(f"{verb} {name}", total=p.total or None)
         if p.waiting:
             bar.update(tasks[key], description=f"waiting for another process converting {name}")
