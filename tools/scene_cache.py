@@ -645,9 +645,9 @@ def _convert(gdal_path: str, work: Path, *, kind: CacheKind, options: dict[str, 
             first = 0 if kind == "converted" else 1
             method = _method(src)
             rows = _strip_rows(src)
-            levels = [{"level": level, "file": f"L{level}.tif", "width": w, "height": h}
+            levels: list[dict[str, Any]] = [{"level": level, "file": f"L{level}.tif", "width": w, "height": h}
                       for level, (w, h) in enumerate(sizes) if level >= first]
-            plan = {"version": CHECKPOINT_VERSION, "kind": kind, "driver": src.driver, "width": src.width,
+            plan: dict[str, Any] = {"version": CHECKPOINT_VERSION, "kind": kind, "driver": src.driver, "width": src.width,
                     "height": src.height, "count": src.count, "dtype": src.dtypes[0], "strip_rows": rows,
                     "method": method, "levels": levels}
             writers = [_LevelWriter(None, lv["level"]) for lv in levels]
