@@ -41,17 +41,17 @@ def conversion_progress(out: Console | None = None, *, enabled: bool = True) -> 
     def on_progress(p: ConversionProgress) -> None:
         key = f"{p.kind}:{p.source}"
         name = p.source.rsplit("/", 1)[-1]
+        verb = "caching overviews of" if p.kind == "overviews" else "converting"
+        if p.resumed_from:
+            verb = f"resuming (at row {p.resumed_from:,}) {verb}"
         if key not in tasks:
             if not tasks:
                 bar.start()  # only now: a scene that needs no conversion draws nothing (not even an empty line)
-            verb = "caching overviews of" if p.kind == "overviews" else "converting"
-            if p.resumed_from:
-                verb = f"resuming (at row {p.resumed_from:,}) {verb}"
             tasks[key] = bar.add_task(f"{verb} {name}", total=p.total or None)
         if p.waiting:
             bar.update(tasks[key], description=f"waiting for another process converting {name}")
-        else:
-            bar.update(tasks[key], completed=p.done, total=p.total)
+        else:  # named again: after waiting for a process that was killed, this one converts (or resumes) itself
+            bar.update(tasks[key], description=f"{verb} {name}", completed=p.done, total=p.total)
 
     try:
         yield on_progress
