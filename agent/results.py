@@ -165,7 +165,7 @@ def _search_header(result: ToolResult, noun: str = "regions") -> str:
 def _render_scene(result: ToolResult) -> list[str]:
     facts = result.extras
     lines = [f"{facts['name']}: {facts['width']} x {facts['height']} px, {facts['bands']} band(s) {facts['dtype']}, "
-             f"nodata={facts['nodata']}"]
+             f"nodata={facts['nodata']}" + (", mask band" if facts.get("mask") else "")]
     view = result.views[0] if result.views else None
     if facts.get("crs") and facts.get("gsd"):
         gx, gy = facts["gsd"]

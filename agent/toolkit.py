@@ -149,7 +149,7 @@ def scene_info(runtime: Runtime, scene: str | None = None) -> Command:
                   tool="scene_info", tool_call_id=runtime.tool_call_id or "", scene_source=source,
                   scene_id=_catalog_id(runtime, opened.fingerprint), provenance={"fingerprint": opened.fingerprint})
     facts = {"name": opened.path.name, "width": opened.width, "height": opened.height, "bands": opened.count,
-             "dtype": info.dtypes[0], "nodata": info.nodata, "overview_size": [out[1], out[0]],
+             "dtype": info.dtypes[0], "nodata": info.nodata, "mask": info.mask, "overview_size": [out[1], out[0]],
              "crs": str(info.crs) if opened.georeferenced and info.gsd else None,
              "gsd": list(info.gsd) if opened.georeferenced and info.gsd else None,
              "scene": ev.scene_id}

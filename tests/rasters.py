@@ -29,8 +29,14 @@ def write_raster(
     tiled: bool = True,
     overviews: tuple[int, ...] = (),
     colorinterp: tuple[ColorInterp, ...] | None = None,
+    mask: np.ndarray | None = None,
+    mask_file: bool = False,
 ) -> Path:
-    """Write ``data`` (bands, rows, cols) to ``path`` with a real CRS and geotransform."""
+    """Write ``data`` (bands, rows, cols) to ``path`` with a real CRS and geotransform.
+
+    ``mask`` (rows, cols; 0 = no data) is written as a per-dataset mask band: internal to the TIFF, or a
+    ``.msk`` file beside it with ``mask_file``.
+    """
     count, height, width = data.shape
     profile: dict = {
         "driver": driver, "width": width, "height": height, "count": count, "dtype": data.dtype.name,
@@ -47,8 +53,10 @@ def write_raster(
         if tiled and width >= 16 and height >= 16:
             block = 256 if min(width, height) >= 256 else 16
             profile.update(tiled=True, blockxsize=block, blockysize=block)
-    with rasterio.open(path, "w", **profile) as dst:
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=not mask_file), rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+        if mask is not None:
+            dst.write_mask(mask.astype(np.uint8) * 255)
         if colorinterp is not None:
             dst.colorinterp = colorinterp
         if overviews:

@@ -267,8 +267,8 @@ def index_scene(
                 held = info.n_patches - len(run.empty) if not done_chunks else min(info.n_patches, patches.count(info))
                 if held == 0:
                     raise InvalidRasterError(
-                        f"{sc.path.name}: every window of {scheme.id!r} is nodata (the file's nodata value or alpha "
-                        "band everywhere): nothing to index"
+                        f"{sc.path.name}: every window of {scheme.id!r} is nodata (the file's nodata value, alpha "
+                        "band or mask band everywhere): nothing to index"
                     )
                 info = info.model_copy(update={"n_patches": held})
             info = patches.finish(info)

@@ -95,6 +95,9 @@ class SceneInfo:
     """The scene-cache folder reads are served from (``None``: the source is read in place)."""
     cache_reason: str | None = None
     """Why the source is read from the cache (``PNG decodes sequentially ...``)."""
+    mask: bool = False
+    """The file has a per-dataset mask band (an internal mask or a ``.msk`` file) saying which pixels hold data;
+    its converted copy in the cache carries it too."""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -113,6 +116,14 @@ def _bound_gdal_cache() -> None:
             set_gdal_config("GDAL_CACHEMAX", GDAL_CACHE_MB << 20)
         os.environ.setdefault("JPEGMEM", f"{libjpeg_budget_mb()}M")
         _cache_bounded = True
+
+
+def has_dataset_mask(ds: Any) -> bool:
+    """Whether a dataset's pixels are masked by a per-dataset mask band (an internal mask or a ``.msk`` file),
+    rather than by a nodata value or an alpha band (which GDAL also reports as masks)."""
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags for flags in ds.mask_flag_enums)
 
 
 def libjpeg_budget_mb() -> int:
@@ -217,6 +228,7 @@ class Scene:
             block_shape=tuple(ds.block_shapes[0]) if ds.count else (0, 0),
             colorinterp=tuple(c.name for c in ds.colorinterp),
             gsd=ground_sample_distance(ds.transform) if ds.crs else None,
+            mask=has_dataset_mask(ds) if ds.count else False,
         )
         if ds.width <= 0 or ds.height <= 0 or ds.count <= 0:
             raise InvalidRasterError(
@@ -345,8 +357,9 @@ class Scene:
     @property
     def may_lack_data(self) -> bool:
         """True when some pixels can be without data: the file declares a nodata value or an alpha band, or
-        its pixels are floating point (NaN); otherwise every mask of :meth:`read_display_valid` is all True."""
-        return self.info.nodata is not None or self.has_alpha or any(d.startswith("float") for d in self.info.dtypes)
+        its pixels are floating point (NaN), or it has a per-dataset mask band; otherwise every mask of :meth:`read_display_valid` is all True."""
+        return (self.info.nodata is not None or self.has_alpha or self.info.mask
+                or any(d.startswith("float") for d in self.info.dtypes))
 
     @property
     def georeferenced(self) -> bool:
@@ -466,16 +479,8 @@ class Scene:
             WindowError: the box lies outside the scene or ``out_shape`` is not positive.
             RasterReadError: the pixels could not be decoded (truncated or corrupt file).
         """
-        self.check_box(box)
-        if out_shape is not None and (out_shape[0] <= 0 or out_shape[1] <= 0):
-            raise WindowError(f"{self.path.name}: out_shape {out_shape} must be positive (height, width)")
         indexes = list(bands) if bands is not None else None
-        level = self._level_for(box, out_shape)
-        window = Window(box.x0, box.y0, box.width, box.height)
-        if level:
-            f = 2 ** level
-            x0, y0 = box.x0 // f, box.y0 // f
-            window = Window(x0, y0, max(1, -(-box.x1 // f) - x0), max(1, -(-box.y1 // f) - y0))
+        level, window = self._locate(box, out_shape)
         shape = None
         if out_shape is not None:
             shape = ((len(indexes) if indexes else self.count), out_shape[0], out_shape[1])
@@ -485,6 +490,41 @@ class Scene:
             from rsrag.tools.sources import read_error
 
             raise read_error(self.source, box.as_tuple(), exc) from exc
+
+    def read_mask(self, box: PixelBox, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """Read the per-dataset mask band of a window (see :attr:`SceneInfo.mask`): True where a pixel holds data.
+
+        Decimated like :meth:`read` (nearest neighbour); all True when the file has no such mask.
+
+        Raises:
+            WindowError: the box lies outside the scene or ``out_shape`` is not positive.
+            RasterReadError: the mask could not be decoded.
+        """
+        level, window = self._locate(box, out_shape)
+        if not self.info.mask:
+            shape = out_shape or (box.height, box.width)
+            return np.ones(shape, dtype=bool)
+        try:
+            mask = self._dataset(level).read_masks(1, window=window, out_shape=out_shape,
+                                                   resampling=Resampling.nearest)
+        except RasterioError as exc:
+            from rsrag.tools.sources import read_error
+
+            raise read_error(self.source, box.as_tuple(), exc) from exc
+        return np.asarray(mask > 0)
+
+    def _locate(self, box: PixelBox, out_shape: tuple[int, int] | None) -> tuple[int, Window]:
+        """Check a read and say where it goes: (level to read, window in that level's pixels)."""
+        self.check_box(box)
+        if out_shape is not None and (out_shape[0] <= 0 or out_shape[1] <= 0):
+            raise WindowError(f"{self.path.name}: out_shape {out_shape} must be positive (height, width)")
+        level = self._level_for(box, out_shape)
+        window = Window(box.x0, box.y0, box.width, box.height)
+        if level:
+            f = 2 ** level
+            x0, y0 = box.x0 // f, box.y0 // f
+            window = Window(x0, y0, max(1, -(-box.x1 // f) - x0), max(1, -(-box.y1 // f) - y0))
+        return level, window
 
     def _level_for(self, box: PixelBox, out_shape: tuple[int, int] | None) -> int:
         """The coarsest cached level whose pixels are still at least as fine as the output's (0: the source
@@ -542,14 +582,23 @@ class Scene:
 
     def read_display_valid(self, box: PixelBox, out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`read_display` and the (height, width) mask of its pixels that hold data (by the scene's
-        nodata value, alpha band and non-finite values; all True when the file declares none), from one read."""
+        nodata value, alpha band, per-dataset mask band and non-finite values; all True when the file declares
+        none), from one read of the bands (and one of the mask band, when the file has one)."""
+        data, valid = self._read_valid(box, out_size, Resampling.bilinear)
+        return self.stretch.apply(data, valid), valid
+
+    def _read_valid(self, box: PixelBox, out_size: tuple[int, int] | None,
+                    resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
+        """The display bands' raw values of a window and the mask of its pixels that hold data."""
         wanted = self.bands + ((self._alpha,) if self._alpha else ())
         unique = tuple(dict.fromkeys(wanted))
-        raw = self.read(box, out_shape=out_size, bands=unique)
+        raw = self.read(box, out_shape=out_size, bands=unique, resampling=resampling)
         data = np.stack([raw[unique.index(b)] for b in self.bands])
         alpha = raw[unique.index(self._alpha)] if self._alpha else None
         valid = valid_mask(data, self.info.nodata, alpha)
-        return self.stretch.apply(data, valid), valid
+        if self.info.mask:
+            valid &= self.read_mask(box, out_shape=data.shape[1:])
+        return data, valid
 
     @property
     def stretch(self) -> Stretch:
@@ -564,9 +613,10 @@ class Scene:
         if self.info.dtypes[self.bands[0] - 1] == "uint8" and not self.display_options.stretch_uint8:
             return Stretch.identity()
         windows = self._stretch_windows()
-        reads = [self.read(box, out_shape=shape, bands=self.bands, resampling=Resampling.nearest) for box, shape in windows]
-        sample = np.concatenate([r.reshape(3, 1, -1) for r in reads], axis=2)  # (3, 1, N): one long row
-        return Stretch.from_sample(sample, valid_mask(sample, self.info.nodata), self.display_options.percentiles)
+        reads = [self._read_valid(box, shape, Resampling.nearest) for box, shape in windows]
+        sample = np.concatenate([data.reshape(3, 1, -1) for data, _ in reads], axis=2)  # (3, 1, N): one long row
+        valid = np.concatenate([v.reshape(1, -1) for _, v in reads], axis=1)
+        return Stretch.from_sample(sample, valid, self.display_options.percentiles)
 
     def _stretch_windows(self) -> Iterator[tuple[PixelBox, tuple[int, int]]]:
         """Where to sample the stretch: the whole image decimated when cheap, else a grid of windows."""

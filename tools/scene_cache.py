@@ -7,8 +7,9 @@ rows are read in order (for PNG/JPEG a single forward decode), written to a tile
 GeoTIFF, and averaged 2 x 2 on the fly into each coarser level, every level its own tiled GeoTIFF; levels stop
 when the longest side is at most 512 px. CRS, geotransform, GCPs, nodata, colour interpretation, palette,
 band descriptions and tags are kept; the pixel grid is the source's, so evidence coordinates are the
-source's. Levels with nodata, a palette or a mask are subsampled (nearest) instead of averaged, so nodata
-never mixes into valid pixels.
+source's. A per-dataset mask band (an internal mask or a ``.msk`` file) is carried into every level as that
+level's internal mask (read alongside each strip, halved with it). Levels with nodata, a palette or a mask are
+subsampled (nearest) instead of averaged, so nodata never mixes into valid pixels.
 
 A tiled source without overviews is read in place; when a decimated read needs a pyramid (see
 :data:`OVERVIEW_TRIGGER`) only the coarser levels are built, the same way (kind ``overviews``).
@@ -91,7 +92,7 @@ CHECKPOINT_SECONDS = 30.0
 """A conversion records where it is (:data:`CHECKPOINT`) after the first strip that ends this many seconds after
 the start or the last record, so a killed conversion loses about this much work at most (plus one strip)."""
 CHECKPOINT = "checkpoint.json"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 DEFAULT_MIN_PIXELS = 2048 * 2048
 """Sources with fewer pixels are read in place whatever their layout (decoding them whole is cheap)."""
 OVERVIEW_TRIGGER = 4.0
@@ -590,11 +591,13 @@ def _profile(src: Any, width: int, height: int) -> dict[str, Any]:
 
 
 def _method(src: Any) -> str:
-    from rasterio.enums import ColorInterp, MaskFlags
+    from rasterio.enums import ColorInterp
+
+    from rsrag.tools.raster import has_dataset_mask
 
     if src.nodata is not None or ColorInterp.palette in tuple(src.colorinterp):
         return "nearest"
-    if any(MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags for flags in src.mask_flag_enums):
+    if has_dataset_mask(src):
         return "nearest"
     return "average"
 
@@ -616,11 +619,16 @@ def _reduce(data: np.ndarray, method: str) -> np.ndarray:
 
 
 class _LevelWriter:
-    """Writes one level's rows in order, a whole tile row at a time (so GDAL compresses full tiles only)."""
+    """Writes one level's rows in order, a whole tile row at a time (so GDAL compresses full tiles only).
 
-    def __init__(self, ds: Any, level: int) -> None:
+    With ``masked``, the rows carry the source's per-dataset mask as one band after the data bands, and it is
+    written to the level file's own internal mask band.
+    """
+
+    def __init__(self, ds: Any, level: int, masked: bool = False) -> None:
         self.ds = ds
         self.level = level
+        self.masked = masked
         self.row = 0
         self.pending: list[np.ndarray] = []  # rows not yet written
         self.carry: np.ndarray | None = None  # rows of the finer level not yet halved (an odd one)
@@ -635,7 +643,12 @@ class _LevelWriter:
         if not take:
             return
         data = np.concatenate(self.pending, axis=1) if len(self.pending) > 1 else self.pending[0]
-        self.ds.write(data[:, :take], window=Window(0, self.row, data.shape[2], take))
+        window = Window(0, self.row, data.shape[2], take)
+        if self.masked:
+            self.ds.write(data[:-1, :take], window=window)
+            self.ds.write_mask(data[-1, :take], window=window)
+        else:
+            self.ds.write(data[:, :take], window=window)
         self.row += take
         self.pending = [data[:, take:]] if take < data.shape[1] else []
 
@@ -650,7 +663,7 @@ def _convert(gdal_path: str, work: Path, *, key: str, kind: CacheKind, options: 
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.windows import Window
 
-    from rsrag.tools.raster import _bound_gdal_cache
+    from rsrag.tools.raster import _bound_gdal_cache, has_dataset_mask
     from rsrag.tools.sources import parse_source, read_error
 
     _bound_gdal_cache()
@@ -664,14 +677,15 @@ def _convert(gdal_path: str, work: Path, *, key: str, kind: CacheKind, options: 
             sizes = level_sizes(src.width, src.height)
             first = 0 if kind == "converted" else 1
             method = _method(src)
+            masked = has_dataset_mask(src)
             rows = _strip_rows(src)
             levels: list[dict[str, Any]] = [{"level": level, "file": f"L{level}.tif", "width": w, "height": h}
                                             for level, (w, h) in enumerate(sizes) if level >= first]
             plan: dict[str, Any] = {  # what the conversion does; a checkpoint is resumed only when it records the same
                 "version": CHECKPOINT_VERSION, "key": key, "kind": kind, "driver": src.driver, "width": src.width,
                 "height": src.height, "count": src.count, "dtype": src.dtypes[0], "strip_rows": rows,
-                "method": method, "levels": levels}
-            writers = [_LevelWriter(None, lv["level"]) for lv in levels]
+                "method": method, "mask": masked, "levels": levels}
+            writers = [_LevelWriter(None, lv["level"], masked) for lv in levels]
             resumed = _restore(work, record, plan, writers)
             if resumed == 0:  # from the top: nothing of an earlier attempt is kept
                 for leftover in work.iterdir():
@@ -692,6 +706,9 @@ def _convert(gdal_path: str, work: Path, *, key: str, kind: CacheKind, options: 
                     final = y + n >= src.height
                     try:
                         data = src.read(window=Window(0, y, src.width, n))
+                        if masked:  # the mask rides along as one more band, halved with the data (nearest)
+                            mask = src.read_masks(1, window=Window(0, y, src.width, n))
+                            data = np.concatenate([data, mask[None].astype(data.dtype)])
                     except RasterioError as exc:
                         raise read_error(src_info, (0, y, src.width, y + n), exc) from exc
                     _feed(writers, data, final, method, full=kind == "converted")
@@ -889,8 +906,9 @@ def _load_rows(work: Path, name: Any, plan: dict[str, Any], width: int) -> np.nd
     if not isinstance(name, str) or not name.startswith("ckpt") or Path(name).name != name:
         raise ValueError(f"not a checkpoint file: {name!r}")
     data = np.load(work / name, allow_pickle=False)
-    if data.ndim != 3 or data.shape[0] != plan["count"] or data.shape[2] != width or data.dtype != np.dtype(plan["dtype"]):
-        raise ValueError(f"{name}: {data.dtype} {data.shape}, not rows of {plan['count']} x {width} {plan['dtype']}")
+    bands = plan["count"] + bool(plan.get("mask"))  # the mask rides along as one more band
+    if data.ndim != 3 or data.shape[0] != bands or data.shape[2] != width or data.dtype != np.dtype(plan["dtype"]):
+        raise ValueError(f"{name}: {data.dtype} {data.shape}, not rows of {bands} x {width} {plan['dtype']}")
     return data
 
 

@@ -151,6 +151,31 @@ def test_two_band_grey_alpha_masks_transparent_pixels(make_raster) -> None:
         np.testing.assert_array_equal(rgb[:, 8:, 0], data[0, :, 8:])
 
 
+@pytest.mark.parametrize("mask_file", [False, True], ids=["internal mask", ".msk file"])
+def test_a_mask_band_marks_pixels_without_data_at_full_and_decimated_resolution(make_raster, mask_file: bool) -> None:
+    # an orthophoto's collar: bright pixels the mask says hold no data (JPEG COGs keep their collar this way)
+    data = np.full((3, 512, 512), 200, dtype=np.uint8)
+    data[:, :, :256] = gradient(3, 512, 256)
+    mask = np.zeros((512, 512), dtype=bool)
+    mask[:, :256] = True
+    path = make_raster(data, mask=mask, mask_file=mask_file, overviews=(2, 4))
+    assert path.with_name(path.name + ".msk").exists() == mask_file
+    with open_scene(path) as scene:
+        assert scene.info.mask and scene.may_lack_data
+        rgb, valid = scene.read_display_valid(PixelBox(x0=192, y0=0, x1=320, y1=64))
+        assert valid[:, :64].all() and not valid[:, 64:].any()
+        assert (rgb[:, 64:] == 0).all()  # shown black, like nodata
+        _, valid = scene.read_display_valid(scene.full_box, out_size=(64, 64))  # from the overviews
+        assert valid[:, :31].all() and not valid[:, 33:].any()
+        np.testing.assert_array_equal(scene.read_mask(scene.full_box), mask)
+
+
+def test_a_file_without_mask_band_reads_every_pixel_as_data(make_raster) -> None:
+    with open_scene(make_raster(gradient(3, 64, 64))) as scene:
+        assert not scene.info.mask and not scene.may_lack_data
+        assert scene.read_mask(scene.full_box, out_shape=(8, 8)).all()
+
+
 def test_four_band_image_shows_rgb_and_accepts_chosen_bands(make_raster) -> None:
     data = gradient(4, 32, 32)
     path = make_raster(data)

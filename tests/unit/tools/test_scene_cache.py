@@ -140,6 +140,27 @@ def test_nodata_is_never_averaged_into_valid_pixels(tmp_path: Path, cache: Scene
         assert values <= {0, 200}  # subsampled, never a mix like 150
 
 
+@pytest.mark.parametrize("layout", ["striped", "tiled without overviews"])
+def test_a_mask_band_is_carried_into_every_cached_level(layout: str, tmp_path: Path, cache: SceneCache) -> None:
+    # a collar the mask marks as no data, holding bright pixels: read through the cache, it stays no data
+    data = np.full((3, 2048, 2048), 220, np.uint8)
+    data[:, 300:1700, 300:1700] = gradient(3, 1400, 1400)
+    mask = np.zeros((2048, 2048), bool)
+    mask[300:1700, 300:1700] = True
+    source = write_raster(tmp_path / "masked.tif", data, mask=mask, tiled=layout != "striped")
+    with open_scene(source, cache=cache) as scene:
+        assert scene.info.mask
+        rgb, valid = scene.read_display_valid(scene.full_box, out_size=(256, 256))  # from a cached level
+        assert scene.info.cache is not None
+        inside, outside = valid[39:211, 39:211], np.concatenate([valid[:37].ravel(), valid[214:].ravel()])
+        assert inside.all() and not outside.any() and not valid[:, :37].any()  # 300 / 8 = 37.5, 1700 / 8 = 212.5
+        assert (rgb[~valid] == 0).all()
+        np.testing.assert_array_equal(scene.read_mask(scene.full_box), mask)
+    for level in sorted(Path(scene.info.cache).glob("L*.tif")):
+        with rasterio.open(level) as ds:
+            assert "per_dataset" in {f.name for f in ds.mask_flag_enums[0]}
+
+
 def test_palette_images_keep_their_colour_table(tmp_path: Path, cache: SceneCache) -> None:
     index = (gradient(1, 700, 900) % 4).astype(np.uint8)
     source = tmp_path / "p.gif"

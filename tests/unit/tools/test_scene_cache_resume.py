@@ -66,6 +66,9 @@ def _source(tmp: Path, kind: str) -> Path:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path, "w", width=WIDTH, height=HEIGHT, count=3, dtype="uint8", **options) as dst:
             dst.write(data)
+            if kind == "masked_tiff":  # a per-dataset mask: a ragged collar, so every level's mask differs
+                yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+                dst.write_mask(np.where((xx > 100 + yy // 9) & (yy > 37), 255, 0).astype(np.uint8))
     return path
 
 
@@ -114,7 +117,7 @@ def _levels(folder: Path) -> list[tuple[np.ndarray, object, object]]:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for path in sorted(folder.glob("L*.tif")):
             with rasterio.open(path) as ds:
-                out.append((ds.read(), ds.crs, ds.transform))
+                out.append((np.concatenate([ds.read(), ds.read_masks(1)[None]]), ds.crs, ds.transform))
     return out
 
 
@@ -130,7 +133,7 @@ def _assert_same_entry(got: Path, expected: Path) -> None:
     assert sorted(p.name for p in got.iterdir()) == sorted([lv["file"] for lv in manifest["levels"]] + ["manifest.json"])
 
 
-@pytest.mark.parametrize("kind", ["striped_tiff", "png", "jpeg"])
+@pytest.mark.parametrize("kind", ["striped_tiff", "masked_tiff", "png", "jpeg"])
 def test_a_killed_conversion_resumes_at_its_checkpoint_and_matches_an_uninterrupted_one(
         kind: str, tmp_path: Path) -> None:
     source = _source(tmp_path, kind)
@@ -144,9 +147,10 @@ def test_a_killed_conversion_resumes_at_its_checkpoint_and_matches_an_uninterrup
     seen: list[ConversionProgress] = []
     with open_scene(source, cache=cache, progress=seen.append) as scene:
         folder = Path(scene.info.cache)
-        if kind == "striped_tiff":
+        if kind.endswith("_tiff"):
             with rasterio.open(source) as src:
                 np.testing.assert_array_equal(scene.read(scene.full_box), src.read())
+                np.testing.assert_array_equal(scene.read_mask(scene.full_box), src.read_masks(1) > 0)
     # the first report comes at once, before any row is read; then two strips, not four
     assert [p.done for p in seen] == [1024, 1536, HEIGHT] and {p.resumed_from for p in seen} == {1024}
     _assert_same_entry(folder, expected)
