@@ -169,6 +169,16 @@ def _check_path(path: Path) -> None:
         raise RasterOpenError(f"{path}: the file is empty (0 bytes); re-export or re-download the image")
 
 
+def _check_vrt_sources(vrt: str, files: list[str]) -> None:
+    """Refuse a local VRT whose local source files do not exist (GDAL opens it, then fails on every read)."""
+    folder = Path(vrt).parent
+    missing = [f for f in files if not f.startswith("/vsi") and not (folder / f).exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise RasterOpenError(f"{vrt}: the VRT refers to {missing[0]}{more}, which does not exist; fix its "
+                              "SourceFilename (a relative one starts at the VRT's folder) or give the image itself")
+
+
 class Scene:
     """One raster image, opened for windowed reading.
 
@@ -193,6 +203,7 @@ class Scene:
         self._local = threading.local()
         self._handles: list[rasterio.io.DatasetReader] = []
         self._lock = threading.Lock()
+        self._stretch_lock = threading.Lock()  # held while the stretch is fitted, which reads (and takes _lock)
         self._stretch: Stretch | None = None
         self._sha256: str | None = None
         self._levels: dict[int, str] = {0: self.source.gdal_path}
@@ -214,6 +225,8 @@ class Scene:
 
     def _describe(self, ds: rasterio.io.DatasetReader) -> None:
         path = self.source.text
+        if ds.driver == "VRT" and not self.source.is_remote:  # before GDAL is asked anything of its sources
+            _check_vrt_sources(path, ds.files[1:])
         self.info = SceneInfo(
             path=path,
             driver=ds.driver,
@@ -594,6 +607,8 @@ class Scene:
         unique = tuple(dict.fromkeys(wanted))
         raw = self.read(box, out_shape=out_size, bands=unique, resampling=resampling)
         data = np.stack([raw[unique.index(b)] for b in self.bands])
+        if np.iscomplexobj(data):  # complex samples (SAR single-look complex): shown by their amplitude
+            data = np.abs(data)
         alpha = raw[unique.index(self._alpha)] if self._alpha else None
         valid = valid_mask(data, self.info.nodata, alpha)
         if self.info.mask:
@@ -604,7 +619,7 @@ class Scene:
     def stretch(self) -> Stretch:
         """The scene's display stretch, computed once (from an overview or a sample of windows)."""
         if self._stretch is None:
-            with self._lock:
+            with self._stretch_lock:
                 if self._stretch is None:
                     self._stretch = self._fit_stretch()
         return self._stretch

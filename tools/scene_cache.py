@@ -597,8 +597,8 @@ def _method(src: Any) -> str:
 
     if src.nodata is not None or ColorInterp.palette in tuple(src.colorinterp):
         return "nearest"
-    if has_dataset_mask(src):
-        return "nearest"
+    if has_dataset_mask(src) or np.issubdtype(np.dtype(src.dtypes[0]), np.complexfloating):
+        return "nearest"  # (complex samples: averaging would cancel their phases)
     return "average"
 
 

@@ -190,6 +190,10 @@ def parse_source(source: str | os.PathLike[str] | Source) -> Source:
     for prefix, scheme in _VSI_PREFIXES.items():
         if text.startswith(prefix):
             text = f"{scheme}://{text[len(prefix):]}"
+    if text.startswith("/vsi") and not Path(text).exists():  # /vsizip/, /vsitar/, /vsimem/, /vsistdin/, ...
+        prefix = text.split("/")[1]
+        raise SourceError(f"{text}: GDAL's /{prefix}/ paths are not accepted; give the image as a file (extract it "
+                          "from an archive first) or as an http(s)://, s3://, gs:// or az:// URL")
     if _MANGLED.match(text) and not Path(text).exists():
         text = re.sub(r"^([A-Za-z0-9]+):/", r"\1://", text)
     if text.lower().startswith("file://"):

@@ -310,3 +310,20 @@ def test_gdal_block_cache_is_bounded_in_mib_not_bytes(make_raster) -> None:
     with open_scene(make_raster(gradient(3, 32, 32))) as scene:
         scene.read(PixelBox(x0=0, y0=0, x1=32, y1=32))
     assert gdal.GDALGetCacheMax64() == raster.GDAL_CACHE_MB * 2**20
+
+
+def test_a_vrt_whose_source_file_is_missing_is_refused_at_open_naming_it(tmp_path: Path, capfd) -> None:  # type: ignore[no-untyped-def]
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text('<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Byte" band="1">'
+                   '<SimpleSource><SourceFilename relativeToVRT="1">tiles/a.tif</SourceFilename>'
+                   '<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+    with pytest.raises(RasterOpenError, match=r"mosaic.vrt: the VRT refers to .*tiles/a.tif, which does not exist"):
+        open_scene(vrt)
+    assert "ERROR" not in capfd.readouterr().err  # GDAL was not left to print its own complaint
+
+
+def test_gdal_archive_paths_are_refused_with_what_to_give_instead() -> None:
+    from rsrag.tools.errors import SourceError
+
+    with pytest.raises(SourceError, match=r"/vsizip/ paths are not accepted; give the image as a file"):
+        open_scene("/vsizip/scenes.zip/a.tif")
