@@ -69,3 +69,29 @@ def gradient(count: int, height: int, width: int, dtype: str = "uint8") -> np.nd
     yy, xx = np.mgrid[0:height, 0:width]
     bands = [(xx * (b + 1) + yy * (count - b)) % 251 for b in range(count)]
     return np.stack(bands).astype(dtype)
+
+
+def write_complex_int16(path: Path, data: np.ndarray, **options: object) -> Path:
+    """Write complex samples (bands, rows, cols) as GDAL's CInt16 (how SAR single-look complex products store
+    them; numpy has no such type, so the parts go through a raw file and a VRT), with ``options`` for the
+    GeoTIFF (e.g. ``blockysize`` for strips, ``tiled``)."""
+    import rasterio.shutil
+
+    count, height, width = data.shape
+    raw = path.with_suffix(".raw")
+    parts = np.stack([np.rint(data.real), np.rint(data.imag)], axis=-1).astype("<i2")  # (bands, rows, cols, 2)
+    parts.tofile(raw)
+    band_bytes = height * width * 4
+    bands = "".join(
+        f'<VRTRasterBand dataType="CInt16" band="{b + 1}" subClass="VRTRawRasterBand">'
+        f'<SourceFilename relativetoVRT="1">{raw.name}</SourceFilename><ImageOffset>{b * band_bytes}</ImageOffset>'
+        f'<PixelOffset>4</PixelOffset><LineOffset>{4 * width}</LineOffset><ByteOrder>LSB</ByteOrder></VRTRasterBand>'
+        for b in range(count))
+    x0, y0 = UTM_ORIGIN
+    vrt = path.with_suffix(".vrt")
+    vrt.write_text(f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}"><SRS>{UTM_CRS}</SRS>'
+                   f'<GeoTransform>{x0}, {PIXEL_SIZE}, 0, {y0}, 0, {-PIXEL_SIZE}</GeoTransform>{bands}</VRTDataset>')
+    rasterio.shutil.copy(vrt, path, driver="GTiff", **options)
+    vrt.unlink()
+    raw.unlink()
+    return path

@@ -126,6 +126,13 @@ def has_dataset_mask(ds: Any) -> bool:
     return any(MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags for flags in ds.mask_flag_enums)
 
 
+def sample_dtype(name: str) -> np.dtype:
+    """The numpy type samples of a rasterio data type name are read as: GDAL's complex integers
+    (``complex_int16``, the samples of SAR single-look complex products; numpy has no such type) are read as
+    ``complex64``, every other name is numpy's own."""
+    return np.dtype("complex64") if name.startswith("complex_int") else np.dtype(name)
+
+
 def libjpeg_budget_mb() -> int:
     """The memory libjpeg may use to decode one JPEG (``JPEGMEM``, in MB), unless the user set ``JPEGMEM``.
 

@@ -556,7 +556,9 @@ class SceneCache:
 def _strip_rows(src: Any) -> int:
     """Rows read per strip: a multiple of :data:`BLOCK` near :data:`STRIP_BYTES`, covering whole source
     strips when the source is striped with tall strips (so each is decoded once)."""
-    row_bytes = src.width * src.count * np.dtype(src.dtypes[0]).itemsize
+    from rsrag.tools.raster import sample_dtype
+
+    row_bytes = src.width * src.count * sample_dtype(src.dtypes[0]).itemsize
     rows = max(BLOCK, min(2 * BLOCK, STRIP_BYTES // max(1, row_bytes) // BLOCK * BLOCK))
     block_rows, block_cols = src.block_shapes[0]
     if block_cols >= src.width and block_rows > rows and block_rows * row_bytes <= 4 * STRIP_BYTES:
@@ -568,12 +570,15 @@ def _profile(src: Any, width: int, height: int) -> dict[str, Any]:
     from affine import Affine
     from rasterio.enums import ColorInterp
 
+    from rsrag.tools.raster import sample_dtype
+
+    dtype = sample_dtype(src.dtypes[0])  # complex integers are cached as the complex64 they are read as
     profile: dict[str, Any] = {
-        "driver": "GTiff", "width": width, "height": height, "count": src.count, "dtype": src.dtypes[0],
+        "driver": "GTiff", "width": width, "height": height, "count": src.count, "dtype": dtype.name,
         "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "compress": "zstd", "zstd_level": 1,
         "bigtiff": "IF_SAFER", "interleave": "pixel", "num_threads": "ALL_CPUS",
     }
-    if np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+    if np.issubdtype(dtype, np.integer):
         profile["predictor"] = 2  # horizontal differencing: ~15% smaller for ~15% more compression time
     if src.crs is not None:
         profile["crs"] = src.crs
@@ -593,11 +598,11 @@ def _profile(src: Any, width: int, height: int) -> dict[str, Any]:
 def _method(src: Any) -> str:
     from rasterio.enums import ColorInterp
 
-    from rsrag.tools.raster import has_dataset_mask
+    from rsrag.tools.raster import has_dataset_mask, sample_dtype
 
     if src.nodata is not None or ColorInterp.palette in tuple(src.colorinterp):
         return "nearest"
-    if has_dataset_mask(src) or np.issubdtype(np.dtype(src.dtypes[0]), np.complexfloating):
+    if has_dataset_mask(src) or np.issubdtype(sample_dtype(src.dtypes[0]), np.complexfloating):
         return "nearest"  # (complex samples: averaging would cancel their phases)
     return "average"
 
@@ -663,7 +668,7 @@ def _convert(gdal_path: str, work: Path, *, key: str, kind: CacheKind, options: 
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.windows import Window
 
-    from rsrag.tools.raster import _bound_gdal_cache, has_dataset_mask
+    from rsrag.tools.raster import _bound_gdal_cache, has_dataset_mask, sample_dtype
     from rsrag.tools.sources import parse_source, read_error
 
     _bound_gdal_cache()
@@ -683,7 +688,7 @@ def _convert(gdal_path: str, work: Path, *, key: str, kind: CacheKind, options: 
                                             for level, (w, h) in enumerate(sizes) if level >= first]
             plan: dict[str, Any] = {  # what the conversion does; a checkpoint is resumed only when it records the same
                 "version": CHECKPOINT_VERSION, "key": key, "kind": kind, "driver": src.driver, "width": src.width,
-                "height": src.height, "count": src.count, "dtype": src.dtypes[0], "strip_rows": rows,
+                "height": src.height, "count": src.count, "dtype": sample_dtype(src.dtypes[0]).name, "strip_rows": rows,
                 "method": method, "mask": masked, "levels": levels}
             writers = [_LevelWriter(None, lv["level"], masked) for lv in levels]
             resumed = _restore(work, record, plan, writers)

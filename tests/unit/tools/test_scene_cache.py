@@ -21,7 +21,7 @@ from rsrag.tools.errors import RasterReadError
 from rsrag.tools.raster import open_scene
 from rsrag.tools.region import PixelBox
 from rsrag.tools.scene_cache import SceneCache, conversion_reason, level_sizes
-from tests.rasters import UTM_CRS, gradient, write_raster
+from tests.rasters import UTM_CRS, gradient, write_complex_int16, write_raster
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -161,16 +161,25 @@ def test_a_mask_band_is_carried_into_every_cached_level(layout: str, tmp_path: P
             assert "per_dataset" in {f.name for f in ds.mask_flag_enums[0]}
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "complex64"])
+@pytest.mark.parametrize("dtype", ["uint16", "complex64", "complex_int16"])
 def test_the_first_display_read_of_a_converted_non_byte_image_fits_its_stretch_from_a_level(
         dtype: str, tmp_path: Path, cache: SceneCache) -> None:
-    # fitting the stretch opens a cached level: it once waited forever on the lock the fit itself held
+    # fitting the stretch opens a cached level: it once waited forever on the lock the fit itself held;
+    # complex_int16 (SAR SLC samples) once failed the conversion: numpy has no such type
     import threading
 
     rng = np.random.default_rng(0)
     amplitude = rng.random((1, 2100, 2100)) * 3000
-    data = (amplitude * np.exp(1j * rng.random((1, 2100, 2100)) * 6) if dtype == "complex64" else amplitude).astype(dtype)
-    source = write(tmp_path / f"{dtype}.tif", data, "GTiff", blockysize=8)
+    if dtype == "uint16":
+        data = amplitude.astype(dtype)
+        source = write(tmp_path / f"{dtype}.tif", data, "GTiff", blockysize=8)
+    else:
+        data = (amplitude * np.exp(1j * rng.random((1, 2100, 2100)) * 6)).astype("complex64")
+        if dtype == "complex_int16":
+            data = (np.rint(data.real) + 1j * np.rint(data.imag)).astype("complex64")
+            source = write_complex_int16(tmp_path / f"{dtype}.tif", data, blockysize=8)
+        else:
+            source = write(tmp_path / f"{dtype}.tif", data, "GTiff", blockysize=8)
     got: list[np.ndarray] = []
     with open_scene(source, cache=cache) as scene:
         worker = threading.Thread(target=lambda: got.append(scene.read_display(scene.full_box, out_size=(128, 128))),
@@ -179,7 +188,7 @@ def test_the_first_display_read_of_a_converted_non_byte_image_fits_its_stretch_f
         worker.join(timeout=60)
         assert got, "read_display did not return"
         assert scene.info.cache is not None and got[0].shape == (128, 128, 3) and got[0].max() > 0
-        if dtype == "complex64":  # shown by amplitude; cached levels keep both parts (subsampled, not averaged)
+        if dtype != "uint16":  # shown by amplitude; cached levels keep both parts (subsampled, not averaged)
             half = scene.read(scene.full_box, out_shape=(1050, 1050))
             np.testing.assert_array_equal(half, data[:, ::2, ::2])
 
