@@ -5,7 +5,7 @@ VLM. At each step it reads what the analyst asked (:func:`rsrag.agent.models.tur
 results of the tool calls so far (:class:`~rsrag.agent.results.ToolResult`, never their text), and decides:
 
 * **where / presence / count** ("where are the X?", "is there an X?", "how many X?", several targets in one
-  question): one ``search_patches`` per target (the one retrieval cascade: fast path, slow path when nothing
+  question; "how many are there?" or "are there any?" without an object asks about the last one): one ``search_patches`` per target (the one retrieval cascade: fast path, slow path when nothing
   is confident, sites, presence finding), a zoom on the best site(s), then an answer that lists every site
   found, says ``found`` / ``not_found`` / ``uncertain`` first, and counts *sites found by retrieval*, not
   objects;
@@ -121,7 +121,9 @@ class RulePolicy(BaseChatModel):
     # --- questions that name what to look for ---------------------------------------------------------
 
     def _search_turn(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
-        targets = turn.targets or (_last_targets(past) if turn.more else [])
+        # "show me more", "how many are there?", "are there any?": the thing asked about last
+        follows_up = turn.more or turn.kind in ("count", "presence")
+        targets = turn.targets or (_last_targets(past) if follows_up else [])
         if not targets:
             return _answer(f"I found nothing to look for in {turn.question!r}: name an object, e.g. "
                            "'where are the storage tanks?'.", [], 0.0)

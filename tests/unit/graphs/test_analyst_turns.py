@@ -99,6 +99,16 @@ def test_an_absent_class_is_not_found_first(analyst: Analyst, scene: Path) -> No
     assert all(e.presence is not None and e.presence < 0.5 for e in _sites(answer))  # candidates, unconfirmed
 
 
+def test_a_count_or_presence_follow_up_without_a_target_asks_about_the_last_one(analyst: Analyst, scene: Path) -> None:
+    analyst.ask(scene, "where are the red roofs?", thread_id="follow")
+    count = analyst.ask(scene, "how many are there?", thread_id="follow")
+    assert count.text.startswith("Red roofs: 2 sites found by retrieval")
+    again = analyst.ask(scene, "are there any?", thread_id="follow")
+    assert again.finding == "found" and again.text.startswith("Yes, red roofs at 2 sites")
+    fresh = analyst.ask(scene, "how many are there?", thread_id="no-earlier-target")
+    assert fresh.text.startswith("I found nothing to look for")
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
