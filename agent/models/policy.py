@@ -14,6 +14,8 @@ results of the tool calls so far (:class:`~rsrag.agent.results.ToolResult`, neve
   zoomed on, closer when asked;
 * **more** ("show me more", "others", "any other X elsewhere?"): the same target searched again with the
   sites already reported excluded.
+* **distance** ("how far apart are they?"): centre-to-centre distances between the last answer's places,
+  on the ground where the scene is georeferenced.
 
 It cannot *see*: its answers read like an analyst's note built from retrieval alone, and say once, briefly,
 that no vision-language model looked at the places.
@@ -126,7 +128,9 @@ class RulePolicy(BaseChatModel):
         targets = turn.targets or (_last_targets(past) if follows_up else [])
         if not targets:
             return _answer(f"I found nothing to look for in {turn.question!r}: name an object, e.g. "
-                           "'where are the storage tanks?'.", [], 0.0)
+                           "'where are the storage tanks?'. This offline policy answers where, whether and how many "
+                           "of things you name; describing a whole scene needs a vision-language model (--vlm).",
+                           [], 0.0)
         searched = {_target_of(step): step for step in now.steps if step.name == "search_patches"}
         todo = [t for t in targets if t not in searched]
         if todo:
@@ -153,6 +157,8 @@ class RulePolicy(BaseChatModel):
         if turn.more and turn.ordinal is None and turn.direction is None:
             return self._search_turn(turn, now, past)
         reported = _reported_sites(past)
+        if turn.distance and turn.ordinal is None and turn.direction is None:
+            return _distance_answer(reported)
         view, source = _last_view(past)
         site, why = _referent(turn, reported, view, source, past)
         if site is None:
@@ -470,6 +476,59 @@ def _size_sentence(ev: Evidence) -> str:
         height_m = (north - south) * 110_540
         text += f" (about {width_m:,.0f} x {height_m:,.0f} m)"
     return text + " (the extent of the matching windows, not a measured outline)."
+
+
+def _centre(ev: Evidence) -> tuple[float, float] | None:
+    """A place's centre as (lon, lat), or ``None`` when it is not georeferenced."""
+    if ev.region is None or ev.region.map_box is None:
+        return None
+    try:
+        west, south, east, north = map_box_to_lonlat(ev.region.map_box)
+    except RsragError:
+        return None
+    return (west + east) / 2, (south + north) / 2
+
+
+def _ground_distance(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle distance in metres between two (lon, lat) points (haversine, mean Earth radius)."""
+    lon1, lat1, lon2, lat2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, h)))
+
+
+def _distance_text(metres: float) -> str:
+    return f"{metres / 1000:,.1f} km" if metres >= 1000 else f"{metres:,.0f} m"
+
+
+MAX_DISTANCE_PLACES = 4
+"""Places of the last answer whose pairwise distances a distance question lists (the strongest first)."""
+
+
+def _distance_answer(reported: list[Evidence]) -> AIMessage:
+    """How far apart the places of the last answer are: centre to centre, on the ground where georeferenced
+    (else in pixels), for every pair of its first :data:`MAX_DISTANCE_PLACES` places, nearest pair first."""
+    places = [e for e in reported if e.region is not None][:MAX_DISTANCE_PLACES]
+    if len(places) < 2:
+        why = ("The last answer reported one place; a distance needs two: ask where something is first (e.g. "
+               "'where are the bridges?')." if places else
+               "There are no earlier places in this conversation to measure between: ask where something is first "
+               "(e.g. 'where are the bridges?').")
+        return _answer(why, [e.id for e in places], 0.0)
+    pairs = []
+    for i, a in enumerate(places):
+        for b in places[i + 1:]:
+            assert a.region is not None and b.region is not None
+            (ax, ay), (bx, by) = a.region.box.center, b.region.box.center
+            pixels = math.hypot(bx - ax, by - ay)
+            ca, cb = _centre(a), _centre(b)
+            metres = _ground_distance(ca, cb) if ca is not None and cb is not None else None
+            pairs.append((metres if metres is not None else pixels, a, b, pixels, metres))
+    pairs.sort(key=lambda p: p[0])
+    parts = [f"{a.id} and {b.id} are about {_distance_text(m)} apart ({px:,.0f} px)" if m is not None
+             else f"{a.id} and {b.id} are {px:,.0f} px apart" for _, a, b, px, m in pairs]
+    text = ("; ".join(parts) + ". Centre to centre of the places the last answer cited (the extents of their "
+            f"matching windows, not measured outlines). {RETRIEVAL_ONLY}")
+    return _answer(text[:1].upper() + text[1:], [e.id for e in places], min(_strength(e) for e in places))
 
 
 def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, list[str], float]:

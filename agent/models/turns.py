@@ -11,7 +11,8 @@
 * references to earlier evidence: an ``ordinal`` ("the second one", "the 3rd site", "number 2", "the last
   one"), ``this`` ("that one", "this one", "it" when nothing else is named), a ``direction`` ("the one in
   the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
-  "any other X", "elsewhere"), ``size`` ("how big is it?").
+  "any other X", "elsewhere"), ``size`` ("how big is it?"), ``distance`` ("how far apart are they?", "the
+  distance between them").
 
 It reads the analyst's words only (never a tool's output), with word lists, not a language model: it is
 the offline policy's understanding, and says nothing it did not match.
@@ -38,10 +39,12 @@ _ORDINAL = re.compile(
     r"(?:\s+(?:one|site|place|region|area|candidate|match|result|location))?\b"
     r"|\b(?:number|no\.?|site|#)\s*(\d+)\b"
 )
-_THIS = re.compile(r"\b(?:that|this|the same)\s+(?:one|site|place|region|area)\b|\b(?:it|that|this)\b")
+_THIS = re.compile(r"\b(?:that|this|the same)\s+(?:one|site|place|region|area)\b|\b(?:it|that)\b|"
+                   r"\bthis\b(?!\s+(?:image|scene|picture|photo|map|mosaic|raster|file)\b)")
 _CLOSER = re.compile(r"\bzoom(?:ed)?\b|\bcloser\b|\benlarge\b|\bmagnify\b|\bmore detail\b|\bclose[- ]up\b")
 _MORE = re.compile(r"\b(?:show\s+me\s+)?more\b|\bothers?\b|\banother\b|\belsewhere\b|\belse\b|\badditional\b|"
                    r"\bthe rest\b|\bremaining\b")
+_DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b")
 _SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
 _PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
                        r"\s+(?:contain|have|show)\b|^(?:can|could)\s+you\s+see\b|^(?:do|can)\s+(?:i|we)\s+see\b")
@@ -73,13 +76,14 @@ class Turn:
     closer: bool = False
     more: bool = False
     size: bool = False
+    distance: bool = False
 
     @property
     def refers_back(self) -> bool:
         """Whether the question points at earlier evidence rather than naming a new target (with a target,
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
         return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
-                                     or self.closer or self.more or self.size)
+                                     or self.closer or self.more or self.size or self.distance)
 
 
 def _direction(text: str) -> str | None:
@@ -140,5 +144,5 @@ def read_turn(question: str) -> Turn:
     return Turn(
         question=text, kind=kind, targets=targets, ordinal=ordinal, this=bool(_THIS.search(low)),
         direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(low)),
-        size=bool(_SIZE.search(low)),
+        size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
     )

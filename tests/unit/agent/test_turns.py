@@ -40,11 +40,18 @@ def test_kinds() -> None:
     ("the one in the north-west", {"direction": "north-west"}),
     ("the one at the bottom right", {"direction": "bottom-right"}),
     ("how big is it?", {"size": True}),
+    ("how far apart are they?", {"distance": True}),
+    ("what is the distance between them?", {"distance": True}),
 ])
 def test_references_to_earlier_evidence(question: str, expected: dict[str, object]) -> None:
     turn = read_turn(question)
     assert turn.targets == [] and turn.refers_back
     assert {k: getattr(turn, k) for k in expected} == expected
+
+
+def test_this_image_is_the_scene_not_an_earlier_place() -> None:
+    assert not read_turn("what is in this image?").this and not read_turn("what is in this image?").refers_back
+    assert read_turn("zoom on this").this
 
 
 def test_a_target_with_a_reference_is_a_new_search_that_picks() -> None:

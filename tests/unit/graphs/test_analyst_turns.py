@@ -109,6 +109,25 @@ def test_a_count_or_presence_follow_up_without_a_target_asks_about_the_last_one(
     assert fresh.text.startswith("I found nothing to look for")
 
 
+def test_how_far_apart_measures_between_the_reported_sites(analyst: Analyst, scene: Path) -> None:
+    import re
+
+    answer = analyst.ask(scene, "where are the red roofs?", thread_id="far")
+    a, b = _sites(answer)
+    apart = analyst.ask(scene, "how far apart are they?", thread_id="far")
+    assert apart.text.startswith(f"{a.id} and {b.id} are about ") and apart.cited == [a.id, b.id]
+    metres = float(re.search(r"about ([\d,.]+) m apart", apart.text).group(1).replace(",", ""))  # type: ignore[union-attr]
+    (ax, ay), (bx, by) = a.region.box.center, b.region.box.center
+    assert metres == pytest.approx(0.5 * ((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5, rel=0.02)  # 0.5 m pixels
+    lone = analyst.ask(scene, "how far apart are they?", thread_id="far-none")
+    assert lone.text.startswith("There are no earlier places") and not lone.cited
+
+
+def test_a_question_about_the_whole_image_says_what_the_policy_answers(analyst: Analyst, scene: Path) -> None:
+    answer = analyst.ask(scene, "what is in this image?", thread_id="overview")
+    assert answer.text.startswith("I found nothing to look for") and "vision-language model" in answer.text
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
