@@ -598,6 +598,10 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
     findings = {r.target: r.finding for r in reports if r.finding is not None}
     finding = overall_finding(findings)  # type: ignore[arg-type]
     confidence = min(strengths) if strengths else 0.0
+    if turn.context and turn.targets:
+        asked = " and ".join(turn.targets)
+        sentences.append(f"Not checked: how the {asked} relate to {' and '.join(turn.context)} (retrieval "
+                         f"searched the {asked} alone).")
     text = " ".join(sentences)
     if any(report.result.ok for report in reports):  # nothing was retrieved when every search failed
         text += f" {RETRIEVAL_ONLY}"

@@ -6,8 +6,8 @@
   many X?", "count the X", "number of X"), else ``where`` ("where are the X?", "find X", "X").
 * ``targets``: the things asked about, one per object named ("storage tanks and airports" is two), each the
   object's words only: request words ("big", "other", "elsewhere", "closer"...) and function words are
-  dropped (:func:`rsrag.tools.fastpath.extract_key_phrases`); a clause's context ("next to the terminal
-  building") is not a target.
+  dropped (:func:`rsrag.tools.fastpath.extract_key_phrases`); a clause's other objects are its ``context``
+  ("next to the terminal building"), not targets.
 * references to earlier evidence: an ``ordinal`` ("the second one", "the 3rd site", "number 2", "the last
   one"), ``this`` ("that one", "this one", "it" when nothing else is named), a ``direction`` ("the one in
   the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
@@ -70,6 +70,7 @@ class Turn:
     question: str
     kind: TurnKind = "where"
     targets: list[str] = field(default_factory=list)
+    context: list[str] = field(default_factory=list)
     ordinal: int | None = None
     this: bool = False
     direction: str | None = None
@@ -105,11 +106,13 @@ def direction_vector(name: str) -> tuple[float, float]:
     return _DIRECTIONS[name]
 
 
-def _targets(question: str) -> list[str]:
+def _targets(question: str) -> tuple[list[str], list[str]]:
     """The objects named, one phrase each, in the order asked: the first object of each clause (clauses are
-    cut at commas, "and", "or"...). Other words of a clause are its context ("airplanes parked next to the
-    terminal building" asks for airplanes): retrieval cannot check a relation, so it is not searched."""
+    cut at commas, "and", "or"...), and the other objects of those clauses, their context ("airplanes parked
+    next to the terminal building" asks for airplanes, in the context of a terminal building): retrieval
+    cannot check a relation, so the context is not searched, and the answer says so."""
     targets: list[str] = []
+    context: list[str] = []
     for clause in _SPLIT.split(EVIDENCE_ID.sub(" ", question).lower()):
         words = re.findall(r"[a-z0-9][a-z0-9'\-]*", clause)
         if not _has_content(words):  # nothing but function and request words ("show me more", "how big is it")
@@ -117,7 +120,8 @@ def _targets(question: str) -> list[str]:
         phrases = sorted(extract_key_phrases(clause), key=lambda p: (clause.find(p) % (len(clause) + 1), -len(p)))
         if phrases and phrases[0] not in targets:
             targets.append(phrases[0])
-    return targets
+        context += [p for p in phrases[1:] if p not in context and not any(p in t or t in p for t in targets)]
+    return targets, [c for c in context if c not in targets]
 
 
 def _has_content(words: list[str]) -> bool:
@@ -139,10 +143,10 @@ def read_turn(question: str) -> Turn:
     if match:
         word = match.group(1) or match.group(2)
         ordinal = _ORDINALS.get(word) if word in _ORDINALS else int(re.sub(r"\D", "", word) or 0) or None
-    targets = _targets(text)
+    targets, context = _targets(text)
     kind: TurnKind = "count" if _COUNT.search(low) else "presence" if _PRESENCE.search(low) else "where"
     return Turn(
-        question=text, kind=kind, targets=targets, ordinal=ordinal, this=bool(_THIS.search(low)),
+        question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
         direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(low)),
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
     )

@@ -49,6 +49,12 @@ def test_references_to_earlier_evidence(question: str, expected: dict[str, objec
     assert {k: getattr(turn, k) for k in expected} == expected
 
 
+def test_other_objects_of_a_clause_are_context_not_targets() -> None:
+    turn = read_turn("are there ponds near the bridges?")
+    assert turn.targets == ["ponds"] and turn.context == ["bridges"] and turn.kind == "presence"
+    assert read_turn("where are the storage tanks and the airports?").context == []
+
+
 def test_this_image_is_the_scene_not_an_earlier_place() -> None:
     assert not read_turn("what is in this image?").this and not read_turn("what is in this image?").refers_back
     assert read_turn("zoom on this").this

@@ -128,6 +128,12 @@ def test_a_question_about_the_whole_image_says_what_the_policy_answers(analyst: 
     assert answer.text.startswith("I found nothing to look for") and "vision-language model" in answer.text
 
 
+def test_a_relation_asked_is_said_to_be_unchecked(analyst: Analyst, scene: Path) -> None:
+    answer = analyst.ask(scene, "are there red roofs near the yellow cars?", thread_id="relation")
+    assert answer.findings == {"red roofs": "found"}  # the context is not searched
+    assert "Not checked: how the red roofs relate to yellow cars" in answer.text
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
