@@ -171,9 +171,39 @@ def _check_path(path: Path) -> None:
             raise RasterNotFoundError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist")
         raise RasterNotFoundError(f"{path}: no such file; check the path (relative paths start at {Path.cwd()})")
     if path.is_dir():
-        raise RasterOpenError(f"{path}: is a directory; give an image file (GeoTIFF, COG, VRT, JPEG or PNG) inside it")
+        raise RasterOpenError(f"{path}: is a directory; {_directory_advice(path)}")
     if path.stat().st_size == 0:
         raise RasterOpenError(f"{path}: the file is empty (0 bytes); re-export or re-download the image")
+
+
+_DIRECTORY_SCAN = 5000
+"""Entries of a directory given as an image that are looked at to say which image inside it to give."""
+
+
+def _directory_advice(path: Path) -> str:
+    """What to give instead of a directory: a Sentinel-2 product's true-colour image, a Zarr store converted
+    to a GeoTIFF, the one image inside it, or one of its images (or the folder as a catalog)."""
+    import itertools
+
+    from rsrag.tools.sources import RASTER_SUFFIXES
+
+    if any((path / marker).exists() for marker in (".zarray", ".zgroup", "zarr.json")):
+        return (f"it is a Zarr store, and rsrag reads image files: convert it first, e.g. `rio convert {path} "
+                "image.tif --driver GTiff --co TILED=YES --co BLOCKXSIZE=512 --co BLOCKYSIZE=512` (rasterio's "
+                "command), and give the GeoTIFF")
+    entries = list(itertools.islice(path.rglob("*"), _DIRECTORY_SCAN))
+    if path.suffix.upper() == ".SAFE" or any(e.name.startswith("MTD_MSI") for e in entries):
+        tci = sorted((e for e in entries if "_TCI" in e.name and e.suffix.lower() == ".jp2"),
+                     key=lambda e: ("10m" not in e.name, len(str(e))))
+        if tci:
+            return f"it is a Sentinel-2 product: give its true-colour image, {tci[0]}"
+    images = sorted(e for e in entries if e.suffix.lower() in RASTER_SUFFIXES and e.is_file())
+    if len(images) == 1:
+        return f"give the image inside it, {images[0]}"
+    if images:
+        return (f"it holds {len(images)}{'+' if len(entries) == _DIRECTORY_SCAN else ''} images: give one (e.g. "
+                f"{images[0]}), or add the folder as a catalog (`rsrag catalog add {path}`) to ask across them")
+    return "give an image file (GeoTIFF, COG, VRT, JPEG or PNG) inside it"
 
 
 def _check_vrt_sources(vrt: str, files: list[str]) -> None:

@@ -522,10 +522,16 @@ def _distance_answer(reported: list[Evidence]) -> AIMessage:
             pixels = math.hypot(bx - ax, by - ay)
             ca, cb = _centre(a), _centre(b)
             metres = _ground_distance(ca, cb) if ca is not None and cb is not None else None
+            if metres is None and a.region.scene != b.region.scene:
+                continue  # pixels of two scenes without map coordinates do not measure anything
             pairs.append((metres if metres is not None else pixels, a, b, pixels, metres))
+    if not pairs:
+        return _answer("The places of the last answer lie in different scenes without map coordinates, so their "
+                       "distance cannot be measured.", [e.id for e in places], 0.0)
     pairs.sort(key=lambda p: p[0])
-    parts = [f"{a.id} and {b.id} are about {_distance_text(m)} apart ({px:,.0f} px)" if m is not None
-             else f"{a.id} and {b.id} are {px:,.0f} px apart" for _, a, b, px, m in pairs]
+    same = {e.region.scene for e in places if e.region is not None}
+    parts = [f"{a.id} and {b.id} are about {_distance_text(m)} apart" + (f" ({px:,.0f} px)" if len(same) == 1 else "")
+             if m is not None else f"{a.id} and {b.id} are {px:,.0f} px apart" for _, a, b, px, m in pairs]
     text = ("; ".join(parts) + ". Centre to centre of the places the last answer cited (the extents of their "
             f"matching windows, not measured outlines). {RETRIEVAL_ONLY}")
     return _answer(text[:1].upper() + text[1:], [e.id for e in places], min(_strength(e) for e in places))

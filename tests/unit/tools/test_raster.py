@@ -201,6 +201,34 @@ def test_directory(tmp_path: Path) -> None:
     assert isinstance(info.value, OSError)
 
 
+def test_a_directory_given_as_an_image_says_which_file_to_give(tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    (one / "sub").mkdir(parents=True)
+    write_raster(one / "sub" / "scene.tif", np.zeros((1, 8, 8), np.uint8))
+    with pytest.raises(RasterOpenError, match=f"give the image inside it, {one / 'sub' / 'scene.tif'}"):
+        open_scene(one)
+    many = tmp_path / "many"
+    many.mkdir()
+    for name in ("a.tif", "b.png"):
+        write_raster(many / name, np.zeros((1, 8, 8), np.uint8), driver="PNG" if name.endswith("png") else "GTiff")
+    with pytest.raises(RasterOpenError, match=r"holds 2 images: give one \(e\.g\. .*a\.tif\), or add the folder as a "
+                                              r"catalog \(`rsrag catalog add"):
+        open_scene(many)
+    safe = tmp_path / "S2A_MSIL2A_20240101T000000.SAFE"
+    r10 = safe / "GRANULE" / "L2A_T33TWN" / "IMG_DATA" / "R10m"
+    r10.mkdir(parents=True)
+    (safe / "MTD_MSIL2A.xml").write_text("<x/>")
+    for band in ("B02_10m", "TCI_10m"):
+        (r10 / f"T33TWN_20240101T000000_{band}.jp2").write_bytes(b"\0")
+    with pytest.raises(RasterOpenError, match="Sentinel-2 product: give its true-colour image, .*_TCI_10m.jp2"):
+        open_scene(safe)
+    zarr = tmp_path / "cube.zarr"
+    zarr.mkdir()
+    (zarr / ".zgroup").write_text("{}")
+    with pytest.raises(RasterOpenError, match="Zarr store, and rsrag reads image files: convert it first"):
+        open_scene(zarr)
+
+
 def test_not_an_image(tmp_path: Path) -> None:
     path = tmp_path / "notes.tif"
     path.write_text("these are field notes, not pixels\n")
