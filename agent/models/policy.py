@@ -16,6 +16,8 @@ results of the tool calls so far (:class:`~rsrag.agent.results.ToolResult`, neve
   sites already reported excluded.
 * **distance** ("how far apart are they?"): centre-to-centre distances between the last answer's places,
   on the ground where the scene is georeferenced.
+* **overview** ("what is in this image?", "describe the scene"): the scene's facts (``scene_info``: size,
+  bands, CRS, ground sample distance, the overview image) and what it can be asked.
 
 It cannot *see*: its answers read like an analyst's note built from retrieval alone, and say once, briefly,
 that no vision-language model looked at the places.
@@ -46,6 +48,8 @@ from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.region import PixelBox
 
 RETRIEVAL_ONLY = "Retrieval-only: no vision-language model looked at these places."
+WHAT_IT_ANSWERS = ("This offline policy answers where, whether and how many of things you name; describing a "
+                   "whole scene needs a vision-language model (--vlm).")
 MAX_LISTED = 8
 """Sites named one by one in an answer's text (the rest are counted, and cited up to :data:`MAX_CITED`)."""
 MAX_CITED = 24
@@ -126,11 +130,12 @@ class RulePolicy(BaseChatModel):
         # "show me more", "how many are there?", "are there any?": the thing asked about last
         follows_up = turn.more or turn.kind in ("count", "presence")
         targets = turn.targets or (_last_targets(past) if follows_up else [])
+        if not targets and turn.overview:
+            info = next((step for step in now.steps if step.name == "scene_info"), None)
+            return _call("scene_info", {}) if info is None else _overview_answer(info.result)
         if not targets:
             return _answer(f"I found nothing to look for in {turn.question!r}: name an object, e.g. "
-                           "'where are the storage tanks?'. This offline policy answers where, whether and how many "
-                           "of things you name; describing a whole scene needs a vision-language model (--vlm).",
-                           [], 0.0)
+                           f"'where are the storage tanks?'. {WHAT_IT_ANSWERS}", [], 0.0)
         searched = {_target_of(step): step for step in now.steps if step.name == "search_patches"}
         todo = [t for t in targets if t not in searched]
         if todo:
@@ -476,6 +481,19 @@ def _size_sentence(ev: Evidence) -> str:
         height_m = (north - south) * 110_540
         text += f" (about {width_m:,.0f} x {height_m:,.0f} m)"
     return text + " (the extent of the matching windows, not a measured outline)."
+
+
+def _overview_answer(result: ToolResult) -> AIMessage:
+    """What the scene is (its facts from ``scene_info``, the overview cited), and what to ask of it."""
+    if not result.ok or not result.views:
+        return _answer(f"Could not describe the scene: {_reason(result)}.", [], 0.0)
+    f, view = result.extras, result.views[0]
+    where = (f"in {f['crs']} at {f['gsd'][0]:g} x {f['gsd'][1]:g} map units per pixel" if f.get("crs") and f.get("gsd")
+             else "not georeferenced")
+    bands = f"{f.get('bands')} band{'s' if f.get('bands') != 1 else ''} of {f.get('dtype')}"
+    text = (f"{f.get('name')} is {f.get('width'):,} x {f.get('height'):,} px, {bands}, {where}; overview {view.id}. "
+            f"{WHAT_IT_ANSWERS} E.g. 'where are the storage tanks?'.")
+    return _answer(text, [view.id], 0.0)
 
 
 def _centre(ev: Evidence) -> tuple[float, float] | None:

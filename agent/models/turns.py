@@ -13,6 +13,8 @@
   the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
   "any other X", "elsewhere"), ``size`` ("how big is it?"), ``distance`` ("how far apart are they?", "the
   distance between them").
+* ``overview``: a question about the whole scene that names nothing ("what is in this image?", "describe
+  the scene").
 
 It reads the analyst's words only (never a tool's output), with word lists, not a language model: it is
 the offline policy's understanding, and says nothing it did not match.
@@ -44,6 +46,8 @@ _THIS = re.compile(r"\b(?:that|this|the same)\s+(?:one|site|place|region|area)\b
 _CLOSER = re.compile(r"\bzoom(?:ed)?\b|\bcloser\b|\benlarge\b|\bmagnify\b|\bmore detail\b|\bclose[- ]up\b")
 _MORE = re.compile(r"\b(?:show\s+me\s+)?more\b|\bothers?\b|\banother\b|\belsewhere\b|\belse\b|\badditional\b|"
                    r"\bthe rest\b|\bremaining\b")
+_OVERVIEW = re.compile(r"\bdescribe\b|\boverview\b|\bsummar(?:y|ise|ize)\b|\bwhat(?:'s|\s+is|\s+do\s+you\s+see|"
+                       r"\s+can\s+you\s+see|\s+does\s+(?:it|the\s+(?:image|scene))\s+show)\b")
 _DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b")
 _SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
 _PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
@@ -78,6 +82,7 @@ class Turn:
     more: bool = False
     size: bool = False
     distance: bool = False
+    overview: bool = False
 
     @property
     def refers_back(self) -> bool:
@@ -149,4 +154,5 @@ def read_turn(question: str) -> Turn:
         question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
         direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(low)),
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
+        overview=not targets and bool(_OVERVIEW.search(low)),
     )
