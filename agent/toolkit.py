@@ -30,6 +30,7 @@ from rsrag.agent.results import ToolResult, render
 from rsrag.tools.calibration import Finding
 from rsrag.tools.catalog import Catalog, CatalogScene
 from rsrag.tools.errors import BudgetExceededError, QueryError, RsragError, StoreError, WindowError, error_kind, model_message, one_line
+from rsrag.tools.georef import crs_units
 from rsrag.tools.hit import Hit
 from rsrag.tools.raster import Scene
 from rsrag.tools.region import MapBox, PixelBox
@@ -152,6 +153,7 @@ def scene_info(runtime: Runtime, scene: str | None = None) -> Command:
              "dtype": info.dtypes[0], "nodata": info.nodata, "mask": info.mask, "overview_size": [out[1], out[0]],
              "crs": str(info.crs) if opened.georeferenced and info.gsd else None,
              "gsd": list(info.gsd) if opened.georeferenced and info.gsd else None,
+             "gsd_units": crs_units(info.crs) if opened.georeferenced and info.gsd and info.crs else None,
              "scene": ev.scene_id}
     return _reply(runtime, ToolResult(tool="scene_info", views=[ev], crop=str(crop), extras=facts), scene=source)
 

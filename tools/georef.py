@@ -100,6 +100,18 @@ def lonlat_to_map_box(west: float, south: float, east: float, north: float, crs:
     return MapBox(crs=crs, left=left, bottom=bottom, right=right, top=top)
 
 
+@lru_cache(maxsize=64)
+def crs_units(crs: str) -> str:
+    """The unit of a CRS's coordinates (and so of its ground sample distance), as a short word: ``"m"`` for
+    metres, ``"degrees"``, else PROJ's unit name (``"US survey foot"``, ...); ``"map units"`` when the CRS does not say."""
+    try:
+        axes = ProjCRS.from_user_input(crs).axis_info
+    except CRSError:
+        return "map units"
+    name = axes[0].unit_name if axes else ""
+    return {"metre": "m", "meter": "m", "degree": "degrees"}.get(name, name or "map units")
+
+
 def ground_sample_distance(transform: Affine) -> tuple[float, float]:
     """Pixel size ``(x, y)`` in CRS units (metres for projected CRSs)."""
     return (math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))

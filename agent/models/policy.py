@@ -488,7 +488,8 @@ def _overview_answer(result: ToolResult) -> AIMessage:
     if not result.ok or not result.views:
         return _answer(f"Could not describe the scene: {_reason(result)}.", [], 0.0)
     f, view = result.extras, result.views[0]
-    where = (f"in {f['crs']} at {f['gsd'][0]:g} x {f['gsd'][1]:g} map units per pixel" if f.get("crs") and f.get("gsd")
+    units = f.get("gsd_units") or "map units"
+    where = (f"in {f['crs']} at {f['gsd'][0]:g} x {f['gsd'][1]:g} {units} per pixel" if f.get("crs") and f.get("gsd")
              else "not georeferenced")
     bands = f"{f.get('bands')} band{'s' if f.get('bands') != 1 else ''} of {f.get('dtype')}"
     text = (f"{f.get('name')} is {f.get('width'):,} x {f.get('height'):,} px, {bands}, {where}; overview {view.id}. "

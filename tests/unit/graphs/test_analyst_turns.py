@@ -125,7 +125,7 @@ def test_how_far_apart_measures_between_the_reported_sites(analyst: Analyst, sce
 
 def test_a_question_about_the_whole_image_gives_its_facts_and_what_to_ask(analyst: Analyst, scene: Path) -> None:
     answer = analyst.ask(scene, "what is in this image?", thread_id="overview")
-    assert answer.text.startswith("roofs.tif is 576 x 576 px, 3 bands of uint8, in EPSG:32633 at 0.5 x 0.5")
+    assert answer.text.startswith("roofs.tif is 576 x 576 px, 3 bands of uint8, in EPSG:32633 at 0.5 x 0.5 m per pixel")
     assert "vision-language model" in answer.text and [e.path for e in answer.evidence] == ["scene"]
     vague = analyst.ask(scene, "what now?", thread_id="vague")
     assert vague.text.startswith("I found nothing to look for")

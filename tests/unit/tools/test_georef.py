@@ -42,3 +42,11 @@ def test_rotated_transform_bounds_cover_all_corners() -> None:
 def test_bad_lonlat_box() -> None:
     with pytest.raises(GeoreferenceError, match="give west < east"):
         lonlat_to_map_box(20.0, 45.0, 10.0, 46.0, "EPSG:32633")
+
+
+def test_crs_units_name_the_unit_of_the_coordinates() -> None:
+    from rsrag.tools.georef import crs_units
+
+    assert crs_units("EPSG:32633") == "m" and crs_units("EPSG:4326") == "degrees"
+    assert crs_units("EPSG:2263") == "US survey foot"  # New York State Plane, feet
+    assert crs_units("not a crs") == "map units"
