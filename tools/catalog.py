@@ -29,11 +29,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rsrag.tools.errors import QueryError, RsragError
+from rsrag.tools.sources import RASTER_SUFFIXES
 from rsrag.tools.store.base import FieldType, ScalarField, Store, StoreTable, TableSchema
 
 __all__ = ["AddReport", "Catalog", "CatalogScene", "footprint_of_scene"]
 
-_IMAGE_SUFFIXES = {".tif", ".tiff", ".vrt", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".gif", ".bmp"}
 _STAC_SUFFIXES = {".json", ".geojson"}
 _EARTH_RADIUS_KM = 6371.0088
 _SCHEMA_FIELDS = (
@@ -304,7 +304,7 @@ class Catalog:
                 for match in matches:
                     yield from self._expand([match], report)
             elif path.is_dir():
-                images = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+                images = sorted(p for p in path.rglob("*") if p.suffix.lower() in RASTER_SUFFIXES and p.is_file())
                 if not images:
                     report.failed.append((source, "the folder holds no image (.tif, .png, .jpg, .jp2, .vrt ...)"))
                 for image in images:
@@ -349,7 +349,7 @@ class Catalog:
             media = (asset.media_type or "").lower()
             href = asset.get_absolute_href() or asset.href
             suffix = Path(href.split("?")[0]).suffix.lower()
-            if "image/" in media or "tiff" in media or suffix in _IMAGE_SUFFIXES:
+            if "image/" in media or "tiff" in media or suffix in RASTER_SUFFIXES:
                 return href
         return None
 

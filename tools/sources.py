@@ -81,7 +81,8 @@ REMOTE_DEFAULTS: dict[str, str] = {
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": str(16 << 20),              # bytes per open remote file
 }
-#: Raster suffixes a remote path may end with; GDAL then fetches no other file beside it.
+#: Raster file suffixes: a remote path ending with one makes GDAL fetch no other file beside it; a folder's
+#: files with one are its images (catalogs, the advice for a folder given as an image).
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtiff", ".cog", ".png", ".jpg", ".jpeg", ".jp2", ".j2k", ".gif", ".bmp",
                    ".webp", ".vrt", ".img")
 PROBE_BYTES = 65536
