@@ -71,7 +71,8 @@ class Calibration:
     slope: float = 2.0
 
     def confidence(self, z: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.slope * (np.asarray(z, dtype=np.float64) - self.center)))
+        x = self.slope * (np.asarray(z, dtype=np.float64) - self.center)
+        return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))  # clipped: a z-score far out overflows exp
 
 
 def search_index(

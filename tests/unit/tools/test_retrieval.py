@@ -75,3 +75,14 @@ def test_cascade_without_a_confident_hit_keeps_unconfirmed_candidates(four_red_s
     assert "no fast-path hit reached confidence 1" in result.reason and "no visual concept library" in result.reason
     with pytest.raises(QueryError, match="slow must be"):
         cascade(info, enc, phrases=["red"], store=patches, top_k=3, threshold=0.5, slow="sometimes")  # type: ignore[arg-type]
+
+
+def test_confidence_of_extreme_z_scores_is_finite_and_silent() -> None:
+    import warnings
+
+    from rsrag.tools.retrieval import Calibration
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in exp would be a RuntimeWarning on the user's terminal
+        conf = Calibration().confidence(np.array([-1e6, 0.0, 3.0, 1e6]))
+    assert conf[0] == pytest.approx(0.0) and conf[2] == pytest.approx(0.5) and conf[3] == pytest.approx(1.0)
