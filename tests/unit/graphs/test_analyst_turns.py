@@ -123,6 +123,19 @@ def test_how_far_apart_measures_between_the_reported_sites(analyst: Analyst, sce
     assert lone.text.startswith("There are no earlier places") and not lone.cited
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # writing the plain copy
+def test_how_far_apart_in_pixels_without_map_coordinates(analyst: Analyst, scene: Path, tmp_path: Path) -> None:
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        data = src.read()
+    plain = write_raster(tmp_path / "plain.tif", data, crs=None)  # the same roofs, not georeferenced
+    a, b = _sites(analyst.ask(plain, "where are the red roofs?", thread_id="px"))
+    apart = analyst.ask(plain, "how far apart are they?", thread_id="px")
+    (ax, ay), (bx, by) = a.region.box.center, b.region.box.center
+    assert apart.text.startswith(f"{a.id} and {b.id} are {((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5:,.0f} px apart")
+
+
 def test_a_question_about_the_whole_image_gives_its_facts_and_what_to_ask(analyst: Analyst, scene: Path) -> None:
     answer = analyst.ask(scene, "what is in this image?", thread_id="overview")
     assert answer.text.startswith("roofs.tif is 576 x 576 px, 3 bands of uint8, in EPSG:32633 at 0.5 x 0.5 m per pixel")
