@@ -14,6 +14,9 @@ results of the tool calls so far (:class:`~rsrag.agent.results.ToolResult`, neve
   zoomed on, closer when asked;
 * **more** ("show me more", "others", "any other X elsewhere?"): the same target searched again with the
   sites already reported excluded.
+An answer from a search that saw only part of the scene at full detail (a pyramid descent on an index not yet
+filled) says how much it saw and that ``rsrag index`` fills the rest.
+
 * **distance** ("how far apart are they?"): centre-to-centre distances between the last answer's places,
   on the ground where the scene is georeferenced.
 * **overview** ("what is in this image?", "describe the scene"): the scene's facts (``scene_info``: size,
@@ -607,6 +610,23 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
     return f"Not found: no region of the scene matched {name}.", [], 0.0
 
 
+WHOLE_SCENE = 0.995
+"""Share of the finest level from which a search counts as having seen the whole scene at full detail."""
+
+
+def _partial_note(reports: list[_Report]) -> str:
+    """A sentence when a search saw only part of the scene at full detail (a pyramid descent on an index not yet
+    filled): what was not reached can still hold the thing, so a "not found" there is not final."""
+    shares = [float(r.result.extras["searched_share"]) for r in reports
+              if r.result.ok and r.result.extras.get("searched_share") is not None]
+    if not shares or min(shares) >= WHOLE_SCENE:
+        return ""
+    share = min(shares)
+    pct = "under 1%" if share < 0.01 else f"{100 * share:.0f}%"
+    return (f"The search looked at {pct} of the scene at full detail (coarse to fine, on an index not yet filled): "
+            "places it did not reach may hold more, until `rsrag index` fills the index.")
+
+
 def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidence], excluded: bool) -> AIMessage:
     sentences, cited, strengths = [], [], []
     for report in reports:
@@ -616,6 +636,9 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
         strengths.append(strength)
         if turn.size:
             sentences += [_size_sentence(e) for e in report.places[:3] if e.region is not None]
+    partial = _partial_note(reports)
+    if partial:
+        sentences.append(partial)
     crops = [(source, v) for source, v in views.items() if source in cited]
     if crops:
         sentences.append("Crops: " + ", ".join(f"{v.id} of {source}" for source, v in crops) + ".")

@@ -75,6 +75,7 @@ def test_where_cites_every_site_and_follow_ups_refer_to_them(analyst: Analyst, s
     sites = _sites(answer)
     assert answer.finding == "found" and answer.findings == {"red roofs": "found"} and answer.supported
     assert answer.text.startswith("Red roofs at 2 sites: ") and answer.text.endswith(RETRIEVAL_ONLY)
+    assert "at full detail" not in answer.text  # a complete index: the whole scene was searched
     assert len(sites) == 2 and sites[0].region.box.contains(BIG) and sites[1].region.box.contains(SMALL)
     assert len(sites[0].members) > 1 and sites[0].presence is not None  # overlapping windows are one site
 
@@ -148,6 +149,18 @@ def test_a_relation_asked_is_said_to_be_unchecked(analyst: Analyst, scene: Path)
     answer = analyst.ask(scene, "are there red roofs near the yellow cars?", thread_id="relation")
     assert answer.findings == {"red roofs": "found"}  # the context is not searched
     assert "Not checked: how the red roofs relate to yellow cars" in answer.text
+
+
+def test_an_answer_from_part_of_the_scene_says_how_much_was_searched(calibration, scene: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clear_presence_cache()
+    save_calibration(calibration, home_file())
+    settings = settings_for(tmp_path, **{"store.tiling": "pyramid:32:top=16", "vlm.spec": "rule",
+                                         "pyramid.complete_below": 0, "pyramid.settle_below": 0})
+    workspace = Workspace(settings, encoder=TinyEncoder())
+    with Analyst(settings, resources=Resources(settings, workspace=workspace)) as fresh:
+        answer = fresh.ask(scene, "where are the red roofs?", thread_id="partial")
+    assert "of the scene at full detail (coarse to fine, on an index not yet filled)" in answer.text
+    assert "`rsrag index`" in answer.text
 
 
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
