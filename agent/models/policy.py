@@ -249,15 +249,25 @@ def _seen(past: list[_Turn]) -> dict[str, Evidence]:
     return out
 
 
-def _reported_sites(past: list[_Turn]) -> list[Evidence]:
-    """The places the most recent answer that cited places cited, in its order (zoom crops left out)."""
+def _reported_sites(past: list[_Turn], *, listed: bool = True) -> list[Evidence]:
+    """The places an earlier answer cited, in its order (zoom crops left out). ``listed``: the most recent
+    answer to a search (what "the second one", "the biggest", "how far apart are they" count from: an answer
+    that only pointed back at one of them does not replace the list), else the most recent answer that cited
+    places (what "that one" and "zoom closer" mean)."""
     seen = _seen(past)
-    for turn in reversed(past):
-        ids = list((turn.answer or {}).get("evidence_ids") or [])
-        places = [seen[i] for i in ids if i in seen and seen[i].path in ("fast", "slow", "similar")]
-        if places:
-            return places
+    for searched_only in ((True, False) if listed else (False,)):
+        for turn in reversed(past):
+            if searched_only and not any(s.name in SEARCH_TOOLS for s in turn.steps):
+                continue
+            ids = list((turn.answer or {}).get("evidence_ids") or [])
+            places = [seen[i] for i in ids if i in seen and seen[i].path in ("fast", "slow", "similar")]
+            if places:
+                return places
     return []
+
+
+SEARCH_TOOLS = frozenset({"search_patches", "search_catalog", "search_similar"})
+"""Tools whose answers list places a later reference ("the second one") counts from."""
 
 
 def _reported_for(target: str, past: list[_Turn]) -> list[str]:
@@ -298,6 +308,12 @@ def _referent(turn: Turn, reported: list[Evidence], view: Evidence | None, sourc
             return reported[n - 1 if n > 0 else -1], f"the {word} site of the last answer"
         listing = ", ".join(e.id for e in reported)
         return None, f"The last answer reported {len(reported)} site(s) ({listing}); there is no site #{n}."
+    if turn.extreme is not None and turn.ordinal is None and turn.direction is None:
+        if not reported:
+            return None, "The last answer reported no places to compare; ask where something is first."
+        areas = [e.region.box.area if e.region is not None else 0 for e in reported]
+        pick = areas.index(max(areas) if turn.extreme == "largest" else min(areas))
+        return reported[pick], f"the {turn.extreme} site of the last answer (by the extent of its matching windows)"
     if turn.direction is not None:
         pool = reported or [e for e in _seen(past).values() if e.path in ("fast", "slow")]
         size = _scene_size(past)
@@ -309,10 +325,11 @@ def _referent(turn: Turn, reported: list[Evidence], view: Evidence | None, sourc
     searched_last = bool(past) and any(s.name == "search_patches" for s in past[-1].steps)
     if source and source in seen and seen[source].path != "zoom" and (not searched_last or not reported):
         return seen[source], "the place zoomed on last"
-    if len(reported) == 1:
-        return reported[0], "the site of the last answer"
-    if reported:
-        return reported[0], "the strongest site of the last answer"
+    last = _reported_sites(past, listed=False)
+    if len(last) == 1:
+        return last[0], "the site of the last answer"
+    if last:
+        return last[0], "the strongest site of the last answer"
     assert view is not None
     return view, "the last zoom"
 

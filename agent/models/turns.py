@@ -13,6 +13,7 @@
   the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
   "any other X", "elsewhere"), ``size`` ("how big is it?"), ``distance`` ("how far apart are they?", "the
   distance between them").
+* ``extreme``: "the biggest one", "the smallest" (``largest`` / ``smallest``): the reported site of that extent.
 * ``overview``: a question about the whole scene that names nothing ("what is in this image?", "describe
   the scene").
 
@@ -48,6 +49,7 @@ _MORE = re.compile(r"\b(?:show\s+me\s+)?more\b|\bothers?\b|\banother\b|\belsewhe
                    r"\bthe rest\b|\bremaining\b")
 _OVERVIEW = re.compile(r"\bdescribe\b|\boverview\b|\bsummar(?:y|ise|ize)\b|\bwhat(?:'s|\s+is|\s+do\s+you\s+see|"
                        r"\s+can\s+you\s+see|\s+does\s+(?:it|the\s+(?:image|scene))\s+show)\b")
+_EXTREME = re.compile(r"\b(biggest|largest|smallest|tiniest)\b")
 _DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b")
 _SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
 _PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
@@ -83,13 +85,15 @@ class Turn:
     size: bool = False
     distance: bool = False
     overview: bool = False
+    extreme: str | None = None
 
     @property
     def refers_back(self) -> bool:
         """Whether the question points at earlier evidence rather than naming a new target (with a target,
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
         return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
-                                     or self.closer or self.more or self.size or self.distance)
+                                     or self.closer or self.more or self.size or self.distance
+                                     or self.extreme is not None)
 
 
 def _direction(text: str) -> str | None:
@@ -155,4 +159,6 @@ def read_turn(question: str) -> Turn:
         direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(low)),
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
         overview=not targets and bool(_OVERVIEW.search(low)),
+        extreme=(lambda m: None if m is None else "largest" if m.group(1) in ("biggest", "largest") else "smallest")(
+            _EXTREME.search(low)),
     )

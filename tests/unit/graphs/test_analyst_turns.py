@@ -163,6 +163,18 @@ def test_an_answer_from_part_of_the_scene_says_how_much_was_searched(calibration
     assert "`rsrag index`" in answer.text
 
 
+def test_the_biggest_and_the_smallest_pick_among_the_reported_sites(analyst: Analyst, scene: Path) -> None:
+    big, small = _sites(analyst.ask(scene, "where are the red roofs?", thread_id="extreme"))
+    biggest = analyst.ask(scene, "which one is the biggest?", thread_id="extreme")
+    assert biggest.cited[0] == big.id and "largest site" in biggest.text
+    smallest = analyst.ask(scene, "zoom on the smallest", thread_id="extreme")
+    assert smallest.cited[0] == small.id
+    second = analyst.ask(scene, "now the first one", thread_id="extreme")  # still counts from the search's list
+    assert second.cited[0] == big.id and "first site" in second.text
+    central = analyst.ask(scene, "the one closest to the centre", thread_id="extreme")
+    assert "furthest centre" in central.text and not central.findings  # a reference, not a search for "closest"
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
