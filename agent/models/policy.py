@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -131,7 +131,7 @@ class RulePolicy(BaseChatModel):
 
     def _search_turn(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
         # "show me more", "how many are there?", "are there any?": the thing asked about last
-        follows_up = turn.more or turn.kind in ("count", "presence")
+        follows_up = turn.more or turn.thorough or turn.kind in ("count", "presence")
         targets = turn.targets or (_last_targets(past) if follows_up else [])
         if not targets and turn.overview:
             info = next((step for step in now.steps if step.name == "scene_info"), None)
@@ -167,6 +167,11 @@ class RulePolicy(BaseChatModel):
         reported = _reported_sites(past)
         if turn.distance and turn.ordinal is None and turn.direction is None:
             return _distance_answer(reported)
+        if turn.distance:  # "how far is it from the first one?": the place shown last and the one named
+            shown = _reported_sites(past, listed=False)[:1]
+            other, _ = _referent(replace(turn, distance=False), reported, None, None, past)
+            pair = [*shown, *([other] if other is not None and other not in shown else [])]
+            return _distance_answer(pair)
         view, source = _last_view(past)
         site, why = _referent(turn, reported, view, source, past)
         if site is None:

@@ -13,6 +13,8 @@
   the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
   "any other X", "elsewhere"), ``size`` ("how big is it?"), ``distance`` ("how far apart are they?", "the
   distance between them").
+* ``thorough``: "look harder", "search the whole image": the last target again (the answer says how much of
+  the scene was searched and what fills the rest).
 * ``extreme``: "the biggest one", "the smallest" (``largest`` / ``smallest``): the reported site of that extent.
 * ``overview``: a question about the whole scene that names nothing ("what is in this image?", "describe
   the scene").
@@ -50,7 +52,10 @@ _MORE = re.compile(r"\b(?:show\s+me\s+)?more\b|\bothers?\b|\banother\b|\belsewhe
 _OVERVIEW = re.compile(r"\bdescribe\b|\boverview\b|\bsummar(?:y|ise|ize)\b|\bwhat(?:'s|\s+is|\s+do\s+you\s+see|"
                        r"\s+can\s+you\s+see|\s+does\s+(?:it|the\s+(?:image|scene))\s+show)\b")
 _EXTREME = re.compile(r"\b(biggest|largest|smallest|tiniest)\b")
-_DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b")
+_EACH_OTHER = re.compile(r"\b(?:each\s+other|one\s+another)\b")
+_DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b|\b(?:near|close\s+to|far\s+from)\s+(?:each\s+other|one\s+another)\b")
+_THOROUGH = re.compile(r"\blook\s+harder\b|\b(?:whole|entire)\s+(?:image|scene|picture|mosaic)\b|\beverywhere\b|"
+                       r"\bthoroughly\b|\bsearch\s+(?:it\s+)?again\b")
 _SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
 _PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
                        r"\s+(?:contain|have|show)\b|^(?:can|could)\s+you\s+see\b|^(?:do|can)\s+(?:i|we)\s+see\b")
@@ -86,6 +91,7 @@ class Turn:
     distance: bool = False
     overview: bool = False
     extreme: str | None = None
+    thorough: bool = False
 
     @property
     def refers_back(self) -> bool:
@@ -156,9 +162,9 @@ def read_turn(question: str) -> Turn:
     kind: TurnKind = "count" if _COUNT.search(low) else "presence" if _PRESENCE.search(low) else "where"
     return Turn(
         question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
-        direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(low)),
+        direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(_EACH_OTHER.sub(" ", low))),
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
-        overview=not targets and bool(_OVERVIEW.search(low)),
+        overview=not targets and bool(_OVERVIEW.search(low)), thorough=bool(_THOROUGH.search(low)),
         extreme=(lambda m: None if m is None else "largest" if m.group(1) in ("biggest", "largest") else "smallest")(
             _EXTREME.search(low)),
     )

@@ -42,6 +42,9 @@ def test_kinds() -> None:
     ("how big is it?", {"size": True}),
     ("how far apart are they?", {"distance": True}),
     ("what is the distance between them?", {"distance": True}),
+    ("are they near each other?", {"distance": True, "more": False}),
+    ("how far is it from the first one?", {"distance": True, "ordinal": 1}),
+    ("which one is the biggest?", {"extreme": "largest"}),
 ])
 def test_references_to_earlier_evidence(question: str, expected: dict[str, object]) -> None:
     turn = read_turn(question)
@@ -53,6 +56,12 @@ def test_other_objects_of_a_clause_are_context_not_targets() -> None:
     turn = read_turn("are there ponds near the bridges?")
     assert turn.targets == ["ponds"] and turn.context == ["bridges"] and turn.kind == "presence"
     assert read_turn("where are the storage tanks and the airports?").context == []
+
+
+def test_look_harder_asks_again_about_the_last_target() -> None:
+    for q in ("no? look harder", "search the whole image"):
+        turn = read_turn(q)
+        assert turn.thorough and turn.targets == [] and not turn.refers_back, q
 
 
 def test_this_image_is_the_scene_not_an_earlier_place() -> None:

@@ -120,6 +120,11 @@ def test_how_far_apart_measures_between_the_reported_sites(analyst: Analyst, sce
     metres = float(re.search(r"about ([\d,.]+) m apart", apart.text).group(1).replace(",", ""))  # type: ignore[union-attr]
     (ax, ay), (bx, by) = a.region.box.center, b.region.box.center
     assert metres == pytest.approx(0.5 * ((bx - ax) ** 2 + (by - ay) ** 2) ** 0.5, rel=0.02)  # 0.5 m pixels
+    analyst.ask(scene, "zoom on the second one", thread_id="far")
+    between = analyst.ask(scene, "how far is it from the first one?", thread_id="far")
+    assert between.text.startswith(f"{b.id} and {a.id} are about ") and set(between.cited) == {a.id, b.id}
+    again = analyst.ask(scene, "look harder", thread_id="far")
+    assert again.text.startswith("Red roofs at 2 sites")  # the last target, searched again
     lone = analyst.ask(scene, "how far apart are they?", thread_id="far-none")
     assert lone.text.startswith("There are no earlier places") and not lone.cited
 
