@@ -167,6 +167,8 @@ class RulePolicy(BaseChatModel):
         reported = _reported_sites(past)
         if turn.distance and turn.ordinal is None and turn.direction is None:
             return _distance_answer(reported)
+        if turn.coordinates and turn.plural and turn.ordinal is None and turn.direction is None:
+            return _coordinates_answer(reported)
         if turn.distance:  # "how far is it from the first one?": the place shown last and the one named
             shown = _reported_sites(past, listed=False)[:1]
             other, _ = _referent(replace(turn, distance=False), reported, None, None, past)
@@ -522,6 +524,23 @@ def _overview_answer(result: ToolResult) -> AIMessage:
     return _answer(text, [view.id], 0.0)
 
 
+def _coordinates_answer(reported: list[Evidence]) -> AIMessage:
+    """The centres of the last answer's places: lon/lat where georeferenced, with the map box, else pixels."""
+    places = [e for e in reported if e.region is not None][:MAX_LISTED]
+    if not places:
+        return _answer("There are no earlier places in this conversation to give coordinates for: ask where "
+                       "something is first (e.g. 'where are the bridges?').", [], 0.0)
+    parts = []
+    for e in places:
+        assert e.region is not None
+        cx, cy = e.region.box.center
+        c = _centre(e)
+        parts.append(f"{e.id}: lon {c[0]:.5f} lat {c[1]:.5f} (pixel centre {cx:,.0f}, {cy:,.0f})" if c is not None
+                     else f"{e.id}: pixel centre {cx:,.0f}, {cy:,.0f} (the scene has no map coordinates)")
+    text = "; ".join(parts) + f". Centres of the matching windows of the places the last answer cited. {RETRIEVAL_ONLY}"
+    return _answer(text, [e.id for e in places], min(_strength(e) for e in places))
+
+
 def _centre(ev: Evidence) -> tuple[float, float] | None:
     """A place's centre as (lon, lat), or ``None`` when it is not georeferenced."""
     if ev.region is None or ev.region.map_box is None:
@@ -632,6 +651,19 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
     return f"Not found: no region of the scene matched {name}.", [], 0.0
 
 
+def _compare_sentence(compare: tuple[str, int], report: _Report) -> str:
+    """The answer to "more than N X?" from the count of sites found."""
+    how, n = compare
+    count = len(report.result.found) if report.finding == "found" else 0
+    holds = count > n if how == "more" else count < n if how == "fewer" else count >= n
+    word = {"more": "more than", "fewer": "fewer than", "at least": "at least"}[how]
+    verdict = "Yes" if holds else "No"
+    if report.finding == "uncertain":
+        verdict = "Uncertain"
+    return (f"{verdict}: {count} site{'s' if count != 1 else ''} of {report.target} found, "
+            f"{'' if holds else 'not '}{word} {n} (sites, not individual objects).")
+
+
 WHOLE_SCENE = 0.995
 """Share of the finest level from which a search counts as having seen the whole scene at full detail."""
 
@@ -658,6 +690,8 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
         strengths.append(strength)
         if turn.size:
             sentences += [_size_sentence(e) for e in report.places[:3] if e.region is not None]
+    if turn.compare is not None:
+        sentences += [_compare_sentence(turn.compare, r) for r in reports if r.result.ok]
     partial = _partial_note(reports)
     if partial:
         sentences.append(partial)
@@ -670,8 +704,8 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
     confidence = min(strengths) if strengths else 0.0
     if turn.context and turn.targets:
         asked = " and ".join(turn.targets)
-        sentences.append(f"Not checked: how the {asked} relate to {' and '.join(turn.context)} (retrieval "
-                         f"searched the {asked} alone).")
+        sentences.append(f"Not checked against {' and '.join(turn.context)}: retrieval searched {asked} alone and "
+                         "cannot test relations.")
     text = " ".join(sentences)
     if any(report.result.ok for report in reports):  # nothing was retrieved when every search failed
         text += f" {RETRIEVAL_ONLY}"

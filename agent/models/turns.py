@@ -13,6 +13,8 @@
   the north-west", "top left"), ``closer`` ("zoom closer", "zoom in"), ``more`` ("show me more", "others",
   "any other X", "elsewhere"), ``size`` ("how big is it?"), ``distance`` ("how far apart are they?", "the
   distance between them").
+* ``compare``: "are there more than 3 X?", "at least 2 X?" (a count, compared); ``coordinates`` with a plural
+  reference ("give me their coordinates"): the reported places' map coordinates.
 * ``thorough``: "look harder", "search the whole image": the last target again (the answer says how much of
   the scene was searched and what fills the rest).
 * ``extreme``: "the biggest one", "the smallest" (``largest`` / ``smallest``): the reported site of that extent.
@@ -51,6 +53,10 @@ _MORE = re.compile(r"\b(?:show\s+me\s+)?more\b|\bothers?\b|\banother\b|\belsewhe
                    r"\bthe rest\b|\bremaining\b")
 _OVERVIEW = re.compile(r"\bdescribe\b|\boverview\b|\bsummar(?:y|ise|ize)\b|\bwhat(?:'s|\s+is|\s+do\s+you\s+see|"
                        r"\s+can\s+you\s+see|\s+does\s+(?:it|the\s+(?:image|scene))\s+show)\b")
+_COMPARE = re.compile(r"\b(more|fewer|less)\s+than\s+(\d+)\b|\bat\s+least\s+(\d+)\b")
+_COORDINATES = re.compile(r"\bcoordinates?\b|\blat(?:itude)?s?\b|\blon(?:gitude)?s?\b|\bwhere\s+exactly\b|"
+                          r"\bexact\s+(?:location|position)s?\b|\bgps\b")
+_PLURAL = re.compile(r"\b(?:they|them|their|these|those)\b")
 _EXTREME = re.compile(r"\b(biggest|largest|smallest|tiniest)\b")
 _EACH_OTHER = re.compile(r"\b(?:each\s+other|one\s+another)\b")
 _DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b|\b(?:near|close\s+to|far\s+from)\s+(?:each\s+other|one\s+another)\b")
@@ -92,6 +98,9 @@ class Turn:
     overview: bool = False
     extreme: str | None = None
     thorough: bool = False
+    compare: tuple[str, int] | None = None
+    coordinates: bool = False
+    plural: bool = False
 
     @property
     def refers_back(self) -> bool:
@@ -99,7 +108,7 @@ class Turn:
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
         return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
                                      or self.closer or self.more or self.size or self.distance
-                                     or self.extreme is not None)
+                                     or self.extreme is not None or (self.coordinates and self.plural))
 
 
 def _direction(text: str) -> str | None:
@@ -158,13 +167,18 @@ def read_turn(question: str) -> Turn:
     if match:
         word = match.group(1) or match.group(2)
         ordinal = _ORDINALS.get(word) if word in _ORDINALS else int(re.sub(r"\D", "", word) or 0) or None
-    targets, context = _targets(text)
-    kind: TurnKind = "count" if _COUNT.search(low) else "presence" if _PRESENCE.search(low) else "where"
+    cmp = _COMPARE.search(low)
+    compare = None if cmp is None else (("more" if cmp.group(1) == "more" else "fewer") if cmp.group(1) else "at least",
+                                        int(cmp.group(2) or cmp.group(3)))
+    asked = _COMPARE.sub(" ", text) if cmp else text  # "more than 3 ponds" asks about ponds
+    targets, context = _targets(asked)
+    kind: TurnKind = "count" if _COUNT.search(low) or cmp else "presence" if _PRESENCE.search(low) else "where"
     return Turn(
         question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
-        direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(_EACH_OTHER.sub(" ", low))),
+        direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(_EACH_OTHER.sub(" ", _COMPARE.sub(" ", low)))),
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
         overview=not targets and bool(_OVERVIEW.search(low)), thorough=bool(_THOROUGH.search(low)),
+        compare=compare, coordinates=bool(_COORDINATES.search(low)), plural=bool(_PLURAL.search(low)),
         extreme=(lambda m: None if m is None else "largest" if m.group(1) in ("biggest", "largest") else "smallest")(
             _EXTREME.search(low)),
     )

@@ -58,6 +58,13 @@ def test_other_objects_of_a_clause_are_context_not_targets() -> None:
     assert read_turn("where are the storage tanks and the airports?").context == []
 
 
+def test_a_compared_count_asks_about_the_object() -> None:
+    turn = read_turn("are there more than 3 ponds?")
+    assert turn.targets == ["ponds"] and turn.kind == "count" and turn.compare == ("more", 3) and not turn.more
+    assert read_turn("at least 2 bridges?").compare == ("at least", 2)
+    assert read_turn("give me their coordinates").refers_back
+
+
 def test_look_harder_asks_again_about_the_last_target() -> None:
     for q in ("no? look harder", "search the whole image"):
         turn = read_turn(q)

@@ -153,7 +153,7 @@ def test_a_question_about_the_whole_image_gives_its_facts_and_what_to_ask(analys
 def test_a_relation_asked_is_said_to_be_unchecked(analyst: Analyst, scene: Path) -> None:
     answer = analyst.ask(scene, "are there red roofs near the yellow cars?", thread_id="relation")
     assert answer.findings == {"red roofs": "found"}  # the context is not searched
-    assert "Not checked: how the red roofs relate to yellow cars" in answer.text
+    assert "Not checked against yellow cars: retrieval searched red roofs alone" in answer.text
 
 
 def test_an_answer_from_part_of_the_scene_says_how_much_was_searched(calibration, scene: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -178,6 +178,18 @@ def test_the_biggest_and_the_smallest_pick_among_the_reported_sites(analyst: Ana
     assert second.cited[0] == big.id and "first site" in second.text
     central = analyst.ask(scene, "the one closest to the centre", thread_id="extreme")
     assert "furthest centre" in central.text and not central.findings  # a reference, not a search for "closest"
+
+
+def test_a_count_compared_and_the_coordinates_of_the_reported_places(analyst: Analyst, scene: Path) -> None:
+    more = analyst.ask(scene, "are there more than 3 red roofs?", thread_id="cmp")
+    assert more.findings == {"red roofs": "found"} and "No: 2 sites of red roofs found, not more than 3" in more.text
+    least = analyst.ask(scene, "at least 2 red roofs?", thread_id="cmp2")
+    assert "Yes: 2 sites of red roofs found, at least 2" in least.text
+    a, b = _sites(more)
+    where = analyst.ask(scene, "give me their coordinates", thread_id="cmp")
+    assert where.text.startswith(f"{a.id}: lon ") and f"; {b.id}: lon " in where.text and where.cited == [a.id, b.id]
+    exact = analyst.ask(scene, "where exactly are the red roofs?", thread_id="exact")
+    assert exact.findings == {"red roofs": "found"}  # "exactly" is not an object
 
 
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
