@@ -82,7 +82,7 @@ REQUEST_WORDS = frozenset(
     "big bigger biggest large larger largest huge small smaller smallest tiny size sizes sized extent area wide "
     "long tall far apart distance distances away closest nearest furthest farthest coordinates coordinate "
     "position positions harder search searched whole entire everywhere thoroughly each other "
-    "exactly exact precisely latitude longitude gps others another else elsewhere closer close zoom zoomed more again also too rest remaining "
+    "exactly exact precisely latitude longitude gps out wider others another else elsewhere closer close zoom zoomed more again also too rest remaining "
     "additional further one ones them first second third fourth fifth sixth seventh eighth ninth tenth last "
     "previous next north south east west northern southern eastern western northeast northwest southeast "
     "southwest north-east north-west south-east south-west top bottom left right upper lower corner middle "

@@ -19,6 +19,8 @@ filled) says how much it saw and that ``rsrag index`` fills the rest.
 
 * **distance** ("how far apart are they?"): centre-to-centre distances between the last answer's places,
   on the ground where the scene is georeferenced.
+* **places by coordinates** ("zoom on 1000 500 1300 800", "what is at pixel 1200, 600?", "zoom to lon 16.66
+  lat 46.86") and **zoom out** (the last view at twice its size): a zoom there, the crop cited.
 * **overview** ("what is in this image?", "describe the scene"): the scene's facts (``scene_info``: size,
   bands, CRS, ground sample distance, the overview image) and what it can be asked.
 
@@ -110,6 +112,8 @@ class RulePolicy(BaseChatModel):
             from rsrag.agent.models.catalog_policy import catalog_turn
 
             return catalog_turn(self, now.question, now)
+        if turn.place is not None or (turn.wider and not turn.targets):
+            return self._place_turn(turn, now, past)
         if turn.refers_back:
             return self._refer_back(turn, now, past)
         return self._search_turn(turn, now, past)
@@ -158,6 +162,29 @@ class RulePolicy(BaseChatModel):
         views = {s.args.get("evidence_id"): s.result.views[0] for s in now.steps
                  if s.name == "zoom" and s.result.ok and s.result.views}
         return _compose(turn, reports, views, excluded=turn.more)
+
+    # --- places given by coordinates, and zooming out ------------------------------------------------------
+
+    def _place_turn(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
+        """Look at a place the question gives by coordinates ("zoom on 1000 500 1300 800", "what is at lon 16.6
+        lat 46.8"), or around the last view at twice its size ("zoom out"); the answer cites the crop and says
+        that naming an object is what retrieval can answer about it."""
+        zooms = [s for s in now.steps if s.name == "zoom"]
+        if not zooms:
+            args = _place_args(turn, past)
+            if args is None:
+                return _answer("There is no earlier view to zoom out from: ask where something is first, or give a "
+                               "place (e.g. 'zoom on 1000 500 1300 800').", [], 0.0)
+            return _call("zoom", args)
+        last = zooms[-1].result
+        if not last.ok or not last.views:
+            return _answer(f"Could not zoom there: {_reason(last)}.", [], 0.0)
+        view = last.views[0]
+        where = _lonlat(view)
+        return _answer(f"Zoomed to {view.bbox}{' (' + where[2:] + ')' if where else ''}: crop {view.id}. To know what is "
+                       f"there, ask for it by name (e.g. 'where are the ponds?'); "
+                       f"{WHAT_IT_ANSWERS[0].lower()}{WHAT_IT_ANSWERS[1:]}",
+                       [view.id], 0.5)
 
     # --- questions that point at earlier evidence -------------------------------------------------------
 
@@ -508,6 +535,39 @@ def _size_sentence(ev: Evidence) -> str:
         height_m = (north - south) * 110_540
         text += f" (about {width_m:,.0f} x {height_m:,.0f} m)"
     return text + " (the extent of the matching windows, not a measured outline)."
+
+
+LOOK_SIDE = 448
+"""Side in pixels of the box looked at around a point given in pixels ("what is at pixel 1200, 600")."""
+LOOK_DEGREES = 0.001
+"""Half-height in degrees of latitude of the box looked at around a point given as lon/lat (about 110 m)."""
+
+
+def _place_args(turn: Turn, past: list[_Turn]) -> dict[str, Any] | None:
+    """The zoom arguments for a place given by coordinates, or for zooming out of the last view."""
+    place = turn.place or {}
+    if "bbox" in place:
+        x0, y0, x1, y1 = place["bbox"]
+        return {"bbox": [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]}
+    if "point" in place:
+        x, y = place["point"]
+        h = LOOK_SIDE / 2
+        return {"bbox": [max(0.0, x - h), max(0.0, y - h), x + h, y + h]}
+    if "lonlat" in place:
+        lon, lat = place["lonlat"]
+        dlon = LOOK_DEGREES / max(0.05, math.cos(math.radians(lat)))
+        return {"lonlat_bbox": [lon - dlon, lat - LOOK_DEGREES, lon + dlon, lat + LOOK_DEGREES]}
+    view, _ = _last_view(past)
+    if view is None or view.region is None:
+        return None
+    box = view.region.box
+    (cx, cy), w, h = box.center, box.width, box.height
+    size = _scene_size(past)
+    x0, y0 = max(0.0, cx - w), max(0.0, cy - h)
+    x1, y1 = cx + w, cy + h
+    if size is not None:
+        x1, y1 = min(size[0], x1), min(size[1], y1)
+    return {"bbox": [x0, y0, x1, y1]}
 
 
 def _overview_answer(result: ToolResult) -> AIMessage:

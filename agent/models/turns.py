@@ -15,6 +15,8 @@
   distance between them").
 * ``compare``: "are there more than 3 X?", "at least 2 X?" (a count, compared); ``coordinates`` with a plural
   reference ("give me their coordinates"): the reported places' map coordinates.
+* ``place``: coordinates to look at ("zoom on 1000 500 1300 800", "what is at pixel 1200, 600", "zoom to lon
+  16.66 lat 46.86"); ``wider``: "zoom out".
 * ``thorough``: "look harder", "search the whole image": the last target again (the answer says how much of
   the scene was searched and what fills the rest).
 * ``extreme``: "the biggest one", "the smallest" (``largest`` / ``smallest``): the reported site of that extent.
@@ -57,11 +59,18 @@ _COMPARE = re.compile(r"\b(more|fewer|less)\s+than\s+(\d+)\b|\bat\s+least\s+(\d+
 _COORDINATES = re.compile(r"\bcoordinates?\b|\blat(?:itude)?s?\b|\blon(?:gitude)?s?\b|\bwhere\s+exactly\b|"
                           r"\bexact\s+(?:location|position)s?\b|\bgps\b")
 _PLURAL = re.compile(r"\b(?:they|them|their|these|those)\b")
+_PLACE_VERB = re.compile(r"\bzoom(?:ed)?\b|\bshow\b|\bgo\s+to\b|\bwhat(?:'s|\s+is)\s+(?:at|there\s+at)\b|\blook\s+at\b|"
+                         r"\bcentre\s+on\b|\bcenter\s+on\b")
+_NUMBER = r"(-?\d+(?:\.\d+)?)"
+_LONLAT = re.compile(rf"\blon(?:gitude)?\s*=?\s*{_NUMBER}\s*,?\s*(?:and\s+)?\blat(?:itude)?\s*=?\s*{_NUMBER}|"
+                     rf"\blat(?:itude)?\s*=?\s*{_NUMBER}\s*,?\s*(?:and\s+)?\blon(?:gitude)?\s*=?\s*{_NUMBER}")
+_WIDER = re.compile(r"\bzoom(?:ed)?\s+out\b|\bwider\b|\bfurther\s+out\b|\bless\s+close\b")
+_WHOLE = re.compile(r"\bshow\s+(?:me\s+)?the\s+(?:whole|entire|full)\s+(?:image|scene|picture|mosaic)\b")
 _EXTREME = re.compile(r"\b(biggest|largest|smallest|tiniest)\b")
 _EACH_OTHER = re.compile(r"\b(?:each\s+other|one\s+another)\b")
 _DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b|\b(?:near|close\s+to|far\s+from)\s+(?:each\s+other|one\s+another)\b")
-_THOROUGH = re.compile(r"\blook\s+harder\b|\b(?:whole|entire)\s+(?:image|scene|picture|mosaic)\b|\beverywhere\b|"
-                       r"\bthoroughly\b|\bsearch\s+(?:it\s+)?again\b")
+_THOROUGH = re.compile(r"\blook\s+harder\b|\bsearch\b.*\b(?:whole|entire)\s+(?:image|scene|picture|mosaic)\b|"
+                       r"\beverywhere\b|\bthoroughly\b|\bsearch\s+(?:it\s+)?again\b")
 _SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
 _PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
                        r"\s+(?:contain|have|show)\b|^(?:can|could)\s+you\s+see\b|^(?:do|can)\s+(?:i|we)\s+see\b")
@@ -101,12 +110,14 @@ class Turn:
     compare: tuple[str, int] | None = None
     coordinates: bool = False
     plural: bool = False
+    place: dict[str, tuple[float, ...]] | None = None
+    wider: bool = False
 
     @property
     def refers_back(self) -> bool:
         """Whether the question points at earlier evidence rather than naming a new target (with a target,
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
-        return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
+        return not self.targets and (self.wider or self.ordinal is not None or self.direction is not None or self.this
                                      or self.closer or self.more or self.size or self.distance
                                      or self.extreme is not None or (self.coordinates and self.plural))
 
@@ -152,6 +163,24 @@ def _has_content(words: list[str]) -> bool:
     return any(is_content_word(w) and not w.isdigit() for w in words)
 
 
+def _place(low: str) -> dict[str, tuple[float, ...]] | None:
+    """A place given by coordinates with a verb that asks to see it: ``{"lonlat": (lon, lat)}``,
+    ``{"bbox": (x0, y0, x1, y1)}`` (four numbers) or ``{"point": (x, y)}`` (two numbers, pixels)."""
+    if not _PLACE_VERB.search(low):
+        return None
+    ll = _LONLAT.search(low)
+    if ll:
+        lon, lat = (ll.group(1), ll.group(2)) if ll.group(1) is not None else (ll.group(4), ll.group(3))
+        return {"lonlat": (float(lon), float(lat))}
+    plain = re.sub(r"\b\d+(?:st|nd|rd|th)\b", " ", EVIDENCE_ID.sub(" ", low))  # ordinals are not coordinates
+    numbers = [float(n) for n in re.findall(_NUMBER, plain)]
+    if len(numbers) == 4:
+        return {"bbox": tuple(numbers)}
+    if len(numbers) == 2 and (re.search(r"\bpixels?\b|\bpx\b", low) or _PLACE_VERB.search(low)):
+        return {"point": tuple(numbers)}
+    return None
+
+
 def read_turn(question: str) -> Turn:
     """What ``question`` asks (see the module docstring).
 
@@ -171,14 +200,18 @@ def read_turn(question: str) -> Turn:
     compare = None if cmp is None else (("more" if cmp.group(1) == "more" else "fewer") if cmp.group(1) else "at least",
                                         int(cmp.group(2) or cmp.group(3)))
     asked = _COMPARE.sub(" ", text) if cmp else text  # "more than 3 ponds" asks about ponds
-    targets, context = _targets(asked)
+    place = _place(low)
+    if place is not None:  # "zoom on 1000 500 1300 800", "what is at lon 16.6 lat 46.8": a place, not an object
+        asked = ""
+    targets, context = _targets(asked) if asked else ([], [])
     kind: TurnKind = "count" if _COUNT.search(low) or cmp else "presence" if _PRESENCE.search(low) else "where"
     return Turn(
         question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
         direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(_EACH_OTHER.sub(" ", _COMPARE.sub(" ", low)))),
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
-        overview=not targets and bool(_OVERVIEW.search(low)), thorough=bool(_THOROUGH.search(low)),
+        overview=not targets and place is None and bool(_OVERVIEW.search(low) or _WHOLE.search(low)), thorough=bool(_THOROUGH.search(low)),
         compare=compare, coordinates=bool(_COORDINATES.search(low)), plural=bool(_PLURAL.search(low)),
+        place=place, wider=bool(_WIDER.search(low)),
         extreme=(lambda m: None if m is None else "largest" if m.group(1) in ("biggest", "largest") else "smallest")(
             _EXTREME.search(low)),
     )

@@ -65,6 +65,18 @@ def test_a_compared_count_asks_about_the_object() -> None:
     assert read_turn("give me their coordinates").refers_back
 
 
+def test_places_given_by_coordinates_are_places_not_objects() -> None:
+    assert read_turn("zoom on 1000 500 1300 800").place == {"bbox": (1000.0, 500.0, 1300.0, 800.0)}
+    assert read_turn("what is at pixel 1200, 600?").place == {"point": (1200.0, 600.0)}
+    assert read_turn("zoom to lon 16.656 lat 46.857").place == {"lonlat": (16.656, 46.857)}
+    assert read_turn("go to latitude 46.8, longitude 16.6").place == {"lonlat": (16.6, 46.8)}
+    assert read_turn("zoom on the 2nd and 3rd").place is None  # ordinals are not coordinates
+    assert read_turn("are there more than 3 ponds?").place is None  # no verb asking to look
+    out = read_turn("zoom out")
+    assert out.wider and out.targets == [] and out.refers_back
+    assert read_turn("show me the whole scene").overview
+
+
 def test_look_harder_asks_again_about_the_last_target() -> None:
     for q in ("no? look harder", "search the whole image"):
         turn = read_turn(q)

@@ -192,6 +192,28 @@ def test_a_count_compared_and_the_coordinates_of_the_reported_places(analyst: An
     assert exact.findings == {"red roofs": "found"}  # "exactly" is not an object
 
 
+def test_zooming_on_coordinates_and_out(analyst: Analyst, scene: Path) -> None:
+    from rsrag.tools.georef import map_box_to_lonlat
+
+    box = analyst.ask(scene, "zoom on 300 200 420 330", thread_id="place")
+    (crop,) = [e for e in box.evidence if e.path == "zoom"]
+    assert crop.region.box.as_tuple() == (300, 200, 420, 330) and box.text.startswith("Zoomed to [300, 200, 420, 330]")
+    point = analyst.ask(scene, "what is at pixel 100, 120?", thread_id="place")
+    (crop,) = [e for e in point.evidence if e.path == "zoom"]
+    assert crop.region.box.contains(PixelBox(x0=99, y0=119, x1=101, y1=121))
+    a, _ = _sites(analyst.ask(scene, "where are the red roofs?", thread_id="place2"))
+    west, south, east, north = map_box_to_lonlat(a.region.map_box)
+    there = analyst.ask(scene, f"zoom to lon {(west + east) / 2:.6f} lat {(south + north) / 2:.6f}", thread_id="place2")
+    (crop,) = [e for e in there.evidence if e.path == "zoom"]
+    cx, cy = a.region.box.center
+    assert crop.region.box.contains(PixelBox(x0=int(cx) - 1, y0=int(cy) - 1, x1=int(cx) + 1, y1=int(cy) + 1))
+    out = analyst.ask(scene, "zoom out", thread_id="place2")
+    (wide,) = [e for e in out.evidence if e.path == "zoom"]
+    assert wide.region.box.contains(crop.region.box) and wide.region.box.area > crop.region.box.area
+    none = analyst.ask(scene, "zoom out", thread_id="place3")
+    assert none.text.startswith("There is no earlier view to zoom out from")
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
