@@ -75,7 +75,8 @@ _STOP = frozenset(
     "and or but not no any some all each every many much how what where which who whom whose why when can "
     "could would should will may might must i you we they it its their image picture photo scene shown "
     "visible see seen located situated appear appears present please me us show find locate tell count "
-    "kind type color colour about regarding then now ok okay thanks evidence anything something everything nothing".split()
+    "kind type color colour about regarding then now ok okay thanks evidence anything something everything nothing "
+    "i'm im i've i'd we're you're looking searching seeking want need like would r u pls plz them".split()
 )
 _ORDINAL_TOKEN = re.compile(r"^\d+(?:st|nd|rd|th)$")
 REQUEST_WORDS = frozenset(
@@ -96,9 +97,9 @@ object only."""
 
 def is_content_word(token: str) -> bool:
     """Whether a lower-case token can be part of a key phrase: not a function word, not a request word
-    (:data:`REQUEST_WORDS`), not an ordinal ("3rd"), not punctuation."""
-    return bool(token) and token[0].isalnum() and token not in _STOP and token not in REQUEST_WORDS \
-        and not _ORDINAL_TOKEN.match(token)
+    (:data:`REQUEST_WORDS`), not an ordinal ("3rd"), not a single letter, not punctuation."""
+    return len(token) > 1 and token[0].isalnum() and token not in _STOP and token not in REQUEST_WORDS \
+        and not _ORDINAL_TOKEN.match(token)  # one letter ("r" for "are") is never an object
 
 
 def extract_key_phrases(question: str, max_phrases: int = 4) -> list[str]:

@@ -163,6 +163,21 @@ class RulePolicy(BaseChatModel):
                  if s.name == "zoom" and s.result.ok and s.result.views}
         return _compose(turn, reports, views, excluded=turn.more)
 
+    def _each_answer(self, reported: list[Evidence], now: _Turn) -> AIMessage:
+        """Zoom on every place of the last search (up to the zoom limit), then cite the crops."""
+        places = reported[:MAX_EACH]
+        if not places:
+            return _answer("There are no earlier places to show: ask where something is first (e.g. 'where are "
+                           "the bridges?').", [], 0.0)
+        zooms = [s for s in now.steps if s.name == "zoom"]
+        if not zooms:
+            return _calls([("zoom", {"evidence_id": e.id}) for e in places])
+        shown = [(e, z.result.views[0]) for e, z in zip(places, zooms) if z.result.ok and z.result.views]
+        text = "; ".join(f"{e.id} at {e.bbox}: crop {v.id}" for e, v in shown)
+        more = f" ({len(reported) - len(places)} more not shown; ask for them by number)" if len(reported) > len(places) else ""
+        return _answer(f"{text}{more}. {RETRIEVAL_ONLY}", [i for e, v in shown for i in (e.id, v.id)],
+                       min(_strength(e) for e, _ in shown) if shown else 0.0)
+
     # --- places given by coordinates, and zooming out ------------------------------------------------------
 
     def _place_turn(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
@@ -196,6 +211,8 @@ class RulePolicy(BaseChatModel):
             return _distance_answer(reported)
         if turn.coordinates and turn.plural and turn.ordinal is None and turn.direction is None:
             return _coordinates_answer(reported)
+        if turn.each and turn.ordinal is None and turn.direction is None:
+            return self._each_answer(reported, now)
         if turn.distance:  # "how far is it from the first one?": the place shown last and the one named
             shown = _reported_sites(past, listed=False)[:1]
             other, _ = _referent(replace(turn, distance=False), reported, None, None, past)
@@ -537,6 +554,8 @@ def _size_sentence(ev: Evidence) -> str:
     return text + " (the extent of the matching windows, not a measured outline)."
 
 
+MAX_EACH = 6
+"""Places "show me each of them" zooms on (the zoom budget still applies)."""
 LOOK_SIDE = 448
 """Side in pixels of the box looked at around a point given in pixels ("what is at pixel 1200, 600")."""
 LOOK_DEGREES = 0.001

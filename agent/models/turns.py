@@ -17,6 +17,7 @@
   reference ("give me their coordinates"): the reported places' map coordinates.
 * ``place``: coordinates to look at ("zoom on 1000 500 1300 800", "what is at pixel 1200, 600", "zoom to lon
   16.66 lat 46.86"); ``wider``: "zoom out".
+* ``each``: "show me each of them", "zoom on them all": every place of the last search, zoomed on.
 * ``thorough``: "look harder", "search the whole image": the last target again (the answer says how much of
   the scene was searched and what fills the rest).
 * ``extreme``: "the biggest one", "the smallest" (``largest`` / ``smallest``): the reported site of that extent.
@@ -112,12 +113,13 @@ class Turn:
     plural: bool = False
     place: dict[str, tuple[float, ...]] | None = None
     wider: bool = False
+    each: bool = False
 
     @property
     def refers_back(self) -> bool:
         """Whether the question points at earlier evidence rather than naming a new target (with a target,
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
-        return not self.targets and (self.wider or self.ordinal is not None or self.direction is not None or self.this
+        return not self.targets and (self.wider or self.each or self.ordinal is not None or self.direction is not None or self.this
                                      or self.closer or self.more or self.size or self.distance
                                      or self.extreme is not None or (self.coordinates and self.plural))
 
@@ -212,6 +214,7 @@ def read_turn(question: str) -> Turn:
         overview=not targets and place is None and bool(_OVERVIEW.search(low) or _WHOLE.search(low)), thorough=bool(_THOROUGH.search(low)),
         compare=compare, coordinates=bool(_COORDINATES.search(low)), plural=bool(_PLURAL.search(low)),
         place=place, wider=bool(_WIDER.search(low)),
+        each=bool(re.search(r"\b(?:each|every|all)\s+(?:one\s+)?of\s+them\b|\bthem\s+all\b", low)),
         extreme=(lambda m: None if m is None else "largest" if m.group(1) in ("biggest", "largest") else "smallest")(
             _EXTREME.search(low)),
     )

@@ -77,6 +77,13 @@ def test_places_given_by_coordinates_are_places_not_objects() -> None:
     assert read_turn("show me the whole scene").overview
 
 
+def test_chatty_and_informal_words_are_not_objects() -> None:
+    assert read_turn("I'm looking for water bodies").targets == ["water bodies"]
+    assert read_turn("where r the ponds").targets == ["ponds"]
+    each = read_turn("show me each of them")
+    assert each.each and each.targets == [] and each.refers_back
+
+
 def test_look_harder_asks_again_about_the_last_target() -> None:
     for q in ("no? look harder", "search the whole image"):
         turn = read_turn(q)

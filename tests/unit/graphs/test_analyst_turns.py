@@ -214,6 +214,14 @@ def test_zooming_on_coordinates_and_out(analyst: Analyst, scene: Path) -> None:
     assert none.text.startswith("There is no earlier view to zoom out from")
 
 
+def test_show_me_each_of_them_zooms_on_every_reported_site(analyst: Analyst, scene: Path) -> None:
+    a, b = _sites(analyst.ask(scene, "where are the red roofs?", thread_id="each"))
+    each = analyst.ask(scene, "show me each of them", thread_id="each")
+    crops = [e for e in each.evidence if e.path == "zoom"]
+    assert each.cited[0::2] == [a.id, b.id] and len(crops) == 2
+    assert crops[0].region.box.intersection(BIG) and crops[1].region.box.intersection(SMALL)
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
