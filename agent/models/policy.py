@@ -207,6 +207,9 @@ class RulePolicy(BaseChatModel):
         if turn.more and turn.ordinal is None and turn.direction is None:
             return self._search_turn(turn, now, past)
         reported = _reported_sites(past)
+        named = [e for e in (_seen(past).get(i) for i in find_evidence_ids(now.question)) if e is not None]
+        if turn.distance and len(named) >= 2:  # "how far is Ea8d6cb from E04089e?"
+            return _distance_answer(named, "the places named")
         if turn.distance and turn.ordinal is None and turn.direction is None:
             return _distance_answer(reported)
         if turn.coordinates and turn.plural and turn.ordinal is None and turn.direction is None:
@@ -646,7 +649,7 @@ MAX_DISTANCE_PLACES = 4
 """Places of the last answer whose pairwise distances a distance question lists (the strongest first)."""
 
 
-def _distance_answer(reported: list[Evidence]) -> AIMessage:
+def _distance_answer(reported: list[Evidence], of: str = "the places the last answer cited") -> AIMessage:
     """How far apart the places of the last answer are: centre to centre, on the ground where georeferenced
     (else in pixels), for every pair of its first :data:`MAX_DISTANCE_PLACES` places, nearest pair first."""
     places = [e for e in reported if e.region is not None][:MAX_DISTANCE_PLACES]
@@ -674,7 +677,7 @@ def _distance_answer(reported: list[Evidence]) -> AIMessage:
     same = {e.region.scene for e in places if e.region is not None}
     parts = [f"{a.id} and {b.id} are about {_distance_text(m)} apart" + (f" ({px:,.0f} px)" if len(same) == 1 else "")
              if m is not None else f"{a.id} and {b.id} are {px:,.0f} px apart" for _, a, b, px, m in pairs]
-    text = ("; ".join(parts) + ". Centre to centre of the places the last answer cited (the extents of their "
+    text = ("; ".join(parts) + f". Centre to centre of {of} (the extents of their "
             f"matching windows, not measured outlines). {RETRIEVAL_ONLY}")
     return _answer(text[:1].upper() + text[1:], [e.id for e in places], min(_strength(e) for e in places))
 

@@ -123,6 +123,9 @@ def test_how_far_apart_measures_between_the_reported_sites(analyst: Analyst, sce
     analyst.ask(scene, "zoom on the second one", thread_id="far")
     between = analyst.ask(scene, "how far is it from the first one?", thread_id="far")
     assert between.text.startswith(f"{b.id} and {a.id} are about ") and set(between.cited) == {a.id, b.id}
+    named = analyst.ask(scene, f"how far is {b.id} from {a.id}?", thread_id="far")
+    assert named.text.split(" are about ")[0] in (f"{a.id} and {b.id}", f"{b.id} and {a.id}")
+    assert "Centre to centre of the places named" in named.text
     again = analyst.ask(scene, "look harder", thread_id="far")
     assert again.text.startswith("Red roofs at 2 sites")  # the last target, searched again
     lone = analyst.ask(scene, "how far apart are they?", thread_id="far-none")
