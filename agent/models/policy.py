@@ -216,6 +216,8 @@ class RulePolicy(BaseChatModel):
             return _coordinates_answer(reported)
         if turn.each and turn.ordinal is None and turn.direction is None:
             return self._each_answer(reported, now)
+        if turn.direction is not None and turn.plural and turn.ordinal is None:  # "are any of them in the north?"
+            return _in_part_answer(turn.direction, reported, _scene_size(past))
         if turn.distance:  # "how far is it from the first one?": the place shown last and the one named
             shown = _reported_sites(past, listed=False)[:1]
             other, _ = _referent(replace(turn, distance=False), reported, None, None, past)
@@ -604,6 +606,35 @@ def _overview_answer(result: ToolResult) -> AIMessage:
     text = (f"{f.get('name')} is {f.get('width'):,} x {f.get('height'):,} px, {bands}, {where}; overview {view.id}. "
             f"{WHAT_IT_ANSWERS} E.g. 'where are the storage tanks?'.")
     return _answer(text, [view.id], 0.0)
+
+
+def _in_part(ev: Evidence, direction: str, size: tuple[float, float] | None) -> bool:
+    """Whether a place's centre lies in the named part of the scene: the half ("north"), the quadrant
+    ("south-west") or the middle third ("centre")."""
+    assert ev.region is not None
+    cx, cy = ev.region.box.center
+    w, h = size or (max(1.0, 2 * cx), max(1.0, 2 * cy))
+    x, y = 2 * cx / w - 1, 2 * cy / h - 1
+    dx, dy = direction_vector(direction)
+    if dx == 0 and dy == 0:
+        return abs(x) <= 1 / 3 and abs(y) <= 1 / 3
+    return (dx == 0 or x * dx > 0) and (dy == 0 or y * dy > 0)
+
+
+def _in_part_answer(direction: str, reported: list[Evidence], size: tuple[float, float] | None) -> AIMessage:
+    """Which of the last search's places lie in a part of the scene ("are any of them in the south-west?")."""
+    places = [e for e in reported if e.region is not None]
+    if not places:
+        return _answer("There are no earlier places to look among: ask where something is first (e.g. 'where "
+                       "are the bridges?').", [], 0.0)
+    inside = [e for e in places if _in_part(e, direction, size)]
+    if inside:
+        text = (f"Yes, {len(inside)} of the {len(places)} places the last search reported lie in the {direction}: "
+                f"{_listing(inside)}.")
+        return _answer(f"{text} {RETRIEVAL_ONLY}", [e.id for e in inside], min(_strength(e) for e in inside))
+    nearest = max(places, key=lambda e: _toward(e, direction, size))
+    return _answer(f"No: none of the {len(places)} places the last search reported lies in the {direction}; the "
+                   f"nearest to it is {nearest.id} at {nearest.bbox}. {RETRIEVAL_ONLY}", [nearest.id], 0.0)
 
 
 def _coordinates_answer(reported: list[Evidence]) -> AIMessage:

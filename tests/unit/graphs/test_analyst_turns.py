@@ -225,6 +225,14 @@ def test_show_me_each_of_them_zooms_on_every_reported_site(analyst: Analyst, sce
     assert crops[0].region.box.intersection(BIG) and crops[1].region.box.intersection(SMALL)
 
 
+def test_are_any_of_them_in_a_part_of_the_scene(analyst: Analyst, scene: Path) -> None:
+    big, small = _sites(analyst.ask(scene, "where are the red roofs?", thread_id="part"))  # north-west, south-east
+    nw = analyst.ask(scene, "are any of them in the north-west?", thread_id="part")
+    assert nw.text.startswith("Yes, 1 of the 2 places the last search reported lie in the north-west") and nw.cited == [big.id]
+    ne = analyst.ask(scene, "are any of them in the north-east?", thread_id="part")
+    assert ne.text.startswith("No: none of the 2 places") and ne.cited
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
