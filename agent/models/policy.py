@@ -399,12 +399,17 @@ def _scene_size(past: list[_Turn]) -> tuple[float, float] | None:
     return None
 
 
-def _toward(ev: Evidence, direction: str, size: tuple[float, float] | None) -> float:
-    """How far ``ev`` lies toward ``direction`` (x east, y south) from the scene's centre."""
+def _position(ev: Evidence, size: tuple[float, float] | None) -> tuple[float, float]:
+    """A place's centre in scene coordinates from -1 to 1 (x east, y south; 0, 0 the scene's centre)."""
     assert ev.region is not None
     cx, cy = ev.region.box.center
     w, h = size or (max(1.0, 2 * cx), max(1.0, 2 * cy))
-    x, y = 2 * cx / w - 1, 2 * cy / h - 1
+    return 2 * cx / w - 1, 2 * cy / h - 1
+
+
+def _toward(ev: Evidence, direction: str, size: tuple[float, float] | None) -> float:
+    """How far ``ev`` lies toward ``direction`` (x east, y south) from the scene's centre."""
+    x, y = _position(ev, size)
     dx, dy = direction_vector(direction)
     if dx == 0 and dy == 0:
         return -math.hypot(x, y)
@@ -611,10 +616,7 @@ def _overview_answer(result: ToolResult) -> AIMessage:
 def _in_part(ev: Evidence, direction: str, size: tuple[float, float] | None) -> bool:
     """Whether a place's centre lies in the named part of the scene: the half ("north"), the quadrant
     ("south-west") or the middle third ("centre")."""
-    assert ev.region is not None
-    cx, cy = ev.region.box.center
-    w, h = size or (max(1.0, 2 * cx), max(1.0, 2 * cy))
-    x, y = 2 * cx / w - 1, 2 * cy / h - 1
+    x, y = _position(ev, size)
     dx, dy = direction_vector(direction)
     if dx == 0 and dy == 0:
         return abs(x) <= 1 / 3 and abs(y) <= 1 / 3
