@@ -42,10 +42,11 @@ TurnKind = Literal["where", "presence", "count"]
 
 _ORDINALS = {
     "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3, "last": -1,
+    "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3, "last": -1, "strongest": 1, "weakest": -1,
 }
 _ORDINAL = re.compile(
-    r"\b(?:the\s+)?(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|\d+(?:st|nd|rd|th))"
+    r"\b(?:the\s+)?(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|strongest|weakest|"
+    r"\d+(?:st|nd|rd|th))"
     r"(?:\s+(?:one|site|place|region|area|candidate|match|result|location))?\b"
     r"|\b(?:number|no\.?|site|#)\s*(\d+)\b"
 )
@@ -72,7 +73,8 @@ _EACH_OTHER = re.compile(r"\b(?:each\s+other|one\s+another)\b")
 _DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b|\b(?:near|close\s+to|far\s+from)\s+(?:each\s+other|one\s+another)\b")
 _THOROUGH = re.compile(r"\blook\s+harder\b|\bsearch\b.*\b(?:whole|entire)\s+(?:image|scene|picture|mosaic)\b|"
                        r"\beverywhere\b|\bthoroughly\b|\bsearch\s+(?:it\s+)?again\b")
-_SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b")
+_SIZE = re.compile(r"\bhow\s+(?:big|large|wide|long|small)\b|\bsize\b|\bextent\b|\bhow much area\b|\bdimensions?\b|"
+                   r"\b(?:the\s+)?area\s+of\b")
 _PRESENCE = re.compile(r"^(?:and\s+)?(?:is|are)\s+there\b|\bany\b|^(?:and\s+)?(?:does|do)\s+(?:the|this)\s+(?:scene|image|picture)"
                        r"\s+(?:contain|have|show)\b|^(?:can|could)\s+you\s+see\b|^(?:do|can)\s+(?:i|we)\s+see\b")
 _COUNT = re.compile(r"\bhow\s+many\b|\bcount\b|\bnumber\s+of\b|\bhow\s+much\b")

@@ -78,6 +78,12 @@ def test_places_given_by_coordinates_are_places_not_objects() -> None:
 
 
 def test_chatty_and_informal_words_are_not_objects() -> None:
+    assert read_turn("list all the ponds").targets == ["ponds"]
+    assert read_turn("identify the storage tanks").targets == ["storage tanks"]
+    strongest = read_turn("Which is the strongest?")
+    assert strongest.targets == [] and strongest.ordinal == 1 and read_turn("the weakest one").ordinal == -1
+    area = read_turn("what's the area of the first one?")
+    assert area.targets == [] and area.size and area.ordinal == 1
     assert read_turn("I'm looking for water bodies").targets == ["water bodies"]
     assert read_turn("where r the ponds").targets == ["ponds"]
     each = read_turn("show me each of them")
