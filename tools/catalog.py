@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +34,6 @@ from rsrag.tools.store.base import FieldType, ScalarField, Store, StoreTable, Ta
 __all__ = ["AddReport", "Catalog", "CatalogScene", "footprint_of_scene"]
 
 _STAC_SUFFIXES = {".json", ".geojson"}
-_EARTH_RADIUS_KM = 6371.0088
 _SCHEMA_FIELDS = (
     ScalarField("id", FieldType.STR),
     ScalarField("source", FieldType.STR),
@@ -146,17 +144,12 @@ def _parse_time(value: str | datetime | None, what: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _haversine_km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * _EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
-
-
 def _distance_to_bbox_km(lon: float, lat: float, bbox: tuple[float, float, float, float]) -> float:
+    from rsrag.tools.georef import great_circle_km  # pyproj stays out of the catalog's import
+
     west, south, east, north = bbox
     nearest_lon, nearest_lat = min(max(lon, west), east), min(max(lat, south), north)
-    return _haversine_km(lon, lat, nearest_lon, nearest_lat)
+    return great_circle_km(lon, lat, nearest_lon, nearest_lat)
 
 
 def _is_url(source: str) -> bool:

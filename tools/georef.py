@@ -100,6 +100,18 @@ def lonlat_to_map_box(west: float, south: float, east: float, north: float, crs:
     return MapBox(crs=crs, left=left, bottom=bottom, right=right, top=top)
 
 
+EARTH_RADIUS_KM = 6371.0088
+"""Mean Earth radius (IUGG), for great-circle distances."""
+
+
+def great_circle_km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    """Great-circle distance in km between two lon/lat points (haversine on the mean Earth radius)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
 @lru_cache(maxsize=64)
 def crs_units(crs: str) -> str:
     """The unit of a CRS's coordinates (and so of its ground sample distance), as a short word: ``"m"`` for

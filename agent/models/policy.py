@@ -49,7 +49,7 @@ from rsrag.agent.results import ToolResult
 from rsrag.agent.state import is_question
 from rsrag.tools.calibration import Finding
 from rsrag.tools.errors import RsragError
-from rsrag.tools.georef import map_box_to_lonlat
+from rsrag.tools.georef import great_circle_km, map_box_to_lonlat
 from rsrag.tools.region import PixelBox
 
 RETRIEVAL_ONLY = "Retrieval-only: no vision-language model looked at these places."
@@ -523,13 +523,8 @@ def _query_note(ev: Evidence) -> str:
 
 
 def _lonlat(ev: Evidence) -> str:
-    if ev.region is None or ev.region.map_box is None:
-        return ""
-    try:
-        west, south, east, north = map_box_to_lonlat(ev.region.map_box)
-    except RsragError:
-        return ""
-    return f", lon {(west + east) / 2:.5f} lat {(south + north) / 2:.5f}"
+    centre = _centre(ev)
+    return "" if centre is None else f", lon {centre[0]:.5f} lat {centre[1]:.5f}"
 
 
 def _reason(result: ToolResult) -> str:
@@ -667,13 +662,6 @@ def _centre(ev: Evidence) -> tuple[float, float] | None:
     return (west + east) / 2, (south + north) / 2
 
 
-def _ground_distance(a: tuple[float, float], b: tuple[float, float]) -> float:
-    """Great-circle distance in metres between two (lon, lat) points (haversine, mean Earth radius)."""
-    lon1, lat1, lon2, lat2 = map(math.radians, (*a, *b))
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
-    return 2 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, h)))
-
-
 def _distance_text(metres: float) -> str:
     return f"{metres / 1000:,.1f} km" if metres >= 1000 else f"{metres:,.0f} m"
 
@@ -699,7 +687,7 @@ def _distance_answer(reported: list[Evidence], of: str = "the places the last an
             (ax, ay), (bx, by) = a.region.box.center, b.region.box.center
             pixels = math.hypot(bx - ax, by - ay)
             ca, cb = _centre(a), _centre(b)
-            metres = _ground_distance(ca, cb) if ca is not None and cb is not None else None
+            metres = 1000 * great_circle_km(*ca, *cb) if ca is not None and cb is not None else None
             if metres is None and a.region.scene != b.region.scene:
                 continue  # pixels of two scenes without map coordinates do not measure anything
             pairs.append((metres if metres is not None else pixels, a, b, pixels, metres))
