@@ -76,15 +76,16 @@ _STOP = frozenset(
     "could would should will may might must i you we they it its their image picture photo scene shown "
     "visible see seen located situated appear appears present please me us show find locate tell count "
     "kind type color colour about regarding then now ok okay thanks evidence anything something everything nothing "
-    "i'm im i've i'd we're you're looking searching seeking want need like would r u pls plz them list display "
+    "i'm im i've i'd we're you're looking searching seeking want need like would r u pls plz list display "
     "identify detect highlight mark what's where's there's it's that's how's".split()
 )
 _ORDINAL_TOKEN = re.compile(r"^\d+(?:st|nd|rd|th)$")
 REQUEST_WORDS = frozenset(
     "big bigger biggest large larger largest huge small smaller smallest tiny size sizes sized extent area wide "
     "long tall far apart distance distances away closest nearest furthest farthest coordinates coordinate "
-    "position positions harder search searched whole entire everywhere thoroughly each other "
-    "exactly exact precisely latitude longitude gps out wider strongest weakest best others another else elsewhere closer close zoom zoomed more again also too rest remaining "
+    "position positions harder search searched whole entire everywhere thoroughly each other exactly exact "
+    "precisely latitude longitude gps out wider strongest weakest best others another else elsewhere closer "
+    "close zoom zoomed more again also too rest remaining "
     "additional further one ones them first second third fourth fifth sixth seventh eighth ninth tenth last "
     "previous next north south east west northern southern eastern western northeast northwest southeast "
     "southwest north-east north-west south-east south-west top bottom left right upper lower corner middle "

@@ -53,6 +53,7 @@ from rsrag.tools.georef import great_circle_km, map_box_to_lonlat
 from rsrag.tools.region import PixelBox
 
 RETRIEVAL_ONLY = "Retrieval-only: no vision-language model looked at these places."
+ASK_FIRST = "ask where something is first (e.g. 'where are the bridges?')."
 WHAT_IT_ANSWERS = ("This offline policy answers where, whether and how many of things you name; describing a "
                    "whole scene needs a vision-language model (--vlm).")
 MAX_LISTED = 8
@@ -167,8 +168,7 @@ class RulePolicy(BaseChatModel):
         """Zoom on every place of the last search (up to the zoom limit), then cite the crops."""
         places = reported[:MAX_EACH]
         if not places:
-            return _answer("There are no earlier places to show: ask where something is first (e.g. 'where are "
-                           "the bridges?').", [], 0.0)
+            return _answer(f"There are no earlier places to show: {ASK_FIRST}", [], 0.0)
         zooms = [s for s in now.steps if s.name == "zoom"]
         if not zooms:
             return _calls([("zoom", {"evidence_id": e.id}) for e in places])
@@ -208,13 +208,14 @@ class RulePolicy(BaseChatModel):
             return self._search_turn(turn, now, past)
         reported = _reported_sites(past)
         named = [e for e in (_seen(past).get(i) for i in find_evidence_ids(now.question)) if e is not None]
+        picks_one = turn.ordinal is not None or turn.direction is not None  # "the second one", "the one in the north"
         if turn.distance and len(named) >= 2:  # "how far is Ea8d6cb from E04089e?"
             return _distance_answer(named, "the places named")
-        if turn.distance and turn.ordinal is None and turn.direction is None:
+        if turn.distance and not picks_one:
             return _distance_answer(reported)
-        if turn.coordinates and turn.plural and turn.ordinal is None and turn.direction is None:
+        if turn.coordinates and turn.plural and not picks_one:
             return _coordinates_answer(reported)
-        if turn.each and turn.ordinal is None and turn.direction is None:
+        if turn.each and not picks_one:
             return self._each_answer(reported, now)
         if turn.direction is not None and turn.plural and turn.ordinal is None:  # "are any of them in the north?"
             return _in_part_answer(turn.direction, reported, _scene_size(past))
@@ -622,8 +623,7 @@ def _in_part_answer(direction: str, reported: list[Evidence], size: tuple[float,
     """Which of the last search's places lie in a part of the scene ("are any of them in the south-west?")."""
     places = [e for e in reported if e.region is not None]
     if not places:
-        return _answer("There are no earlier places to look among: ask where something is first (e.g. 'where "
-                       "are the bridges?').", [], 0.0)
+        return _answer(f"There are no earlier places to look among: {ASK_FIRST}", [], 0.0)
     inside = [e for e in places if _in_part(e, direction, size)]
     if inside:
         text = (f"Yes, {len(inside)} of the {len(places)} places the last search reported lie in the {direction}: "
@@ -638,8 +638,8 @@ def _coordinates_answer(reported: list[Evidence]) -> AIMessage:
     """The centres of the last answer's places: lon/lat where georeferenced, with the map box, else pixels."""
     places = [e for e in reported if e.region is not None][:MAX_LISTED]
     if not places:
-        return _answer("There are no earlier places in this conversation to give coordinates for: ask where "
-                       "something is first (e.g. 'where are the bridges?').", [], 0.0)
+        return _answer(f"There are no earlier places in this conversation to give coordinates for: {ASK_FIRST}",
+                       [], 0.0)
     parts = []
     for e in places:
         assert e.region is not None
@@ -675,10 +675,8 @@ def _distance_answer(reported: list[Evidence], of: str = "the places the last an
     (else in pixels), for every pair of its first :data:`MAX_DISTANCE_PLACES` places, nearest pair first."""
     places = [e for e in reported if e.region is not None][:MAX_DISTANCE_PLACES]
     if len(places) < 2:
-        why = ("The last answer reported one place; a distance needs two: ask where something is first (e.g. "
-               "'where are the bridges?')." if places else
-               "There are no earlier places in this conversation to measure between: ask where something is first "
-               "(e.g. 'where are the bridges?').")
+        why = (f"The last answer reported one place; a distance needs two: {ASK_FIRST}" if places else
+               f"There are no earlier places in this conversation to measure between: {ASK_FIRST}")
         return _answer(why, [e.id for e in places], 0.0)
     pairs = []
     for i, a in enumerate(places):

@@ -69,6 +69,8 @@ _LONLAT = re.compile(rf"\blon(?:gitude)?\s*=?\s*{_NUMBER}\s*,?\s*(?:and\s+)?\bla
 _WIDER = re.compile(r"\bzoom(?:ed)?\s+out\b|\bwider\b|\bfurther\s+out\b|\bless\s+close\b")
 _WHOLE = re.compile(r"\bshow\s+(?:me\s+)?the\s+(?:whole|entire|full)\s+(?:image|scene|picture|mosaic)\b")
 _EXTREME = re.compile(r"\b(biggest|largest|smallest|tiniest)\b")
+_EXTREMES = {"biggest": "largest", "largest": "largest", "smallest": "smallest", "tiniest": "smallest"}
+_EACH = re.compile(r"\b(?:each|every|all)\s+(?:one\s+)?of\s+them\b|\bthem\s+all\b")
 _EACH_OTHER = re.compile(r"\b(?:each\s+other|one\s+another)\b")
 _DISTANCE = re.compile(r"\bhow\s+far\b|\bdistances?\b|\bapart\b|\b(?:near|close\s+to|far\s+from)\s+(?:each\s+other|one\s+another)\b")
 _THOROUGH = re.compile(r"\blook\s+harder\b|\bsearch\b.*\b(?:whole|entire)\s+(?:image|scene|picture|mosaic)\b|"
@@ -121,9 +123,9 @@ class Turn:
     def refers_back(self) -> bool:
         """Whether the question points at earlier evidence rather than naming a new target (with a target,
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
-        return not self.targets and (self.wider or self.each or self.ordinal is not None or self.direction is not None or self.this
-                                     or self.closer or self.more or self.size or self.distance
-                                     or self.extreme is not None or (self.coordinates and self.plural))
+        return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
+                                     or self.closer or self.more or self.size or self.distance or self.wider
+                                     or self.each or self.extreme is not None or (self.coordinates and self.plural))
 
 
 def _direction(text: str) -> str | None:
@@ -180,7 +182,7 @@ def _place(low: str) -> dict[str, tuple[float, ...]] | None:
     numbers = [float(n) for n in re.findall(_NUMBER, plain)]
     if len(numbers) == 4:
         return {"bbox": tuple(numbers)}
-    if len(numbers) == 2 and (re.search(r"\bpixels?\b|\bpx\b", low) or _PLACE_VERB.search(low)):
+    if len(numbers) == 2:
         return {"point": tuple(numbers)}
     return None
 
@@ -211,12 +213,11 @@ def read_turn(question: str) -> Turn:
     kind: TurnKind = "count" if _COUNT.search(low) or cmp else "presence" if _PRESENCE.search(low) else "where"
     return Turn(
         question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
-        direction=_direction(low), closer=bool(_CLOSER.search(low)), more=bool(_MORE.search(_EACH_OTHER.sub(" ", _COMPARE.sub(" ", low)))),
+        direction=_direction(low), closer=bool(_CLOSER.search(low)),
+        more=bool(_MORE.search(_EACH_OTHER.sub(" ", _COMPARE.sub(" ", low)))),  # not "each other", "more than 3"
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
-        overview=not targets and place is None and bool(_OVERVIEW.search(low) or _WHOLE.search(low)), thorough=bool(_THOROUGH.search(low)),
-        compare=compare, coordinates=bool(_COORDINATES.search(low)), plural=bool(_PLURAL.search(low)),
-        place=place, wider=bool(_WIDER.search(low)),
-        each=bool(re.search(r"\b(?:each|every|all)\s+(?:one\s+)?of\s+them\b|\bthem\s+all\b", low)),
-        extreme=(lambda m: None if m is None else "largest" if m.group(1) in ("biggest", "largest") else "smallest")(
-            _EXTREME.search(low)),
+        overview=not targets and place is None and bool(_OVERVIEW.search(low) or _WHOLE.search(low)),
+        thorough=bool(_THOROUGH.search(low)), compare=compare, coordinates=bool(_COORDINATES.search(low)),
+        plural=bool(_PLURAL.search(low)), place=place, wider=bool(_WIDER.search(low)), each=bool(_EACH.search(low)),
+        extreme=_EXTREMES[extreme.group(1)] if (extreme := _EXTREME.search(low)) else None,
     )
