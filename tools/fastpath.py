@@ -90,7 +90,8 @@ REQUEST_WORDS = frozenset(
     "previous next north south east west northern southern eastern western northeast northwest southeast "
     "southwest north-east north-west south-east south-west top bottom left right upper lower corner middle "
     "centre center number look looks give describe parked placed lying standing built shown depicted site sites "
-    "place places spot spots location locations candidate candidates result results match matches".split()
+    "place places spot spots location locations candidate candidates result results match matches "
+    "order ordered sort sorted rank ranked arrange arranged".split()
 )
 """Words that say what to do with a thing, or which one, not what it is ("how big", "other", "elsewhere",
 "zoom closer", "the second one", "in the north-west"): dropped from key phrases, so a search looks for the

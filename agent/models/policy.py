@@ -164,9 +164,10 @@ class RulePolicy(BaseChatModel):
                  if s.name == "zoom" and s.result.ok and s.result.views}
         return _compose(turn, reports, views, excluded=turn.more)
 
-    def _each_answer(self, reported: list[Evidence], now: _Turn) -> AIMessage:
-        """Zoom on every place of the last search (up to the zoom limit), then cite the crops."""
-        places = reported[:MAX_EACH]
+    def _each_answer(self, reported: list[Evidence], now: _Turn, top: int | None = None) -> AIMessage:
+        """Zoom on every place of the last search (up to the zoom limit; the first ``top`` when asked for the
+        top N), then cite the crops."""
+        places = reported[: min(MAX_EACH, top or MAX_EACH)]
         if not places:
             return _answer(f"There are no earlier places to show: {ASK_FIRST}", [], 0.0)
         zooms = [s for s in now.steps if s.name == "zoom"]
@@ -175,6 +176,8 @@ class RulePolicy(BaseChatModel):
         shown = [(e, z.result.views[0]) for e, z in zip(places, zooms) if z.result.ok and z.result.views]
         text = "; ".join(f"{e.id} at {e.bbox}: crop {v.id}" for e, v in shown)
         more = f" ({len(reported) - len(places)} more not shown; ask for them by number)" if len(reported) > len(places) else ""
+        if top is not None:
+            text = f"The top {len(places)} of the {_sites(len(reported))} the last search reported: {text}"
         return _answer(f"{text}{more}. {RETRIEVAL_ONLY}", [i for e, v in shown for i in (e.id, v.id)],
                        min(_strength(e) for e, _ in shown) if shown else 0.0)
 
@@ -217,6 +220,10 @@ class RulePolicy(BaseChatModel):
             return _coordinates_answer(reported)
         if turn.each and not picks_one:
             return self._each_answer(reported, now)
+        if turn.top is not None and not picks_one:  # "show me the top 2"
+            return self._each_answer(reported, now, top=turn.top)
+        if turn.order is not None and not picks_one:  # "list them from north to south", "sort them by size"
+            return _ordered_answer(reported, turn.order, _scene_size(past))
         if turn.direction is not None and turn.plural and turn.ordinal is None:  # "are any of them in the north?"
             return _in_part_answer(turn.direction, reported, _scene_size(past))
         if turn.distance:  # "how far is it from the first one?": the place shown last and the one named
@@ -491,10 +498,59 @@ def _pick(turn: Turn, result: ToolResult) -> Evidence | None:
         n = turn.ordinal
         return places[n - 1] if 1 <= n <= len(places) else places[-1] if n == -1 else None
     if turn.direction is not None:
-        size = result.extras.get("scene_size")
-        wh = (float(size[0]), float(size[1])) if size else None
-        return max(places, key=lambda e: _toward(e, turn.direction or "", wh))
+        return max(places, key=lambda e: _toward(e, turn.direction or "", _result_size(result)))
     return None
+
+
+def _result_size(result: ToolResult) -> tuple[float, float] | None:
+    size = result.extras.get("scene_size")
+    return (float(size[0]), float(size[1])) if size else None
+
+
+_OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
+
+def _order_of(turn: Turn) -> str | None:
+    """How a question with a target orders the sites found: as asked ("from north to south"), or by an extreme
+    ("where are the biggest ponds?": largest first) when it picks no single site."""
+    if turn.order is not None:
+        return turn.order
+    return turn.extreme if turn.ordinal is None and turn.direction is None else None
+
+
+def _ordered(places: list[Evidence], order: str, size: tuple[float, float] | None) -> list[Evidence]:
+    """``places`` in ``order``: from a side of the scene (``north``...: the one furthest that way first), by the
+    extent of their matching windows (``largest`` / ``smallest``) or by strength (``strongest`` / ``weakest``)."""
+    if order in _OPPOSITE:
+        return sorted(places, key=lambda e: -_toward(e, order, size))
+    if order in ("largest", "smallest"):
+        area = [e.region.box.area if e.region is not None else 0 for e in places]
+        ranked = sorted(range(len(places)), key=lambda i: -area[i] if order == "largest" else area[i])
+        return [places[i] for i in ranked]
+    return sorted(places, key=lambda e: -_strength(e) if order == "strongest" else _strength(e))
+
+
+def _order_note(order: str, places: Sequence[Evidence] = ()) -> str:
+    if order in _OPPOSITE:
+        return f"from {order} to {_OPPOSITE[order]}"
+    if order in ("largest", "smallest") and len(places) > 1 and not _sizes_differ(places):
+        return "all of one extent (their matching windows), so size cannot order them; strongest first"
+    return f"{order} first"
+
+
+def _sizes_differ(places: Sequence[Evidence]) -> bool:
+    return len({e.region.box.area for e in places if e.region is not None}) > 1
+
+
+def _ordered_answer(reported: list[Evidence], order: str, size: tuple[float, float] | None) -> AIMessage:
+    """The places of the last search, listed in the order asked (sizes are those of the matching windows)."""
+    if not reported:
+        return _answer(f"There are no earlier places to order: {ASK_FIRST}", [], 0.0)
+    places = _ordered(reported, order, size)
+    text = f"The {_sites(len(places))} of the last answer, {_order_note(order, places)}: {_listing(places)}."
+    if order in ("largest", "smallest") and _sizes_differ(places):
+        text += " " + _size_sentence(places[0])
+    return _answer(f"{text} {RETRIEVAL_ONLY}", [e.id for e in places[:MAX_CITED]], min(_strength(e) for e in places))
 
 
 def _zoom_targets(reports: list[_Report], max_zooms: int) -> list[Evidence]:
@@ -716,9 +772,16 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
         which = f"the {ORDINAL_WORDS.get(n, f'#{n}')} one" if n is not None else f"the one furthest {turn.direction}"
         text = f"{cap}: {which} is {e.id} at {e.bbox} ({_strength_note(e)}{_lonlat(e)})."
         return text, [e.id], _strength(e)
+    order = _order_of(turn)
     if finding == "found" and found:
         best = found[0]
-        listing, strongest = _listing(found), f"{best.id} ({_strength_note(best)}{_lonlat(best)})"
+        listed = found if order is None else _ordered(found, order, _result_size(r))
+        listed = listed if turn.top is None else listed[: turn.top]
+        listing, strongest = _listing(listed), f"{best.id} ({_strength_note(best)}{_lonlat(best)})"
+        if order is not None:
+            listing = f"{_order_note(order, listed)}, {listing}"
+        if turn.top is not None:
+            listing = f"the top {len(listed)}, {listing}"
         if turn.kind == "count":
             text = (f"{cap}: {_sites(len(found))} found by retrieval (a count of places, not of individual "
                     f"objects): {listing}; the strongest at {strongest}.")
@@ -726,7 +789,9 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
             text = f"Yes, {other}{name} at {_sites(len(found))}: {listing}; the strongest at {strongest}."
         else:
             text = f"{'Other ' + name if excluded else cap} at {_sites(len(found))}: {listing}; the strongest at {strongest}."
-        return text, [e.id for e in found[:MAX_CITED]], _strength(best)
+        if order in ("largest", "smallest") and _sizes_differ(listed):
+            text += " " + _size_sentence(listed[0])
+        return text, [e.id for e in listed[:MAX_CITED]], _strength(best)
     if finding == "not_found":
         already = " beyond the places already reported" if excluded else ""
         lead = f"Not found: no {other}{name} in this scene by retrieval{already}"

@@ -21,6 +21,11 @@
 * ``thorough``: "look harder", "search the whole image": the last target again (the answer says how much of
   the scene was searched and what fills the rest).
 * ``extreme``: "the biggest one", "the smallest" (``largest`` / ``smallest``): the reported site of that extent.
+* ``order``: how to order a list of places: from a side ("list them from north to south": ``north``, the side
+  the list starts from) or by extent or strength ("sort them by size": ``largest``; "smallest first"; "rank
+  them by confidence": ``strongest``); with a target ("where are the biggest ponds?") an extreme orders the
+  sites found, largest first.
+* ``top``: the best N ("show me the top 2", "the 3 strongest ones", "best three"): the first N places.
 * ``overview``: a question about the whole scene that names nothing ("what is in this image?", "describe
   the scene").
 
@@ -91,6 +96,18 @@ _DIRECTION = re.compile(
     r"\b(north|south)[\s-]?(east|west)(?:ern)?\b|\b(north|south|east|west)(?:ern)?\b|"
     r"\b(top|upper|bottom|lower)[\s-]?(left|right)\b|\b(top|bottom|upper|lower|left|right|centre|center|middle)\b"
 )
+_SIDE = r"(north|south|east|west|top|bottom|left|right)(?:ern)?"
+_ORDER_SIDE = re.compile(rf"\bfrom\s+(?:the\s+)?{_SIDE}\s+to\s+(?:the\s+)?{_SIDE}\b")
+_ORDER_BY = re.compile(r"\b(?:sort|order|rank|list|arrange)\w*\b.*?\bby\s+(size|area|extent|strength|confidence|presence|score)\b")
+_ORDER_FIRST = re.compile(r"\b(?:from\s+(?:the\s+)?)?(biggest|largest|smallest|tiniest|strongest|weakest)(?:\s+(?:one|site)s?)?"
+                          r"\s+(?:first|to\s+(?:the\s+)?(?:biggest|largest|smallest|tiniest|strongest|weakest))\b")
+_ORDER_WORDS = {"size": "largest", "area": "largest", "extent": "largest", "biggest": "largest", "largest": "largest",
+                "smallest": "smallest", "tiniest": "smallest", "weakest": "weakest"}
+_SIDES = {"top": "north", "bottom": "south", "left": "west", "right": "east"}
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+                "ten": 10}
+_N = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten)"
+_TOP = re.compile(rf"\b(?:top|best)\s+{_N}\b|\b{_N}\s+(?:best|strongest|most\s+likely)\b")
 _SPLIT = re.compile(r"\s*(?:[,;]|\?|\band\b|\bor\b|\bas well as\b|\bplus\b|\balso\b)\s*")
 
 
@@ -118,6 +135,8 @@ class Turn:
     place: dict[str, tuple[float, ...]] | None = None
     wider: bool = False
     each: bool = False
+    order: str | None = None
+    top: int | None = None
 
     @property
     def refers_back(self) -> bool:
@@ -125,7 +144,8 @@ class Turn:
         an ordinal or a direction picks among that target's new sites: "the church in the top left")."""
         return not self.targets and (self.ordinal is not None or self.direction is not None or self.this
                                      or self.closer or self.more or self.size or self.distance or self.wider
-                                     or self.each or self.extreme is not None or (self.coordinates and self.plural))
+                                     or self.each or self.extreme is not None or (self.coordinates and self.plural)
+                                     or self.order is not None or self.top is not None)
 
 
 def _direction(text: str) -> str | None:
@@ -145,6 +165,25 @@ def _direction(text: str) -> str | None:
 def direction_vector(name: str) -> tuple[float, float]:
     """``(dx, dy)`` of a direction word (x east, y south: image rows grow southwards in north-up scenes)."""
     return _DIRECTIONS[name]
+
+
+def _order(low: str) -> str | None:
+    """How a list of places is to be ordered (see the module docstring), or ``None``."""
+    side = _ORDER_SIDE.search(low)
+    if side:
+        return _SIDES.get(side.group(1), side.group(1))
+    by = _ORDER_BY.search(low) or _ORDER_FIRST.search(low)
+    if by:
+        return _ORDER_WORDS.get(by.group(1), "strongest")
+    return None
+
+
+def _top(low: str) -> int | None:
+    match = _TOP.search(low)
+    if not match:
+        return None
+    word = match.group(1) or match.group(2)
+    return int(word) if word.isdigit() else _COUNT_WORDS[word]
 
 
 def _targets(question: str) -> tuple[list[str], list[str]]:
@@ -197,6 +236,12 @@ def read_turn(question: str) -> Turn:
     if not text.strip(" ?!.,;:"):
         raise QueryError("the question is empty: ask about something in the image, e.g. 'where are the ships?'")
     low = text.lower()
+    order, top = _order(low), _top(low)
+    if order is not None or top is not None:  # "from north to south", "the top 2": no direction, ordinal or object
+        low = _TOP.sub(" ", _ORDER_FIRST.sub(" ", _ORDER_BY.sub(" ", _ORDER_SIDE.sub(" ", low))))
+        asked_text = " ".join(low.split())
+    else:
+        asked_text = text
     ordinal = None
     match = _ORDINAL.search(low)
     if match:
@@ -205,7 +250,7 @@ def read_turn(question: str) -> Turn:
     cmp = _COMPARE.search(low)
     compare = None if cmp is None else (("more" if cmp.group(1) == "more" else "fewer") if cmp.group(1) else "at least",
                                         int(cmp.group(2) or cmp.group(3)))
-    asked = _COMPARE.sub(" ", text) if cmp else text  # "more than 3 ponds" asks about ponds
+    asked = _COMPARE.sub(" ", asked_text) if cmp else asked_text  # "more than 3 ponds" asks about ponds
     place = _place(low)
     if place is not None:  # "zoom on 1000 500 1300 800", "what is at lon 16.6 lat 46.8": a place, not an object
         asked = ""
@@ -219,5 +264,5 @@ def read_turn(question: str) -> Turn:
         overview=not targets and place is None and bool(_OVERVIEW.search(low) or _WHOLE.search(low)),
         thorough=bool(_THOROUGH.search(low)), compare=compare, coordinates=bool(_COORDINATES.search(low)),
         plural=bool(_PLURAL.search(low)), place=place, wider=bool(_WIDER.search(low)), each=bool(_EACH.search(low)),
-        extreme=_EXTREMES[extreme.group(1)] if (extreme := _EXTREME.search(low)) else None,
+        extreme=_EXTREMES[extreme.group(1)] if (extreme := _EXTREME.search(low)) else None, order=order, top=top,
     )

@@ -45,6 +45,13 @@ def test_kinds() -> None:
     ("are they near each other?", {"distance": True, "more": False}),
     ("how far is it from the first one?", {"distance": True, "ordinal": 1}),
     ("which one is the biggest?", {"extreme": "largest"}),
+    ("list them from north to south", {"order": "north", "direction": None}),
+    ("sort them by size", {"order": "largest"}),
+    ("order them from biggest to smallest", {"order": "largest"}),
+    ("smallest first", {"order": "smallest"}),
+    ("rank them by confidence", {"order": "strongest"}),
+    ("show me the top 2", {"top": 2, "direction": None}),
+    ("the 3 strongest ones", {"top": 3, "ordinal": None}),
 ])
 def test_references_to_earlier_evidence(question: str, expected: dict[str, object]) -> None:
     turn = read_turn(question)
@@ -111,3 +118,13 @@ def test_key_phrases_drop_request_words_and_empty_questions_fail() -> None:
     assert extract_key_phrases("zoom closer on the big harbour") == ["harbour"]
     with pytest.raises(QueryError, match="empty"):
         read_turn("  ?  ")
+
+
+def test_an_order_or_a_top_n_with_a_target_searches_it() -> None:
+    side = read_turn("list the ponds from west to east")
+    assert side.targets == ["ponds"] and side.order == "west" and side.direction is None and not side.refers_back
+    top = read_turn("show me the top three ponds")
+    assert top.targets == ["ponds"] and top.top == 3 and top.direction is None
+    biggest = read_turn("where are the biggest ponds?")
+    assert biggest.targets == ["ponds"] and biggest.extreme == "largest" and biggest.order is None
+    assert read_turn("what is at the top of the image?").direction == "top"  # "top" alone is still a side

@@ -183,6 +183,32 @@ def test_the_biggest_and_the_smallest_pick_among_the_reported_sites(analyst: Ana
     assert "furthest centre" in central.text and not central.findings  # a reference, not a search for "closest"
 
 
+def test_the_reported_sites_listed_in_an_order_and_the_top_n(analyst: Analyst, scene: Path) -> None:
+    big, small = _sites(analyst.ask(scene, "where are the red roofs?", thread_id="order"))  # north-west, south-east
+    side = analyst.ask(scene, "list them from south to north", thread_id="order")
+    assert side.text.startswith("The 2 sites of the last answer, from south to north: ") and side.cited == [small.id, big.id]
+    size = analyst.ask(scene, "smallest first", thread_id="order")
+    w, h = small.region.box.width, small.region.box.height  # the extent of its windows, not of the roofs
+    assert size.cited == [small.id, big.id] and f"{small.id} spans {w} x {h} px" in size.text
+    second = analyst.ask(scene, "now the second one", thread_id="order")  # counts from the search's own list
+    assert second.cited[0] == small.id
+    top = analyst.ask(scene, "show me the top 1", thread_id="order")
+    assert top.text.startswith("The top 1 of the 2 sites") and [e.id for e in _sites(top)] == [big.id]
+    assert len([e for e in top.evidence if e.path == "zoom"]) == 1
+
+
+def test_a_search_can_order_its_sites_or_keep_the_top_n(analyst: Analyst, scene: Path) -> None:
+    smallest = analyst.ask(scene, "where are the smallest red roofs?", thread_id="o1")
+    sites = _sites(smallest)
+    assert smallest.finding == "found" and "smallest first" in smallest.text
+    assert sites[0].region.box.contains(SMALL) and not sites[0].region.box.contains(BIG)
+    east = analyst.ask(scene, "list the red roofs from east to west", thread_id="o2")
+    assert "from east to west" in east.text and _sites(east)[0].region.box.contains(SMALL)
+    top = analyst.ask(scene, "show me the top 1 red roofs", thread_id="o3")
+    assert top.findings == {"red roofs": "found"} and "at 2 sites: the top 1, " in top.text
+    assert [e.region.box.contains(BIG) for e in _sites(top)] == [True]
+
+
 def test_a_count_compared_and_the_coordinates_of_the_reported_places(analyst: Analyst, scene: Path) -> None:
     more = analyst.ask(scene, "are there more than 3 red roofs?", thread_id="cmp")
     assert more.findings == {"red roofs": "found"} and "No: 2 sites of red roofs found, not more than 3" in more.text
