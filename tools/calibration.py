@@ -438,10 +438,22 @@ def vocabulary_for(classes: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*(class_phrase(c) for c in sorted(classes)), *BACKGROUND_PROMPTS]))
 
 
+class _PresenceTexts:
+    """An encoder seen as presence verdicts embed texts: through its ``encode_presence_texts`` when it has one
+    (a LiT heads file with a presence text head, :data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        encode = getattr(self.encoder, "encode_presence_texts", None)
+        return encode(texts) if encode is not None else self.encoder.encode_texts(texts)
+
+
 def _embed(encoder: Encoder, phrases: Sequence[str]) -> np.ndarray:
     from rsrag.tools.fastpath import embed_phrases
 
-    return np.asarray(embed_phrases(encoder, list(phrases)), np.float64)
+    return np.asarray(embed_phrases(_PresenceTexts(encoder), list(phrases)), np.float64)  # type: ignore[arg-type]
 
 
 def _prompt_version() -> str:

@@ -88,9 +88,16 @@ class _TextCache:
         return getattr(self._encoder, name)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        key = tuple(texts)
+        return self._cached("search", texts, self._encoder.encode_texts)
+
+    def encode_presence_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """The wrapped encoder's presence text vectors (its ``encode_presence_texts``, else its ``encode_texts``)."""
+        return self._cached("presence", texts, getattr(self._encoder, "encode_presence_texts", self._encoder.encode_texts))
+
+    def _cached(self, head: str, texts: Sequence[str], encode: Any) -> np.ndarray:
+        key = (head, *texts)
         if key not in self._texts:
-            self._texts[key] = np.asarray(self._encoder.encode_texts(texts))
+            self._texts[key] = np.asarray(encode(texts))
         return self._texts[key].copy()
 
 

@@ -25,6 +25,9 @@ class Encoder(Protocol):
 
     An encoder may also have a ``hub`` attribute (a :class:`~rsrag.tools.encoders.hubness.HubCorrection`):
     window indexes then store its image vectors hub-corrected, one coordinate longer (see that module).
+    And an ``encode_presence_texts`` method, shaped as :meth:`encode_texts`: the text vectors presence verdicts
+    compare windows with, when they come from another text head than search (a LiT heads file trained with
+    ``--text-epochs``, :data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`); without it presence uses ``encode_texts``.
     """
 
     @property

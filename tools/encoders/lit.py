@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_HEADS = WEIGHTS_DIR / "rsrag-lit-effnet-lite0-minilm.safetensors"
 HEAD_PREFIXES = ("visual.head.", "text.proj.", "logit_scale")
+PRESENCE_PREFIX = "presence.proj."
+"""Tensors of an optional second text head, the one presence verdicts embed texts with (``presence.proj.*``,
+shaped as ``text.proj.*``): heads trained with ``TrainConfig.text_epochs`` keep the text head of their first
+phase for presence (whose calibration it fits) and search with the longer-trained one."""
 FORMAT = "rsrag-lit/1"
 #: image-trunk outputs a LiT head can read, shallow to deep: ``s2`` .. ``s6`` are the outputs of the
 #: EfficientNet stages 2..6 (average-pooled), ``head`` the final 1x1 conv + BN + ReLU (average-pooled, the
@@ -229,7 +233,7 @@ def head_state(model: torch.nn.Module, dtype: torch.dtype = torch.float32) -> di
 
 
 def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[str, str] | None = None,
-               hub: HubCorrection | None = None) -> Path:
+               hub: HubCorrection | None = None, presence: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the heads of ``model`` and its config to a ``.safetensors`` file (atomically).
 
     Heads are stored in float16 (half the size; retrieval metrics are unchanged to two decimals) and loaded
@@ -241,6 +245,7 @@ def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[st
         cfg: its config.
         info: extra string metadata to record (training data, seed, metrics).
         hub: the window vectors' hub correction (:mod:`rsrag.tools.encoders.hubness`), stored beside the heads.
+        presence: a second text head for presence verdicts (``text.proj.*`` names; stored as :data:`PRESENCE_PREFIX`).
     """
     from safetensors.torch import save_file
 
@@ -248,7 +253,9 @@ def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": cfg.to_json(), **(info or {}), **(hub.metadata() if hub else {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({**head_state(model, torch.float16), **(hub.tensors() if hub else {})}, str(tmp), metadata=meta)
+    extra = {PRESENCE_PREFIX + k.removeprefix("text.proj."): v.detach().cpu().to(torch.float16).contiguous()
+             for k, v in (presence or {}).items()}
+    save_file({**head_state(model, torch.float16), **(hub.tensors() if hub else {}), **extra}, str(tmp), metadata=meta)
     tmp.chmod(0o644)
     tmp.replace(path)
     return path
@@ -289,7 +296,8 @@ def load_heads_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], so
         CheckpointMismatchError: names or shapes differ.
     """
     expected = {k: v.shape for k, v in model.state_dict().items() if k.startswith(HEAD_PREFIXES)}
-    tensors = {k: v for k, v in tensors.items() if k != BANK_TENSOR}  # the hub bank is no model weight
+    # the hub bank and a presence text head (read by the numpy text tower) are no weights of the model
+    tensors = {k: v for k, v in tensors.items() if k != BANK_TENSOR and not k.startswith(PRESENCE_PREFIX)}
     got = {k: v.shape for k, v in tensors.items()}
     if set(expected) != set(got) or any(expected[k] != got[k] for k in expected):
         diff = sorted(set(expected) ^ set(got)) or [k for k in expected if expected[k] != got[k]]

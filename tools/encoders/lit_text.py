@@ -284,15 +284,19 @@ class LitTextEncoder:
             raise CheckpointMismatchError(f"{heads} is not an rsrag LiT heads checkpoint (no config in its metadata)") from exc
         try:
             with safe_open(str(heads), framework="np") as f:
-                proj = {k: np.asarray(f.get_tensor(k), dtype=np.float32) for k in f.keys() if k.startswith("text.proj.")}
+                proj = {k: np.asarray(f.get_tensor(k), dtype=np.float32) for k in f.keys()
+                        if k.startswith(("text.proj.", "presence.proj."))}
         except (SafetensorError, OSError) as exc:
             raise CheckpointMismatchError(f"{heads} is not a readable safetensors file: {exc}") from exc
         folder = Path(text_folder) if text_folder is not None else text_tower_dir()
         self.kind = str(cfg.get("text_proj", "mlp"))
         names = ["text.proj.0.weight", "text.proj.2.weight"] if self.kind == "mlp" else ["text.proj.weight"]
-        if sorted(proj) != sorted(names):
+        presence = [n.replace("text.proj.", "presence.proj.") for n in names]
+        if sorted(proj) not in (sorted(names), sorted(names + presence)):
             raise CheckpointMismatchError(f"text head in {heads} does not fit a {self.kind!r} head (has {sorted(proj)})")
         self.proj = [proj[n] for n in names]
+        self.presence_proj = [proj[n] for n in presence] if presence[0] in proj else None
+        """The text head presence verdicts use, when the file has one (:data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`)."""
         self.tokenizer = TextTokenizer(folder, int(cfg.get("context_length", 64)))
         self.model = NumpyMiniLM.from_folder(folder)
         if self.proj[0].shape[1] != self.model.config.hidden_size:
@@ -302,8 +306,8 @@ class LitTextEncoder:
         self.batch_size = int(batch_size)
         self.heads = heads
         self._texts: dict[str, np.ndarray] | None = None
-        self._memo: dict[str, np.ndarray] = {}
-        """Texts embedded in this process (a question's phrases are embedded by several steps)."""
+        self._memo: dict[tuple[str, str], np.ndarray] = {}
+        """Texts embedded in this process, by head (a question's phrases are embedded by several steps)."""
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """Mean-pooled token states ``(n, hidden)`` of ``texts`` (before the head)."""
@@ -316,32 +320,40 @@ class LitTextEncoder:
         states = self.model(ids, mask)
         return (states * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
 
-    def _unit_vectors(self, texts: Sequence[str]) -> np.ndarray:
+    def _unit_vectors(self, texts: Sequence[str], proj: list[np.ndarray]) -> np.ndarray:
         ids = self.tokenizer.ids(texts)
         with _blas_threads(_limit_for(ids)):
-            v = self._head(self._pooled(ids))
+            v = self._head(self._pooled(ids), proj)
         return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
-    def _head(self, feats: np.ndarray) -> np.ndarray:
+    def _head(self, feats: np.ndarray, proj: list[np.ndarray]) -> np.ndarray:
         if self.kind == "mlp":
-            return gelu(feats @ self.proj[0].T) @ self.proj[1].T
-        return feats @ self.proj[0].T
+            return gelu(feats @ proj[0].T) @ proj[1].T
+        return feats @ proj[0].T
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int | None = None, *, use_table: bool = True) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], batch_size: int | None = None, *, use_table: bool = True,
+                     head: str = "search") -> np.ndarray:
         """``(n, dim)`` float32 unit rows (what the encoder's ``encode_texts`` returns), ``batch_size`` texts
-        (default: the encoder's) per forward pass. Texts in the heads file's text table
-        (:mod:`rsrag.tools.encoders.text_table`), or embedded before in this process (the last
-        :data:`MEMO_TEXTS`), are looked up, not embedded again, unless ``use_table`` is False."""
+        (default: the encoder's) per forward pass. ``head``: ``search`` (the text head windows are ranked with)
+        or ``presence`` (the presence verdicts' head: the file's second text head, or the same one when it has
+        none). Texts in the heads file's text table (:mod:`rsrag.tools.encoders.text_table`: presence vectors),
+        or embedded before in this process (the last :data:`MEMO_TEXTS`), are looked up, not embedded again,
+        unless ``use_table`` is False."""
         if isinstance(texts, str):
             raise EncoderError("encode_texts takes a sequence of strings, not one string")
+        if head not in ("search", "presence"):
+            raise EncoderError(f"head must be 'search' or 'presence', got {head!r}")
+        own = head == "presence" and self.presence_proj is not None
+        proj = self.presence_proj if own and self.presence_proj is not None else self.proj
+        key = "presence" if own else "search"  # a file without a presence head has one head for both
         out = np.zeros((len(texts), self.dim), np.float32)
-        table = self._table() if use_table else {}
+        table = self._table() if use_table and (own or self.presence_proj is None) else {}
         memo = self._memo if use_table else {}
         todo: list[int] = []
         for i, t in enumerate(texts):
             known = table.get(t)
             if known is None:
-                known = memo.get(t)
+                known = memo.get((key, t))
             if known is not None:
                 out[i] = known
             else:
@@ -349,11 +361,11 @@ class LitTextEncoder:
         step = max(1, int(batch_size or self.batch_size))
         for start in range(0, len(todo), step):
             rows = todo[start : start + step]
-            out[rows] = self._unit_vectors([texts[i] for i in rows])
+            out[rows] = self._unit_vectors([texts[i] for i in rows], proj)
             if use_table:
                 if len(self._memo) + len(rows) > MEMO_TEXTS:
                     self._memo.clear()
-                self._memo.update((texts[i], out[i].copy()) for i in rows)
+                self._memo.update(((key, texts[i]), out[i].copy()) for i in rows)
         return out
 
     def _table(self) -> dict[str, np.ndarray]:

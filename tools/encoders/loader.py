@@ -158,7 +158,7 @@ def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClip
 
 def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
     from rsrag.tools.encoders.features import lit_transform
-    from rsrag.tools.encoders.lit import LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
+    from rsrag.tools.encoders.lit import PRESENCE_PREFIX, LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
     from rsrag.tools.encoders.openclip import OpenClipEncoder
     from rsrag.tools.encoders.towers import text_tower_dir
 
@@ -174,9 +174,15 @@ def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncod
         hub = _heads_hub(path)
     ident = lit_encoder_id(spec, cfg.image_tower)
     tokenizer = LitTokenizer(text_tower_dir(), cfg.context_length)
+    presence = None
+    if spec.weights != "random" and any(k.startswith(PRESENCE_PREFIX) for k in tensors):
+        from rsrag.tools.encoders.lit_text import lit_text_encoder
+
+        text = lit_text_encoder(path, batch_size=batch_size)
+        presence = functools.partial(text.encode_texts, head="presence")
     return OpenClipEncoder(
         model, lit_transform(cfg), tokenizer, encoder_id=ident, image_size=cfg.size, device=device,
-        batch_size=batch_size, dim=cfg.embed_dim, hub=hub,
+        batch_size=batch_size, dim=cfg.embed_dim, hub=hub, presence_texts=presence,
     )
 
 
@@ -301,6 +307,17 @@ class LazyEncoder:
 
             return lit_text_encoder(self._text_heads, batch_size=self.batch_size).encode_texts(texts, self.batch_size)
         return self.load().encode_texts(texts)
+
+    def encode_presence_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts as presence verdicts embed them: a LiT heads file's presence text head (when it has one, see
+        :data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`; numpy text tower on any device), else :meth:`encode_texts`."""
+        if self._heads is not None:
+            from rsrag.tools.encoders.lit_text import lit_text_encoder
+
+            text = lit_text_encoder(self._heads, batch_size=self.batch_size)
+            if text.presence_proj is not None or self._text_heads is not None:
+                return text.encode_texts(texts, self.batch_size, head="presence")
+        return self.encode_texts(texts)
 
     def with_batch_size(self, batch_size: int) -> Any:
         """The loaded encoder with another batch size (see ``OpenClipEncoder.with_batch_size``)."""

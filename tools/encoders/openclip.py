@@ -49,6 +49,7 @@ class OpenClipEncoder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         dim: int | None = None,
         hub: HubCorrection | None = None,
+        presence_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -67,6 +68,7 @@ class OpenClipEncoder:
         self._lock = threading.Lock()
         self.dim = int(dim) if dim else int(self._probe_dim())
         self.hub = hub
+        self._presence_texts = presence_texts
 
     def _probe_dim(self) -> int:
         proj = getattr(self.model, "text_projection", None)
@@ -123,6 +125,10 @@ class OpenClipEncoder:
             chunk = torch.stack([self.preprocess(im) for im in images[start : start + self.batch_size]])
             out.append(self.encode_image_tensors(chunk))
         return np.concatenate(out)
+
+    def encode_presence_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts as presence verdicts embed them (a LiT heads file's presence text head, else :meth:`encode_texts`)."""
+        return self._presence_texts(texts) if self._presence_texts is not None else self.encode_texts(texts)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts; returns (N, dim) float32 unit rows."""

@@ -54,7 +54,8 @@ def read_text_table(heads: Path) -> dict[str, np.ndarray]:
 
 
 def write_text_table(heads: Path, texts: list[str], *, batch_size: int = 32) -> Path:
-    """Embed ``texts`` with the numpy text tower of ``heads`` and write its table (atomically).
+    """Embed ``texts`` with the numpy text tower of ``heads`` (its presence head, which the vocabulary is embedded
+    with) and write its table (atomically).
 
     Returns:
         The table's path.
@@ -65,7 +66,7 @@ def write_text_table(heads: Path, texts: list[str], *, batch_size: int = 32) -> 
 
     unique = list(dict.fromkeys(texts))
     encoder = LitTextEncoder(Path(heads), batch_size=batch_size)
-    vectors = encoder.encode_texts(unique, use_table=False)
+    vectors = encoder.encode_texts(unique, use_table=False, head="presence")  # the texts presence verdicts embed
     path = table_path(heads)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez(tmp, key=np.asarray(table_key(heads)), texts=np.asarray(unique), vectors=vectors)

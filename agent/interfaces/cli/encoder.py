@@ -45,6 +45,7 @@ def train(
     image_proj: str | None = typer.Option(None, "--image-proj", help="Image head: linear or mlp."),
     text_proj: str | None = typer.Option(None, "--text-proj", help="Text head: linear or mlp."),
     epochs: int | None = typer.Option(None, "--epochs", min=1),
+    text_epochs: int | None = typer.Option(None, "--text-epochs", min=0, help="Epochs of the text head alone after training both heads (the image head kept)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=2),
     lr: float | None = typer.Option(None, "--lr"),
     weight_decay: float | None = typer.Option(None, "--weight-decay"),
@@ -90,7 +91,7 @@ def train(
         train_cfg = replace(TrainConfig(), **given(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, class_prompt_prob=class_prompt_prob,
             views=view_list, view_mode=view_mode, image_dropout=image_dropout, text_dropout=text_dropout,
-            class_weight=class_weight, seed=seed, hub_bank=hub_bank))
+            class_weight=class_weight, seed=seed, hub_bank=hub_bank, text_epochs=text_epochs))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     epochs, seed, view_list = train_cfg.epochs, train_cfg.seed, train_cfg.views
@@ -107,7 +108,7 @@ def train(
         fs = compute_features(model, lit_cfg, chips, cache_dir or default_cache_dir(), view_list,
                               progress=lambda n: bar.advance(task, n))
         bar.update(task, completed=bar.tasks[task].total)
-        etask = bar.add_task("training heads", total=epochs, info="")
+        etask = bar.add_task("training heads", total=epochs + train_cfg.text_epochs, info="")
         train_heads(fs, train_rows, lit_cfg, train_cfg, model,
                     progress=lambda e, loss: bar.update(etask, completed=e, info=f"loss {loss:.3f}"))
     hub = fit_hub(model, fs, train_rows, train_cfg)
