@@ -98,7 +98,9 @@ _DIRECTION = re.compile(
 )
 _SIDE = r"(north|south|east|west|top|bottom|left|right)(?:ern)?"
 _ORDER_SIDE = re.compile(rf"\bfrom\s+(?:the\s+)?{_SIDE}\s+to\s+(?:the\s+)?{_SIDE}\b")
-_ORDER_BY = re.compile(r"\b(?:sort|order|rank|list|arrange)\w*\b.*?\bby\s+(size|area|extent|strength|confidence|presence|score)\b")
+_CRITERION = r"\bby\s+(size|area|extent|strength|confidence|presence|score)\b"
+_ORDER_BY = re.compile(rf"\b(?:sort|order|rank|list|arrange)\w*\b.*?{_CRITERION}")
+_BY = re.compile(_CRITERION)  # what is cut from the question: "list the ponds by size" still names ponds
 _ORDER_FIRST = re.compile(r"\b(?:from\s+(?:the\s+)?)?(biggest|largest|smallest|tiniest|strongest|weakest)(?:\s+(?:one|site)s?)?"
                           r"\s+(?:first|to\s+(?:the\s+)?(?:biggest|largest|smallest|tiniest|strongest|weakest))\b")
 _ORDER_WORDS = {"size": "largest", "area": "largest", "extent": "largest", "biggest": "largest", "largest": "largest",
@@ -238,7 +240,7 @@ def read_turn(question: str) -> Turn:
     low = text.lower()
     order, top = _order(low), _top(low)
     if order is not None or top is not None:  # "from north to south", "the top 2": no direction, ordinal or object
-        low = _TOP.sub(" ", _ORDER_FIRST.sub(" ", _ORDER_BY.sub(" ", _ORDER_SIDE.sub(" ", low))))
+        low = _TOP.sub(" ", _ORDER_FIRST.sub(" ", _BY.sub(" ", _ORDER_SIDE.sub(" ", low))))
         asked_text = " ".join(low.split())
     else:
         asked_text = text

@@ -125,6 +125,8 @@ def test_an_order_or_a_top_n_with_a_target_searches_it() -> None:
     assert side.targets == ["ponds"] and side.order == "west" and side.direction is None and not side.refers_back
     top = read_turn("show me the top three ponds")
     assert top.targets == ["ponds"] and top.top == 3 and top.direction is None
+    by = read_turn("sort the storage tanks by confidence")
+    assert by.targets == ["storage tanks"] and by.order == "strongest"
     biggest = read_turn("where are the biggest ponds?")
     assert biggest.targets == ["ponds"] and biggest.extreme == "largest" and biggest.order is None
     assert read_turn("what is at the top of the image?").direction == "top"  # "top" alone is still a side
