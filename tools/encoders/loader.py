@@ -311,13 +311,26 @@ class LazyEncoder:
     def encode_presence_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Texts as presence verdicts embed them: a LiT heads file's presence text head (when it has one, see
         :data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`; numpy text tower on any device), else :meth:`encode_texts`."""
-        if self._heads is not None:
+        if self._heads is not None and (self._text_heads is not None or self._has_presence_head):
             from rsrag.tools.encoders.lit_text import lit_text_encoder
 
             text = lit_text_encoder(self._heads, batch_size=self.batch_size)
-            if text.presence_proj is not None or self._text_heads is not None:
-                return text.encode_texts(texts, self.batch_size, head="presence")
+            return text.encode_texts(texts, self.batch_size, head="presence")
         return self.encode_texts(texts)
+
+    @functools.cached_property
+    def _has_presence_head(self) -> bool:
+        """Whether the heads file holds a presence text head (its tensor names only; nothing is loaded)."""
+        from safetensors import SafetensorError, safe_open
+
+        from rsrag.tools.encoders.lit import PRESENCE_PREFIX
+
+        assert self._heads is not None
+        try:
+            with safe_open(str(self._heads), framework="np") as f:
+                return any(k.startswith(PRESENCE_PREFIX) for k in f.keys())
+        except (OSError, SafetensorError):
+            return False  # loading the encoder says what is wrong with the file
 
     def with_batch_size(self, batch_size: int) -> Any:
         """The loaded encoder with another batch size (see ``OpenClipEncoder.with_batch_size``)."""

@@ -256,4 +256,7 @@ def test_heads_with_text_epochs_keep_the_first_text_head_for_presence(data: Path
     for enc in (lazy, loaded):
         np.testing.assert_allclose(enc.encode_presence_texts(texts), first.encode_texts(texts), atol=1e-5)
     np.testing.assert_allclose(loaded.encode_texts(texts), second.encode_texts(texts), atol=1e-4)
+    on_gpu = lazy_encoder(f"rsrag-lit:{longer}", device="cuda")  # not loaded: presence texts need no model
+    np.testing.assert_allclose(on_gpu.encode_presence_texts(texts), first.encode_texts(texts), atol=1e-5)
+    assert not on_gpu.loaded
     np.testing.assert_allclose(_embed(lazy, ["a pond"]), _embed(lazy_encoder(f"rsrag-lit:{plain}"), ["a pond"]), atol=1e-5)
