@@ -375,9 +375,8 @@ def _referent(turn: Turn, reported: list[Evidence], view: Evidence | None, sourc
     if turn.extreme is not None and turn.ordinal is None and turn.direction is None:
         if not reported:
             return None, "The last answer reported no places to compare; ask where something is first."
-        areas = [e.region.box.area if e.region is not None else 0 for e in reported]
-        pick = areas.index(max(areas) if turn.extreme == "largest" else min(areas))
-        return reported[pick], f"the {turn.extreme} site of the last answer (by the extent of its matching windows)"
+        pick = (max if turn.extreme == "largest" else min)(reported, key=_area)
+        return pick, f"the {turn.extreme} site of the last answer (by the extent of its matching windows)"
     if turn.direction is not None:
         pool = reported or [e for e in _seen(past).values() if e.path in ("fast", "slow")]
         size = _scene_size(past)
@@ -524,13 +523,16 @@ def _ordered(places: list[Evidence], order: str, size: tuple[float, float] | Non
     if order in _OPPOSITE:
         return sorted(places, key=lambda e: -_toward(e, order, size))
     if order in ("largest", "smallest"):
-        area = [e.region.box.area if e.region is not None else 0 for e in places]
-        ranked = sorted(range(len(places)), key=lambda i: -area[i] if order == "largest" else area[i])
-        return [places[i] for i in ranked]
+        return sorted(places, key=lambda e: -_area(e) if order == "largest" else _area(e))
     return sorted(places, key=lambda e: -_strength(e) if order == "strongest" else _strength(e))
 
 
-def _order_note(order: str, places: Sequence[Evidence] = ()) -> str:
+def _area(ev: Evidence) -> int:
+    """The pixel area of a place's box (the extent of its matching windows; 0 without a region)."""
+    return ev.region.box.area if ev.region is not None else 0
+
+
+def _order_note(order: str, places: Sequence[Evidence]) -> str:
     if order in _OPPOSITE:
         return f"from {order} to {_OPPOSITE[order]}"
     if order in ("largest", "smallest") and len(places) > 1 and not _sizes_differ(places):
@@ -542,14 +544,18 @@ def _sizes_differ(places: Sequence[Evidence]) -> bool:
     return len({e.region.box.area for e in places if e.region is not None}) > 1
 
 
+def _first_size(order: str, places: Sequence[Evidence]) -> str:
+    """The size of the first place of a list ordered by size (nothing when size does not order it)."""
+    return f" {_size_sentence(places[0])}" if order in ("largest", "smallest") and _sizes_differ(places) else ""
+
+
 def _ordered_answer(reported: list[Evidence], order: str, size: tuple[float, float] | None) -> AIMessage:
     """The places of the last search, listed in the order asked (sizes are those of the matching windows)."""
     if not reported:
         return _answer(f"There are no earlier places to order: {ASK_FIRST}", [], 0.0)
     places = _ordered(reported, order, size)
     text = f"The {_sites(len(places))} of the last answer, {_order_note(order, places)}: {_listing(places)}."
-    if order in ("largest", "smallest") and _sizes_differ(places):
-        text += " " + _size_sentence(places[0])
+    text += _first_size(order, places)
     return _answer(f"{text} {RETRIEVAL_ONLY}", [e.id for e in places[:MAX_CITED]], min(_strength(e) for e in places))
 
 
@@ -789,8 +795,8 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
             text = f"Yes, {other}{name} at {_sites(len(found))}: {listing}; the strongest at {strongest}."
         else:
             text = f"{'Other ' + name if excluded else cap} at {_sites(len(found))}: {listing}; the strongest at {strongest}."
-        if order in ("largest", "smallest") and _sizes_differ(listed):
-            text += " " + _size_sentence(listed[0])
+        if order is not None:
+            text += _first_size(order, listed)
         return text, [e.id for e in listed[:MAX_CITED]], _strength(best)
     if finding == "not_found":
         already = " beyond the places already reported" if excluded else ""
