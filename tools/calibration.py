@@ -446,8 +446,9 @@ class _PresenceTexts:
         self.encoder = encoder
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        encode = getattr(self.encoder, "encode_presence_texts", None)
-        return encode(texts) if encode is not None else self.encoder.encode_texts(texts)
+        from rsrag.tools.encoders.base import encode_presence_texts
+
+        return encode_presence_texts(self.encoder, texts)
 
 
 def _embed(encoder: Encoder, phrases: Sequence[str]) -> np.ndarray:

@@ -92,7 +92,9 @@ class _TextCache:
 
     def encode_presence_texts(self, texts: Sequence[str]) -> np.ndarray:
         """The wrapped encoder's presence text vectors (its ``encode_presence_texts``, else its ``encode_texts``)."""
-        return self._cached("presence", texts, getattr(self._encoder, "encode_presence_texts", self._encoder.encode_texts))
+        from rsrag.tools.encoders.base import encode_presence_texts
+
+        return self._cached("presence", texts, lambda t: encode_presence_texts(self._encoder, t))
 
     def _cached(self, head: str, texts: Sequence[str], encode: Any) -> np.ndarray:
         key = (head, *texts)

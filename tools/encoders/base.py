@@ -27,7 +27,8 @@ class Encoder(Protocol):
     window indexes then store its image vectors hub-corrected, one coordinate longer (see that module).
     And an ``encode_presence_texts`` method, shaped as :meth:`encode_texts`: the text vectors presence verdicts
     compare windows with, when they come from another text head than search (a LiT heads file trained with
-    ``--text-epochs``, :data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`); without it presence uses ``encode_texts``.
+    ``--text-epochs``, :data:`rsrag.tools.encoders.lit.PRESENCE_PREFIX`); without it presence uses ``encode_texts``
+    (:func:`encode_presence_texts`).
     """
 
     @property
@@ -76,3 +77,10 @@ def to_pil(image: ImageLike) -> Image.Image:
     elif arr.shape[2] == 4:
         arr = arr[:, :, :3]
     return Image.fromarray(np.ascontiguousarray(arr), mode="RGB")
+
+
+def encode_presence_texts(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """``texts`` as presence verdicts embed them with ``encoder``: its ``encode_presence_texts`` when it has one,
+    else its ``encode_texts`` (see :class:`Encoder`)."""
+    encode = getattr(encoder, "encode_presence_texts", None)
+    return encode(texts) if encode is not None else encoder.encode_texts(texts)

@@ -245,7 +245,8 @@ def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[st
         cfg: its config.
         info: extra string metadata to record (training data, seed, metrics).
         hub: the window vectors' hub correction (:mod:`rsrag.tools.encoders.hubness`), stored beside the heads.
-        presence: a second text head for presence verdicts (``text.proj.*`` names; stored as :data:`PRESENCE_PREFIX`).
+        presence: a second text head for presence verdicts (the state dict of a text head, stored under
+            :data:`PRESENCE_PREFIX`).
     """
     from safetensors.torch import save_file
 
@@ -253,8 +254,7 @@ def save_heads(path: Path, model: torch.nn.Module, cfg: LitConfig, info: dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "config": cfg.to_json(), **(info or {}), **(hub.metadata() if hub else {})}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    extra = {PRESENCE_PREFIX + k.removeprefix("text.proj."): v.detach().cpu().to(torch.float16).contiguous()
-             for k, v in (presence or {}).items()}
+    extra = {PRESENCE_PREFIX + k: v.detach().cpu().to(torch.float16).contiguous() for k, v in (presence or {}).items()}
     save_file({**head_state(model, torch.float16), **(hub.tensors() if hub else {}), **extra}, str(tmp), metadata=meta)
     tmp.chmod(0o644)
     tmp.replace(path)

@@ -305,6 +305,4 @@ def save_trained(path: Path, model: torch.nn.Module, lit_cfg: LitConfig, cfg: Tr
     info = {"data": str(data), "train_config": repr(cfg), **record.to_metadata()}
     if report is not None:
         info["val_metrics"] = repr({k: round(v, 2) for k, v in report.metrics.items()})
-    presence = getattr(model, "presence_head", None)
-    return save_heads(path, model, lit_cfg, info, hub=hub,
-                      presence={f"text.proj.{k}": v for k, v in presence.items()} if presence else None)
+    return save_heads(path, model, lit_cfg, info, hub=hub, presence=getattr(model, "presence_head", None))
