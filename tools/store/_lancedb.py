@@ -52,25 +52,35 @@ def _deferred(original: Callable[..., Any]) -> Callable[..., Any]:
     return validate_call
 
 
+_MODULE: ModuleType | None = None
+"""The imported module, set once its import has finished (``sys.modules`` holds it from the moment its import
+*starts*: a second thread that took it from there would get a half-initialised module without ``connect``)."""
+
+
 def import_lancedb() -> ModuleType:
     """Import :mod:`lancedb` (once per process) with the REST client's validators built on first use.
+
+    Safe from several threads at once (the agent runs a question's searches in parallel): every caller waits
+    until the import has finished.
 
     Returns:
         The :mod:`lancedb` module.
     """
-    module = sys.modules.get("lancedb")
-    if module is not None:
-        return module
+    global _MODULE
+    if _MODULE is not None:
+        return _MODULE
     with _LOCK:
-        module = sys.modules.get("lancedb")
-        if module is not None:  # another thread imported it while this one waited
-            return module
-        import pydantic
+        if _MODULE is None:
+            if "lancedb" in sys.modules:  # imported, or being imported, outside this function: Python's lock waits
+                import lancedb
+            else:
+                import pydantic
 
-        original = pydantic.validate_call
-        pydantic.validate_call = _deferred(original)
-        try:
-            import lancedb
-        finally:
-            pydantic.validate_call = original
-    return lancedb
+                original = pydantic.validate_call
+                pydantic.validate_call = _deferred(original)
+                try:
+                    import lancedb
+                finally:
+                    pydantic.validate_call = original
+            _MODULE = lancedb
+    return _MODULE

@@ -57,3 +57,35 @@ def test_import_lancedb_returns_the_module_once() -> None:
     first = import_lancedb()
     assert first is import_lancedb()
     assert first.__name__ == "lancedb"
+
+
+_RACE = r"""
+import json, sys, threading
+from rsrag.tools.store import LanceStore, FieldType, ScalarField, TableSchema, VectorField
+
+barrier, errors, opened = threading.Barrier(4), [], []
+
+def open_store(i):
+    barrier.wait()  # four searches open their store at the same moment, on a fresh process
+    try:
+        store = LanceStore(sys.argv[1] + str(i))
+        schema = TableSchema(name="t", key="id", fields=(ScalarField("id", FieldType.STR),), vectors=(VectorField("v", 2),))
+        store.table(schema).add({"id": ["a"], "v": [[1.0, 0.0]]})
+        opened.append(i)
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+
+threads = [threading.Thread(target=open_store, args=(i,)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps({"opened": sorted(opened), "errors": errors}))
+"""
+
+
+def test_stores_opened_from_several_threads_at_once_all_open(tmp_path: Path) -> None:
+    # the agent runs a question's searches in parallel: on a fresh process each one's first store access
+    # imports lancedb; a thread must never be handed the module before its import has finished
+    out = subprocess.run([sys.executable, "-c", _RACE, str(tmp_path / "store")], capture_output=True, text=True,
+                         check=True, timeout=120)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"opened": [0, 1, 2, 3], "errors": []}
