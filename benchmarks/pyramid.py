@@ -377,7 +377,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.mode == "flat":
             report = index_scene(scene, enc, args.flat, patches, batch_size=args.batch, readers=args.readers)
             index: Any = report.info
-            out.update(index_s=time.perf_counter() - t0, windows=report.info.n_patches, tiling=args.flat)
+            out.update(index_s=time.perf_counter() - t0, windows=report.info.n_patches, tiling=args.flat,
+                       index_forward_s=counted["forward_s"], index_forward_calls=counted["calls"])
         else:
             pyr = Pyramid(scene, enc, args.tiling, patches, sample=args.sample, batch_size=args.batch, readers=args.readers)
             index = PyramidIndex(pyr, beam=args.beam, expand=args.expand)
