@@ -19,6 +19,10 @@ filled) says how much it saw and that ``rsrag index`` fills the rest.
 
 * **distance** ("how far apart are they?"): centre-to-centre distances between the last answer's places,
   on the ground where the scene is georeferenced.
+* **place relations** ("the pond nearest to the bridge", "ponds within 500 m of the river", "north of",
+  "near", "how far is the pond from the bridge?"): the target and the anchor are both searched, and the
+  relation is geometry on their sites (:mod:`rsrag.agent.models.relations`); the answer gives the distances
+  and cites both.
 * **places by coordinates** ("zoom on 1000 500 1300 800", "what is at pixel 1200, 600?", "zoom to lon 16.66
   lat 46.86") and **zoom out** (the last view at twice its size): a zoom there, the crop cited.
 * **overview** ("what is in this image?", "describe the scene"): the scene's facts (``scene_info``: size,
@@ -44,6 +48,7 @@ from langchain_core.runnables import Runnable
 from pydantic import Field
 from rsrag.agent.answering import overall_finding
 from rsrag.agent.evidence import Evidence, find_evidence_ids
+from rsrag.agent.models.relations import Placement, holding, place
 from rsrag.agent.models.turns import Turn, direction_vector, read_turn
 from rsrag.agent.results import ToolResult
 from rsrag.agent.state import is_question
@@ -145,7 +150,9 @@ class RulePolicy(BaseChatModel):
             return _answer(f"I found nothing to look for in {turn.question!r}: name an object, e.g. "
                            f"'where are the storage tanks?'. {WHAT_IT_ANSWERS}", [], 0.0)
         searched = {_target_of(step): step for step in now.steps if step.name == "search_patches"}
-        todo = [t for t in targets if t not in searched]
+        anchor = turn.relation.anchor if turn.relation is not None else None  # "the pond nearest to the bridge"
+        wanted = [*targets, *([anchor] if anchor is not None and anchor not in targets else [])]
+        todo = [t for t in wanted if t not in searched]
         if todo:
             calls = []
             for t in todo:
@@ -156,13 +163,14 @@ class RulePolicy(BaseChatModel):
                 calls.append(("search_patches", args))
             return _calls(calls)
         reports = [_Report(t, searched[t].result, _pick(turn, searched[t].result)) for t in targets]
+        related = None if anchor is None else _Related(turn, reports[0], _Report(anchor, searched[anchor].result))
         if "zoom" not in {s.name for s in now.steps}:
-            zooms = _zoom_targets(reports, self.max_zooms)
+            zooms = related.zooms(self.max_zooms) if related is not None else _zoom_targets(reports, self.max_zooms)
             if zooms:
                 return _calls([("zoom", {"evidence_id": e.id}) for e in zooms])
         views = {s.args.get("evidence_id"): s.result.views[0] for s in now.steps
                  if s.name == "zoom" and s.result.ok and s.result.views}
-        return _compose(turn, reports, views, excluded=turn.more)
+        return _compose(turn, reports, views, excluded=turn.more, related=related)
 
     def _each_answer(self, reported: list[Evidence], now: _Turn, top: int | None = None) -> AIMessage:
         """Zoom on every place of the last search (up to the zoom limit; the first ``top`` when asked for the
@@ -823,6 +831,118 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
     return f"Not found: no region of the scene matched {name}.", [], 0.0
 
 
+class _Related:
+    """A target's sites related to an anchor's ("the pond nearest to the bridge", "ponds within 500 m of the
+    river"): both were searched; the relation is geometry on their sites (:mod:`rsrag.agent.models.relations`).
+
+    ``finding`` is the answer's verdict on the target *as related*: ``found`` when sites hold the relation,
+    ``not_found`` when the target or the anchor is not found or no site holds it, ``uncertain`` when either
+    search is uncertain or the relation cannot be measured (metres on a scene without map coordinates).
+    """
+
+    def __init__(self, turn: Turn, report: _Report, anchor: _Report) -> None:
+        assert turn.relation is not None
+        self.turn, self.relation, self.report, self.anchor = turn, turn.relation, report, anchor
+        self.sites = report.result.found if report.finding == "found" else []
+        self.anchors = anchor.result.found if anchor.finding == "found" else []
+        self.placements = place(self.sites, self.anchors)
+        self.held = holding(self.relation, self.placements)
+        self.unmeasured = (self.relation.kind == "within" and self.relation.unit == "m" and bool(self.placements)
+                           and all(p.metres is None for p in self.placements))
+
+    @property
+    def finding(self) -> Finding | None:
+        if self.report.finding is None or self.anchor.finding is None:
+            return None
+        if "not_found" in (self.report.finding, self.anchor.finding):
+            return "not_found"
+        if "uncertain" in (self.report.finding, self.anchor.finding) or self.unmeasured:
+            return "uncertain"
+        return "found" if self.held else "not_found"
+
+    def zooms(self, n: int) -> list[Evidence]:
+        """The places to look at: the target sites the relation holds for, else the target's best."""
+        held = [p.site for p in self.held][:n]
+        return held or _zoom_targets([self.report], n)
+
+    def sentence(self) -> tuple[str, list[str], float]:
+        """The target's part of the answer, as related to the anchor: the sentence, its ids, its confidence."""
+        rel, name, anchor = self.relation, self.report.target, self.anchor.target
+        cap, words = name[:1].upper() + name[1:], rel.words
+        plain = replace(self.turn, relation=None, kind="where" if self.turn.kind == "presence" else self.turn.kind)
+        if not self.report.result.ok or not self.anchor.result.ok:
+            failed = self.report if not self.report.result.ok else self.anchor
+            return f"Could not search for {failed.target}: {_reason(failed.result)}.", [], 0.0
+        if not self.sites:  # the target itself is not found: its own answer, and where the anchor is
+            text, ids, strength = _target_sentence(plain, self.report, False)
+            if self.anchors:
+                text += f" ({anchor[:1].upper() + anchor[1:]} at {_sites(len(self.anchors))}: {_listing(self.anchors)}.)"
+            return text, ids + [e.id for e in self.anchors[:MAX_CITED] if e.id not in ids], min(strength, 0.3)
+        if not self.anchors:
+            text, ids, strength = _target_sentence(plain, self.report, False)
+            lead = "Not found" if self.anchor.finding == "not_found" else "Uncertain"
+            best = max((e.presence for e in self.anchor.places if e.presence is not None), default=None)
+            why = f" (best presence {best:.2f})" if best is not None else ""
+            return (f"{lead}: no {anchor} found by retrieval{why}, so '{name} {words}' cannot be judged. {text}", ids,
+                    min(strength, 0.3))
+        if self.unmeasured:
+            return (f"Uncertain: the scene has no map coordinates, so '{words}' cannot be measured in metres; ask "
+                    f"in pixels (e.g. 'within 300 px of the {anchor}'). {cap} at {_sites(len(self.sites))}: "
+                    f"{_listing(self.sites)}.", [e.id for e in self.sites[:MAX_CITED]], 0.3)
+        held, n = self.held, len(self.placements)
+        ids = _related_ids(held)
+        note = " (edge to edge of their matching windows, not measured outlines)"
+        if rel.kind in ("nearest", "farthest"):
+            p = held[0]
+            text = (f"{cap} {words}: {p.site.id} at {p.site.bbox} ({_strength_note(p.site)}{_lonlat(p.site)}), "
+                    f"{_gap(p)} the {anchor} at {p.anchor.id}{note}.")
+            others = [q for q in self.placements if q is not p]
+            if rel.kind == "farthest":
+                others.reverse()
+            if others:
+                text += (f" The other {name} sites, {'nearest' if rel.kind == 'nearest' else 'farthest'} first: "
+                         + ", ".join(f"{q.site.id} {_gap(q)} {q.anchor.id}" for q in others[:MAX_LISTED]) + ".")
+            return text, _related_ids([p, *others]), _strength(p.site)
+        if rel.kind == "distance":
+            text = f"{cap} by distance to the nearest {anchor} site, nearest first: " + "; ".join(
+                f"{p.site.id} at {p.site.bbox} is {_gap(p)} {p.anchor.id}" for p in held[:MAX_LISTED])
+            return text + f"{note}.", ids, min(_strength(p.site) for p in held)
+        meaning = " (near: at most the larger site's extent apart, edge to edge)" if rel.kind == "near" else ""
+        if not held:
+            p = self.placements[0]
+            lead = "No" if self.turn.kind == "presence" else "Not found"
+            text = (f"{lead}: none of the {_sites(n)} of {name} found lies {words}{meaning}; the nearest, {p.site.id} at "
+                    f"{p.site.bbox}, is {_gap(p)} the {anchor} at {p.anchor.id}{note}.")
+            if self.turn.kind == "count":
+                text = f"{cap} {words}: 0 of the {_sites(n)} found by retrieval{meaning}. " + text
+            return text, [p.site.id, p.anchor.id], 0.3
+        listing = ", ".join(f"{p.site.id} {p.site.bbox} ({_gap(p)} {p.anchor.id})" for p in held[:MAX_LISTED])
+        if self.turn.kind == "count":
+            text = (f"{cap} {words}: {len(held)} of the {_sites(n)} found by retrieval (a count of places, not of "
+                    f"individual objects){meaning}: {listing}")
+        elif self.turn.kind == "presence":
+            text = f"Yes, {name} {words} at {len(held)} of the {_sites(n)} found{meaning}: {listing}"
+        else:
+            text = f"{cap} {words}: {len(held)} of the {_sites(n)} found{meaning}: {listing}"
+        return text + f"{note}.", ids, min(_strength(p.site) for p in held)
+
+
+def _related_ids(placements: Sequence[Placement]) -> list[str]:
+    """What a relation's answer cites: the target's sites in the order it lists them (what "the second one"
+    counts from later), then the anchor sites they were measured to."""
+    shown = placements[:MAX_CITED]
+    return list(dict.fromkeys([*(p.site.id for p in shown), *(p.anchor.id for p in shown)]))
+
+
+def _gap(p: Placement) -> str:
+    """How far a site is from its anchor site, as a phrase followed by "from" ("about 120 m (240 px) from")."""
+    if p.pixels <= 0:
+        return "touching or overlapping"
+    if p.metres is not None:
+        return f"about {_distance_text(p.metres)} ({p.pixels:,.0f} px) from"
+    return f"{p.pixels:,.0f} px from"
+
+
 def _compare_sentence(compare: tuple[str, int], report: _Report) -> str:
     """The answer to "more than N X?" from the count of sites found."""
     how, n = compare
@@ -853,10 +973,14 @@ def _partial_note(reports: list[_Report]) -> str:
             "places it did not reach may hold more, until `rsrag index` fills the index.")
 
 
-def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidence], excluded: bool) -> AIMessage:
+def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidence], excluded: bool,
+             related: _Related | None = None) -> AIMessage:
     sentences, cited, strengths = [], [], []
     for report in reports:
-        text, ids, strength = _target_sentence(turn, report, excluded)
+        if related is not None and report is related.report:
+            text, ids, strength = related.sentence()
+        else:
+            text, ids, strength = _target_sentence(turn, report, excluded)
         sentences.append(text)
         cited += [i for i in ids if i not in cited]
         strengths.append(strength)
@@ -872,6 +996,8 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
         sentences.append("Crops: " + ", ".join(f"{v.id} of {source}" for source, v in crops) + ".")
         cited += [v.id for _, v in crops]
     findings = {r.target: r.finding for r in reports if r.finding is not None}
+    if related is not None and related.finding is not None:  # the target as related to the anchor
+        findings[related.report.target] = related.finding
     finding = overall_finding(findings)  # type: ignore[arg-type]
     confidence = min(strengths) if strengths else 0.0
     if turn.context and turn.targets:

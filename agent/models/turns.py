@@ -28,6 +28,11 @@
 * ``top``: the best N ("show me the top 2", "the 3 strongest ones", "best three"): the first N places.
 * ``overview``: a question about the whole scene that names nothing ("what is in this image?", "describe
   the scene").
+* ``relation``: where the target lies relative to another object, the *anchor*, which is searched too
+  (:class:`Relation`): ``nearest`` / ``farthest`` ("the pond nearest to the bridge", "the nearest pond to the
+  bridge", "which tank is furthest from the port?"), ``near`` ("ponds near the river", "next to", "close to",
+  "beside", "adjacent to"), ``within`` ("storage tanks within 500 m of the port", km, m or px), ``side``
+  ("the ponds north of the river", "south-west of") and ``distance`` ("how far is the pond from the bridge?").
 
 It reads the analyst's words only (never a tool's output), with word lists, not a language model: it is
 the offline policy's understanding, and says nothing it did not match.
@@ -110,7 +115,52 @@ _COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
                 "ten": 10}
 _N = r"(\d+|one|two|three|four|five|six|seven|eight|nine|ten)"
 _TOP = re.compile(rf"\b(?:top|best)\s+{_N}\b|\b{_N}\s+(?:best|strongest|most\s+likely)\b")
+_UNIT = r"(?P<unit>km|kilomet(?:er|re)s?|m|met(?:er|re)s?|px|pixels?)"
+_RELATION = re.compile(
+    r"\b(?P<nearest>nearest|closest)\b(?:\s+(?:to|from)\b)?|"
+    r"\b(?P<farthest>farthest|furthest)\b(?:\s+away)?(?:\s+from\b)?|"
+    rf"\bwithin\s+(?P<limit>\d+(?:\.\d+)?)\s*{_UNIT}\s+(?:of|from)\b|"
+    r"\b(?P<side>north|south|east|west)(?:[\s-]?(?P<side2>east|west))?\s+of\b|"
+    r"\b(?P<near>near(?:by)?|next\s+to|close\s+to|beside|adjacent\s+to|alongside)\b"
+    r"(?!\s+(?:each\s+other|one\s+another)\b)"
+)
+_HOW_FAR = re.compile(r"\bhow\s+far\s+(?:away\s+)?(?:is|are)\s+(?P<target>.+?)\s+from\s+(?P<anchor>.+)$")
+_TO = re.compile(r"\b(?:to|from)\b")
 _SPLIT = re.compile(r"\s*(?:[,;]|\?|\band\b|\bor\b|\bas well as\b|\bplus\b|\balso\b)\s*")
+
+
+@dataclass(frozen=True)
+class Relation:
+    """Where the asked target lies relative to another object named in the question (the anchor).
+
+    Attributes:
+        kind: ``nearest`` / ``farthest`` (the one target site nearest to / farthest from any anchor site),
+            ``near`` (the target sites near an anchor site), ``within`` (within ``limit`` of one), ``side``
+            (on the ``side`` of one: ``north``, ``south-west``...) or ``distance`` (how far each target site is
+            from the nearest anchor site).
+        anchor: the anchor object's phrase ("bridge" in "the pond nearest to the bridge").
+        limit: for ``within``: the distance, in metres (``unit`` "m") or pixels (``unit`` "px").
+        unit: ``m`` or ``px``.
+        side: for ``side``: the direction from the anchor.
+    """
+
+    kind: Literal["nearest", "farthest", "near", "within", "side", "distance"]
+    anchor: str
+    limit: float | None = None
+    unit: str = "m"
+    side: str | None = None
+
+    @property
+    def words(self) -> str:
+        """The relation as an answer says it ("nearest to the bridge", "within 500 m of the port")."""
+        if self.kind == "within":
+            amount = f"{self.limit:g} {self.unit}" if self.unit == "px" or (self.limit or 0) < 1000 else \
+                f"{(self.limit or 0) / 1000:g} km"
+            return f"within {amount} of the {self.anchor}"
+        if self.kind == "side":
+            return f"{self.side} of the {self.anchor}"
+        return {"nearest": "nearest to", "farthest": "farthest from", "near": "near",
+                "distance": "from"}[self.kind] + f" the {self.anchor}"
 
 
 @dataclass(frozen=True)
@@ -139,6 +189,7 @@ class Turn:
     each: bool = False
     order: str | None = None
     top: int | None = None
+    relation: Relation | None = None
 
     @property
     def refers_back(self) -> bool:
@@ -228,6 +279,50 @@ def _place(low: str) -> dict[str, tuple[float, ...]] | None:
     return None
 
 
+def _phrase(text: str) -> str | None:
+    """The object a piece of a question names (its first key phrase), or ``None`` when it names none."""
+    clause = _SPLIT.split(EVIDENCE_ID.sub(" ", text).strip())[0]
+    words = re.findall(r"[a-z0-9][a-z0-9'\-]*", clause)
+    if not _has_content(words):
+        return None
+    return extract_key_phrases(clause)[0]
+
+
+def _relation(low: str) -> tuple[Relation | None, str]:
+    """The relation a question asks (see :class:`Relation`) and the question without the anchor's part (what
+    the target, the kind and the rest are read from), or ``(None, low)``."""
+    far = _HOW_FAR.search(low)
+    if far:  # "how far is the pond from the bridge?"
+        anchor = _phrase(far.group("anchor"))
+        if anchor and _phrase(far.group("target")):
+            return Relation("distance", anchor), f"where {far.group('target')}"
+    match = _RELATION.search(low)
+    if not match:
+        return None, low
+    before, after = low[: match.start()], low[match.end():]
+    kind: str
+    limit, unit, side = None, "m", None
+    if match.group("nearest") or match.group("farthest"):
+        kind = "nearest" if match.group("nearest") else "farthest"
+        joined = _TO.search(after)
+        if not _TO.search(match.group(0)) and joined and _phrase(after[: joined.start()]):
+            before, after = f"{before} {after[: joined.start()]}", after[joined.end():]  # "the nearest pond to X"
+    elif match.group("limit"):
+        kind, unit = "within", "px" if match.group("unit").startswith("p") else "m"
+        limit = float(match.group("limit")) * (1000.0 if match.group("unit").startswith("k") else 1.0)
+    elif match.group("side"):
+        kind = "side"
+        side = match.group("side") + (f"-{match.group('side2')}" if match.group("side2") else "")
+    else:
+        kind = "near"
+    anchor = _phrase(after)
+    if anchor is None or _phrase(before) is None:  # "is it near?", "what is nearest?": no two objects
+        return None, low
+    rest = _SPLIT.split(after.strip(), maxsplit=1)
+    tail = f" and {rest[1]}" if len(rest) > 1 and rest[1] else ""
+    return Relation(kind, anchor, limit, unit, side), f"{before}{tail}"  # type: ignore[arg-type]
+
+
 def read_turn(question: str) -> Turn:
     """What ``question`` asks (see the module docstring).
 
@@ -244,6 +339,9 @@ def read_turn(question: str) -> Turn:
         asked_text = " ".join(low.split())
     else:
         asked_text = text
+    relation, related = _relation(" ".join(EVIDENCE_ID.sub(" ", asked_text).lower().split()))  # ids are no objects
+    if relation is not None:  # "the pond nearest to the bridge": the anchor's words are not the target's
+        low = asked_text = related
     ordinal = None
     match = _ORDINAL.search(low)
     if match:
@@ -267,4 +365,5 @@ def read_turn(question: str) -> Turn:
         thorough=bool(_THOROUGH.search(low)), compare=compare, coordinates=bool(_COORDINATES.search(low)),
         plural=bool(_PLURAL.search(low)), place=place, wider=bool(_WIDER.search(low)), each=bool(_EACH.search(low)),
         extreme=_EXTREMES[extreme.group(1)] if (extreme := _EXTREME.search(low)) else None, order=order, top=top,
+        relation=relation,
     )

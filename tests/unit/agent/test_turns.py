@@ -60,9 +60,45 @@ def test_references_to_earlier_evidence(question: str, expected: dict[str, objec
 
 
 def test_other_objects_of_a_clause_are_context_not_targets() -> None:
-    turn = read_turn("are there ponds near the bridges?")
-    assert turn.targets == ["ponds"] and turn.context == ["bridges"] and turn.kind == "presence"
+    turn = read_turn("are there ponds with boats on them?")
+    assert turn.targets == ["ponds"] and turn.context == ["boats"] and turn.kind == "presence"
+    assert turn.relation is None  # "with" is no place relation: retrieval cannot check it
     assert read_turn("where are the storage tanks and the airports?").context == []
+
+
+@pytest.mark.parametrize(("question", "target", "kind", "anchor", "extra"), [
+    ("where is the pond nearest to the bridge?", "pond", "nearest", "bridge", {}),
+    ("the nearest pond to the bridge", "pond", "nearest", "bridge", {}),
+    ("which pond is closest to the bridges?", "pond", "nearest", "bridges", {}),
+    ("which storage tank is furthest from the port?", "storage tank", "farthest", "port", {}),
+    ("are there ponds near the river?", "ponds", "near", "river", {}),
+    ("how many ponds are next to the river?", "ponds", "near", "river", {}),
+    ("airplanes parked beside the terminal building", "airplanes", "near", "terminal building", {}),
+    ("storage tanks within 500 m of the port", "storage tanks", "within", "port", {"limit": 500.0, "unit": "m"}),
+    ("ponds within 2 km of the bridges", "ponds", "within", "bridges", {"limit": 2000.0, "unit": "m"}),
+    ("ponds within 300 px of the bridge", "ponds", "within", "bridge", {"limit": 300.0, "unit": "px"}),
+    ("where are the ponds north of the river?", "ponds", "side", "river", {"side": "north"}),
+    ("the churches south-west of the stadium", "churches", "side", "stadium", {"side": "south-west"}),
+    ("how far is the pond from the bridge?", "pond", "distance", "bridge", {}),
+])
+def test_a_relation_to_another_object_names_the_target_and_the_anchor(question: str, target: str, kind: str,
+                                                                       anchor: str, extra: dict) -> None:  # type: ignore[type-arg]
+    turn = read_turn(question)
+    assert turn.targets == [target] and turn.context == [] and turn.relation is not None
+    assert (turn.relation.kind, turn.relation.anchor) == (kind, anchor)
+    assert all(getattr(turn.relation, k) == v for k, v in extra.items())
+    assert turn.direction is None and not turn.refers_back  # "north of the river" is not "the one in the north"
+
+
+def test_what_is_no_relation_between_two_objects() -> None:
+    assert read_turn("are they near each other?").relation is None and read_turn("are they near each other?").distance
+    assert read_turn("the nearest one").relation is None
+    assert read_turn("the ponds in the north of the scene").relation is None
+    assert read_turn("the ponds in the north of the scene").direction == "north"
+    assert read_turn("is the pond near?").relation is None
+    assert read_turn("how many ponds are near the river?").kind == "count"
+    assert read_turn("are there ponds near the river?").kind == "presence"
+    assert read_turn("within 500 m of the port, where are the tanks?").relation is None  # no object before it
 
 
 def test_a_compared_count_asks_about_the_object() -> None:

@@ -153,9 +153,9 @@ def test_a_question_about_the_whole_image_gives_its_facts_and_what_to_ask(analys
     assert vague.text.startswith("I found nothing to look for")
 
 
-def test_a_relation_asked_is_said_to_be_unchecked(analyst: Analyst, scene: Path) -> None:
-    answer = analyst.ask(scene, "are there red roofs near the yellow cars?", thread_id="relation")
-    assert answer.findings == {"red roofs": "found"}  # the context is not searched
+def test_a_relation_retrieval_cannot_measure_is_said_to_be_unchecked(analyst: Analyst, scene: Path) -> None:
+    answer = analyst.ask(scene, "are there red roofs with yellow cars on them?", thread_id="relation")
+    assert answer.findings == {"red roofs": "found"}  # the context is not searched: "with" is no place relation
     assert "Not checked against yellow cars: retrieval searched red roofs alone" in answer.text
 
 
@@ -265,3 +265,64 @@ def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     both = analyst.ask(scene, "where are the red roofs and the yellow cars?", thread_id="both")
     assert both.findings == {"red roofs": "found", "yellow cars": "not_found"} and both.finding == "uncertain"
     assert both.text.startswith("Red roofs at 2 sites") and "Not found: no yellow cars" in both.text
+
+
+WATER = PixelBox(x0=320, y0=64, x1=384, y1=128)  # blue water north-east of the large block, north of the small one
+
+
+@pytest.fixture
+def lake_scene(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(6)
+    data = np.clip(np.array(COLOURS["Green"])[:, None, None] + rng.integers(-12, 12, (3, 576, 576)), 0, 255)
+    data = data.astype(np.uint8)
+    for box, colour in ((BIG, "Red"), (SMALL, "Red"), (WATER, "Blue")):
+        data[:, box.y0:box.y1, box.x0:box.x1] = np.array(COLOURS[colour], dtype=np.uint8)[:, None, None]
+    return write_raster(tmp_path / "lake.tif", data)
+
+
+def test_the_site_nearest_to_another_object_and_the_distance(analyst: Analyst, lake_scene: Path) -> None:
+    answer = analyst.ask(lake_scene, "which red roofs are nearest to the blue water?", thread_id="nearest")
+    assert answer.findings == {"red roofs": "found", "blue water": "found"} and answer.finding == "found"
+    assert answer.text.startswith("Red roofs nearest to the blue water: ")
+    by_id = {e.id: e for e in answer.evidence}
+    nearest = answer.cited[0]  # the target's sites first, then the anchor's (then the crops)
+    (water,) = [i for i in answer.cited if by_id[i].path == "fast" and by_id[i].query == "blue water"]
+    assert by_id[nearest].region.box.contains(BIG) and by_id[water].region.box.contains(WATER)
+    assert "The other red roofs sites, nearest first: " in answer.text  # the small block, further away
+    farthest = analyst.ask(lake_scene, "the red roofs furthest from the blue water", thread_id="farthest")
+    far = {e.id: e for e in farthest.evidence}[farthest.cited[0]]
+    assert farthest.text.startswith("Red roofs farthest from the blue water: ") and far.region.box.contains(SMALL)
+    how_far = analyst.ask(lake_scene, "how far are the red roofs from the blue water?", thread_id="how-far")
+    assert how_far.text.startswith("Red roofs by distance to the nearest blue water site, nearest first: ")
+    assert " m (" in how_far.text and how_far.finding == "found"
+
+
+def test_sites_within_a_distance_on_a_side_or_near_another_object(analyst: Analyst, lake_scene: Path) -> None:
+    def boxes(answer):  # type: ignore[no-untyped-def]
+        by_id = {e.id: e for e in answer.evidence}
+        return [by_id[i].region.box for i in answer.cited if by_id[i].path == "fast" and by_id[i].query == "red roofs"]
+
+    within = analyst.ask(lake_scene, "where are the red roofs within 80 m of the blue water?", thread_id="within")
+    assert within.text.startswith("Red roofs within 80 m of the blue water: 1 of the 2 sites found")
+    assert within.finding == "found" and [b.contains(BIG) for b in boxes(within)] == [True]
+    south = analyst.ask(lake_scene, "are there red roofs south of the blue water?", thread_id="south")
+    assert south.text.startswith("Yes, red roofs south of the blue water at 1 of the 2 sites found")
+    assert [b.contains(SMALL) for b in boxes(south)] == [True]
+    east = analyst.ask(lake_scene, "how many red roofs are east of the blue water?", thread_id="east")
+    assert east.text.startswith("Red roofs east of the blue water: 0 of the 2 sites found") and east.finding == "not_found"
+    near = analyst.ask(lake_scene, "red roofs next to the blue water", thread_id="near")
+    assert "(near: at most the larger site's extent apart, edge to edge)" in near.text
+
+
+def test_a_relation_to_an_absent_object_cannot_hold(analyst: Analyst, lake_scene: Path) -> None:
+    answer = analyst.ask(lake_scene, "are there red roofs near the yellow cars?", thread_id="absent-anchor")
+    assert answer.findings == {"red roofs": "found", "yellow cars": "not_found"} and answer.finding == "not_found"
+    assert answer.text.startswith("Not found: no yellow cars found by retrieval")
+    assert "so 'red roofs near the yellow cars' cannot be judged. Red roofs at 2 sites" in answer.text
+
+
+def test_the_second_one_after_a_relation_is_the_next_target_site(analyst: Analyst, lake_scene: Path) -> None:
+    answer = analyst.ask(lake_scene, "the red roofs nearest to the blue water", thread_id="then")
+    second = analyst.ask(lake_scene, "zoom on the second one", thread_id="then")
+    by_id = {e.id: e for e in answer.evidence}
+    assert by_id[answer.cited[1]].query == "red roofs" and second.cited[0] == answer.cited[1]  # not the water
