@@ -499,7 +499,7 @@ def _pick(turn: Turn, result: ToolResult) -> Evidence | None:
     """The one site a question with a target and a reference asks for ("the second storage tank", "the
     church in the top left")."""
     places = result.found or result.unconfirmed
-    if not places:
+    if not places or (turn.part is not None and turn.ordinal is None):  # "ponds in the north": a part, not one site
         return None
     if turn.ordinal is not None:
         n = turn.ordinal
@@ -787,6 +787,9 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
         text = f"{cap}: {which} is {e.id} at {e.bbox} ({_strength_note(e)}{_lonlat(e)})."
         return text, [e.id], _strength(e)
     order = _order_of(turn)
+    inside = _in_part_sites(turn, report)
+    if inside is not None:
+        return _part_sentence(turn, report, inside)
     if finding == "found" and found:
         best = found[0]
         listed = found if order is None else _ordered(found, order, _result_size(r))
@@ -943,6 +946,48 @@ def _gap(p: Placement) -> str:
     return f"{p.pixels:,.0f} px from"
 
 
+def _in_part_sites(turn: Turn, report: _Report) -> list[Evidence] | None:
+    """The found sites of a target that lie in the part of the scene the question names ("how many ponds are in
+    the north?"), or ``None`` when it names none or the target is not found."""
+    if turn.part is None or turn.ordinal is not None or report.finding != "found" or not report.result.found:
+        return None
+    return [e for e in report.result.found if _in_part(e, turn.part, _result_size(report.result))]
+
+
+def _part_words(part: str) -> str:
+    """The part of the scene a direction names, as :func:`_in_part` reads it."""
+    dx, dy = direction_vector(part)
+    if dx == 0 and dy == 0:
+        return "the middle third of the scene"
+    named = {"top": "north", "bottom": "south", "left": "west", "right": "east"}
+    words = [named.get(w, w) for w in part.split("-")]
+    if dx and dy:
+        return f"the scene's {'-'.join(words)} quadrant"
+    return f"the scene's {words[0]}ern half"
+
+
+def _part_sentence(turn: Turn, report: _Report, inside: list[Evidence]) -> tuple[str, list[str], float]:
+    """A target's part of the answer when the question keeps its sites in a part of the scene."""
+    part, name, found = turn.part or "", report.target, report.result.found
+    cap, where = name[:1].upper() + name[1:], f"in the {turn.part} ({_part_words(part)})"
+    if not inside:
+        nearest = max(found, key=lambda e: _toward(e, part, _result_size(report.result)))
+        text = (f"{'No' if turn.kind == 'presence' else 'Not found'}: none of the {_sites(len(found))} of {name} found "
+                f"lies {where}; the nearest to it is {nearest.id} at {nearest.bbox}.")
+        if turn.kind == "count":
+            text = f"{cap} {where}: 0 of the {_sites(len(found))} found by retrieval. {text}"
+        return text, [nearest.id], 0.3
+    listing = _listing(inside)
+    if turn.kind == "count":
+        text = (f"{cap} {where}: {len(inside)} of the {_sites(len(found))} found by retrieval (a count of places, not "
+                f"of individual objects): {listing}.")
+    elif turn.kind == "presence":
+        text = f"Yes, {name} {where} at {len(inside)} of the {_sites(len(found))} found: {listing}."
+    else:
+        text = f"{cap} {where}: {len(inside)} of the {_sites(len(found))} found: {listing}."
+    return text, [e.id for e in inside[:MAX_CITED]], _strength(inside[0])
+
+
 def _compare_sentence(compare: tuple[str, int], report: _Report) -> str:
     """The answer to "more than N X?" from the count of sites found."""
     how, n = compare
@@ -998,6 +1043,10 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
     findings = {r.target: r.finding for r in reports if r.finding is not None}
     if related is not None and related.finding is not None:  # the target as related to the anchor
         findings[related.report.target] = related.finding
+    for report in reports:  # "are there ponds in the north?": found only where a site lies there
+        inside = _in_part_sites(turn, report)
+        if inside is not None:
+            findings[report.target] = "found" if inside else "not_found"
     finding = overall_finding(findings)  # type: ignore[arg-type]
     confidence = min(strengths) if strengths else 0.0
     if turn.context and turn.targets:

@@ -28,6 +28,9 @@
 * ``top``: the best N ("show me the top 2", "the 3 strongest ones", "best three"): the first N places.
 * ``overview``: a question about the whole scene that names nothing ("what is in this image?", "describe
   the scene").
+* ``part``: a part of the scene the target's sites are kept in ("how many ponds are in the north?", "are there
+  ponds in the south-west?", "where are the ponds in the east?"), where a ``direction`` with a singular target
+  picks the one site furthest that way ("the church in the top left", "the northernmost pond").
 * ``relation``: where the target lies relative to another object, the *anchor*, which is searched too
   (:class:`Relation`): ``nearest`` / ``farthest`` ("the pond nearest to the bridge", "the nearest pond to the
   bridge", "which tank is furthest from the port?"), ``near`` ("ponds near the river", "next to", "close to",
@@ -98,9 +101,11 @@ _DIRECTIONS: dict[str, tuple[float, float]] = {
     "centre": (0, 0), "center": (0, 0), "middle": (0, 0),
 }
 _DIRECTION = re.compile(
-    r"\b(north|south)[\s-]?(east|west)(?:ern)?\b|\b(north|south|east|west)(?:ern)?\b|"
+    r"\b(north|south)[\s-]?(east|west)(?:ern(?:most)?)?\b|\b(north|south|east|west)(?:ern(?:most)?)?\b|"
     r"\b(top|upper|bottom|lower)[\s-]?(left|right)\b|\b(top|bottom|upper|lower|left|right|centre|center|middle)\b"
 )
+_IN_PART = re.compile(r"\bin\s+(?:the\s+)?(?:far\s+)?(?:north|south|east|west|top|bottom|upper|lower|left|right|centre|"
+                      r"center|middle)")
 _SIDE = r"(north|south|east|west|top|bottom|left|right)(?:ern)?"
 _ORDER_SIDE = re.compile(rf"\bfrom\s+(?:the\s+)?{_SIDE}\s+to\s+(?:the\s+)?{_SIDE}\b")
 _CRITERION = r"\bby\s+(size|area|extent|strength|confidence|presence|score)\b"
@@ -190,6 +195,7 @@ class Turn:
     order: str | None = None
     top: int | None = None
     relation: Relation | None = None
+    part: str | None = None
 
     @property
     def refers_back(self) -> bool:
@@ -356,14 +362,25 @@ def read_turn(question: str) -> Turn:
         asked = ""
     targets, context = _targets(asked) if asked else ([], [])
     kind: TurnKind = "count" if _COUNT.search(low) or cmp else "presence" if _PRESENCE.search(low) else "where"
+    direction = _direction(low)
+    # "how many ponds are in the north?", "where are the ponds in the south-west?": the sites in that part of the
+    # scene; "the church in the top left", "where is the pond in the north?": the one furthest that way
+    part = direction if (direction is not None and targets and _IN_PART.search(low)
+                         and (kind != "where" or _plural(targets[0]))) else None
     return Turn(
         question=text, kind=kind, targets=targets, context=context, ordinal=ordinal, this=bool(_THIS.search(low)),
-        direction=_direction(low), closer=bool(_CLOSER.search(low)),
+        direction=direction, closer=bool(_CLOSER.search(low)),
         more=bool(_MORE.search(_EACH_OTHER.sub(" ", _COMPARE.sub(" ", low)))),  # not "each other", "more than 3"
         size=bool(_SIZE.search(low)), distance=bool(_DISTANCE.search(low)),
         overview=not targets and place is None and bool(_OVERVIEW.search(low) or _WHOLE.search(low)),
         thorough=bool(_THOROUGH.search(low)), compare=compare, coordinates=bool(_COORDINATES.search(low)),
         plural=bool(_PLURAL.search(low)), place=place, wider=bool(_WIDER.search(low)), each=bool(_EACH.search(low)),
         extreme=_EXTREMES[extreme.group(1)] if (extreme := _EXTREME.search(low)) else None, order=order, top=top,
-        relation=relation,
+        relation=relation, part=part,
     )
+
+
+def _plural(phrase: str) -> bool:
+    """Whether an object phrase names several things ("ponds", "storage tanks"; not "grass", "church")."""
+    last = phrase.split()[-1] if phrase.split() else ""
+    return last.endswith("s") and not last.endswith(("ss", "us", "is"))

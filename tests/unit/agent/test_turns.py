@@ -166,3 +166,14 @@ def test_an_order_or_a_top_n_with_a_target_searches_it() -> None:
     biggest = read_turn("where are the biggest ponds?")
     assert biggest.targets == ["ponds"] and biggest.extreme == "largest" and biggest.order is None
     assert read_turn("what is at the top of the image?").direction == "top"  # "top" alone is still a side
+
+
+def test_a_part_of_the_scene_keeps_sites_where_a_singular_target_picks_one() -> None:
+    assert read_turn("how many ponds are in the north?").part == "north"
+    assert read_turn("are there any ponds in the south-west?").part == "south-west"
+    assert read_turn("where are the ponds in the east?").part == "east"
+    assert read_turn("is there a church in the top left?").part == "top-left"  # presence: any site there
+    single = read_turn("where is the pond in the north-west?")
+    assert single.part is None and single.direction == "north-west"  # the one furthest that way
+    most = read_turn("the northernmost pond")
+    assert most.targets == ["pond"] and most.direction == "north" and most.part is None

@@ -259,6 +259,22 @@ def test_are_any_of_them_in_a_part_of_the_scene(analyst: Analyst, scene: Path) -
     assert ne.text.startswith("No: none of the 2 places") and ne.cited
 
 
+def test_a_target_in_a_part_of_the_scene_keeps_the_sites_there(analyst: Analyst, scene: Path) -> None:
+    big, small = _sites(analyst.ask(scene, "where are the red roofs?", thread_id="all"))
+    count = analyst.ask(scene, "how many red roofs are in the south-east?", thread_id="count-part")
+    assert count.text.startswith("Red roofs in the south-east (the scene's south-east quadrant): 1 of the 2 sites "
+                                 "found by retrieval") and count.finding == "found"
+    assert [e.region.box for e in _sites(count)] == [small.region.box]
+    north = analyst.ask(scene, "where are the red roofs in the north?", thread_id="where-part")
+    assert north.text.startswith("Red roofs in the north (the scene's northern half): 1 of the 2 sites found")
+    assert [e.region.box for e in _sites(north)] == [big.region.box]
+    none = analyst.ask(scene, "are there red roofs in the north-east?", thread_id="none-part")
+    assert none.text.startswith("No: none of the 2 sites of red roofs found lies in the north-east")
+    assert none.finding == "not_found" and none.findings == {"red roofs": "found"}  # found, but not there
+    one = analyst.ask(scene, "where is the red roof in the north-west?", thread_id="one")  # singular: the one
+    assert "the one furthest north-west is" in one.text
+
+
 def test_count_and_two_targets(analyst: Analyst, scene: Path) -> None:
     count = analyst.ask(scene, "how many red roofs are there?", thread_id="count")
     assert count.text.startswith("Red roofs: 2 sites found by retrieval (a count of places, not of individual objects)")
