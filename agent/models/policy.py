@@ -141,7 +141,7 @@ class RulePolicy(BaseChatModel):
 
     def _search_turn(self, turn: Turn, now: _Turn, past: list[_Turn]) -> AIMessage:
         # "show me more", "how many are there?", "are there any?": the thing asked about last
-        follows_up = turn.more or turn.thorough or turn.kind in ("count", "presence")
+        follows_up = turn.more or turn.thorough or turn.kind in ("count", "presence") or turn.relation is not None
         targets = turn.targets or (_last_targets(past) if follows_up else [])
         if not targets and turn.overview:
             info = next((step for step in now.steps if step.name == "scene_info"), None)

@@ -31,7 +31,8 @@
 * ``part``: a part of the scene the target's sites are kept in ("how many ponds are in the north?", "are there
   ponds in the south-west?", "where are the ponds in the east?"), where a ``direction`` with a singular target
   picks the one site furthest that way ("the church in the top left", "the northernmost pond").
-* ``relation``: where the target lies relative to another object, the *anchor*, which is searched too
+* ``relation``: where the target (or the last one: "which of them is nearest to the bridge?") lies relative
+  to another object, the *anchor*, which is searched too
   (:class:`Relation`): ``nearest`` / ``farthest`` ("the pond nearest to the bridge", "the nearest pond to the
   bridge", "which tank is furthest from the port?"), ``near`` ("ponds near the river", "next to", "close to",
   "beside", "adjacent to"), ``within`` ("storage tanks within 500 m of the port", km, m or px), ``side``
@@ -130,6 +131,7 @@ _RELATION = re.compile(
     r"(?!\s+(?:each\s+other|one\s+another)\b)"
 )
 _HOW_FAR = re.compile(r"\bhow\s+far\s+(?:away\s+)?(?:is|are)\s+(?P<target>.+?)\s+from\s+(?P<anchor>.+)$")
+_BACK = re.compile(r"\b(?:they|them|these|those|which\s+one|which|one|ones)\b")
 _TO = re.compile(r"\b(?:to|from)\b")
 _SPLIT = re.compile(r"\s*(?:[,;]|\?|\band\b|\bor\b|\bas well as\b|\bplus\b|\balso\b)\s*")
 
@@ -322,7 +324,8 @@ def _relation(low: str) -> tuple[Relation | None, str]:
     else:
         kind = "near"
     anchor = _phrase(after)
-    if anchor is None or _phrase(before) is None:  # "is it near?", "what is nearest?": no two objects
+    # "is it near?", "what is nearest?": no two objects; "which of them is nearest to the bridge?": the last target
+    if anchor is None or (_phrase(before) is None and not _BACK.search(before)):
         return None, low
     rest = _SPLIT.split(after.strip(), maxsplit=1)
     tail = f" and {rest[1]}" if len(rest) > 1 and rest[1] else ""

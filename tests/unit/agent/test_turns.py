@@ -177,3 +177,10 @@ def test_a_part_of_the_scene_keeps_sites_where_a_singular_target_picks_one() -> 
     assert single.part is None and single.direction == "north-west"  # the one furthest that way
     most = read_turn("the northernmost pond")
     assert most.targets == ["pond"] and most.direction == "north" and most.part is None
+
+
+def test_a_relation_of_the_last_target() -> None:
+    turn = read_turn("which of them is nearest to the bridge?")
+    assert turn.targets == [] and turn.relation is not None and turn.relation.anchor == "bridge"
+    assert read_turn("how many of them are north of the river?").relation is not None
+    assert read_turn("what is nearest?").relation is None

@@ -342,3 +342,10 @@ def test_the_second_one_after_a_relation_is_the_next_target_site(analyst: Analys
     second = analyst.ask(lake_scene, "zoom on the second one", thread_id="then")
     by_id = {e.id: e for e in answer.evidence}
     assert by_id[answer.cited[1]].query == "red roofs" and second.cited[0] == answer.cited[1]  # not the water
+
+
+def test_which_of_them_relates_the_last_target(analyst: Analyst, lake_scene: Path) -> None:
+    analyst.ask(lake_scene, "where are the red roofs?", thread_id="them")
+    answer = analyst.ask(lake_scene, "which of them is nearest to the blue water?", thread_id="them")
+    assert answer.text.startswith("Red roofs nearest to the blue water: ")
+    assert {e.id: e for e in answer.evidence}[answer.cited[0]].region.box.contains(BIG)
