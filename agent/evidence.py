@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rsrag.tools.calibration import Finding
+from rsrag.tools.errors import RsragError
 from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.hit import Hit
 from rsrag.tools.region import PixelBox, Region
@@ -140,6 +141,16 @@ class Evidence(BaseModel):
         out["tool"] = self.tool
         out["provenance"] = dict(self.provenance)
         return out
+
+
+def lonlat_box(ev: Evidence) -> tuple[float, float, float, float] | None:
+    """The lon/lat box (west, south, east, north) of region evidence in a georeferenced scene, else ``None``."""
+    if ev.region is None or ev.region.map_box is None:
+        return None
+    try:
+        return map_box_to_lonlat(ev.region.map_box)
+    except RsragError:
+        return None
 
 
 def evidence_id(*parts: object) -> str:

@@ -47,14 +47,13 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from pydantic import Field
 from rsrag.agent.answering import overall_finding
-from rsrag.agent.evidence import Evidence, find_evidence_ids
-from rsrag.agent.models.relations import Placement, holding, place
+from rsrag.agent.evidence import Evidence, find_evidence_ids, lonlat_box
+from rsrag.agent.models.relations import Placement, ground_size, holding, place
 from rsrag.agent.models.turns import Turn, direction_vector, read_turn
 from rsrag.agent.results import ToolResult
 from rsrag.agent.state import is_question
 from rsrag.tools.calibration import Finding
-from rsrag.tools.errors import RsragError
-from rsrag.tools.georef import great_circle_km, map_box_to_lonlat
+from rsrag.tools.georef import great_circle_km
 from rsrag.tools.region import PixelBox
 
 RETRIEVAL_ONLY = "Retrieval-only: no vision-language model looked at these places."
@@ -618,15 +617,11 @@ def _size_sentence(ev: Evidence) -> str:
     assert ev.region is not None
     box = ev.region.box
     text = f"{ev.id} spans {box.width} x {box.height} px"
-    if ev.region.map_box is not None:
-        try:
-            west, south, east, north = map_box_to_lonlat(ev.region.map_box)
-        except RsragError:
-            return text + "."
-        lat = math.radians((south + north) / 2)
-        width_m = (east - west) * 111_320 * math.cos(lat)
-        height_m = (north - south) * 110_540
-        text += f" (about {width_m:,.0f} x {height_m:,.0f} m)"
+    ground = ground_size(ev)
+    if ev.region.map_box is not None and ground is None:
+        return text + "."
+    if ground is not None:
+        text += f" (about {ground[0]:,.0f} x {ground[1]:,.0f} m)"
     return text + " (the extent of the matching windows, not a measured outline)."
 
 
@@ -723,13 +718,8 @@ def _coordinates_answer(reported: list[Evidence]) -> AIMessage:
 
 def _centre(ev: Evidence) -> tuple[float, float] | None:
     """A place's centre as (lon, lat), or ``None`` when it is not georeferenced."""
-    if ev.region is None or ev.region.map_box is None:
-        return None
-    try:
-        west, south, east, north = map_box_to_lonlat(ev.region.map_box)
-    except RsragError:
-        return None
-    return (west + east) / 2, (south + north) / 2
+    box = lonlat_box(ev)
+    return None if box is None else ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
 def _distance_text(metres: float) -> str:
@@ -920,13 +910,7 @@ class _Related:
                 text = f"{cap} {words}: 0 of the {_sites(n)} found by retrieval{meaning}. " + text
             return text, [p.site.id, p.anchor.id], 0.3
         listing = ", ".join(f"{p.site.id} {p.site.bbox} ({_gap(p)} {p.anchor.id})" for p in held[:MAX_LISTED])
-        if self.turn.kind == "count":
-            text = (f"{cap} {words}: {len(held)} of the {_sites(n)} found by retrieval (a count of places, not of "
-                    f"individual objects){meaning}: {listing}")
-        elif self.turn.kind == "presence":
-            text = f"Yes, {name} {words} at {len(held)} of the {_sites(n)} found{meaning}: {listing}"
-        else:
-            text = f"{cap} {words}: {len(held)} of the {_sites(n)} found{meaning}: {listing}"
+        text = _subset_sentence(self.turn, name, f"{words}{meaning}", len(held), n, listing)
         return text + f"{note}.", ids, min(_strength(p.site) for p in held)
 
 
@@ -977,15 +961,20 @@ def _part_sentence(turn: Turn, report: _Report, inside: list[Evidence]) -> tuple
         if turn.kind == "count":
             text = f"{cap} {where}: 0 of the {_sites(len(found))} found by retrieval. {text}"
         return text, [nearest.id], 0.3
-    listing = _listing(inside)
+    text = _subset_sentence(turn, name, where, len(inside), len(found), _listing(inside))
+    return f"{text}.", [e.id for e in inside[:MAX_CITED]], _strength(inside[0])
+
+
+def _subset_sentence(turn: Turn, name: str, qualified: str, k: int, n: int, listing: str) -> str:
+    """"Ponds in the north: 2 of the 4 sites found: ..." as the question's kind asks it (a count says it counts
+    places; a presence question answers yes), without the closing full stop."""
+    cap = name[:1].upper() + name[1:]
     if turn.kind == "count":
-        text = (f"{cap} {where}: {len(inside)} of the {_sites(len(found))} found by retrieval (a count of places, not "
-                f"of individual objects): {listing}.")
-    elif turn.kind == "presence":
-        text = f"Yes, {name} {where} at {len(inside)} of the {_sites(len(found))} found: {listing}."
-    else:
-        text = f"{cap} {where}: {len(inside)} of the {_sites(len(found))} found: {listing}."
-    return text, [e.id for e in inside[:MAX_CITED]], _strength(inside[0])
+        return (f"{cap} {qualified}: {k} of the {_sites(n)} found by retrieval (a count of places, not of individual "
+                f"objects): {listing}")
+    if turn.kind == "presence":
+        return f"Yes, {name} {qualified} at {k} of the {_sites(n)} found: {listing}"
+    return f"{cap} {qualified}: {k} of the {_sites(n)} found: {listing}"
 
 
 def _compare_sentence(compare: tuple[str, int], report: _Report) -> str:

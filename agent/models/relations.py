@@ -19,10 +19,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rsrag.agent.evidence import Evidence
+from rsrag.agent.evidence import Evidence, lonlat_box
 from rsrag.agent.models.turns import Relation, direction_vector
-from rsrag.tools.errors import RsragError
-from rsrag.tools.georef import map_box_to_lonlat
 from rsrag.tools.region import PixelBox
 
 NEAR_EXTENTS = 1.0
@@ -74,20 +72,24 @@ def gap_pixels(a: PixelBox, b: PixelBox) -> float:
     return math.hypot(dx, dy)
 
 
+def ground_size(ev: Evidence) -> tuple[float, float] | None:
+    """A place's box on the ground, (width, height) in metres (approximately: degrees at its latitude), or
+    ``None`` when it is not georeferenced."""
+    box = lonlat_box(ev)
+    if box is None:
+        return None
+    west, south, east, north = box
+    return (east - west) * 111_320 * math.cos(math.radians((south + north) / 2)), (north - south) * 110_540
+
+
 def metres_per_pixel(ev: Evidence) -> float | None:
     """The ground size of one pixel of a site, from its map box (the mean of the two axes), or ``None``
     without map coordinates."""
-    if ev.region is None or ev.region.map_box is None:
-        return None
-    try:
-        west, south, east, north = map_box_to_lonlat(ev.region.map_box)
-    except RsragError:
+    size = ground_size(ev)
+    if size is None or ev.region is None:
         return None
     box = ev.region.box
-    lat = math.radians((south + north) / 2)
-    width_m = (east - west) * 111_320 * math.cos(lat)
-    height_m = (north - south) * 110_540
-    return (width_m / max(1, box.width) + height_m / max(1, box.height)) / 2
+    return (size[0] / max(1, box.width) + size[1] / max(1, box.height)) / 2
 
 
 def place(sites: Sequence[Evidence], anchors: Sequence[Evidence]) -> list[Placement]:

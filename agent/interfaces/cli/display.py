@@ -16,9 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rsrag.agent.evidence import Answer, Evidence
-from rsrag.tools.errors import RsragError
-from rsrag.tools.georef import map_box_to_lonlat
+from rsrag.agent.evidence import Answer, Evidence, lonlat_box
 
 FINDING_TEXT = {"found": "found", "not_found": "not found", "uncertain": "uncertain"}
 FINDING_STYLE = {"found": "bold green", "not_found": "bold", "uncertain": "bold yellow"}
@@ -32,16 +30,6 @@ def fixed(value: float, decimals: int = 2) -> str:
 def box_text(values: Sequence[float], decimals: int = 0) -> str:
     """A box or coordinate list as ``a, b, c, d`` (integers for pixels, fixed decimals otherwise)."""
     return ", ".join(str(int(v)) if decimals == 0 else fixed(v, decimals) for v in values)
-
-
-def lonlat_of(ev: Evidence) -> tuple[float, float, float, float] | None:
-    """The lon/lat box (W, S, E, N) of region evidence in a georeferenced scene, else ``None``."""
-    if ev.region is None or ev.region.map_box is None:
-        return None
-    try:
-        return map_box_to_lonlat(ev.region.map_box)
-    except RsragError:
-        return None
 
 
 @dataclass
@@ -114,7 +102,7 @@ def fitting_table(*columns: str, title: str | None = None, show_header: bool = T
 def places_table(items: Sequence[Place], title: str | None = None, *, crops: bool = False) -> Table:
     """One row per place: number, ids, its scene (when the places lie in several scenes or come from a catalog),
     how it was found, box (px), lon/lat, confidence, presence, windows."""
-    lonlat = any(lonlat_of(p.primary) for p in items)
+    lonlat = any(lonlat_box(p.primary) for p in items)
     presence = any(p.presence is not None for p in items)
     fingerprints = {p.primary.region.scene for p in items if p.primary.region is not None}
     scenes = len(fingerprints) > 1 or any(getattr(p.primary, "scene_id", None) for p in items)  # across a catalog
@@ -129,7 +117,7 @@ def places_table(items: Sequence[Place], title: str | None = None, *, crops: boo
             where = box_text(ev.bbox or [])
         row = [str(i), " ".join(p.ids)] + ([getattr(ev, "scene_name", None) or ""] if scenes else []) + ["+".join(p.paths), where]
         if lonlat:
-            ll = lonlat_of(ev)
+            ll = lonlat_box(ev)
             row.append(box_text(ll, 6) if ll else "")
         row.append(fixed(p.confidence) if p.confidence is not None else "")
         if presence:
