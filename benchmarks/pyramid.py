@@ -35,6 +35,10 @@ Run:  .venv/bin/python benchmarks/pyramid.py mosaic --sizes 10000 20000 [--fill]
       .venv/bin/python benchmarks/pyramid.py cog --side 100000
       .venv/bin/python benchmarks/pyramid.py sweep --tiling pyramid:top=128 --scenes-stores SCENE.tif STORE ...
       .venv/bin/python benchmarks/pyramid.py reads --scene SCENE.tif   # read + preprocess ms per window, per level
+      .venv/bin/python benchmarks/pyramid.py user --user-scenes SCENE.tif ...  # `rsrag ask`, fresh homes, both arms
+
+``user`` runs the product's command (``rsrag ask --json``) on fresh homes for both arms: the first answer as a
+user meets it (process start, encoder load, refinement and presence verdicts included), see :func:`user`.
 """
 
 from __future__ import annotations
@@ -575,6 +579,84 @@ def reads(args: argparse.Namespace) -> None:
                       "cropped_from_one_decimated_read": cropped}, indent=1))
 
 
+def _plural(phrase: str) -> str:
+    """The plural an analyst would ask with ("ponds", "churches", "storage tanks" stays)."""
+    if phrase.endswith("s"):
+        return phrase
+    if phrase.endswith(("ch", "sh", "x")):
+        return phrase + "es"
+    if phrase.endswith("y") and phrase[-2:-1] not in "aeiou":
+        return phrase[:-1] + "ies"
+    return phrase + "s"
+
+
+def _ask(scene: Path, question: str, home: Path, extra: list[str]) -> dict[str, Any]:
+    """One ``rsrag ask --json`` in a fresh process, timed from its start: what the user waits for."""
+    cmd = [str(ROOT / ".venv" / "bin" / "rsrag"), "ask", str(scene), question, "--json", *extra]
+    timer = ["/usr/bin/time", "-f", "maxrss_kib=%M"] if Path("/usr/bin/time").exists() else []  # the process's peak RSS
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RSRAG_HOME": str(home)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([*timer, *cmd], capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"rsrag ask failed ({scene.name}, {question!r}): {proc.stderr.strip().splitlines()[-1:]}")
+    peak = [int(line.split("=")[1]) / 1024 for line in proc.stderr.splitlines() if line.startswith("maxrss_kib=")]
+    return {"wall_s": wall, "answer": json.loads(proc.stdout), "maxrss_mib": peak[-1] if peak else None}
+
+
+def user(args: argparse.Namespace) -> None:
+    """``rsrag ask`` as a user runs it on a fresh scene, each arm in its own fresh ``RSRAG_HOME``: ``pyramid``
+    (the default) and ``flat`` (``--tiling`` ``--flat``, which first builds the whole flat index). Every target
+    class of the scene is asked in turn ("where are the <class>s?"), each question its own process, so the first
+    question pays the process start, the encoder load and the index work; later ones reuse the store. Arms take
+    turns, the first arm alternating between scenes. Per question: wall time from the command's start, finding,
+    and, over the sites the answer cites as found, *site recall* (planted sites covered by at least half by a
+    cited site) and *precision* (cited sites that cover half of a planted site of the class)."""
+    from rsrag.tools.captioned import class_phrase
+
+    rows: list[dict[str, Any]] = []
+    for n, scene_name in enumerate(args.user_scenes):
+        scene = Path(scene_name)
+        truth = json.loads(scene.with_suffix(".truth.json").read_text())
+        arms = ["pyramid", "flat"] if n % 2 == 0 else ["flat", "pyramid"]
+        for arm in arms:
+            home = OUT / "user" / f"{scene.stem}_{arm}"
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir(parents=True)
+            extra = ["--tiling", args.flat] if arm == "flat" else []
+            for i, (label, sites) in enumerate(truth["targets"].items()):
+                phrase = _plural(class_phrase(label))
+                asked = _ask(scene, f"where are the {phrase}?", home, extra)
+                answer = asked["answer"]
+                finding = (answer.get("findings") or {}).get(phrase, answer.get("finding"))
+                cited = set(answer.get("cited") or [])
+                boxes = [e["bbox"] for e in answer.get("evidence", []) if e["id"] in cited
+                         and e.get("path") in ("fast", "slow") and e.get("query") == phrase] if finding == "found" else []
+                covered = sum(1 for t in sites if any(_area_in(t, b) >= 0.5 for b in boxes))
+                on_site = sum(1 for b in boxes if any(_area_in(t, b) >= 0.5 for t in sites))
+                row = {"scene": scene.name, "arm": arm, "class": label, "question": i, "wall_s": round(asked["wall_s"], 2),
+                       "finding": finding, "cited": len(boxes), "covered": covered, "sites": len(sites),
+                       "on_site": on_site, "maxrss_mib": asked["maxrss_mib"] and round(asked["maxrss_mib"])}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    summary: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "load_avg": os.getloadavg()[0]}
+    for arm in ("pyramid", "flat"):
+        mine = [r for r in rows if r["arm"] == arm]
+        firsts = [r["wall_s"] for r in mine if r["question"] == 0]
+        summary[arm] = {
+            "first_answer_s": firsts, "all_questions_s": round(sum(r["wall_s"] for r in mine), 1),
+            "site_recall": round(sum(r["covered"] for r in mine) / max(1, sum(r["sites"] for r in mine)), 3),
+            "precision": round(sum(r["on_site"] for r in mine) / max(1, sum(r["cited"] for r in mine)), 3),
+            "found": round(sum(r["finding"] == "found" for r in mine) / max(1, len(mine)), 3),
+            "sites_covered": f"{sum(r['covered'] for r in mine)} of {sum(r['sites'] for r in mine)}",
+            "peak_rss_mib": max((r["maxrss_mib"] or 0) for r in mine) if mine else None,
+        }
+    p, f = summary["pyramid"]["first_answer_s"], summary["flat"]["first_answer_s"]
+    summary["first_answer_ratio"] = [round(a / b, 3) for a, b in zip(p, f)]
+    (OUT / "user" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(json.dumps(summary, indent=1))
+
+
 def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: bool) -> dict[str, Any]:
     cmd = ([sys.executable, __file__, "measure", "--mode", mode, "--scene", str(scene), "--store", str(store),
            "--encoder", args.encoder, "--tiling", args.tiling, "--flat", args.flat, "--beam", str(args.beam),
@@ -602,7 +684,7 @@ def main() -> None:
         pyramid, store, encoder = PyramidSettings(), StoreSettings(), EncoderSettings()
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep", "reads"])
+    parser.add_argument("kind", choices=["mosaic", "cog", "measure", "sweep", "reads", "user"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 20_000])
     parser.add_argument("--side", type=int, default=100_000)
     parser.add_argument("--scenes", type=int, default=1, help="mosaics per size (seeds 0..N-1)")
@@ -645,6 +727,7 @@ def main() -> None:
     parser.add_argument("--fill", action="store_true", help="complete the finest level and re-run (the full index)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flat baseline")
     parser.add_argument("--mode", default="pyramid")
+    parser.add_argument("--user-scenes", nargs="+", default=[], help="user: scenes to ask about (with .truth.json)")
     parser.add_argument("--scene")
     parser.add_argument("--store")
     args = parser.parse_args()
@@ -656,6 +739,9 @@ def main() -> None:
         return
     if args.kind == "reads":
         reads(args)
+        return
+    if args.kind == "user":
+        user(args)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; encoder {args.encoder}",
