@@ -101,12 +101,15 @@ def fitting_table(*columns: str, title: str | None = None, show_header: bool = T
 
 def places_table(items: Sequence[Place], title: str | None = None, *, crops: bool = False) -> Table:
     """One row per place: number, ids, its scene (when the places lie in several scenes or come from a catalog),
-    how it was found, box (px), lon/lat, confidence, presence, windows."""
+    what it was searched for (when the places answer several targets: "ponds" and "bridges"), how it was found,
+    box (px), lon/lat, confidence, presence, windows."""
     lonlat = any(lonlat_box(p.primary) for p in items)
     presence = any(p.presence is not None for p in items)
     fingerprints = {p.primary.region.scene for p in items if p.primary.region is not None}
     scenes = len(fingerprints) > 1 or any(getattr(p.primary, "scene_id", None) for p in items)  # across a catalog
-    columns = ["#", "ids"] + (["scene"] if scenes else []) + ["path", "box x0, y0, x1, y1 (px)"] + (["lon/lat W, S, E, N"] if lonlat else []) + ["conf."]
+    queries = len({p.primary.query for p in items if p.primary.kind == "region" and p.primary.query}) > 1
+    columns = ["#", "ids"] + (["scene"] if scenes else []) + (["for"] if queries else []) + ["path", "box x0, y0, x1, y1 (px)"]
+    columns += (["lon/lat W, S, E, N"] if lonlat else []) + ["conf."]
     columns += (["presence"] if presence else []) + ["win."] + (["crop"] if crops else [])
     table = fitting_table(*columns, title=title)
     for i, p in enumerate(items, 1):
@@ -115,7 +118,8 @@ def places_table(items: Sequence[Place], title: str | None = None, *, crops: boo
             where = f"entry {ev.knowledge_id}: {ev.title or ''}".strip()
         else:
             where = box_text(ev.bbox or [])
-        row = [str(i), " ".join(p.ids)] + ([getattr(ev, "scene_name", None) or ""] if scenes else []) + ["+".join(p.paths), where]
+        row = [str(i), " ".join(p.ids)] + ([getattr(ev, "scene_name", None) or ""] if scenes else [])
+        row += ([ev.query or ""] if queries else []) + ["+".join(p.paths), where]
         if lonlat:
             ll = lonlat_box(ev)
             row.append(box_text(ll, 6) if ll else "")

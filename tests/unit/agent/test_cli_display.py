@@ -42,6 +42,14 @@ def render(table: object, width: int) -> str:
     return buffer.getvalue()
 
 
+def test_places_of_several_targets_say_what_each_was_searched_for() -> None:
+    bridge = Evidence(id="Eb00001", kind="region", path="fast", region=region(0, 0, 256, 256), confidence=0.8,
+                      query="bridges")
+    out = render(places_table(places([*LEDGER[:2], bridge])), 120)
+    assert "for" in out.splitlines()[1] and column(out, 3) == "tanksbridges"  # one row each, the target named
+    assert "for" not in render(places_table(places(LEDGER[:2])), 120).splitlines()[1]  # one target: no column
+
+
 def test_places_group_records_of_one_box() -> None:
     found = places(LEDGER)
     assert [p.ids for p in found] == [["Ea00001", "Ea00002"], ["Ea00003", "Ea00004"], ["Ek00001"]]
