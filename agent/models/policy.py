@@ -156,7 +156,7 @@ class RulePolicy(BaseChatModel):
             calls = []
             for t in todo:
                 args: dict[str, Any] = {"phrases": [t]}
-                exclude = _reported_for(t, past) if turn.more else []
+                exclude = _reported_for(t, past) if turn.more and t in targets else []  # never the anchor's sites
                 if exclude:
                     args["exclude"] = exclude
                 calls.append(("search_patches", args))

@@ -349,3 +349,10 @@ def test_which_of_them_relates_the_last_target(analyst: Analyst, lake_scene: Pat
     answer = analyst.ask(lake_scene, "which of them is nearest to the blue water?", thread_id="them")
     assert answer.text.startswith("Red roofs nearest to the blue water: ")
     assert {e.id: e for e in answer.evidence}[answer.cited[0]].region.box.contains(BIG)
+
+
+def test_others_near_an_anchor_reported_before_still_measure_to_it(analyst: Analyst, lake_scene: Path) -> None:
+    analyst.ask(lake_scene, "where is the blue water?", thread_id="others-near")
+    answer = analyst.ask(lake_scene, "are there other red roofs within 80 m of the blue water?", thread_id="others-near")
+    assert answer.findings["blue water"] == "found"  # "other" leaves out earlier red roofs, never the anchor
+    assert answer.text.startswith("Yes, red roofs within 80 m of the blue water at 1 of the 2 sites found")
