@@ -35,8 +35,9 @@
   to another object, the *anchor*, which is searched too
   (:class:`Relation`): ``nearest`` / ``farthest`` ("the pond nearest to the bridge", "the nearest pond to the
   bridge", "which tank is furthest from the port?"), ``near`` ("ponds near the river", "next to", "close to",
-  "beside", "adjacent to"), ``within`` ("storage tanks within 500 m of the port", km, m or px), ``side``
-  ("the ponds north of the river", "south-west of") and ``distance`` ("how far is the pond from the bridge?").
+  "beside", "adjacent to"), ``within`` ("storage tanks within 500 m of the port", "less than 2 km from", km, m or px), ``side``
+  ("the ponds north of the river", "south-west of") and ``distance`` ("how far is the pond from the bridge?",
+  "how close is the pond to the bridge?", "the distance between the pond and the bridge").
 
 It reads the analyst's words only (never a tool's output), with word lists, not a language model: it is
 the offline policy's understanding, and says nothing it did not match.
@@ -125,12 +126,13 @@ _UNIT = r"(?P<unit>km|kilomet(?:er|re)s?|m|met(?:er|re)s?|px|pixels?)"
 _RELATION = re.compile(
     r"\b(?P<nearest>nearest|closest)\b(?:\s+(?:to|from)\b)?|"
     r"\b(?P<farthest>farthest|furthest)\b(?:\s+away)?(?:\s+from\b)?|"
-    rf"\bwithin\s+(?P<limit>\d+(?:\.\d+)?)\s*{_UNIT}\s+(?:of|from)\b|"
+    rf"\b(?:within|less\s+than|under|at\s+most|no\s+more\s+than)\s+(?P<limit>\d+(?:\.\d+)?)\s*{_UNIT}\s+(?:of|from|away\s+from)\b|"
     r"\b(?P<side>north|south|east|west)(?:[\s-]?(?P<side2>east|west))?\s+of\b|"
     r"\b(?P<near>near(?:by)?|next\s+to|close\s+to|beside|adjacent\s+to|alongside)\b"
     r"(?!\s+(?:each\s+other|one\s+another)\b)"
 )
-_HOW_FAR = re.compile(r"\bhow\s+far\s+(?:away\s+)?(?:is|are)\s+(?P<target>.+?)\s+from\s+(?P<anchor>.+)$")
+_HOW_FAR = re.compile(r"\bhow\s+(?:far|close|near)\s+(?:away\s+)?(?:is|are)\s+(?P<target>.+?)\s+(?:from|to)\s+(?P<anchor>.+)$|"
+                      r"\bdistances?\s+(?:between|from)\s+(?P<target2>.+?)\s+(?:and|to)\s+(?P<anchor2>.+)$")
 _BACK = re.compile(r"\b(?:they|them|these|those|which\s+one|which|one|ones)\b")
 _TO = re.compile(r"\b(?:to|from)\b")
 _SPLIT = re.compile(r"\s*(?:[,;]|\?|\band\b|\bor\b|\bas well as\b|\bplus\b|\balso\b)\s*")
@@ -300,10 +302,10 @@ def _relation(low: str) -> tuple[Relation | None, str]:
     """The relation a question asks (see :class:`Relation`) and the question without the anchor's part (what
     the target, the kind and the rest are read from), or ``(None, low)``."""
     far = _HOW_FAR.search(low)
-    if far:  # "how far is the pond from the bridge?"
-        anchor = _phrase(far.group("anchor"))
-        if anchor and _phrase(far.group("target")):
-            return Relation("distance", anchor), f"where {far.group('target')}"
+    if far:  # "how far is the pond from the bridge?", "the distance between the pond and the bridge"
+        target, anchor = far.group("target") or far.group("target2"), _phrase(far.group("anchor") or far.group("anchor2"))
+        if anchor and _phrase(target):
+            return Relation("distance", anchor), f"where {target}"
     match = _RELATION.search(low)
     if not match:
         return None, low

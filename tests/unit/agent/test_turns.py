@@ -80,6 +80,10 @@ def test_other_objects_of_a_clause_are_context_not_targets() -> None:
     ("where are the ponds north of the river?", "ponds", "side", "river", {"side": "north"}),
     ("the churches south-west of the stadium", "churches", "side", "stadium", {"side": "south-west"}),
     ("how far is the pond from the bridge?", "pond", "distance", "bridge", {}),
+    ("how close is the pond to the bridge?", "pond", "distance", "bridge", {}),
+    ("what is the distance between the pond and the bridge?", "pond", "distance", "bridge", {}),
+    ("find storage tanks less than 2 km from the port", "storage tanks", "within", "port", {"limit": 2000.0}),
+    ("ponds at most 300 m away from the river", "ponds", "within", "river", {"limit": 300.0}),
 ])
 def test_a_relation_to_another_object_names_the_target_and_the_anchor(question: str, target: str, kind: str,
                                                                        anchor: str, extra: dict) -> None:  # type: ignore[type-arg]
