@@ -4,7 +4,7 @@ Without ``--image`` it builds, once, a georeferenced analyst scene from the vali
 AID/RSICD folder (:func:`rsrag.tools.mosaic.build_scene`: four land-cover quadrants, storage tanks planted at
 three sites and an airport at two, no stadium; chips the bundled encoder was not trained on), then runs what
 an analyst would: ``rsrag describe``, ``rsrag index``, and a short conversation on one thread (where, is
-there, how many, a follow-up) with the offline rule policy. Each answer is printed with its cited sites (as
+there, how many, a follow-up, an absent class, a relation between two objects) with the offline rule policy. Each answer is printed with its cited sites (as
 ``rsrag ask`` prints them, with what was planted there when the scene is the built one); the answers go to
 ``OUT/answers.json`` and the thread's audit trace to ``OUT/trace.html``. With ``--image`` (``make demo
 SAMPLE=...``) the same runs on any image, with ``--question`` (``QUESTION=...``) as the one question.
@@ -27,7 +27,8 @@ CHIPS = REPO.parent / "shared" / "data" / "aid-rsicd"
 SCENE = {"backgrounds": ["Forest", "Farmland", "Meadow", "Desert"], "present": {"StorageTanks": 3, "Airport": 2},
          "absent": ["Stadium"], "seed": 11, "side": 12}
 CONVERSATION = ["where are the storage tanks?", "is there an airport?", "how many storage tanks are there?",
-                "zoom closer on the second one"]
+                "zoom closer on the second one", "are there any stadiums?",
+                "which storage tank is nearest to the airport?"]
 
 
 def build_analyst_scene(out: Path, chips_folder: Path) -> tuple[Path, object]:
