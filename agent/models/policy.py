@@ -34,6 +34,7 @@ that no vision-language model looked at the places.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections.abc import Callable, Sequence
@@ -161,7 +162,8 @@ class RulePolicy(BaseChatModel):
                     args["exclude"] = exclude
                 calls.append(("search_patches", args))
             return _calls(calls)
-        reports = [_Report(t, searched[t].result, _pick(turn, searched[t].result)) for t in targets]
+        part = turn.part if turn.ordinal is None else None  # "how many ponds are in the north?"
+        reports = [_Report(t, searched[t].result, _pick(turn, searched[t].result), part) for t in targets]
         related = None if anchor is None else _Related(turn, reports[0], _Report(anchor, searched[anchor].result))
         if "zoom" not in {s.name for s in now.steps}:
             zooms = related.zooms(self.max_zooms) if related is not None else _zoom_targets(reports, self.max_zooms)
@@ -478,6 +480,16 @@ class _Report:
     target: str
     result: ToolResult
     picked: Evidence | None = None
+    part: str | None = None
+    """A part of the scene the question keeps the target's sites in (see :attr:`inside`)."""
+
+    @functools.cached_property
+    def inside(self) -> list[Evidence] | None:
+        """The found sites that lie in :attr:`part` ("how many ponds are in the north?"), or ``None`` when the
+        question names no part or the target is not found."""
+        if self.part is None or self.finding != "found" or not self.result.found:
+            return None
+        return [e for e in self.result.found if _in_part(e, self.part, _result_size(self.result))]
 
     @property
     def finding(self) -> Finding | None:
@@ -618,10 +630,10 @@ def _size_sentence(ev: Evidence) -> str:
     box = ev.region.box
     text = f"{ev.id} spans {box.width} x {box.height} px"
     ground = ground_size(ev)
-    if ev.region.map_box is not None and ground is None:
-        return text + "."
     if ground is not None:
         text += f" (about {ground[0]:,.0f} x {ground[1]:,.0f} m)"
+    elif ev.region.map_box is not None:  # map coordinates that do not convert: the pixel size alone
+        return text + "."
     return text + " (the extent of the matching windows, not a measured outline)."
 
 
@@ -777,9 +789,8 @@ def _target_sentence(turn: Turn, report: _Report, excluded: bool) -> tuple[str, 
         text = f"{cap}: {which} is {e.id} at {e.bbox} ({_strength_note(e)}{_lonlat(e)})."
         return text, [e.id], _strength(e)
     order = _order_of(turn)
-    inside = _in_part_sites(turn, report)
-    if inside is not None:
-        return _part_sentence(turn, report, inside)
+    if report.inside is not None:
+        return _part_sentence(turn, report, report.inside)
     if finding == "found" and found:
         best = found[0]
         listed = found if order is None else _ordered(found, order, _result_size(r))
@@ -930,14 +941,6 @@ def _gap(p: Placement) -> str:
     return f"{p.pixels:,.0f} px from"
 
 
-def _in_part_sites(turn: Turn, report: _Report) -> list[Evidence] | None:
-    """The found sites of a target that lie in the part of the scene the question names ("how many ponds are in
-    the north?"), or ``None`` when it names none or the target is not found."""
-    if turn.part is None or turn.ordinal is not None or report.finding != "found" or not report.result.found:
-        return None
-    return [e for e in report.result.found if _in_part(e, turn.part, _result_size(report.result))]
-
-
 def _part_words(part: str) -> str:
     """The part of the scene a direction names, as :func:`_in_part` reads it."""
     dx, dy = direction_vector(part)
@@ -952,8 +955,8 @@ def _part_words(part: str) -> str:
 
 def _part_sentence(turn: Turn, report: _Report, inside: list[Evidence]) -> tuple[str, list[str], float]:
     """A target's part of the answer when the question keeps its sites in a part of the scene."""
-    part, name, found = turn.part or "", report.target, report.result.found
-    cap, where = name[:1].upper() + name[1:], f"in the {turn.part} ({_part_words(part)})"
+    part, name, found = report.part or "", report.target, report.result.found
+    cap, where = name[:1].upper() + name[1:], f"in the {part} ({_part_words(part)})"
     if not inside:
         nearest = max(found, key=lambda e: _toward(e, part, _result_size(report.result)))
         text = (f"{'No' if turn.kind == 'presence' else 'Not found'}: none of the {_sites(len(found))} of {name} found "
@@ -1033,9 +1036,8 @@ def _compose(turn: Turn, reports: list[_Report], views: dict[str | None, Evidenc
     if related is not None and related.finding is not None:  # the target as related to the anchor
         findings[related.report.target] = related.finding
     for report in reports:  # "are there ponds in the north?": found only where a site lies there
-        inside = _in_part_sites(turn, report)
-        if inside is not None:
-            findings[report.target] = "found" if inside else "not_found"
+        if report.inside is not None:
+            findings[report.target] = "found" if report.inside else "not_found"
     finding = overall_finding(findings)  # type: ignore[arg-type]
     confidence = min(strengths) if strengths else 0.0
     if turn.context and turn.targets:
