@@ -24,6 +24,7 @@ Example settings file::
     spec = "remoteclip:ViT-B-32"          # RSRAG_ENCODER__SPEC; unset: the bundled encoder
     batch_size = 8                        # windows per forward pass (on CPU as fast as 32, 320 MiB lower peak; raise it on a GPU)
     device = "cpu"                        # or cuda, cuda:1, mps
+    precision = "auto"                    # image passes: bfloat16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA; or float32
 
     [store]
     path = "/data/rsrag/store"            # RSRAG_STORE__PATH
@@ -76,7 +77,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
 from rsrag.tools.errors import ConfigError, RsragError
 from rsrag.tools.store.location import rsrag_home
 
@@ -115,7 +116,8 @@ class _Section(BaseModel):
 
 
 class EncoderSettings(_Section):
-    """The image/text encoder: ``spec`` (``None``: the bundled offline encoder), batch size, torch device.
+    """The image/text encoder: ``spec`` (``None``: the bundled offline encoder), batch size, torch device and the
+    precision of image forward passes (:data:`rsrag.tools.encoders.spec.PRECISIONS`).
 
     The spec is checked when the settings load (see :func:`rsrag.tools.encoders.spec.check_spec`), so a
     misspelt ``--encoder`` fails before any work.
@@ -124,6 +126,7 @@ class EncoderSettings(_Section):
     spec: str | None = None
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
     device: str = "cpu"
+    precision: str = DEFAULT_PRECISION
 
     @field_validator("spec")
     @classmethod
@@ -137,6 +140,16 @@ class EncoderSettings(_Section):
         except RsragError as exc:
             raise ValueError(str(exc)) from None
         return value.strip()
+
+    @field_validator("precision")
+    @classmethod
+    def _valid_precision(cls, value: str) -> str:
+        from rsrag.tools.encoders.spec import PRECISIONS
+
+        value = value.strip().lower()
+        if value not in PRECISIONS:
+            raise ValueError(f"unknown precision {value!r}; use one of {', '.join(PRECISIONS)}")
+        return value
 
     @field_validator("device")
     @classmethod

@@ -63,6 +63,7 @@ class Workspace:
         self.tiling = settings.store.tiling
         self.device = settings.encoder.device
         self.batch_size = settings.encoder.batch_size
+        self.precision = settings.encoder.precision
         self.on_index_progress = on_index_progress
         self.on_convert_progress: Callable[[ConversionProgress], None] | None = None
         """Called while a scene is converted into the scene cache on first open (the CLI shows a bar)."""
@@ -98,7 +99,8 @@ class Workspace:
             if self._encoder is None:
                 from rsrag.tools.encoders import lazy_encoder  # the model loads on first use, not to find an index
 
-                self._encoder = lazy_encoder(self.encoder_spec, device=self.device, batch_size=self.batch_size)
+                self._encoder = lazy_encoder(self.encoder_spec, device=self.device, batch_size=self.batch_size,
+                                             precision=self.precision)
             return self._encoder
 
     @property

@@ -4,9 +4,12 @@ Both encoders get the same images (real AID chips when ../shared/data is present
 the same texts in the same process; images/s is measured on pre-decoded, preprocessed tensors
 (``encode_image_tensors``), texts/s on ``encode_texts``. With ``--malloc-compare`` the script re-runs itself
 in fresh processes, once with the default glibc allocator settings and once with tuned ones (they must be set
-before a process starts), and prints both.
+before a process starts), and prints both. With ``--precisions float32 auto`` each encoder also runs in each
+precision of its image forward passes (``encoder.precision``), in the same process, and every arm reports how
+close its image vectors come to the float32 arm's (cosine, min and mean over the images).
 
     .venv/bin/python benchmarks/encoder_speed.py --threads 2 --malloc-compare
+    .venv/bin/python benchmarks/encoder_speed.py --specs rsrag-lit --precisions float32 auto --batch 8 --images 128
 """
 
 from __future__ import annotations
@@ -50,18 +53,22 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def measure(specs: list[str], threads: int, batch: int, n_images: int, n_texts: int, repeats: int) -> dict:
-    """Images/s and texts/s of each encoder spec on the same inputs, best of ``repeats``.
+def measure(specs: list[str], threads: int, batch: int, n_images: int, n_texts: int, repeats: int,
+            precisions: tuple[str, ...] = ("auto",)) -> dict:
+    """Images/s and texts/s of each encoder spec (in each precision) on the same inputs, best of ``repeats``.
 
-    The encoders take turns within each repeat, so load from other jobs on a shared machine hits all alike.
+    The arms take turns within each repeat, so load from other jobs on a shared machine hits all alike. An arm
+    is named by its spec, followed by ``@precision`` when several precisions are measured.
     """
+    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     from rsrag.tools.encoders import load_encoder
 
     images, texts = _inputs(n_images, n_texts)
-    encs = {spec: load_encoder(spec, device="cpu", batch_size=batch) for spec in specs}
+    encs = {(spec if len(precisions) == 1 else f"{spec}@{p}"): load_encoder(spec, device="cpu", batch_size=batch, precision=p)
+            for spec in specs for p in precisions}
     tensors, prep = {}, {}
     for spec, enc in encs.items():
         prep[spec] = n_images / _timed(lambda: tensors.__setitem__(spec, torch.stack([enc.preprocess(im) for im in images])))
@@ -73,14 +80,22 @@ def measure(specs: list[str], threads: int, batch: int, n_images: int, n_texts: 
             best[spec]["img"] = min(best[spec]["img"], _timed(lambda: enc.encode_image_tensors(tensors[spec])))
             best[spec]["txt"] = min(best[spec]["txt"], _timed(lambda: enc.encode_texts(texts)))
     out: dict = {"threads": threads, "batch": batch, "n_images": n_images, "n_texts": n_texts, "encoders": {}}
+    vectors = {spec: enc.encode_image_tensors(tensors[spec]) for spec, enc in encs.items()}
     for spec, enc in encs.items():
         out["encoders"][spec] = {
             "id": enc.id,
             "image_size": enc.image_size,
+            "precision": enc.precision,
             "images_per_s": round(n_images / best[spec]["img"], 2),
             "texts_per_s": round(n_texts / best[spec]["txt"], 2),
             "preprocess_per_s": round(prep[spec], 1),
         }
+        full = next((v for k, v in vectors.items() if encs[k].id == enc.id and encs[k].precision == "float32"), None)
+        if full is not None and len(precisions) > 1:
+            agree = (full * vectors[spec]).sum(axis=1)
+            out["encoders"][spec]["cosine_to_float32"] = {"min": round(float(np.min(agree)), 5), "mean": round(float(np.mean(agree)), 5)}
+            ref = next(k for k in encs if encs[k].id == enc.id and encs[k].precision == "float32")
+            out["encoders"][spec]["images_vs_float32"] = round(best[ref]["img"] / best[spec]["img"], 2)
     base = out["encoders"].get("ViT-B-32:random")
     if base:
         for rec in out["encoders"].values():
@@ -100,11 +115,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--texts", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=["auto"], help="encoder.precision values to measure (arms)")
     parser.add_argument("--malloc-compare", action="store_true", help="run default and tuned glibc malloc settings")
     parser.add_argument("--rounds", type=int, default=2, help="alternating default/tuned rounds (best of each kept)")
     args = parser.parse_args()
     if not args.malloc_compare:
-        print(json.dumps(measure(args.specs, args.threads, args.batch, args.images, args.texts, args.repeats)))
+        print(json.dumps(measure(args.specs, args.threads, args.batch, args.images, args.texts, args.repeats,
+                                 tuple(args.precisions))))
         return
     results = {}
     base_env = {k: v for k, v in os.environ.items() if k not in TUNED_MALLOC}

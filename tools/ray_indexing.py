@@ -34,7 +34,7 @@ from rsrag.tools.indexing import DEFAULT_CHUNK_SIZE, DEFAULT_TILING, IndexReport
 from rsrag.tools.store import IndexInfo, as_patch_store, index_key
 from rsrag.tools.tiling import parse_tiling
 from rsrag.tools.encoders.hubness import index_dim, index_keys
-from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
 
 __all__ = ["ChunkTask", "RayProgress", "index_on_ray", "start_ray"]
 
@@ -104,10 +104,10 @@ def start_ray(address: str | None = "auto", num_cpus: int | None = None) -> str:
 class _EncoderWorker:
     """Body of the Ray actor: one encoder per worker, scenes opened once, chunks committed to the store."""
 
-    def __init__(self, encoder: str | None, device: str, batch_size: int, store: str) -> None:
+    def __init__(self, encoder: str | None, device: str, batch_size: int, store: str, precision: str = DEFAULT_PRECISION) -> None:
         from rsrag.tools.encoders import load_encoder
 
-        self.encoder = load_encoder(encoder, device=device, batch_size=batch_size)
+        self.encoder = load_encoder(encoder, device=device, batch_size=batch_size, precision=precision)
         self.batch_size = batch_size
         self.patches = as_patch_store(store)
         self._scenes: dict[str, Any] = {}
@@ -157,6 +157,7 @@ def index_on_ray(
     tiling: str = DEFAULT_TILING,
     device: str = "cpu",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    precision: str = DEFAULT_PRECISION,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     cpus_per_worker: float = 1.0,
@@ -170,7 +171,8 @@ def index_on_ray(
     Args:
         sources: image paths or URLs every worker can read.
         store: the store folder (it must be on storage shared by every worker).
-        encoder / device / batch_size: the encoder spec, its device on the workers, images per forward pass.
+        encoder / device / batch_size / precision: the encoder spec, its device on the workers, images per forward
+            pass, the precision of image forward passes (see :func:`rsrag.tools.encoders.load_encoder`).
         tiling: tiling spec of the indexes: a flat tiling, or a pyramid (every level is filled).
         chunk_size: windows per task and per atomic commit (for a flat tiling also the index's chunk size).
         workers: encoder actors (default: the cluster's CPUs divided by ``cpus_per_worker``).
@@ -193,7 +195,7 @@ def index_on_ray(
     n_workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
     actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=max_retries,
                            max_task_retries=max_retries)(_EncoderWorker)
-    actors = [actor_cls.remote(encoder, device, batch_size, store_path) for _ in range(n_workers)]
+    actors = [actor_cls.remote(encoder, device, batch_size, store_path, precision) for _ in range(n_workers)]
     described = ray.get([a.describe.remote() for a in actors])
     encoder_id, dim, image_size = described[0][0], described[0][1], described[0][2]
     if on_worker is not None:

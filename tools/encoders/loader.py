@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rsrag.tools.encoders.identity import DEFAULT_HEADS, fingerprint, known_encoder_facts, lit_encoder_id
-from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE, EncoderSpec, check_spec, parse_spec
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION, EncoderSpec, check_spec, parse_spec
 from rsrag.tools.errors import CheckpointMismatchError, EncoderError, WeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LazyEncoder", "clear_encoder_cache", "fingerprint", "hf_file", "hf_offline", "lazy_encoder", "load_encoder"]
 
-_CACHE: dict[tuple[str, str], OpenClipEncoder] = {}
+_CACHE: dict[tuple[str, str, str], OpenClipEncoder] = {}
 _LOCK = threading.Lock()
 
 
@@ -103,7 +103,7 @@ def _tag_file(spec: EncoderSpec) -> tuple[Path, dict]:
     )
 
 
-def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
+def _build_openclip(spec: EncoderSpec, device: str, batch_size: int, precision: str) -> OpenClipEncoder:
     import open_clip
     import torch
 
@@ -153,10 +153,11 @@ def _build_openclip(spec: EncoderSpec, device: str, batch_size: int) -> OpenClip
         raise
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
-    return OpenClipEncoder(model, preprocess, tokenizer, encoder_id=ident, image_size=size, device=device, batch_size=batch_size)
+    return OpenClipEncoder(model, preprocess, tokenizer, encoder_id=ident, image_size=size, device=device, batch_size=batch_size,
+                           precision=precision)
 
 
-def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncoder:
+def _build_lit(spec: EncoderSpec, device: str, batch_size: int, precision: str) -> OpenClipEncoder:
     from rsrag.tools.encoders.features import lit_transform
     from rsrag.tools.encoders.lit import PRESENCE_PREFIX, LitConfig, LitTokenizer, build_lit_model, load_heads_into, read_heads
     from rsrag.tools.encoders.openclip import OpenClipEncoder
@@ -182,27 +183,31 @@ def _build_lit(spec: EncoderSpec, device: str, batch_size: int) -> OpenClipEncod
         presence = functools.partial(text.encode_texts, head="presence")
     return OpenClipEncoder(
         model, lit_transform(cfg), tokenizer, encoder_id=ident, image_size=cfg.size, device=device,
-        batch_size=batch_size, dim=cfg.embed_dim, hub=hub, presence_texts=presence,
+        batch_size=batch_size, dim=cfg.embed_dim, hub=hub, presence_texts=presence, precision=precision,
     )
 
 
-def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> Encoder:
-    """Load (once per process and device) the encoder a spec names.
+def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE,
+                 precision: str = DEFAULT_PRECISION) -> Encoder:
+    """Load (once per process, device and precision) the encoder a spec names.
 
     Args:
         spec: an encoder spec (see :mod:`rsrag.tools.encoders.spec`); None means the bundled offline encoder.
         device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
         batch_size: images or texts per forward pass.
+        precision: what image forward passes compute in (:data:`rsrag.tools.encoders.spec.PRECISIONS`; ``auto``:
+            bfloat16 on a CPU that computes it natively, half precision on CUDA, else float32).
 
     Returns:
-        An :class:`~rsrag.tools.encoders.base.Encoder`. The model is built once per (spec, device); a call with
-        another batch size gets a view sharing that model. On CPU the process's runtime is tuned first
+        An :class:`~rsrag.tools.encoders.base.Encoder`. The model is built once per (spec, device, precision); a
+        call with another batch size gets a view sharing that model. On CPU the process's runtime is tuned first
         (:func:`rsrag.tools.encoders.runtime.tune_cpu_runtime`).
 
     Raises:
         UnknownEncoderError: the spec names no known model.
         WeightsUnavailableError: the weights are not available locally and cannot be downloaded.
         CheckpointMismatchError: a checkpoint does not fit its architecture.
+        EncoderError: an unknown precision.
     """
     parsed = parse_spec(spec)
     if device.strip().lower() == "cpu":
@@ -211,11 +216,13 @@ def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: in
         tune_cpu_runtime()  # before torch's first CPU allocation: huge pages for the activation buffers
     import torch
 
-    key = (parsed.text, str(torch.device(device)))
+    from rsrag.tools.encoders.runtime import image_dtype
+
+    key = (parsed.text, str(torch.device(device)), str(image_dtype(precision, device)))
     with _LOCK:
         if key not in _CACHE:
             build = _build_lit if parsed.kind == "lit" else _build_openclip
-            _CACHE[key] = build(parsed, device, batch_size)
+            _CACHE[key] = build(parsed, device, batch_size, precision)
         return _CACHE[key].with_batch_size(batch_size)
 
 
@@ -227,11 +234,12 @@ class LazyEncoder:
     its windows, costs no model load; encoding loads the model once, through :func:`load_encoder`.
 
     Args:
-        spec / device / batch_size: as for :func:`load_encoder`.
+        spec / device / batch_size / precision: as for :func:`load_encoder`.
     """
 
-    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        self.spec, self.device, self.batch_size = spec, device, batch_size
+    def __init__(self, spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE,
+                 precision: str = DEFAULT_PRECISION) -> None:
+        self.spec, self.device, self.batch_size, self.precision = spec, device, batch_size, precision
         self._facts = known_encoder_facts(spec)
         self._id = self._facts.id if self._facts is not None else None
         self._encoder: Encoder | None = None
@@ -258,7 +266,7 @@ class LazyEncoder:
         """The loaded encoder (loaded now if needed)."""
         with self._lock:
             if self._encoder is None:
-                encoder = load_encoder(self.spec, device=self.device, batch_size=self.batch_size)
+                encoder = load_encoder(self.spec, device=self.device, batch_size=self.batch_size, precision=self.precision)
                 facts = self._facts
                 if facts is not None and (encoder.id, facts.dim or encoder.dim, facts.image_size or encoder.image_size) != (
                         facts.id, encoder.dim, encoder.image_size):
@@ -370,13 +378,14 @@ def _heads_hub(path: Path) -> HubCorrection | None:
     return _HUBS[key]
 
 
-def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE) -> LazyEncoder:
+def lazy_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: int = DEFAULT_BATCH_SIZE,
+                 precision: str = DEFAULT_PRECISION) -> LazyEncoder:
     """An encoder for ``spec`` that loads its model only when something needs it (see :class:`LazyEncoder`).
 
     Raises:
         UnknownEncoderError: the spec names no known model (checked now, without loading anything).
     """
-    return LazyEncoder(spec, device=device, batch_size=batch_size)
+    return LazyEncoder(spec, device=device, batch_size=batch_size, precision=precision)
 
 
 def clear_encoder_cache() -> None:

@@ -13,16 +13,19 @@ import torch
 from rsrag.tools.encoders.base import ImageLike, to_pil
 from rsrag.tools.encoders.hubness import HubCorrection
 from rsrag.tools.errors import EncoderError
-from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE
+from rsrag.tools.encoders.runtime import image_dtype
+from rsrag.tools.encoders.spec import DEFAULT_BATCH_SIZE, DEFAULT_PRECISION
 
 
 class OpenClipEncoder:
     """Wraps an open_clip model, its image transform and tokenizer behind the encoder interface.
 
     The model is put in eval mode; every forward pass runs under ``torch.inference_mode`` and returns unit
-    vectors. On CUDA the model runs in half precision with channels-last memory; on CPU it stays float32
-    (:func:`rsrag.tools.encoders.loader.load_encoder` sets the CPU runtime up before building the model:
-    :mod:`rsrag.tools.encoders.runtime`).
+    vectors. ``precision`` picks the dtype of image forward passes (:func:`rsrag.tools.encoders.runtime.image_dtype`):
+    on CUDA and other accelerators the whole model is cast to it, with channels-last memory; on CPU the weights
+    stay float32 and a bfloat16 precision runs image forward passes under CPU autocast, so texts are still encoded
+    in float32 (:func:`rsrag.tools.encoders.loader.load_encoder` sets the CPU runtime up before building the
+    model: :mod:`rsrag.tools.encoders.runtime`).
 
     Args:
         model: an open_clip ``CLIP`` / ``CustomTextCLIP``.
@@ -35,6 +38,8 @@ class OpenClipEncoder:
         dim: embedding dimension when known from the config (otherwise probed with one forward pass).
         hub: the hub correction window indexes apply to its image vectors
             (:mod:`rsrag.tools.encoders.hubness`; ``None``: windows are stored as encoded).
+        precision: one of :data:`rsrag.tools.encoders.spec.PRECISIONS`; the resolved dtype's name is kept as
+            :attr:`precision` (``"float32"``, ``"bfloat16"``, ``"float16"``).
     """
 
     def __init__(
@@ -50,6 +55,7 @@ class OpenClipEncoder:
         dim: int | None = None,
         hub: HubCorrection | None = None,
         presence_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         if batch_size < 1:
             raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
@@ -57,11 +63,14 @@ class OpenClipEncoder:
         self.image_size = int(image_size)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
-        self._gpu = self.device.type == "cuda"
-        self._dtype = torch.float16 if self._gpu else torch.float32
+        dtype = image_dtype(precision, str(self.device))
+        self.precision = str(dtype).removeprefix("torch.")
+        self._cpu = self.device.type == "cpu"
+        self._dtype = torch.float32 if self._cpu else dtype
+        self._autocast = dtype if self._cpu and dtype != torch.float32 else None
         model = model.eval().to(self.device)
-        if self._gpu:
-            model = model.half().to(memory_format=torch.channels_last)
+        if not self._cpu:
+            model = model.to(dtype).to(memory_format=torch.channels_last)
         self.model = model
         self._transform = transform
         self._tokenizer = tokenizer
@@ -89,7 +98,8 @@ class OpenClipEncoder:
         return view
 
     def __repr__(self) -> str:
-        return f"OpenClipEncoder(id={self.id!r}, dim={self.dim}, image_size={self.image_size}, device={self.device})"
+        return (f"OpenClipEncoder(id={self.id!r}, dim={self.dim}, image_size={self.image_size}, device={self.device}, "
+                f"precision={self.precision})")
 
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """HxWx3 uint8 array or PIL image -> CHW float32 tensor on CPU (thread-safe, no model access)."""
@@ -113,7 +123,12 @@ class OpenClipEncoder:
                 # channels-last input: 1.9x images/s for the CNN tower of the offline encoder on 2 CPU cores,
                 # neutral for ViTs (measured; see BENCHMARKS.md, Encoder)
                 chunk = chunk.contiguous(memory_format=torch.channels_last)
-                out.append(self._finish(self.model.encode_image(chunk)))
+                if self._autocast is not None:
+                    with torch.autocast("cpu", dtype=self._autocast):
+                        feats = self.model.encode_image(chunk)
+                else:
+                    feats = self.model.encode_image(chunk)
+                out.append(self._finish(feats))
         return np.concatenate(out)
 
     def encode_images(self, images: Sequence[ImageLike]) -> np.ndarray:

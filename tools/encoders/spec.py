@@ -33,13 +33,19 @@ from pathlib import Path
 
 from rsrag.tools.errors import UnknownEncoderError
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SPEC", "GEORSCLIP", "REMOTECLIP", "EncoderSpec", "check_spec", "openclip_models", "parse_spec"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_PRECISION", "DEFAULT_SPEC", "PRECISIONS", "GEORSCLIP", "REMOTECLIP", "EncoderSpec", "check_spec", "openclip_models", "parse_spec"]
 
 DEFAULT_SPEC = "rsrag-lit"
 DEFAULT_BATCH_SIZE = 8
 """Windows (images) per encoder forward pass unless a caller says otherwise (``encoder.batch_size`` in the
 settings): on 2 CPU cores as fast as 32 for the bundled encoder and ~320 MiB lower at the peak (BENCHMARKS.md,
 "Pyramid index"); a GPU wants more."""
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""What image forward passes compute in (``encoder.precision``): ``auto`` is half precision on CUDA and, on
+CPU, bfloat16 where the processor computes it natively (AVX512-BF16 or AMX), float32 elsewhere; see
+:func:`rsrag.tools.encoders.runtime.image_dtype`."""
+DEFAULT_PRECISION = "auto"
 
 #: RemoteCLIP checkpoints: architecture -> (repo, file names, open_clip architecture)
 REMOTECLIP: dict[str, tuple[str, tuple[str, ...], str]] = {

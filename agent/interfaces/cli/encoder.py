@@ -134,7 +134,7 @@ def info(
 
     settings = state.settings(**{"encoder.spec": spec, "encoder.device": device}).encoder
     spec = settings.spec or DEFAULT_SPEC
-    enc = load_encoder(spec, device=settings.device, batch_size=settings.batch_size)
+    enc = load_encoder(spec, device=settings.device, batch_size=settings.batch_size, precision=settings.precision)
     hub = hub_of(enc)
     print(json.dumps({"spec": spec, "id": enc.id, "dim": enc.dim, "image_size": enc.image_size,
                       "index_dim": index_dim(enc), "hub_bank": 0 if hub is None else int(hub.bank.shape[0]),

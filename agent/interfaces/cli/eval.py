@@ -39,7 +39,7 @@ def retrieval(
     settings = state.settings(**{"encoder.spec": encoder, "encoder.device": device, "encoder.batch_size": batch_size}).encoder
     spec = settings.spec
     chips = read_chips(data)
-    enc = load_encoder(spec, device=settings.device, batch_size=settings.batch_size)
+    enc = load_encoder(spec, device=settings.device, batch_size=settings.batch_size, precision=settings.precision)
     chosen = select_for_eval(chips, training_record(spec), split, val_fraction)
     chips = list(chosen.chips[:limit] if limit else chosen.chips)
     head = f"split {chosen.split}: {len(chips)} images" + (f" (--limit; the split has {len(chosen.chips)})" if limit else "")

@@ -32,12 +32,12 @@ STAGES = {"index": "indexing", "descend": "search encodes", "fill": "background 
 
 
 def load_cli_encoder(settings: Settings) -> Encoder:
-    """The encoder the settings name (``encoder.spec``, ``None``: the bundled offline encoder; its batch size
-    and device), loaded on first use: an indexed image is found by the encoder's id without loading the model."""
+    """The encoder the settings name (``encoder.spec``, ``None``: the bundled offline encoder; its batch size,
+    device and precision), loaded on first use: an indexed image is found by the encoder's id without loading the model."""
     from rsrag.tools.encoders import lazy_encoder
 
     e = settings.encoder
-    return lazy_encoder(e.spec, batch_size=e.batch_size, device=e.device)
+    return lazy_encoder(e.spec, batch_size=e.batch_size, device=e.device, precision=e.precision)
 
 
 @contextlib.contextmanager
@@ -163,7 +163,8 @@ def _index_on_ray(sources: list[str], address: str, workers: int | None, setting
         task = bar.add_task(f"indexing {len(sources)} scenes on Ray", total=None, scenes="", rate=0.0)
         reports = index_on_ray(
             sources, store=settings.store_path, encoder=settings.encoder.spec, tiling=settings.store.tiling,
-            device=settings.encoder.device, batch_size=settings.encoder.batch_size, workers=workers,
+            device=settings.encoder.device, batch_size=settings.encoder.batch_size, precision=settings.encoder.precision,
+            workers=workers,
             progress=lambda p: bar.update(task, completed=p.done, total=p.total, rate=p.rate,
                                           scenes=f"{p.scenes_done}/{p.scenes} scenes"),
         )
