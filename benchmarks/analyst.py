@@ -300,7 +300,10 @@ def main() -> None:
                                  "paths.crops": out / "crops", "trace.enabled": False}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key.strip()] = json.loads(value) if value[:1] in "0123456789[{tf-" else value
+        try:  # numbers, lists, true/false as JSON; anything else ("float32", a path) as written
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
     settings = load_settings(overrides=overrides)
     kinds = [k for k in args.kinds.split(",") if k]
     rows: list[dict[str, Any]] = []

@@ -345,7 +345,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     store_dir = Path(args.store)
     shutil.rmtree(store_dir, ignore_errors=True)
     t_load = time.perf_counter()
-    enc = load_encoder(args.encoder, batch_size=args.batch)
+    enc = load_encoder(args.encoder, batch_size=args.batch, precision=args.precision)
     if args.runtime == "before":
         enc._transform = _torch_op_transform(enc)  # type: ignore[attr-defined]
     embed_phrases(enc, ["warm-up"])  # both modes start with a loaded, warm encoder
@@ -373,6 +373,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     rss_loaded = peak_rss_mib()
     patches = PatchStore(open_store(store_dir))
     out: dict[str, Any] = {"mode": args.mode, "runtime": args.runtime, "runtime_env": runtime.tuned(), "batch": args.batch,
+                           "precision": enc.precision,
                            "encode_empty": args.encode_empty, "trunk": args.trunk, "store_import": args.store_import, "readers": args.readers, "scene": scene_path.name, "side": truth["side"], "queries": [],
                            "encoder": enc.id, "load_s": load_s, "rss_loaded_mib": rss_loaded, "encoder_alone_per_s": encoder_rate}
     with open_scene(scene_path) as scene:
@@ -590,11 +591,11 @@ def _plural(phrase: str) -> str:
     return phrase + "s"
 
 
-def _ask(scene: Path, question: str, home: Path, extra: list[str]) -> dict[str, Any]:
+def _ask(scene: Path, question: str, home: Path, extra: list[str], precision: str) -> dict[str, Any]:
     """One ``rsrag ask --json`` in a fresh process, timed from its start: what the user waits for."""
     cmd = [str(ROOT / ".venv" / "bin" / "rsrag"), "ask", str(scene), question, "--json", *extra]
     timer = ["/usr/bin/time", "-f", "maxrss_kib=%M"] if Path("/usr/bin/time").exists() else []  # the process's peak RSS
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RSRAG_HOME": str(home)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RSRAG_HOME": str(home), "RSRAG_ENCODER__PRECISION": precision}
     t0 = time.perf_counter()
     proc = subprocess.run([*timer, *cmd], capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -611,7 +612,8 @@ def user(args: argparse.Namespace) -> None:
     question pays the process start, the encoder load and the index work; later ones reuse the store. Arms take
     turns, the first arm alternating between scenes. Per question: wall time from the command's start, finding,
     and, over the sites the answer cites as found, *site recall* (planted sites covered by at least half by a
-    cited site) and *precision* (cited sites that cover half of a planted site of the class)."""
+    cited site) and *precision* (cited sites that cover half of a planted site of the class). ``--precision`` is
+    the encoder's (``RSRAG_ENCODER__PRECISION``); records go to ``user/<precision>/``."""
     from rsrag.tools.captioned import class_phrase
 
     rows: list[dict[str, Any]] = []
@@ -620,13 +622,13 @@ def user(args: argparse.Namespace) -> None:
         truth = json.loads(scene.with_suffix(".truth.json").read_text())
         arms = ["pyramid", "flat"] if n % 2 == 0 else ["flat", "pyramid"]
         for arm in arms:
-            home = OUT / "user" / f"{scene.stem}_{arm}"
+            home = OUT / "user" / args.precision / f"{scene.stem}_{arm}"
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True)
             extra = ["--tiling", args.flat] if arm == "flat" else []
             for i, (label, sites) in enumerate(truth["targets"].items()):
                 phrase = _plural(class_phrase(label))
-                asked = _ask(scene, f"where are the {phrase}?", home, extra)
+                asked = _ask(scene, f"where are the {phrase}?", home, extra, args.precision)
                 answer = asked["answer"]
                 finding = (answer.get("findings") or {}).get(phrase, answer.get("finding"))
                 cited = set(answer.get("cited") or [])
@@ -639,7 +641,8 @@ def user(args: argparse.Namespace) -> None:
                        "on_site": on_site, "maxrss_mib": asked["maxrss_mib"] and round(asked["maxrss_mib"])}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    summary: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "load_avg": os.getloadavg()[0]}
+    summary: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "load_avg": os.getloadavg()[0],
+                               "precision": args.precision}
     for arm in ("pyramid", "flat"):
         mine = [r for r in rows if r["arm"] == arm]
         firsts = [r["wall_s"] for r in mine if r["question"] == 0]
@@ -653,7 +656,7 @@ def user(args: argparse.Namespace) -> None:
         }
     p, f = summary["pyramid"]["first_answer_s"], summary["flat"]["first_answer_s"]
     summary["first_answer_ratio"] = [round(a / b, 3) for a, b in zip(p, f)]
-    (OUT / "user" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (OUT / "user" / args.precision / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(json.dumps(summary, indent=1))
 
 
@@ -661,7 +664,8 @@ def child(args: argparse.Namespace, mode: str, scene: Path, store: Path, fill: b
     cmd = ([sys.executable, __file__, "measure", "--mode", mode, "--scene", str(scene), "--store", str(store),
            "--encoder", args.encoder, "--tiling", args.tiling, "--flat", args.flat, "--beam", str(args.beam),
            "--expand", str(args.expand), "--sample", str(args.sample), "--threshold", str(args.threshold),
-           "--threads", str(args.threads), "--batch", str(args.batch), "--runtime", args.runtime]
+           "--threads", str(args.threads), "--batch", str(args.batch), "--runtime", args.runtime,
+            "--precision", args.precision]
            + (["--fill"] if fill else []) + (["--encode-empty"] if args.encode_empty else []))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -709,6 +713,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="reads: rounds of every arm")
     parser.add_argument("--batch", type=int, default=DEFAULTS.encoder.batch_size, help="windows per encoder call")
+    parser.add_argument("--precision", default=DEFAULTS.encoder.precision,
+                        help="measure: encoder.precision of image forward passes (default: the product's)")
     parser.add_argument("--trunk", choices=["prepared", "unprepared", "dynpad", "timm"], default="prepared",
                         help="measure: the image trunk as users run it, as it ran before prepare_for_inference, "
                              "with stride-2 convolutions padding a copy of their input (before static_same_padding), "

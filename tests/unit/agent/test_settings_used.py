@@ -81,6 +81,14 @@ def _encoder_device(tmp: Path, scene: Path) -> None:
                 analyst.workspace.encoder.load()
 
 
+@check("encoder.precision")
+def _encoder_precision(tmp: Path, scene: Path) -> None:
+    for precision in ("float32", "bfloat16"):
+        with Analyst(settings_for(tmp, encoder__precision=precision, **{"store.path": tmp / precision})) as analyst:
+            info = analyst.index(scene)
+            assert analyst.workspace.encoder.load().precision == precision and info.n_patches > 0
+
+
 @check("store.path")
 def _store_path(tmp: Path, scene: Path) -> None:
     run(settings_for(tmp, store__path=tmp / "elsewhere"), scene)
