@@ -24,7 +24,7 @@ Example settings file::
     spec = "remoteclip:ViT-B-32"          # RSRAG_ENCODER__SPEC; unset: the bundled encoder
     batch_size = 8                        # windows per forward pass (on CPU as fast as 32, 320 MiB lower peak; raise it on a GPU)
     device = "cpu"                        # or cuda, cuda:1, mps
-    precision = "auto"                    # image passes: bfloat16 on CPUs with AVX512-BF16/AMX, fp16 on CUDA; or float32
+    precision = "auto"                    # image passes: fp16 on CUDA, else float32; "bfloat16": ~1.7x on AVX512-BF16/AMX CPUs
 
     [store]
     path = "/data/rsrag/store"            # RSRAG_STORE__PATH

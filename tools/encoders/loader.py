@@ -196,7 +196,7 @@ def load_encoder(spec: str | None = None, *, device: str = "cpu", batch_size: in
         device: torch device, e.g. ``"cpu"`` or ``"cuda:0"``.
         batch_size: images or texts per forward pass.
         precision: what image forward passes compute in (:data:`rsrag.tools.encoders.spec.PRECISIONS`; ``auto``:
-            bfloat16 on a CPU that computes it natively, half precision on CUDA, else float32).
+            half precision on CUDA, else float32; ``bfloat16``: faster on CPUs with AVX512-BF16 or AMX).
 
     Returns:
         An :class:`~rsrag.tools.encoders.base.Encoder`. The model is built once per (spec, device, precision); a

@@ -44,12 +44,14 @@ own kernels do not use this library. Work that is BLAS alone (large text batches
 asks for the threads back (:func:`bulk_blas_threads`). A value the user set (``OPENBLAS_NUM_THREADS``,
 ``GOTO_NUM_THREADS``) is kept.
 
-**Image forward passes in bfloat16 where the CPU computes it natively** (:func:`image_dtype`). On a processor
-with AVX512-BF16 or AMX, oneDNN runs the image tower's convolutions in bfloat16 about 1.6-1.8x faster than in
-float32 (the bundled encoder on this project's 2-core AMD EPYC: 5-7 against 11-12 ms per 224 px window), and
-the window vectors stay within a cosine of 0.996 of the float32 ones (0.9991 on average; BENCHMARKS.md,
-"Encoder"). Elsewhere bfloat16 would be emulated and slower, so ``auto`` keeps float32 there. Only image
-forward passes change: texts are encoded in float32 everywhere, and the vectors are stored as float32.
+**Image forward passes in bfloat16, on request** (``encoder.precision = "bfloat16"``, :func:`image_dtype`). On
+a processor with AVX512-BF16 or AMX (:func:`native_bf16`), oneDNN runs the image tower's convolutions in
+bfloat16 about 1.6-1.8x faster than in float32 (the bundled encoder on this project's 2-core AMD EPYC), and the
+window vectors stay within a cosine of 0.996 of the float32 ones (0.9991 on average). It is not the default: the
+presence calibration was fitted on float32 vectors, and through the analyst benchmark bfloat16 windows cost
+0.005-0.034 of precision on each of three scene sets (BENCHMARKS.md, "Encoder", bfloat16), so ``auto`` is
+float32 on CPU. Elsewhere bfloat16 is emulated and slower (a warning says so). Only image forward passes change:
+texts are encoded in float32, and the vectors are stored as float32.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -169,8 +172,8 @@ def image_dtype(precision: str, device: str) -> torch.dtype:
         device: a torch device string.
 
     Returns:
-        ``auto``: float16 on CUDA, bfloat16 on a CPU for which :func:`native_bf16`, else float32. ``float32``
-        and ``bfloat16``: that dtype.
+        ``auto``: float16 on CUDA, float32 elsewhere. ``float32`` and ``bfloat16``: that dtype (bfloat16 on a
+        CPU without :func:`native_bf16` is emulated, and a warning says it will be slower).
 
     Raises:
         EncoderError: an unknown precision.
@@ -184,9 +187,10 @@ def image_dtype(precision: str, device: str) -> torch.dtype:
         raise EncoderError(f"unknown encoder precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "float32":
         return torch.float32
-    if precision == "bfloat16":
-        return torch.bfloat16
     kind = torch.device(device).type
-    if kind == "cuda":
-        return torch.float16
-    return torch.bfloat16 if kind == "cpu" and native_bf16() else torch.float32
+    if precision == "bfloat16":
+        if kind == "cpu" and not native_bf16():
+            warnings.warn("encoder.precision = 'bfloat16' on a CPU without AVX512-BF16 or AMX: bfloat16 is emulated "
+                          "there and image forward passes will be slower than in float32", RuntimeWarning, stacklevel=2)
+        return torch.bfloat16
+    return torch.float16 if kind == "cuda" else torch.float32

@@ -42,9 +42,9 @@ settings): on 2 CPU cores as fast as 32 for the bundled encoder and ~320 MiB low
 "Pyramid index"); a GPU wants more."""
 
 PRECISIONS = ("auto", "float32", "bfloat16")
-"""What image forward passes compute in (``encoder.precision``): ``auto`` is half precision on CUDA and, on
-CPU, bfloat16 where the processor computes it natively (AVX512-BF16 or AMX), float32 elsewhere; see
-:func:`rsrag.tools.encoders.runtime.image_dtype`."""
+"""What image forward passes compute in (``encoder.precision``): ``auto`` is half precision on CUDA and float32
+elsewhere; ``bfloat16`` is faster on CPUs with AVX512-BF16 or AMX, at a small cost in answer quality; see
+:mod:`rsrag.tools.encoders.runtime`."""
 DEFAULT_PRECISION = "auto"
 
 #: RemoteCLIP checkpoints: architecture -> (repo, file names, open_clip architecture)

@@ -1,5 +1,6 @@
-"""``encoder.precision``: image forward passes in bfloat16 where the CPU computes it natively, float32 on request,
-the same vectors to within bfloat16's rounding, texts unchanged, and a clear error for a precision that is none."""
+"""``encoder.precision``: float32 image forward passes on CPU by default, bfloat16 on request (the same vectors to
+within bfloat16's rounding, texts unchanged, a warning where the CPU would emulate it), and a clear error for a
+precision that is none."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.tiny_encoder import register_tiny_model_config
 
 
 @pytest.mark.parametrize(("native", "device", "expected"), [
-    (True, "cpu", torch.bfloat16),
+    (True, "cpu", torch.float32),  # the calibration was fitted on float32 vectors: bfloat16 only on request
     (False, "cpu", torch.float32),
     (True, "cuda", torch.float16),
     (False, "cuda:1", torch.float16),
@@ -27,9 +28,15 @@ def test_auto_follows_the_hardware(monkeypatch, native, device, expected):
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_an_explicit_precision_is_kept(monkeypatch, device):
-    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)
     assert runtime.image_dtype("float32", device) == torch.float32
     assert runtime.image_dtype("bfloat16", device) == torch.bfloat16
+
+
+def test_bfloat16_on_a_cpu_that_would_emulate_it_warns(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="emulated there and image forward passes will be slower"):
+        assert runtime.image_dtype("bfloat16", "cpu") == torch.bfloat16
 
 
 def test_an_unknown_precision_names_the_choices():
@@ -39,8 +46,10 @@ def test_an_unknown_precision_names_the_choices():
         load_encoder(f"{register_tiny_model_config()}:random", precision="fp8")
 
 
-def test_bfloat16_windows_match_float32_and_texts_are_unchanged():
+def test_bfloat16_windows_match_float32_and_texts_are_unchanged(monkeypatch):
+    monkeypatch.setattr(runtime, "native_bf16", lambda: True)  # no warning on any CPU: bfloat16 runs either way
     spec = f"{register_tiny_model_config()}:random"
+    assert load_encoder(spec).precision == "float32"  # the default
     full = load_encoder(spec, precision="float32")
     half = load_encoder(spec, precision="bfloat16")
     assert (full.precision, half.precision) == ("float32", "bfloat16")
