@@ -74,7 +74,7 @@ def measure(specs: list[str], threads: int, batch: int, n_images: int, n_texts: 
         prep[spec] = n_images / _timed(lambda: tensors.__setitem__(spec, torch.stack([enc.preprocess(im) for im in images])))
         enc.encode_image_tensors(tensors[spec][:batch])  # warm-up
         enc.encode_texts(texts[:batch])
-    best = {spec: {"img": float("inf"), "txt": float("inf")} for spec in specs}
+    best = {spec: {"img": float("inf"), "txt": float("inf")} for spec in encs}
     for _ in range(repeats):
         for spec, enc in encs.items():
             best[spec]["img"] = min(best[spec]["img"], _timed(lambda: enc.encode_image_tensors(tensors[spec])))
