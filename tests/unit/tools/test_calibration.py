@@ -194,10 +194,10 @@ def test_a_weaker_second_site_is_found_only_once_the_target_is(fitted) -> None: 
     cal = cal.model_copy(update={"found_at": 0.8, "site_at": 0.5, "not_found_below": 0.3})
     model = PresenceModel(cal, enc)
 
-    def site(x: int, presence: float):  # type: ignore[no-untyped-def]
-        hit = Hit(region=Region(scene="s", box=PixelBox(x0=x, y0=0, x1=x + 10, y1=10)), score=0.1,
-                  confidence=0.6, path="fast", query="red")
-        return group_sites([hit])[0].with_presence(presence)
+    def site(x: int, presence: float):  # type: ignore[no-untyped-def]  # seen by three windows: not lone
+        hits = [Hit(region=Region(scene="s", box=PixelBox(x0=x + i, y0=0, x1=x + 10 + i, y1=10)), score=0.1,
+                    confidence=0.6, path="fast", query="red") for i in range(3)]
+        return group_sites(hits)[0].with_presence(presence)
 
     strong, weak, faint = site(0, 0.9), site(100, 0.6), site(200, 0.2)
     assert [s.presence for s in model.found_sites([weak, strong, faint])] == [0.9, 0.6]
@@ -206,3 +206,23 @@ def test_a_weaker_second_site_is_found_only_once_the_target_is(fitted) -> None: 
     assert model.window_found(np.array([0.9, 0.6, 0.2])).tolist() == [True, True, False]
     assert model.window_found(np.array([0.6, 0.2])).tolist() == [False, False]
     assert PresenceModel(None, enc, "x").found_sites([strong]) == []
+
+
+def test_a_lone_window_is_a_site_only_at_the_bar_for_a_window_seen_alone(fitted) -> None:  # type: ignore[no-untyped-def]
+    enc, cal, _ = fitted
+    cal = cal.model_copy(update={"found_at": 0.8, "site_at": 0.5, "not_found_below": 0.3, "refined_found_at": 0.9})
+    model = PresenceModel(cal, enc)
+
+    def site(x: int, presence: float, windows: int):  # type: ignore[no-untyped-def]
+        hits = [Hit(region=Region(scene="s", box=PixelBox(x0=x + 4 * i, y0=0, x1=x + 10 + 4 * i, y1=10)), score=0.1,
+                    confidence=0.6, path="fast", query="red") for i in range(windows)]
+        return group_sites(hits)[0].with_presence(presence)
+
+    seen_by_many, lone_strong, lone_weak = site(0, 0.85, 3), site(100, 0.95, 1), site(200, 0.7, 2)
+    assert model.lone_found_at == 0.9
+    assert [s.presence for s in model.found_sites([seen_by_many, lone_strong, lone_weak])] == [0.95, 0.85]
+    # a target whose only strong evidence is two windows is not found, and a lone window at found_at does not do
+    assert model.found_sites([lone_weak, site(300, 0.85, 1)]) == []
+    assert model.found_sites([site(300, 0.6, 3), site(400, 0.92, 2)]) != []
+    without_refinement = PresenceModel(cal.model_copy(update={"refined_found_at": None}), enc)
+    assert without_refinement.lone_found_at == 0.8 and len(without_refinement.found_sites([site(300, 0.85, 1)])) == 1
