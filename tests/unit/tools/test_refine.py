@@ -148,3 +148,29 @@ def test_candidates_take_a_small_isolated_place_besides_a_resembling_background(
     by_presence = refinement_candidates(boxes, np.asarray(prob), 1)
     assert by_presence == [boxes[0]]  # the strongest first
     assert boxes[-1] in refinement_candidates(boxes, np.asarray(prob), 2)  # then the one that stands out
+
+
+class _RedWindows(PresenceModel):
+    """Presence 0.8 for a window whose vector is the pure red one (it lies wholly on red), else 0.01: which
+    windows see a red place is then exact, whatever the tiny encoder's calibration would say."""
+
+    def presence(self, query, vectors):  # type: ignore[no-untyped-def,override]
+        red = self.encoder.encode_images([np.full((8, 8, 3), COLOURS["Red"], np.uint8)])[0]  # type: ignore[union-attr]
+        return np.where(np.asarray(vectors)[:, : red.shape[0]] @ red > 0.99, 0.8, 0.01)
+
+
+def test_a_place_seen_by_one_window_is_an_unconfirmed_candidate_not_a_site(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    enc, cal, _ = world
+    model = _RedWindows(cal.model_copy(update={"found_at": 0.7, "site_at": 0.5, "not_found_below": 0.3,
+                                               "refined_found_at": 0.9}), enc)
+    lone_red = PixelBox(x0=32, y0=32, x1=48, y1=48)  # exactly one 16 px window lies wholly on it
+    wide_red = PixelBox(x0=16, y0=16, x1=64, y1=64)  # 25 windows do
+    answers = {}
+    for name, red in (("lone", lone_red), ("wide", wide_red)):
+        store = as_patch_store(str(tmp_path / name))
+        answers[name] = _find(_indexed(enc, _scene(tmp_path, f"{name}.tif", [red]), store), enc, store, model, "red", 0)
+    lone, wide = answers["lone"], answers["wide"]
+    assert wide.finding == "found" and any(_covers(s.box, wide_red) for s in wide.sites)
+    # one window at 0.8 reaches found_at, but a lone window needs refined_found_at: not found on its own
+    assert lone.finding == "uncertain" and lone.sites == []
+    assert lone.candidates and _covers(lone.candidates[0].box, lone_red)  # listed first, unconfirmed
