@@ -4,12 +4,12 @@ Both encoders get the same images (real AID chips when ../shared/data is present
 the same texts in the same process; images/s is measured on pre-decoded, preprocessed tensors
 (``encode_image_tensors``), texts/s on ``encode_texts``. With ``--malloc-compare`` the script re-runs itself
 in fresh processes, once with the default glibc allocator settings and once with tuned ones (they must be set
-before a process starts), and prints both. With ``--precisions float32 auto`` each encoder also runs in each
+before a process starts), and prints both. With ``--precisions float32 bfloat16`` each encoder also runs in each
 precision of its image forward passes (``encoder.precision``), in the same process, and every arm reports how
 close its image vectors come to the float32 arm's (cosine, min and mean over the images).
 
     .venv/bin/python benchmarks/encoder_speed.py --threads 2 --malloc-compare
-    .venv/bin/python benchmarks/encoder_speed.py --specs rsrag-lit --precisions float32 auto --batch 8 --images 128
+    .venv/bin/python benchmarks/encoder_speed.py --specs rsrag-lit --precisions float32 bfloat16 --batch 8 --images 128
 """
 
 from __future__ import annotations
@@ -90,11 +90,10 @@ def measure(specs: list[str], threads: int, batch: int, n_images: int, n_texts: 
             "texts_per_s": round(n_texts / best[spec]["txt"], 2),
             "preprocess_per_s": round(prep[spec], 1),
         }
-        full = next((v for k, v in vectors.items() if encs[k].id == enc.id and encs[k].precision == "float32"), None)
-        if full is not None and len(precisions) > 1:
-            agree = (full * vectors[spec]).sum(axis=1)
+        ref = next((k for k in encs if encs[k].id == enc.id and encs[k].precision == "float32"), None)
+        if ref is not None and len(precisions) > 1:
+            agree = (vectors[ref] * vectors[spec]).sum(axis=1)
             out["encoders"][spec]["cosine_to_float32"] = {"min": round(float(np.min(agree)), 5), "mean": round(float(np.mean(agree)), 5)}
-            ref = next(k for k in encs if encs[k].id == enc.id and encs[k].precision == "float32")
             out["encoders"][spec]["images_vs_float32"] = round(best[ref]["img"] / best[spec]["img"], 2)
     base = out["encoders"].get("ViT-B-32:random")
     if base:

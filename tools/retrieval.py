@@ -442,11 +442,9 @@ def _presence_sites(
     grouped = with_presence(group_sites(site_windows, touch_px=touch_px))
     sites = presence.found_sites(grouped)  # lone windows below the bar for a window seen alone are not sites
     by_presence = sorted(scored, key=lambda h: (-p_of[id(h)], -h.confidence))
-    candidates = [] if sites else with_presence(group_sites(by_presence[:top_k], touch_px=touch_px))
-    if grouped and not sites:  # the lone sites lead the unconfirmed candidates
-        candidates = sorted([*grouped, *candidates], key=lambda s: (-(s.presence or 0.0), -s.confidence, -s.score))
-        candidates = [c for i, c in enumerate(candidates) if all(c.region.box.intersection(d.region.box) == 0
-                                                                   for d in candidates[:i])]
+    # unconfirmed candidates: the strongest windows, and the windows of lone sites that were not enough
+    unconfirmed = list({id(h): h for h in [*site_windows, *by_presence[:top_k]]}.values())
+    candidates = [] if sites else with_presence(group_sites(unconfirmed, touch_px=touch_px))
     finding: Finding = "found" if sites else presence.finding_for([s.presence for s in candidates[:top_k]])
     if finding == "found" and not sites:
         finding = "uncertain"  # only lone windows reached found_at

@@ -191,6 +191,7 @@ def image_dtype(precision: str, device: str) -> torch.dtype:
     if precision == "bfloat16":
         if kind == "cpu" and not native_bf16():
             warnings.warn("encoder.precision = 'bfloat16' on a CPU without AVX512-BF16 or AMX: bfloat16 is emulated "
-                          "there and image forward passes will be slower than in float32", RuntimeWarning, stacklevel=2)
+                          "there and image forward passes will be slower than in float32", RuntimeWarning,
+                          stacklevel=1)  # one place: shown once per process, however many callers resolve it
         return torch.bfloat16
     return torch.float16 if kind == "cuda" else torch.float32
